@@ -1,0 +1,51 @@
+"""Command line: ``python -m dannlib {regenerate,bench} ...`` (also the ``dannlib`` script).
+
+A thin dispatcher; each subcommand lives in its own module.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import regenerate
+
+    parser = argparse.ArgumentParser(prog="python -m dannlib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{regenerate,bench}")
+    regen = sub.add_parser(
+        "regenerate",
+        help="execute notebooks/NN_*.ipynb in place with papermill (regenerates every figure)",
+        description="Execute notebooks/NN_*.ipynb in order, in place, with papermill. A failing "
+        "notebook keeps its previous file (its partial run goes to notebooks/.failed/); the others "
+        "still run. Exit status: 0 all succeeded, 1 some notebook failed, 2 bad arguments.",
+    )
+    regenerate.add_arguments(regen)
+    # Everything after "bench" (including --help) is passed on to dannlib.bench.main.
+    sub.add_parser("bench", help="run the benchmarks (dannlib.bench)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "regenerate":
+        from .regenerate import run_from_args
+
+        return run_from_args(args)
+    if args.command == "bench":
+        try:
+            from .bench import main as bench_main
+        except ModuleNotFoundError as exc:
+            if exc.name != "dannlib.bench":
+                raise  # a missing dependency inside dannlib.bench is a real error
+            print("dannlib bench: dannlib/bench.py does not exist yet; nothing to run", file=sys.stderr)
+            return 2
+        return int(bench_main(extra) or 0)
+    raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
+
+
+if __name__ == "__main__":
+    sys.exit(main())

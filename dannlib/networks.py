@@ -1,0 +1,120 @@
+"""Networks, named in the papers' terms: ``feature_extractor`` (G_f), ``label_predictor``
+(G_y), ``domain_classifier`` (G_d).
+
+The domain classifier ends in ONE logit (probability of "target", d = 1) trained with
+binary cross-entropy on the logit: a softmax over a single logit would be constant.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .grl import grad_reverse
+
+
+class DANNNet(nn.Module):
+    """G_f -> G_y for labels, and G_f -> R_lambda -> G_d for domains (DANN, eq. 1/5).
+
+    ``forward(x)`` returns class logits ``(N, n_classes)``;
+    ``forward(x, grl_lambda)`` returns ``(class_logits (N, n_classes), domain_logits (N,))``
+    with the gradient reversal applied before the domain classifier. ``input_mean`` (shape of
+    one input, e.g. ``(C, H, W)``), when given, is subtracted from every input (the digits
+    recipe's mean subtraction) as a fixed buffer, not a learned parameter.
+    """
+
+    def __init__(self, feature_extractor: nn.Module, label_predictor: nn.Module,
+                 domain_classifier: nn.Module, input_mean: torch.Tensor | None = None):
+        super().__init__()
+        self.feature_extractor = feature_extractor
+        self.label_predictor = label_predictor
+        self.domain_classifier = domain_classifier
+        if input_mean is not None:
+            self.register_buffer("input_mean", input_mean.detach().clone().float())
+        else:
+            self.input_mean = None
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_mean is not None:
+            x = x - self.input_mean
+        return self.feature_extractor(x)
+
+    def forward(self, x: torch.Tensor, grl_lambda: float | None = None):
+        f = self.features(x)
+        class_logits = self.label_predictor(f)
+        if grl_lambda is None:
+            return class_logits
+        domain_logits = self.domain_classifier(grad_reverse(f, grl_lambda)).squeeze(-1)
+        return class_logits, domain_logits
+
+
+def _mlp(sizes: list[int], final_activation: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or final_activation:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def toy_net(in_features: int = 2, hidden: int = 8, n_classes: int = 2,
+            deep_domain_classifier: bool = False) -> DANNNet:
+    """The toy network of seed 003: a one-hidden-layer ReLU feature extractor
+    (in -> hidden), a linear label predictor (hidden -> n_classes) and a domain classifier
+    hidden -> hidden -> 1, or, with ``deep_domain_classifier``, hidden -> 32 -> 32 -> 1."""
+    feature_extractor = _mlp([in_features, hidden], final_activation=True)
+    label_predictor = nn.Linear(hidden, n_classes)
+    domain_sizes = [hidden, 32, 32, 1] if deep_domain_classifier else [hidden, hidden, 1]
+    return DANNNet(feature_extractor, label_predictor, _mlp(domain_sizes))
+
+
+class DigitsFeatureExtractor(nn.Sequential):
+    """REFERENCE §1's MNIST -> MNIST-M feature extractor: conv 5x5x32 -> ReLU -> max-pool 2
+    -> conv 5x5x48 -> ReLU -> max-pool 2 -> flatten. Input ``(N, C, S, S)``; output
+    ``(N, 48 * s * s)`` with ``s = ((S - 4) // 2 - 4) // 2`` (768 features at S = 28)."""
+
+    def __init__(self, in_channels: int = 3):
+        super().__init__(
+            nn.Conv2d(in_channels, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 48, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+
+    @staticmethod
+    def out_features(size: int) -> int:
+        s = ((size - 4) // 2 - 4) // 2
+        if s < 1:
+            raise ValueError(f"image size {size} is too small for the digits network (needs >= 16)")
+        return 48 * s * s
+
+
+def digits_net(in_channels: int = 3, size: int = 28, n_classes: int = 10,
+               input_mean: torch.Tensor | None = None) -> DANNNet:
+    """The DANN digits network (REFERENCE §1): features (768 at 28x28) -> fc 100 -> fc 100
+    -> n_classes for labels; features -> fc 100 -> 1 logit for domains."""
+    n = DigitsFeatureExtractor.out_features(size)
+    return DANNNet(
+        DigitsFeatureExtractor(in_channels),
+        _mlp([n, 100, 100, n_classes]),
+        _mlp([n, 100, 1]),
+        input_mean=input_mean,
+    )
+
+
+class LeNetEncoder(nn.Sequential):
+    """ADDA's LeNet encoder (Tzeng et al. 2017): conv 5x5x20 -> max-pool 2 -> ReLU ->
+    conv 5x5x50 -> dropout -> max-pool 2 -> ReLU -> flatten -> fc 500 -> ReLU.
+    Input ``(N, C, 28, 28)``, output ``(N, 500)``. Dropout is off by default (p = 0) so
+    runs are deterministic under a seed."""
+
+    def __init__(self, in_channels: int = 1, size: int = 28, dropout: float = 0.0):
+        s = ((size - 4) // 2 - 4) // 2
+        super().__init__(
+            nn.Conv2d(in_channels, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(20, 50, 5), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Flatten(), nn.Linear(50 * s * s, 500), nn.ReLU(),
+        )
+
+
+def adda_discriminator(in_features: int = 500, hidden: int = 500) -> nn.Sequential:
+    """ADDA's discriminator: 500 -> 500 -> 500 -> 1 logit with ReLU (1 logit = P(source))."""
+    return _mlp([in_features, hidden, hidden, 1])

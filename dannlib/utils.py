@@ -1,0 +1,135 @@
+"""Small shared helpers: the device choice, explicit seeding, atomic file writes, paths.
+
+Everything here is stateless apart from what its caller passes in: no helper reseeds the
+global random number generators behind the caller's back (``seeded`` restores them).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_device() -> torch.device:
+    """The one place the training device is chosen: ``$DANNLIB_DEVICE`` if set, else CUDA
+    when present, else the CPU."""
+    name = os.environ.get("DANNLIB_DEVICE")
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    return default_device() if device is None else torch.device(device)
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with torch's global RNG (CPU and CUDA) seeded to ``seed``, then restore
+    the caller's RNG state. Used to build networks whose layers draw their initial weights
+    from the global generator, without leaving the global state changed."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A torch.Generator on ``device`` seeded with ``seed`` (explicit randomness)."""
+    g = torch.Generator(device=torch.device(device))
+    g.manual_seed(int(seed))
+    return g
+
+
+def check_positive_int(name: str, value) -> int:
+    """Return ``value`` as int, or raise ValueError naming the parameter."""
+    import operator
+
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer (>= 1), got {value}")
+    return value
+
+
+def check_choice(name: str, value, allowed) -> None:
+    """Raise ValueError naming the parameter and the allowed values."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed values: {', '.join(map(str, allowed))}")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator:
+    """Open a temporary file beside ``path`` for writing; on success rename it over
+    ``path``; on error remove it, so ``path`` is never half-written and an earlier version
+    survives a failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with open(tmp, mode, **kwargs) as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager:
+    """Like ``atomic_write`` but yields a temporary *path* (for writers that take a file
+    name, e.g. ``np.savez`` or ``fig.savefig``), renamed over ``path`` on success."""
+
+    @contextlib.contextmanager
+    def _ctx():
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    return _ctx()
+
+
+def machine_info(device: str | torch.device | None = None) -> dict:
+    """What produced a number: host, CPU count, device name and library versions."""
+    device = resolve_device(device)
+    info = {
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+    else:
+        info["device_name"] = platform.processor() or platform.machine()
+    try:
+        import torchvision
+
+        info["torchvision"] = torchvision.__version__
+    except Exception:  # pragma: no cover - torchvision is a dependency
+        pass
+    return info
