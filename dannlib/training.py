@@ -107,10 +107,6 @@ class Method:
         return self
 
 
-class DivergenceError(RuntimeError):
-    """A non-finite loss: the run is recorded as diverged and stopped."""
-
-
 @dataclass
 class RunResult:
     """What :func:`fit` returns: the trained method (its networks inside), the history (one
@@ -155,8 +151,9 @@ def fit(method: Method, source: Domain, target: Domain, *, steps: int, batch_siz
     ``monitor_size`` samples of each evaluation set (monitoring curves only: nothing is
     selected on them). At the end it evaluates each set in full; ``final`` holds those
     numbers, which are the ones to report. A non-finite loss marks that seed ``diverged``
-    (its numbers are kept but flagged); a single-seed run then stops with a DivergenceError
-    message in its record rather than an exception, so callers can carry on with others.
+    (its numbers are kept but flagged, and a message is printed); once every seed has diverged
+    the run stops, its records carry the message, and no exception is raised, so callers
+    carry on with other seeds and methods.
 
     ``eval_sets`` maps names (e.g. ``"source_test"``, ``"target_test"``) to labelled
     domains; target labels are used only here, never by the method.
@@ -217,17 +214,17 @@ def fit(method: Method, source: Domain, target: Domain, *, steps: int, batch_siz
                     rec.update({key: vals[i] for key, vals in accs.items()})
                     if status[i] == "ok" and not all(math.isfinite(vals[i]) for vals in means.values()):
                         status[i] = "diverged"
-                        messages[i] = (f"non-finite loss at step {step + 1} (seed {seed}): "
-                                       + ", ".join(f"{key}={vals[i]}" for key, vals in means.items()))
+                        messages[i] = (f"{method.name}: non-finite loss at step {step + 1} (seed {seed}): "
+                                       + ", ".join(f"{key}={vals[i]}" for key, vals in means.items())
+                                       + "; this seed is recorded as diverged and left out of the means")
+                        _warn(messages[i], bar)
                     rec["status"] = status[i]
                     result.history.append(rec)
                 sums, n_in_sum = {}, 0
                 if bar is not None:
                     bar.set_postfix({key: f"{sum(v) / k:.3f}" for key, v in accs.items()}, refresh=False)
                 if all(s != "ok" for s in status):
-                    bar_msg = "; ".join(m for m in messages if m)
-                    if bar is not None:
-                        bar.write(f"stopping {method.name}: {bar_msg}")
+                    _warn(f"stopping {method.name} at step {step + 1}: every seed has diverged", bar)
                     break
             if bar is not None:
                 bar.update(1)
@@ -244,6 +241,15 @@ def fit(method: Method, source: Domain, target: Domain, *, steps: int, batch_siz
         rec.update({key: vals[i] for key, vals in finals.items()})
         result.final.append(rec)
     return result
+
+
+def _warn(message: str, bar) -> None:
+    import sys
+
+    if bar is not None:
+        bar.write(message, file=sys.stderr)
+    else:
+        print(message, file=sys.stderr)
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):

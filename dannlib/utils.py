@@ -17,6 +17,15 @@ import torch
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _publish(tmp: str | os.PathLike, target: Path) -> None:
+    """Give a finished temporary file the permissions a plain ``open(..., "w")`` would
+    (0666 less the umask; mkstemp makes it 0600), then rename it over ``target``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, target)
+
+
 def default_device() -> torch.device:
     """The one place the training device is chosen: ``$DANNLIB_DEVICE`` if set, else CUDA
     when present, else the CPU."""
@@ -82,7 +91,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator
     try:
         with open(tmp, mode, **kwargs) as fh:
             yield fh
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -101,7 +110,7 @@ def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager:
         os.close(fd)
         try:
             yield Path(tmp)
-            os.replace(tmp, target)
+            _publish(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

@@ -1,0 +1,75 @@
+# dann-study: from a fresh clone to every figure.
+#
+#   make figures                 regenerate every figure (profile quick, minutes per notebook on a CPU)
+#   make figures PROFILE=paper   the papers' recipes (>= 5 seeds): for a GPU
+#   make figures ONLY=01,03      only some notebooks (by number)
+#   make test                    unit tests + every notebook under nbval, smoke profile
+#
+# The first target run creates the virtual environment $(VENV) (or reuses an existing one)
+# and installs TORCH_SPEC, then this project with its test extra. TORCH_SPEC pins the torch
+# build this study was run with; where that build is not available, override it, e.g.
+#   make figures TORCH_SPEC="torch torchvision"
+# (pyproject.toml accepts torch>=2.4,<2.15 with a matching torchvision.)
+#
+# Data: DANNLIB_DATA from the environment is passed through to the notebooks; unset, the
+# data root is the project's data/ folder (see data/README.md).
+
+VENV       ?= .venv
+PYTHON     ?= python3
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PROFILE    ?= quick
+ONLY       ?=
+SEEDS      ?=
+# Where `make test` lets the notebooks write, so that tests never touch figures/ or results/.
+TEST_OUT   ?= $(CURDIR)/.tmp/test
+
+VPY   := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+ifdef DANNLIB_DATA
+export DANNLIB_DATA
+endif
+
+.DEFAULT_GOAL := help
+.PHONY: help install figures test bench lab clean distclean
+
+help:
+	@sed -n '3,7p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# *//'
+
+install: $(STAMP)
+
+# A real file target: redone when pyproject.toml changes; an existing venv is reused.
+$(STAMP): pyproject.toml
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install $(TORCH_SPEC)
+	$(VPY) -m pip install -e ".[test]"
+	touch $@
+
+figures: $(STAMP)
+	$(VPY) -m dannlib regenerate --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS))
+
+# nbval runs each notebook with its folder as working directory, on this venv's Python
+# (--nbval-current-env), under the smoke profile; outputs are not compared (--nbval-lax).
+# pytest's exit status 5 (nothing collected) fails like any other.
+test: $(STAMP)
+	rm -rf $(TEST_OUT)
+	mkdir -p $(TEST_OUT)
+	DANNLIB_PROFILE=smoke DANNLIB_FIGURES=$(TEST_OUT)/figures DANNLIB_RESULTS=$(TEST_OUT)/results \
+	  $(VPY) -m pytest tests --nbval-lax --nbval-current-env notebooks -p no:cacheprovider; \
+	  rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit status 5)" >&2; fi; \
+	  exit $$rc
+
+bench: $(STAMP)
+	$(VPY) -m dannlib bench
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab
+
+clean:
+	rm -rf .tmp notebooks/.failed build *.egg-info
+	rm -f notebooks/.*.running.ipynb
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
