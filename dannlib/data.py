@@ -436,9 +436,9 @@ def binarise_digits(digits: np.ndarray, size: int = 28) -> np.ndarray:
             x = torch.from_numpy(digits[s:s + 8192].astype(np.float32))[:, None]
             y = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
                               antialias=size < digits.shape[1])
-            out[s:s + 8192] = np.where(y[:, 0].numpy() > MNIST_M_THRESHOLD, 255, 0)
+            out[s:s + 8192] = (y[:, 0].numpy() > MNIST_M_THRESHOLD).astype(np.uint8) * np.uint8(255)
         return out
-    return np.where(digits > MNIST_M_THRESHOLD, 255, 0).astype(np.uint8)
+    return (digits > MNIST_M_THRESHOLD).astype(np.uint8) * np.uint8(255)
 
 
 def draw_mnist_m_crops(n: int, background_shapes: Sequence[tuple[int, ...]], seed: int,
@@ -485,7 +485,7 @@ def blend_mnist_m(digits: np.ndarray, backgrounds: Sequence[np.ndarray], seed: i
         idx = order[bounds[b]:bounds[b + 1]]
         if len(idx) == 0:
             continue
-        rows = (top[idx, None] + offs[::-1])[:, :, None]   # (k, size, 1)
+        rows = (top[idx, None] + offs)[:, :, None]   # (k, size, 1)
         cols = (left[idx, None] + offs)[:, None, :]  # (k, 1, size)
         patch = image[rows, cols].astype(np.int16)    # (k, size, size, 3)
         out[idx] = np.abs(patch - mask[idx, :, :, None].astype(np.int16)).astype(np.uint8)
@@ -575,8 +575,8 @@ def build_mnist_m(split: str = "train", root=None, seed: int = 0, size: int = 28
 
 def _array_sha256(images: np.ndarray, labels: np.ndarray) -> str:
     h = hashlib.sha256()
-    h.update(np.ascontiguousarray(images).tobytes())
-    h.update(np.ascontiguousarray(labels).tobytes())
+    h.update(np.ascontiguousarray(images).reshape(-1).view(np.uint8))  # no copy of the arrays
+    h.update(np.ascontiguousarray(labels).reshape(-1).view(np.uint8))
     return h.hexdigest()
 
 
@@ -678,7 +678,11 @@ def channel_histograms(images_uint8: np.ndarray) -> np.ndarray:
     if x.dtype != np.uint8:
         raise ValueError(f"images_uint8 must be uint8, got {x.dtype}")
     x = x[..., None] if x.ndim == 3 else x
-    return np.stack([np.bincount(x[..., c].ravel(), minlength=256) for c in range(x.shape[-1])]).astype(np.int64)
+    counts = np.zeros((x.shape[-1], 256), dtype=np.int64)
+    for s in range(0, len(x), 2048):  # in chunks: bincount casts to int64 internally
+        for c in range(x.shape[-1]):
+            counts[c] += np.bincount(x[s:s + 2048, ..., c].ravel(), minlength=256)
+    return counts
 
 
 def channel_stats(images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -127,3 +127,226 @@ def plot_channel_histograms(histograms: dict, *, title: str = "Pixel values per 
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_method_curves(histories: dict, keys, *, x: str = "step", title: str | None = None,
+                       labels: dict | None = None):
+    """Training curves of several methods, one panel per key in ``keys``: for each method
+    (``histories``: name -> history records, e.g. ``RunResult.history`` of all its seeds,
+    dicts with ``seed``, ``x`` and the keys) the mean over seeds against ``x`` with a
+    mean ± std band. A method lacking a key is left out of that panel. ``labels`` renames
+    panels (key -> title)."""
+    import numpy as np
+    import pandas as pd
+
+    keys = list(keys)
+    labels = labels or {}
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.9 * len(keys), 3.3), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for m_i, (name, hist) in enumerate(histories.items()):
+        df = pd.DataFrame(hist)
+        for ax, key in zip(axes[0], keys):
+            if key not in df or df[key].isna().all():
+                continue
+            g = df.groupby(x)[key].agg(["mean", "std", "count"]).reset_index()
+            std = g["std"].fillna(0.0).to_numpy()
+            mean = g["mean"].to_numpy()
+            colour = colours[m_i % len(colours)]
+            n = int(df["seed"].nunique()) if "seed" in df else 1
+            ax.plot(g[x], mean, color=colour, label=f"{name} ({n} seed{'s' if n != 1 else ''})")
+            ax.fill_between(g[x], mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+    for ax, key in zip(axes[0], keys):
+        ax.set_title(labels.get(key, key), fontsize=10)
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+    handles, names = [], []
+    for ax in axes[0]:
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            if n not in names:
+                handles.append(h)
+                names.append(n)
+    if handles:
+        fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=8,
+                   bbox_to_anchor=(0.5, -0.02))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def plot_embeddings(embeddings: dict, classes, domains, *, domain_names=("source", "target"),
+                    title: str | None = None, point_size: float = 7.0):
+    """One panel per 2-D embedding (``embeddings``: title -> array (N, 2), e.g. t-SNE or
+    PCA of learned features), points coloured by class (``classes``: (N,) ints, tab10) and
+    marked by domain (``domains``: (N,) 0/1; circles for ``domain_names[0]``, crosses for
+    ``domain_names[1]``)."""
+    import numpy as np
+    from matplotlib.lines import Line2D
+
+    classes, domains = np.asarray(classes), np.asarray(domains)
+    names = list(embeddings)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.4), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    markers = ("o", "x")
+    for ax, name in zip(axes[0], names):
+        e = np.asarray(embeddings[name])
+        for d, marker in enumerate(markers):
+            sel = domains == d
+            ax.scatter(e[sel, 0], e[sel, 1], c=cmap(classes[sel] % 10), marker=marker, s=point_size,
+                       linewidths=0.6 if marker == "x" else 0, alpha=0.7)
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [Line2D([], [], marker=m, linestyle="", color="grey", label=n) for m, n in zip(markers, domain_names)]
+    handles += [Line2D([], [], marker="s", linestyle="", color=cmap(c), label=str(c)) for c in sorted(set(classes.tolist()))]
+    fig.legend(handles=handles, loc="center right", fontsize=8, title="domain / class")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    return fig
+
+
+def plot_mean_std_bars(table, *, value: str = "mean", error: str = "std", ylabel: str = "", title: str | None = None,
+                       reference: dict | None = None):
+    """Bar chart of ``table`` (pandas DataFrame indexed by name, with ``value`` and ``error``
+    columns, e.g. mean and std over seeds), error bars = ``error``. ``reference``: optional
+    horizontal lines (label -> y), e.g. the proxy A-distance's bounds 0 and 2."""
+    fig, ax = plt.subplots(figsize=(1.3 * len(table) + 2.5, 3.4))
+    ax.bar(range(len(table)), table[value], yerr=table[error].fillna(0.0), capsize=4, color="tab:blue", alpha=0.8)
+    ax.set_xticks(range(len(table)))
+    ax.set_xticklabels([str(i) for i in table.index], rotation=20, ha="right", fontsize=9)
+    for label, y in (reference or {}).items():
+        ax.axhline(y, color="grey", linestyle="--", linewidth=1)
+        ax.text(len(table) - 0.5, y, label, fontsize=8, ha="right", va="bottom", color="grey")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bar_errors(records: list, metric: str, *, by: str = "method", group: str | None = None,
+                    order=None, title: str | None = None, ylabel: str | None = None):
+    """Bars of the mean of ``metric`` over seeds with error bars of one standard deviation,
+    one bar per value of ``by`` (in ``order`` if given), side by side for each value of
+    ``group`` (e.g. the domain pair). Only records with status "ok" are averaged; the
+    number of seeds (and of failed seeds, if any) is written under each bar."""
+    import numpy as np
+
+    ok = [r for r in records if r.get("status", "ok") == "ok"]
+    names = list(order) if order is not None else list(dict.fromkeys(r[by] for r in records))
+    groups = list(dict.fromkeys(r[group] for r in records)) if group else [None]
+    width = 0.8 / len(groups)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.75 * len(names) * max(1, len(groups)) + 1.5), 3.8))
+    for g_i, g in enumerate(groups):
+        means, stds, labels = [], [], []
+        for name in names:
+            vals = [float(r[metric]) for r in ok if r[by] == name and (g is None or r[group] == g)]
+            failed = sum(1 for r in records if r[by] == name and (g is None or r[group] == g)
+                         and r.get("status", "ok") != "ok")
+            means.append(np.mean(vals) if vals else np.nan)
+            stds.append(np.std(vals, ddof=1) if len(vals) > 1 else 0.0)
+            labels.append(f"n={len(vals)}" + (f", {failed} failed" if failed else ""))
+        pos = np.arange(len(names)) + (g_i - (len(groups) - 1) / 2) * width
+        bars = ax.bar(pos, np.nan_to_num(means), width, yerr=stds, capsize=3, label=str(g) if g is not None else None)
+        for b, lab in zip(bars, labels):
+            ax.text(b.get_x() + b.get_width() / 2, 0.01, lab, ha="center", va="bottom", fontsize=6, rotation=90)
+    ax.set_xticks(np.arange(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel or metric)
+    ax.grid(axis="y", alpha=0.3)
+    if group:
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+# -- toy problems: learned features and decision boundaries, one row per training mode ----
+
+def _domain_legend(ax, classes, domain_names=("source", "target")):
+    import numpy as np
+    from matplotlib.lines import Line2D
+
+    cmap = plt.get_cmap("tab10")
+    handles = [Line2D([], [], marker=m, linestyle="", color="grey", label=n) for m, n in zip("ox", domain_names)]
+    handles += [Line2D([], [], marker="s", linestyle="", color=cmap(int(c) % 10), label=f"class {int(c)}")
+                for c in np.unique(classes)]
+    ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.7)
+
+
+def draw_feature_pca(ax, embedding, classes, domains, *, title: str | None = None, point_size: float = 8.0):
+    """Draw a 2-D embedding of learned features (``embedding (N, 2)``, e.g. the PCA of the
+    pooled source + target features from :func:`dannlib.evaluate.pca_embed`) on ``ax``:
+    colour = class (``classes (N,)``), marker = domain (``domains (N,)``: 0 source 'o',
+    1 target 'x')."""
+    import numpy as np
+
+    e, classes, domains = np.asarray(embedding), np.asarray(classes), np.asarray(domains)
+    cmap = plt.get_cmap("tab10")
+    for d, marker in enumerate("ox"):
+        sel = domains == d
+        ax.scatter(e[sel, 0], e[sel, 1], color=cmap(classes[sel] % 10), marker=marker, s=point_size,
+                   linewidths=0.7 if marker == "x" else 0, alpha=0.6)
+    ax.set_xlabel("PC 1", fontsize=8)
+    ax.set_ylabel("PC 2", fontsize=8)
+    ax.tick_params(labelsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def draw_decision_boundary(ax, surface: dict, xs, ys, xt, yt, *, title: str | None = None,
+                           point_size: float = 8.0):
+    """Draw the class-1 probability over the input plane (``surface`` from
+    :func:`dannlib.evaluate.decision_surface`), its 0.5 level as a black line (the decision
+    boundary), and the source ``xs (Ns, 2)`` ('o') and target ``xt (Nt, 2)`` ('x') points
+    coloured by their true class (target labels for display only)."""
+    import numpy as np
+
+    cmap = plt.get_cmap("tab10")
+    ax.contourf(surface["xx"], surface["yy"], surface["prob"], levels=np.linspace(0, 1, 11), cmap="RdBu_r",
+                alpha=0.25)
+    ax.contour(surface["xx"], surface["yy"], surface["prob"], levels=[0.5], colors="k", linewidths=1.2)
+    for x, y, marker in ((xs, ys, "o"), (xt, yt, "x")):
+        x, y = np.asarray(x), np.asarray(y)
+        ax.scatter(x[:, 0], x[:, 1], color=cmap(y % 10), marker=marker, s=point_size,
+                   linewidths=0.7 if marker == "x" else 0, alpha=0.6)
+    ax.set_aspect("equal", adjustable="box")
+    ax.tick_params(labelsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def plot_toy_modes(rows: dict, *, title: str | None = None, domain_names=("source", "target")):
+    """One row per training mode, two panels each: left the PCA of the learned features,
+    right the decision boundary over the input plane.
+
+    ``rows``: label -> dict with ``embedding (N, 2)``, ``classes (N,)``, ``domains (N,)``
+    (for the left panel) and ``surface``, ``xs``, ``ys``, ``xt``, ``yt`` (right panel), and
+    optionally ``caption`` (text added to both panel titles, e.g. the accuracies)."""
+    labels = list(rows)
+    fig, axes = plt.subplots(len(labels), 2, figsize=(9.0, 3.6 * len(labels)), squeeze=False)
+    for r, label in enumerate(labels):
+        row = rows[label]
+        caption = f"\n{row['caption']}" if row.get("caption") else ""
+        draw_feature_pca(axes[r][0], row["embedding"], row["classes"], row["domains"],
+                         title=f"{label}: features G_f(x), PCA{caption}")
+        draw_decision_boundary(axes[r][1], row["surface"], row["xs"], row["ys"], row["xt"], row["yt"],
+                               title=f"{label}: decision boundary{caption}")
+    _domain_legend(axes[0][0], row["classes"], domain_names)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curves(history, keys, *, label: str = "run", x: str = "step", title: str | None = None,
+                         labels: dict | None = None):
+    """Learning curves of one run from its history (list of dicts with ``seed``, ``x`` and
+    ``keys``, e.g. ``RunResult.history`` of every seed): mean over seeds with a ± std band,
+    one panel per key. ``history`` may also be a dict name -> history to overlay several
+    methods (then it is :func:`plot_method_curves`)."""
+    histories = history if isinstance(history, dict) else {label: list(history)}
+    return plot_method_curves(histories, keys, x=x, title=title, labels=labels)

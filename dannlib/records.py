@@ -104,3 +104,48 @@ def mean_std(records: list[dict], metric: str, **match) -> tuple[float, float, i
     m = sum(vals) / len(vals)
     s = (sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
     return m, s, len(vals)
+
+
+# -- trained networks, saved by one notebook for another (e.g. 03 -> 04) -----------------
+
+def model_path(results_dir, profile: str, tag: str, method: str, seed: int) -> Path:
+    """``results_dir/profile/models/{tag}_{method}_s{seed}.pt``."""
+    return Path(results_dir) / profile / "models" / f"{tag}_{method}_s{int(seed)}.pt"
+
+
+def save_models(results_dir, profile: str, tag: str, method: str, nets: dict, meta: dict | None = None) -> list[Path]:
+    """Save each seed's network (``nets``: seed -> ``nn.Module``) as its ``state_dict`` with
+    ``meta`` (e.g. the network builder's arguments and the config) to :func:`model_path`,
+    each file written atomically (``torch.save`` to a temporary name, then renamed)."""
+    import torch
+
+    from .utils import atomic_path
+
+    out = []
+    for seed, net in nets.items():
+        path = model_path(results_dir, profile, tag, method, seed)
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        with atomic_path(path) as tmp:
+            torch.save({"state_dict": state, "meta": dict(meta or {}), "method": method, "seed": int(seed)}, tmp)
+        out.append(path)
+    return out
+
+
+def load_models(results_dir, profile: str, tag: str, method: str, seeds, build, device=None) -> dict:
+    """The networks saved by :func:`save_models` for ``seeds``: seed -> module built by
+    ``build(meta)`` (a callable returning an untrained module of the same architecture) with
+    the saved weights loaded, in eval mode. Raises FileNotFoundError naming the first
+    missing file."""
+    import torch
+
+    nets = {}
+    for seed in seeds:
+        path = model_path(results_dir, profile, tag, method, seed)
+        if not path.is_file():
+            raise FileNotFoundError(f"no saved network at {path}; run the notebook that trains {method!r} "
+                                    f"(profile {profile!r}) first")
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        net = build(blob["meta"])
+        net.load_state_dict(blob["state_dict"])
+        nets[int(seed)] = net.to(device if device is not None else "cpu").eval()
+    return nets

@@ -123,7 +123,7 @@ class RunResult:
 
 
 @torch.no_grad()
-def accuracy(predict: Callable, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+def accuracy(predict: Callable, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Top-1 accuracy of ``predict`` on ``(x, y)``: a scalar tensor, or ``(K,)`` when
     ``predict`` returns ``(K, N, C)`` logits for K seeds."""
     correct = None

@@ -1,0 +1,189 @@
+"""Evaluation of trained networks: learned features, the proxy A-distance, 2-D embeddings,
+and the records of a training run.
+
+- :func:`features`: the feature extractor's output ``G_f(x)``, ``(N, D)``;
+- :func:`proxy_a_distance`: Ben-David et al. (NIPS 2006 / ML 2010), as used by Ganin et al.
+  (JMLR 2016, sec. 5.2.3): a linear domain classifier trained on half of the pooled
+  source + target features, ``PAD = 2 (1 - 2 err)`` from its error on the other half;
+- :func:`tsne_embed` / :func:`pca_embed`: 2-D embeddings for plots (scikit-learn);
+- :func:`run_records`: one record per seed of a :class:`dannlib.training.RunResult`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .utils import check_positive_int
+
+
+def _one_thread():
+    """Run scikit-learn's native code (BLAS, OpenMP) on one thread: on a shared, loaded CPU
+    the default (all cores) was measured 7x slower for the t-SNE of 300 points; the results
+    do not depend on it."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1)
+
+
+@torch.no_grad()
+def features(net: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """``G_f(x)`` of a ``DANNNet`` (its ``features`` method, mean subtraction included) in
+    eval mode, in batches: ``x (N, C, H, W)`` -> float32 numpy ``(N, D)``."""
+    batch_size = check_positive_int("batch_size", batch_size)
+    was_training = net.training
+    net.eval()
+    try:
+        out = [net.features(x[i:i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)]
+    finally:
+        net.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def _as_2d(name: str, a) -> np.ndarray:
+    a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    if a.ndim < 2:
+        raise ValueError(f"{name} must be (N, D) (or (N, ...), flattened), got shape {a.shape}")
+    a = a.reshape(len(a), -1).astype(np.float64)
+    if len(a) < 2:
+        raise ValueError(f"{name} needs at least 2 samples, got {len(a)}")
+    return a
+
+
+def proxy_a_distance(fs, ft, seed: int = 0, C: float = 1.0, max_iter: int = 2000) -> dict:
+    """Proxy A-distance between two samples of features.
+
+    fs: ``(Ns, D)`` source features; ft: ``(Nt, D)`` target features (``(N, ...)`` is
+    flattened; numpy or torch). Both are cut to ``n = min(Ns, Nt)`` samples (random, under
+    ``seed``) so chance is 0.5; the ``2n`` points are shuffled and split in halves
+    stratified by domain; features are standardised with the first half's statistics; an
+    L2-regularised logistic regression (``C``) is trained on the first half to tell source
+    (0) from target (1); ``err`` is its error on the second half.
+
+    Returns ``{"pad": 2 (1 - 2 err), "err": err, "n_train": ..., "n_test": ...}``. PAD is
+    about 0 when the domains are indistinguishable to a linear classifier and 2 when they
+    are perfectly separable (it may dip slightly below 0 by chance)."""
+    from sklearn.linear_model import LogisticRegression
+
+    fs, ft = _as_2d("fs", fs), _as_2d("ft", ft)
+    if fs.shape[1] != ft.shape[1]:
+        raise ValueError(f"fs and ft must have the same feature size, got {fs.shape[1]} and {ft.shape[1]}")
+    if C <= 0:
+        raise ValueError(f"C must be > 0, got {C}")
+    rng = np.random.default_rng(int(seed))
+    n = min(len(fs), len(ft))
+    fs = fs[rng.permutation(len(fs))[:n]]
+    ft = ft[rng.permutation(len(ft))[:n]]
+    half = n // 2
+    if half < 1:
+        raise ValueError("fs and ft need at least 2 samples each")
+    x_train = np.concatenate([fs[:half], ft[:half]])
+    y_train = np.r_[np.zeros(half), np.ones(half)]
+    x_test = np.concatenate([fs[half:], ft[half:]])
+    y_test = np.r_[np.zeros(n - half), np.ones(n - half)]
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-8
+    clf = LogisticRegression(C=C, max_iter=max_iter)
+    with _one_thread():
+        clf.fit((x_train - mean) / std, y_train)
+        err = float(np.mean(clf.predict((x_test - mean) / std) != y_test))
+    return {"pad": 2.0 * (1.0 - 2.0 * err), "err": err, "n_train": int(len(x_train)), "n_test": int(len(x_test))}
+
+
+def pca_embed(x, n_components: int = 2) -> np.ndarray:
+    """PCA projection of ``x (N, D)`` on its first ``n_components`` principal axes
+    (scikit-learn, exact SVD): ``(N, n_components)``."""
+    from sklearn.decomposition import PCA
+
+    x = _as_2d("x", x)
+    with _one_thread():
+        return PCA(n_components=n_components, svd_solver="full").fit_transform(x)
+
+
+def tsne_embed(x, seed: int = 0, perplexity: float = 30.0, pca_dims: int | None = 50) -> np.ndarray:
+    """t-SNE (van der Maaten & Hinton 2008; scikit-learn, PCA initialisation) of ``x (N, D)``
+    -> ``(N, 2)``, after an optional PCA to ``pca_dims`` dimensions (speed; None: none).
+    Deterministic under ``seed`` on one machine. ``perplexity`` must be < N."""
+    from sklearn.manifold import TSNE
+
+    x = _as_2d("x", x)
+    if not 0 < perplexity < len(x):
+        raise ValueError(f"perplexity must lie in (0, N = {len(x)}), got {perplexity}")
+    if pca_dims is not None and pca_dims < x.shape[1] and pca_dims < len(x):
+        x = pca_embed(x, pca_dims)
+    with _one_thread():
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=int(seed)).fit_transform(x)
+
+
+def run_records(results, *, notebook: str, profile: str, method: str, source: str, target: str,
+                config: dict, machine: dict) -> list[dict]:
+    """One record per seed from a list of :class:`dannlib.training.RunResult`: the final
+    (last-step) ``source_test_acc`` / ``target_test_acc`` on the full evaluation sets, the
+    domain classifier's training-batch accuracy averaged over the last logging window
+    (``domain_acc``; None for methods without one), steps, seconds, status, config, machine."""
+    records = []
+    for res in results:
+        for fin in res.final:
+            seed = fin["seed"]
+            hist = [h for h in res.history if h["seed"] == seed]
+            last = hist[-1] if hist else {}
+            records.append({
+                "notebook": notebook, "profile": profile, "method": method, "seed": seed,
+                "source": source, "target": target,
+                "source_test_acc": fin.get("source_test_acc"), "target_test_acc": fin.get("target_test_acc"),
+                "domain_acc": last.get("domain_acc"), "steps": fin["steps"], "seconds": fin["seconds"],
+                "status": fin["status"], "message": fin.get("message", ""),
+                "config": dict(config), "machine": machine,
+            })
+    return records
+
+
+def build_digits_net(meta: dict) -> torch.nn.Module:
+    """An untrained REFERENCE §1 digits network shaped by ``meta`` (``in_channels``, ``size``,
+    ``n_classes``), with a zero ``input_mean`` buffer to be overwritten by saved weights
+    (for :func:`dannlib.records.load_models`)."""
+    from .networks import digits_net
+
+    c, size = int(meta.get("in_channels", 3)), int(meta.get("size", 28))
+    return digits_net(in_channels=c, size=size, n_classes=int(meta.get("n_classes", 10)),
+                      input_mean=torch.zeros(c, size, size))
+
+
+# -- toy problems: the domain classifier's accuracy and the decision surface --------------
+
+@torch.no_grad()
+def domain_accuracy(net: torch.nn.Module, xs: torch.Tensor, xt: torch.Tensor) -> float:
+    """Accuracy of a ``DANNNet``'s domain classifier ``G_d(G_f(x))`` at telling source
+    ``xs (Ns, ...)`` (d = 0) from target ``xt (Nt, ...)`` (d = 1), logit > 0 meaning target,
+    on all the given points (eval mode). 0.5 with balanced domains is chance."""
+    was_training = net.training
+    net.eval()
+    try:
+        x = torch.cat([xs, xt])
+        d = torch.cat([torch.zeros(len(xs)), torch.ones(len(xt))]).to(x.device)
+        logits = net(x, 0.0)[1]
+    finally:
+        net.train(was_training)
+    return float(((logits > 0).float() == d).float().mean())
+
+
+@torch.no_grad()
+def decision_surface(net: torch.nn.Module, points, resolution: int = 150, margin: float = 0.5) -> dict:
+    """The label predictor's probability of class 1 over a grid covering ``points (N, 2)``
+    (e.g. source and target inputs of a 2-D toy together) plus ``margin`` on every side.
+
+    Returns ``{"xx": (R, R), "yy": (R, R), "prob": (R, R)}`` numpy arrays with
+    ``R = resolution``; the decision boundary is the level ``prob = 0.5``."""
+    resolution = check_positive_int("resolution", resolution)
+    p = points.detach().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points)
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise ValueError(f"points must be (N, 2) inputs of a 2-D toy problem, got shape {p.shape}")
+    lo, hi = p.min(0) - margin, p.max(0) + margin
+    xx, yy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
+    grid = torch.tensor(np.c_[xx.ravel(), yy.ravel()], dtype=torch.float32)
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    try:
+        prob = torch.softmax(net(grid.to(device)), -1)[:, 1].cpu().numpy()
+    finally:
+        net.train(was_training)
+    return {"xx": xx, "yy": yy, "prob": prob.reshape(xx.shape)}

@@ -1,0 +1,28 @@
+"""Shared pytest fixtures."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def _real_data_candidates() -> list[Path]:
+    """$DANNLIB_DATA if set, then the shared data folder beside the repository (the repo
+    lives at X/<name> with the shared data at X/shared/data)."""
+    out = []
+    if os.environ.get("DANNLIB_DATA"):
+        out.append(Path(os.environ["DANNLIB_DATA"]).expanduser())
+    out.append(Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_data_root() -> Path:
+    """The real data root (MNIST, USPS, BSDS500), or skip the test saying where it looked."""
+    candidates = _real_data_candidates()
+    for root in candidates:
+        if (root / "MNIST" / "raw").is_dir():
+            return root
+    pytest.skip("real data not found (looked in " + ", ".join(map(str, candidates))
+                + "); set DANNLIB_DATA=/path/to/data to run this test")
