@@ -1,4 +1,4 @@
-"""Command line: ``python -m dannlib {regenerate,bench} ...`` (also the ``dannlib`` script).
+"""Command line: ``python -m dannlib {regenerate,bench,report} ...`` (also the ``dannlib`` script).
 
 A thin dispatcher; each subcommand lives in its own module.
 """
@@ -12,7 +12,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import regenerate
 
     parser = argparse.ArgumentParser(prog="python -m dannlib", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{regenerate,bench}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{regenerate,bench,report}")
     regen = sub.add_parser(
         "regenerate",
         help="execute notebooks/NN_*.ipynb in place with papermill (regenerates every figure)",
@@ -23,13 +23,15 @@ def build_parser() -> argparse.ArgumentParser:
     regenerate.add_arguments(regen)
     # Everything after "bench" (including --help) is passed on to dannlib.bench.main.
     sub.add_parser("bench", help="run the benchmarks (dannlib.bench)", add_help=False)
+    sub.add_parser("report", help="print the results tables (Markdown) built from results/<profile>/",
+                   add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "bench":
+    if extra and args.command not in ("bench", "report"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "regenerate":
         from .regenerate import run_from_args
@@ -44,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
             print("dannlib bench: dannlib/bench.py does not exist yet; nothing to run", file=sys.stderr)
             return 2
         return int(bench_main(extra) or 0)
+    if args.command == "report":
+        from .report import main as report_main
+
+        return int(report_main(extra) or 0)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
 
 
