@@ -4,6 +4,7 @@
 #   make figures PROFILE=paper   the papers' recipes (>= 5 seeds): for a GPU
 #   make figures ONLY=01,03      only some notebooks (by number)
 #   make test                    unit tests + every notebook under nbval, smoke profile
+#   make report                  the results tables of results/$(PROFILE)/ (Markdown)
 #
 # The first target run creates the virtual environment $(VENV) (or reuses an existing one)
 # and installs TORCH_SPEC, then this project with its test extra. TORCH_SPEC pins the torch
@@ -31,10 +32,10 @@ export DANNLIB_DATA
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install figures test bench lab clean distclean
+.PHONY: help install figures test bench report lab clean distclean
 
 help:
-	@sed -n '3,7p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# *//'
+	@sed -n '3,8p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# *//'
 
 install: $(STAMP)
 
@@ -62,6 +63,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VPY) -m dannlib bench
+
+# The results tables (Markdown) of results/$(PROFILE)/, built from the notebooks' records.
+report: $(STAMP)
+	$(VPY) -m dannlib report --profile $(PROFILE)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab
