@@ -36,7 +36,9 @@ def _cell(values: list[float], digits: int = 3) -> str:
     if not values:
         return "—"
     m = sum(values) / len(values)
-    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    if len(values) == 1:
+        return f"{m:.{digits}f} (1 seed: no spread)"
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
     return f"{m:.{digits}f} ± {s:.{digits}f} ({len(values)})"
 
 
