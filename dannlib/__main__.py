@@ -38,13 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_from_args(args)
     if args.command == "bench":
-        try:
-            from .bench import main as bench_main
-        except ModuleNotFoundError as exc:
-            if exc.name != "dannlib.bench":
-                raise  # a missing dependency inside dannlib.bench is a real error
-            print("dannlib bench: dannlib/bench.py does not exist yet; nothing to run", file=sys.stderr)
-            return 2
+        from .bench import main as bench_main
+
         return int(bench_main(extra) or 0)
     if args.command == "report":
         from .report import main as report_main
