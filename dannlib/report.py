@@ -84,15 +84,21 @@ def _metric_table(records, keys, metric, published=None, failed_col=True, digits
     return _table(header, rows)
 
 
-def markdown_report(results_dir: str | Path = "results", profile: str = "quick") -> str:
-    """The Markdown report of every notebook's records under ``results_dir/profile``."""
+def markdown_report(results_dir="results", profile: str = "quick") -> str:
+    """The Markdown report of every notebook's records under ``results_dir/profile``.
+
+    ``results_dir`` may also be a list of folders (runs of the same profile made apart, e.g.
+    different seeds): their records are pooled, and each table names the files it read."""
     check_profile(profile)
-    folder = Path(results_dir) / profile
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no records in {folder}: run `make figures PROFILE={profile}` "
-                                f"(or `python -m dannlib regenerate --profile {profile}`) first")
-    parts = [f"Profile `{profile}`; records in `{folder}`."]
-    regen = folder / "regeneration.json"
+    dirs = [results_dir] if isinstance(results_dir, (str, Path)) else list(results_dir)
+    folders = [Path(d) / profile for d in dirs]
+    missing = [str(f) for f in folders if not f.is_dir()]
+    if missing or not folders:
+        raise FileNotFoundError(f"no records in {', '.join(missing) or 'no folder given'}: run "
+                                f"`make figures PROFILE={profile}` (or `python -m dannlib regenerate "
+                                f"--profile {profile}`) first")
+    parts = [f"Profile `{profile}`; records in " + ", ".join(f"`{f}`" for f in folders) + "."]
+    regen = folders[0] / "regeneration.json"
     if regen.is_file():
         info = json.loads(regen.read_text())
         runs = info.get("notebooks", {})
@@ -107,13 +113,14 @@ def markdown_report(results_dir: str | Path = "results", profile: str = "quick")
         parts.append(_table(["notebook", "status", "seconds", "peak memory (MiB)", "run started"], rows))
 
     def section(nb: str, title: str, body) -> None:
-        path = next(iter(sorted(folder.glob(f"{nb}_*.jsonl"))), None)
-        if path is None:
+        paths = [p for f in folders for p in sorted(f.glob(f"{nb}_*.jsonl"))]
+        if not paths:
             parts.append(f"### {title}\n\n(no records: notebook {nb} has not run under `{profile}`)")
             return
-        recs = read_records(path)
+        recs = [r for p in paths for r in read_records(p)]
         steps = sorted({r["steps"] for r in recs if r.get("steps")})
-        parts.append(f"### {title}\n\n`{path.name}`; seeds {_seeds(recs)}; steps {steps or '—'}.\n\n" + body(recs))
+        names = ", ".join(f"`{p.name}`" if len(folders) == 1 else f"`{p.parent.parent.name}/{p.name}`" for p in paths)
+        parts.append(f"### {title}\n\n{names}; seeds {_seeds(recs)}; steps {steps or '—'}.\n\n" + body(recs))
 
     section("01", "Toy problems (notebook 01): target accuracy",
             lambda rs: _metric_table(rs, ("toy", "method"), "target_acc", PUBLISHED["01"]))
@@ -133,10 +140,12 @@ def markdown_report(results_dir: str | Path = "results", profile: str = "quick")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dannlib report", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
-    parser.add_argument("--results-dir", default="results", help="where the notebooks wrote their records")
+    parser.add_argument("--results-dir", action="append",
+                        help="where the notebooks wrote their records (default: results); repeat it "
+                             "to pool the records of several folders")
     args = parser.parse_args(argv)
     try:
-        print(markdown_report(args.results_dir, args.profile), end="")
+        print(markdown_report(args.results_dir or ["results"], args.profile), end="")
     except (ValueError, FileNotFoundError) as exc:
         parser.exit(2, f"dannlib report: {exc}\n")
     return 0

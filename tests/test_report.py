@@ -30,3 +30,14 @@ def test_report_errors(tmp_path):
         markdown_report(tmp_path, "fast")
     with pytest.raises(FileNotFoundError, match="make figures PROFILE=quick"):
         markdown_report(tmp_path, "quick")
+
+
+def test_report_pools_several_folders(tmp_path):
+    for folder, seed, acc in (("a", 0, 0.6), ("b", 1, 0.8)):
+        rec = {"notebook": "03_dann_vs_source_only", "profile": "smoke", "method": "dann", "seed": seed,
+               "steps": 10, "target_test_acc": acc, "status": "ok"}
+        write_records(tmp_path / folder, "03_dann_vs_source_only", "smoke", [rec])
+    text = markdown_report([tmp_path / "a", tmp_path / "b"], "smoke")
+    line = next(l for l in text.splitlines() if l.startswith("| dann |"))
+    assert "0.7000 ± 0.1414 (2)" in line
+    assert "a/03_dann_vs_source_only.jsonl" in text and "b/03_dann_vs_source_only.jsonl" in text
