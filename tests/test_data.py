@@ -56,7 +56,7 @@ def _fake_mnist(root: Path, monkeypatch, n_train: int = 40, n_test: int = 20) ->
         out[split] = (digits, labels)
         for name in (img_name, lbl_name):
             md5[name] = hashlib.md5((raw / name).read_bytes()).hexdigest()
-    monkeypatch.setattr(D, "_mnist_md5s", lambda: dict(md5))
+    monkeypatch.setattr(D.digits, "_mnist_md5s", lambda: dict(md5))
     return out
 
 
@@ -249,7 +249,7 @@ def test_mnist_m_cache_is_reused(fake_root, monkeypatch):
     def no_build(*a, **k):
         raise AssertionError("rebuilt although the cache is valid")
 
-    monkeypatch.setattr(D, "build_mnist_m", no_build)
+    monkeypatch.setattr(D.mnist_m, "build_mnist_m", no_build)
     again, labels2 = D.load_mnist_m("train", root=root, cache=cache, seed=1)
     assert again.tobytes() == first.tobytes() and (labels2 == labels).all()
 
@@ -378,7 +378,7 @@ def test_usps_bz2_format_maps_to_0_255_and_labels_0_9(tmp_path, monkeypatch):
     for split, name in D._USPS_BZ2.items():
         _write_usps_bz2(tmp_path / "USPS" / name, rows, [1, 10, 5])
     md5 = {n: hashlib.md5((tmp_path / "USPS" / n).read_bytes()).hexdigest() for n in D._USPS_BZ2.values()}
-    monkeypatch.setattr(D, "_usps_md5s", lambda: md5)
+    monkeypatch.setattr(D.digits, "_usps_md5s", lambda: md5)
     images, labels = D.load_usps("train", tmp_path)
     assert images.dtype == np.uint8 and images.shape == (3, 16, 16)
     assert (images[0] == 0).all() and (images[1] == 255).all()
@@ -395,7 +395,7 @@ def test_usps_h5_is_used_for_both_splits_when_present(tmp_path, monkeypatch):
             f[f"{split}/data"] = np.linspace(0, 1, n * 256, dtype=np.float32).reshape(n, 256)
             f[f"{split}/target"] = np.arange(n, dtype=np.int32)
     _write_usps_bz2(tmp_path / "USPS" / "usps.t.bz2", np.full((5, 256), -1.0), [1] * 5)  # must be ignored
-    monkeypatch.setattr(D, "_usps_md5s", lambda: pytest.fail("bz2 read although usps.h5 exists"))
+    monkeypatch.setattr(D.digits, "_usps_md5s", lambda: pytest.fail("bz2 read although usps.h5 exists"))
     for split, n in (("train", 4), ("test", 2)):
         images, labels = D.load_usps(split, tmp_path)
         assert images.shape == (n, 16, 16) and labels.tolist() == list(range(n))
