@@ -1,13 +1,15 @@
 """The one training loop. Every method (source-only, DANN, ADDA, IIMT, ...) plugs in as a
 :class:`Method` that owns its networks and optimisers and implements ``step``; the loop
-draws the batches, feeds the schedules' progress ``p``, evaluates, logs, watches for
-divergence and shows a progress bar. Methods differ in their step, not in copies of a loop.
+(:func:`fit`) draws the batches, feeds the schedules' progress ``p``, logs, evaluates,
+watches for divergence and shows a progress bar. Methods differ in their step, not in
+copies of a loop.
 
 Several seeds can train together: a method built for ``K`` seeds receives batches shaped
 ``(K, B, ...)`` (one independent batch per seed, each drawn from that seed's own generator)
 and returns per-seed losses of shape ``(K,)``. Seed ``k`` of a K-seed run draws exactly
 the batches a single-seed run with the same seed draws, so the two agree to float
-tolerance (see ``tests/test_multiseed.py``).
+tolerance (``tests/test_multiseed.py``). Whatever the grouping, :func:`fit` returns one
+:class:`RunResult` per seed.
 
 Data never leaves the training device: batches are gathered by index from tensors already
 there, no per-sample ``DataLoader``.
@@ -15,42 +17,89 @@ there, no per-sample ``DataLoader``.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from torch import nn
 
-from .utils import check_positive_int, make_generator
+from .utils import check_positive_int, check_seeds, make_generator, progress_enabled
 
 
 @dataclass
 class Domain:
     """One domain's images or points as tensors on the training device.
 
-    ``x``: ``(N, ...)`` float32; ``y``: ``(N,)`` int64 labels, or None where the labels are
-    not to be used (unlabelled target)."""
+    ``x``: ``(N, ...)`` float32, finite; ``y``: ``(N,)`` int64 labels in ``[0, n_classes)``,
+    or None where the labels are not to be used (unlabelled target)."""
 
     name: str
     x: torch.Tensor
     y: torch.Tensor | None = None
 
     def __post_init__(self):
-        if self.x.ndim < 2:
-            raise ValueError(f"domain {self.name!r}: x must be (N, ...) with N samples, got shape {tuple(self.x.shape)}")
+        if not isinstance(self.x, torch.Tensor) or self.x.ndim < 2:
+            shape = tuple(self.x.shape) if hasattr(self.x, "shape") else type(self.x).__name__
+            raise ValueError(f"domain {self.name!r}: x must be a tensor (N, ...) with N samples, got {shape}")
         if len(self.x) == 0:
             raise ValueError(f"domain {self.name!r} has no samples")
-        if self.y is not None and len(self.y) != len(self.x):
-            raise ValueError(f"domain {self.name!r}: {len(self.x)} inputs but {len(self.y)} labels")
+        if not self.x.is_floating_point():
+            raise ValueError(f"domain {self.name!r}: x must be a float tensor, got {self.x.dtype}")
+        if not bool(torch.isfinite(self.x).all()):
+            n = int((~torch.isfinite(self.x)).flatten(1).any(1).sum())
+            raise ValueError(f"domain {self.name!r}: x holds NaN or infinite values in {n} of {len(self.x)} "
+                             "samples; clean or drop them before training or evaluating")
+        if self.y is not None:
+            if len(self.y) != len(self.x):
+                raise ValueError(f"domain {self.name!r}: {len(self.x)} inputs but {len(self.y)} labels")
+            if self.y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+                raise ValueError(f"domain {self.name!r}: labels y must be integers, got {self.y.dtype}")
+            if int(self.y.min()) < 0:
+                raise ValueError(f"domain {self.name!r}: labels y must be >= 0, got min {int(self.y.min())}")
+            self.y = self.y.long()
 
     def __len__(self) -> int:
         return len(self.x)
+
+    @property
+    def n_classes(self) -> int:
+        if self.y is None:
+            raise ValueError(f"domain {self.name!r} has no labels")
+        return int(self.y.max()) + 1
 
     def to(self, device) -> "Domain":
         return Domain(self.name, self.x.to(device), None if self.y is None else self.y.to(device))
 
     def unlabelled(self) -> "Domain":
         return Domain(self.name, self.x, None)
+
+
+def check_domains(source: Domain, target: Domain | None, eval_sets: dict | None = None) -> None:
+    """Up-front checks shared by every method: labelled source, matching sample shapes
+    between source, target and evaluation sets, and evaluation labels inside the source's
+    class range. Errors name the domain and the fix."""
+    if not isinstance(source, Domain):
+        raise ValueError(f"source must be a dannlib.training.Domain, got {type(source).__name__}")
+    if source.y is None:
+        raise ValueError(f"source domain {source.name!r} needs labels (y)")
+    shape = tuple(source.x.shape[1:])
+    others = ([("target", target)] if target is not None else []) + list((eval_sets or {}).items())
+    for role, d in others:
+        if not isinstance(d, Domain):
+            raise ValueError(f"{role} must be a dannlib.training.Domain, got {type(d).__name__}")
+        if tuple(d.x.shape[1:]) != shape:
+            raise ValueError(f"{role} {d.name!r} has samples of shape {tuple(d.x.shape[1:])} but the source "
+                             f"{source.name!r} has {shape}: put every domain on one size and channel count "
+                             "(e.g. load_domain(..., size=28, channels=3))")
+    n = source.n_classes
+    for name, d in (eval_sets or {}).items():
+        if d.y is None:
+            raise ValueError(f"evaluation set {name!r} needs labels")
+        if int(d.y.max()) >= n:
+            raise ValueError(f"evaluation set {name!r} has label {int(d.y.max())} but the source "
+                             f"{source.name!r} only has classes 0..{n - 1}")
 
 
 class IndexSampler:
@@ -74,21 +123,62 @@ class IndexSampler:
         return idx
 
 
+class Batches:
+    """The batches of a K-seed run: seed ``s`` draws its source batches from a generator
+    seeded ``2 s`` and its target batches from one seeded ``2 s + 1``. ``next()`` returns
+    ``(xs, ys, xt)``: ``(B, ...)`` tensors for one seed, ``(K, B, ...)`` for several;
+    ``xt`` is None when the method uses no target."""
+
+    def __init__(self, source: Domain, target: Domain | None, seeds: list[int], batch_size: int):
+        self.source, self.target, self.k, self.batch_size = source, target, len(seeds), batch_size
+        device = source.x.device
+        self.src = [IndexSampler(len(source), batch_size, 2 * s, device) for s in seeds]
+        self.tgt = [IndexSampler(len(target), batch_size, 2 * s + 1, device) for s in seeds] if target is not None else None
+
+    def _gather(self, domain: Domain, samplers, with_labels: bool):
+        if self.k == 1:
+            idx = samplers[0].next()
+            return domain.x[idx], (domain.y[idx] if with_labels else None)
+        idx = torch.stack([s.next() for s in samplers]).reshape(-1)  # (K * B,)
+        x = domain.x[idx].reshape(self.k, self.batch_size, *domain.x.shape[1:])
+        y = domain.y[idx].reshape(self.k, self.batch_size) if with_labels else None
+        return x, y
+
+    def next(self):
+        xs, ys = self._gather(self.source, self.src, True)
+        xt = self._gather(self.target, self.tgt, False)[0] if self.tgt is not None else None
+        return xs, ys, xt
+
+
 class Method:
-    """What a method supplies to :func:`fit`. Subclasses set ``name``, ``seeds`` and
-    implement ``step`` and ``predict``.
+    """What a method supplies to :func:`fit`. Subclasses set ``name``, ``seeds``,
+    ``config`` and implement ``step``, ``predict`` and ``modules``.
 
     - ``step(xs, ys, xt, p) -> dict[str, Tensor]``: one update on a source batch
       ``xs (B, ...)``/``ys (B,)`` and a target batch ``xt (B, ...)`` (leading seed axis
       ``K`` when ``len(seeds) > 1``); returns detached losses/metrics, scalars or ``(K,)``.
     - ``predict(x) -> logits``: ``(N, n_classes)``, or ``(K, N, n_classes)`` for K seeds.
     - ``schedule(p) -> dict``: the schedule values at progress p (e.g. lambda, lr), logged.
-    - ``uses_source_labels`` / ``uses_target``: what the loop must sample.
+    - ``modules(i) -> dict[str, nn.Module]``: seed ``i``'s trained networks (for saving).
+    - ``uses_target``: whether the loop must sample target batches.
+
+    :meth:`run` is every method's one entry point for a training run (``dannlib.methods.train``
+    calls it): by default it builds the method for each group of seeds and calls :func:`fit`;
+    multi-stage methods (ADDA) override it.
     """
 
     name: str = "method"
     seeds: list[int]
     uses_target: bool = True
+    config: object = None
+    Config: type | None = None
+    #: whether several seeds can train as one vmapped model (``together=True``)
+    supports_together: bool = False
+
+    def __init__(self, config, source: Domain, target: Domain | None, seeds, name: str | None = None):
+        self.config = config.validate()
+        self.seeds = check_seeds(seeds)
+        self.name = name or type(self).__name__.lower()
 
     @property
     def batched(self) -> bool:
@@ -103,23 +193,80 @@ class Method:
     def schedule(self, p: float) -> dict:
         return {}
 
-    def train(self, mode: bool = True):  # pragma: no cover - overridden where needed
+    def modules(self, i: int) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def train(self, mode: bool = True):
+        for i in range(len(self.seeds)):
+            for m in self.modules(i).values():
+                m.train(mode)
         return self
+
+    @classmethod
+    def run(cls, config, source: Domain, target: Domain, seeds, *, eval_sets=None, progress=True,
+            together: bool | None = None, name: str | None = None, monitor_size: int = 2000) -> list["RunResult"]:
+        """Train ``config`` on ``source`` -> ``target`` for each seed; one :class:`RunResult`
+        per seed. ``together`` (methods with ``supports_together`` only): train the seeds as
+        one vmapped model; None: on CUDA only."""
+        seeds = check_seeds(seeds)
+        if together is None:
+            together = cls.supports_together and source.x.device.type == "cuda" and len(seeds) > 1
+        if together and not cls.supports_together:
+            raise ValueError(f"{cls.__name__} cannot train seeds together; pass together=False")
+        groups = [seeds] if together else [[s] for s in seeds]
+        results = []
+        for group in groups:
+            method = cls(config, source, target, group, name=name)
+            results += fit(method, source, target, steps=config.steps, batch_size=config.batch_size,
+                           eval_sets=eval_sets, eval_every=config.eval_every, progress=progress,
+                           monitor_size=monitor_size)
+        return results
+
+
+class PerSeedMethod(Method):
+    """A method that keeps one independent set of networks per seed and loops over the
+    seeds inside ``step`` (ADDA, IIMT: their steps draw per-seed random numbers that a
+    vmapped step does not express). Subclasses implement ``step_one(i, xs, ys, xt, p)`` for
+    seed index ``i`` on that seed's ``(B, ...)`` batches, and ``predict_one(i, x)``."""
+
+    def step_one(self, i: int, xs, ys, xt, p: float) -> dict:
+        raise NotImplementedError
+
+    def predict_one(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step(self, xs, ys, xt, p: float) -> dict:
+        if not self.batched:
+            return self.step_one(0, xs, ys, xt, p)
+        outs = [self.step_one(i, xs[i], ys[i], None if xt is None else xt[i], p) for i in range(len(self.seeds))]
+        return {k: torch.stack([torch.as_tensor(o[k]) for o in outs]) for k in outs[0]}
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        logits = [self.predict_one(i, x) for i in range(len(self.seeds))]
+        return torch.stack(logits) if self.batched else logits[0]
 
 
 @dataclass
 class RunResult:
-    """What :func:`fit` returns: the trained method (its networks inside), the history (one
-    record per logged step and seed), the final evaluation per seed, and the timing."""
+    """One seed's training run: the method's name and config, the monitoring ``history``
+    (one dict per logged step), the ``final`` evaluation (the numbers to report), the
+    timing, the trained networks (``modules``), and ``parts``: earlier stages of a
+    multi-stage method (ADDA's ``{"pretrain": RunResult}``)."""
 
-    method: Method
+    method: str
+    seed: int
+    config: dict
     history: list[dict] = field(default_factory=list)
-    final: list[dict] = field(default_factory=list)
+    final: dict = field(default_factory=dict)
     seconds: float = 0.0
     steps: int = 0
+    modules: dict[str, nn.Module] = field(default_factory=dict, repr=False)
+    parts: dict[str, "RunResult"] = field(default_factory=dict, repr=False)
 
-    def final_for(self, seed: int) -> dict:
-        return next(r for r in self.final if r["seed"] == seed)
+    @property
+    def status(self) -> str:
+        return self.final.get("status", "ok")
 
 
 @torch.no_grad()
@@ -141,10 +288,41 @@ def _as_list(value, k: int) -> list[float]:
     return [float(value)] * k
 
 
-def fit(method: Method, source: Domain, target: Domain, *, steps: int, batch_size: int,
+class _LossWindow:
+    """Running sums of the step outputs since the last log; ``means()`` -> per-seed lists."""
+
+    def __init__(self, k: int):
+        self.k, self.sums, self.n = k, {}, 0
+
+    def add(self, out: dict) -> None:
+        for key, v in out.items():
+            v = v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+            self.sums[key] = v if key not in self.sums else self.sums[key] + v
+        self.n += 1
+
+    def means(self) -> dict[str, list[float]]:
+        out = {key: _as_list(v / self.n, self.k) for key, v in self.sums.items()}
+        self.sums, self.n = {}, 0
+        return out
+
+
+def evaluate(method: Method, eval_sets: dict[str, Domain], limit: int | None = None) -> dict[str, list[float]]:
+    """``{"<name>_acc": [per-seed accuracy]}`` on each evaluation set (its first ``limit``
+    samples; None: all), with the method's networks in eval mode."""
+    k = len(method.seeds)
+    method.train(False)
+    try:
+        return {f"{name}_acc": _as_list(accuracy(method.predict, d.x[:limit], d.y[:limit]), k)
+                for name, d in eval_sets.items()}
+    finally:
+        method.train(True)
+
+
+def fit(method: Method, source: Domain, target: Domain | None, *, steps: int, batch_size: int,
         eval_sets: dict[str, Domain] | None = None, eval_every: int | None = None,
-        monitor_size: int = 2000, progress: bool = True, desc: str | None = None) -> RunResult:
-    """Train ``method`` for ``steps`` steps on labelled ``source`` and (unlabelled) ``target``.
+        monitor_size: int = 2000, progress: bool = True, desc: str | None = None) -> list[RunResult]:
+    """Train ``method`` for ``steps`` steps on labelled ``source`` and (unlabelled) ``target``;
+    one :class:`RunResult` per seed of the method.
 
     Every ``eval_every`` steps (default: 20 records per run) it logs, per seed, the mean
     losses since the last record, the schedule values and the accuracy on the first
@@ -152,62 +330,36 @@ def fit(method: Method, source: Domain, target: Domain, *, steps: int, batch_siz
     selected on them). At the end it evaluates each set in full; ``final`` holds those
     numbers, which are the ones to report. A non-finite loss marks that seed ``diverged``
     (its numbers are kept but flagged, and a message is printed); once every seed has diverged
-    the run stops, its records carry the message, and no exception is raised, so callers
-    carry on with other seeds and methods.
+    the run stops, and no exception is raised, so callers carry on with other seeds and methods.
 
     ``eval_sets`` maps names (e.g. ``"source_test"``, ``"target_test"``) to labelled
     domains; target labels are used only here, never by the method.
     """
     steps = check_positive_int("steps", steps)
     batch_size = check_positive_int("batch_size", batch_size)
-    if source.y is None:
-        raise ValueError(f"source domain {source.name!r} needs labels (y)")
     eval_every = check_positive_int("eval_every", eval_every) if eval_every else max(1, steps // 20)
     eval_sets = dict(eval_sets or {})
-    for name, d in eval_sets.items():
-        if d.y is None:
-            raise ValueError(f"evaluation set {name!r} needs labels")
+    check_domains(source, target if method.uses_target else None, eval_sets)
+    if method.uses_target and target is None:
+        raise ValueError(f"{method.name} needs a target domain")
     seeds = list(method.seeds)
     k = len(seeds)
-    device = source.x.device
-    src_samplers = [IndexSampler(len(source), batch_size, 2 * s, device) for s in seeds]
-    tgt_samplers = [IndexSampler(len(target), batch_size, 2 * s + 1, device) for s in seeds] if method.uses_target else None
-
-    def gather(domain: Domain, samplers, with_labels: bool):
-        if k == 1:
-            idx = samplers[0].next()
-            return domain.x[idx], (domain.y[idx] if with_labels else None)
-        idx = torch.stack([s.next() for s in samplers])  # (K, B)
-        x = domain.x[idx.reshape(-1)].reshape(k, batch_size, *domain.x.shape[1:])
-        y = domain.y[idx.reshape(-1)].reshape(k, batch_size) if with_labels else None
-        return x, y
-
-    result = RunResult(method=method, steps=steps)
-    status = ["ok"] * k
-    messages = [""] * k
-    sums: dict[str, torch.Tensor] = {}
-    n_in_sum = 0
+    batches = Batches(source, target.unlabelled() if method.uses_target else None, seeds, batch_size)
+    window = _LossWindow(k)
+    history: list[dict] = []
+    status, messages = ["ok"] * k, [""] * k
     start = time.perf_counter()
-    bar = _progress_bar(steps, desc or f"{method.name} ({k} seed{'s' if k > 1 else ''})", progress)
+    bar = progress_bar(steps, desc or f"{method.name} (seed{'s' if k > 1 else ''} {', '.join(map(str, seeds))})",
+                       progress)
     method.train(True)
     try:
         for step in range(steps):
             p = step / steps
-            xs, ys = gather(source, src_samplers, True)
-            xt = gather(target, tgt_samplers, False)[0] if tgt_samplers else None
-            out = method.step(xs, ys, xt, p)
-            for key, v in out.items():
-                v = v.detach()
-                sums[key] = v if key not in sums else sums[key] + v
-            n_in_sum += 1
-            last = step == steps - 1
-            if (step + 1) % eval_every == 0 or last:
-                means = {key: _as_list(v / n_in_sum, k) for key, v in sums.items()}
+            window.add(method.step(*batches.next(), p))
+            if (step + 1) % eval_every == 0 or step == steps - 1:
+                means = window.means()
+                accs = evaluate(method, eval_sets, monitor_size)
                 sched = method.schedule(p)
-                method.train(False)
-                accs = {f"{name}_acc": _as_list(accuracy(method.predict, d.x[:monitor_size], d.y[:monitor_size]), k)
-                        for name, d in eval_sets.items()}
-                method.train(True)
                 for i, seed in enumerate(seeds):
                     rec = {"step": step + 1, "seed": seed, "p": (step + 1) / steps, **sched}
                     rec.update({key: vals[i] for key, vals in means.items()})
@@ -219,8 +371,7 @@ def fit(method: Method, source: Domain, target: Domain, *, steps: int, batch_siz
                                        + "; this seed is recorded as diverged and left out of the means")
                         _warn(messages[i], bar)
                     rec["status"] = status[i]
-                    result.history.append(rec)
-                sums, n_in_sum = {}, 0
+                    history.append(rec)
                 if bar is not None:
                     bar.set_postfix({key: f"{sum(v) / k:.3f}" for key, v in accs.items()}, refresh=False)
                 if all(s != "ok" for s in status):
@@ -231,30 +382,41 @@ def fit(method: Method, source: Domain, target: Domain, *, steps: int, batch_siz
     finally:
         if bar is not None:
             bar.close()
-    result.seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    finals = evaluate(method, eval_sets)
     method.train(False)
-    finals = {f"{name}_acc": _as_list(accuracy(method.predict, d.x, d.y), k) for name, d in eval_sets.items()}
+    config = _config_dict(method.config)
+    results = []
     for i, seed in enumerate(seeds):
-        rec = {"seed": seed, "status": status[i], "steps": steps, "seconds": result.seconds}
+        final = {"seed": seed, "status": status[i], "steps": steps, "seconds": seconds}
         if messages[i]:
-            rec["message"] = messages[i]
-        rec.update({key: vals[i] for key, vals in finals.items()})
-        result.final.append(rec)
-    return result
+            final["message"] = messages[i]
+        final.update({key: vals[i] for key, vals in finals.items()})
+        results.append(RunResult(method=method.name, seed=seed, config=config,
+                                 history=[h for h in history if h["seed"] == seed], final=final,
+                                 seconds=seconds, steps=steps, modules=method.modules(i)))
+    return results
+
+
+def _config_dict(config) -> dict:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(config) if is_dataclass(config) else dict(config or {})
 
 
 def _warn(message: str, bar) -> None:
-    import sys
-
     if bar is not None:
         bar.write(message, file=sys.stderr)
     else:
         print(message, file=sys.stderr)
 
 
-def _progress_bar(total: int, desc: str, enabled: bool):
-    if not enabled:
+def progress_bar(total: int, desc: str, enabled: bool = True, **kwargs):
+    """A tqdm.auto bar (a widget in JupyterLab, text in a terminal), or None when disabled by
+    the caller or by ``$DANNLIB_PROGRESS=0`` (set by ``dannlib regenerate`` for the kernels it
+    runs, so that no progress-bar text is saved into notebooks)."""
+    if not (enabled and progress_enabled()):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, mininterval=1.0, leave=False)
+    return tqdm(total=total, desc=desc, mininterval=1.0, leave=kwargs.pop("leave", False), **kwargs)

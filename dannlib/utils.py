@@ -72,6 +72,61 @@ def check_positive_int(name: str, value) -> int:
     return value
 
 
+def check_seeds(seeds) -> list[int]:
+    """``seeds`` as a non-empty list of ints >= 0, or a ValueError naming the parameter."""
+    if isinstance(seeds, (int, str)) or seeds is None:
+        raise ValueError(f"seeds must be a list of integers >= 0, e.g. [0, 1, 2]; got {seeds!r}")
+    out = []
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) and not (hasattr(s, "__index__")):
+            raise ValueError(f"seeds must be integers >= 0, got {s!r} in {list(seeds)!r}")
+        s = int(s)
+        if s < 0:
+            raise ValueError(f"seeds must be integers >= 0, got {s} in {list(seeds)!r}")
+        out.append(s)
+    if not out:
+        raise ValueError("seeds must name at least one seed, e.g. seeds=[0]; got an empty list")
+    if len(set(out)) != len(out):
+        raise ValueError(f"seeds must not repeat, got {out}")
+    return out
+
+
+def progress_enabled() -> bool:
+    """False when ``$DANNLIB_PROGRESS`` is ``0`` (no progress bars at all, e.g. inside
+    notebooks executed by ``dannlib regenerate``), else True."""
+    return os.environ.get("DANNLIB_PROGRESS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+THREADS_ENV = "DANNLIB_THREADS"
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """The study's one thread policy for torch on the CPU, called by the notebooks, the CLI,
+    the sweep's workers and the tests: ``threads`` if given, else ``$DANNLIB_THREADS``, else
+    1. Measured on the 2-core CPU the study runs on: one torch thread per process, with
+    runs in parallel processes, beats 2 threads in one process (``benchmarks/README.md``);
+    on a shared machine 2 threads collapsed. Returns the number set."""
+    if threads is None:
+        text = os.environ.get(THREADS_ENV, "1")
+        try:
+            threads = int(text)
+        except ValueError:
+            raise ValueError(f"${THREADS_ENV} must be a positive integer, got {text!r}") from None
+    threads = check_positive_int("threads", threads)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def results_root(path: str | os.PathLike | None = None) -> Path:
+    """The results folder: ``path`` if given, else ``$DANNLIB_RESULTS``, else the project's
+    ``results/`` (found from this file, so it works from any working directory)."""
+    if path is not None:
+        return Path(path).expanduser()
+    env = os.environ.get("DANNLIB_RESULTS")
+    return Path(env).expanduser() if env else PROJECT_ROOT / "results"
+
+
 def check_choice(name: str, value, allowed) -> None:
     """Raise ValueError naming the parameter and the allowed values."""
     allowed = list(allowed)

@@ -1,4 +1,5 @@
-"""IIMT: inter- and intra-domain mixup training on top of DANN (Yan et al., 2020; REFERENCE §5).
+"""IIMT: inter- and intra-domain mixup training on top of DANN (Yan et al., 2020,
+"Improve unsupervised domain adaptation with mixup training").
 
 One network, the DANN digits network (:func:`dannlib.networks.digits_net`: encoder ``f`` =
 ``features``, classifier ``h`` = ``label_predictor``, domain classifier behind the gradient
@@ -11,27 +12,30 @@ reversal layer). Per step, with a source batch ``x_s (B, C, S, S)``, labels ``y_
   (:func:`mixup_coefficient`);
 - inter-domain mixup (``inter_mixup``): ``x_st = lambda' x_s + (1 - lambda') x_t``,
   ``q_st = lambda' y_s + (1 - lambda') q_t``, soft cross-entropy;
-- target-dominated mixup (``target_dominated_mixup``): coefficients swapped, MSE between
-  softmax and soft label (more tolerant of wrong pseudo-labels);
-- consistency (``consistency``): ``|| lambda' f(x_s) + (1 - lambda') f(x_t) - f(x_st) ||^2``,
-  squared norm per sample, mean over the batch (:func:`consistency_loss`);
+- target-dominated mixup (``target_dominated_mixup``): coefficients swapped, squared error
+  between softmax and soft label (more tolerant of wrong pseudo-labels);
+- consistency (``consistency``): ``|| lambda' f(x_s) + (1 - lambda') f(x_t) - f(x_st) ||^2``;
 - intra-domain mixup, label level (input mixed, labels mixed, no feature term):
-  ``intra_source`` (source with a permutation of itself, one-hot labels, soft
-  cross-entropy) and ``intra_target`` (target with a permutation of itself, pseudo-labels,
-  MSE as for the target-dominated mix);
+  ``intra_source`` (source with a permutation of itself, soft cross-entropy) and
+  ``intra_target`` (target with a permutation of itself, pseudo-labels, squared error);
 - domain adversarial loss (``adversarial``): DANN's eq. 1/5 loss through
-  :func:`dannlib.methods.dann_objective`, lambda from eq. 6; it also supplies the source
-  label loss (with ``adversarial`` off: the plain source cross-entropy).
+  :func:`dannlib.methods.common.dann_objective`, lambda from eq. 6; it also supplies the
+  source label loss (with ``adversarial`` off: the plain source cross-entropy).
+
+Scale. The paper weighs every term 1 and tunes only the maximum of the ramp on the
+target-involving terms; that means what it says only if every term is a per-sample loss on
+one scale. Here each term is a per-sample quantity averaged over the batch: cross-entropies
+and squared errors between class distributions are *summed over the classes* (both are
+divergences between two distributions; the squared error lies in [0, 2]), and the feature
+consistency is *averaged over the feature dimensions* (features are not a distribution; a
+sum would grow with the layer's width, 768 here).
 
 Weights: the target-involving terms (inter, target-dominated, consistency, intra-target)
-rise linearly from 0 at p = 0 to their maximum at ``p = ramp_end``
+rise linearly from 0 at p = 0 to ``ramp_max`` at ``p = ramp_end``
 (:func:`dannlib.schedules.linear_ramp`); the source label loss and intra-source weigh 1.
 A switched-off component is not computed at all (exactly zero gradient); every random draw
 is made whatever the switches, so an ablation sees the same batches, augmentations and
 coefficients as the full method.
-
-Optimiser: SGD, momentum 0.9, eq. 7 annealed learning rate (DANN's recipe), or Adam.
-Several seeds: K independent networks, looped over inside ``step``.
 """
 from __future__ import annotations
 
@@ -42,14 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .methods import NETWORKS, dann_objective
-from .schedules import annealed_lr, grl_lambda, linear_ramp
-from .training import Domain, Method
-from .utils import check_choice, check_positive_int, make_generator, seeded
+from ..schedules import linear_ramp
+from ..training import Domain, PerSeedMethod
+from ..utils import check_positive_int, make_generator, seeded
+from .common import NETWORKS, TrainConfig, autocast, dann_objective, set_lr, _full
 
 COMPONENTS = ("inter_mixup", "target_dominated_mixup", "consistency", "intra_source", "intra_target",
               "adversarial")
-OPTIMIZERS = ("sgd", "adam")
 
 
 # -- pure helpers ------------------------------------------------------------------------
@@ -86,15 +89,23 @@ def mix(a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor | float) -> torch.Te
 
 def consistency_loss(f, xs: torch.Tensor, xt: torch.Tensor, lam: torch.Tensor | float,
                      features: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """IIMT's feature consistency: mean over the batch of
-    ``|| lam f(x_s) + (1 - lam) f(x_t) - f(lam x_s + (1 - lam) x_t) ||^2`` (squared L2 over
-    the feature axis). Zero for any affine ``f``. ``features`` = precomputed
-    ``(f(x_s), f(x_t), f(x_st))`` to save a forward pass."""
+    """IIMT's feature consistency, ``|| lam f(x_s) + (1 - lam) f(x_t) - f(lam x_s + (1 - lam) x_t) ||^2``
+    per sample, divided by the feature dimension D (a per-feature mean: the term's size does
+    not grow with the layer's width), then averaged over the batch. Zero for any affine
+    ``f``. ``features`` = precomputed ``(f(x_s), f(x_t), f(x_st))``, each ``(B, D)``."""
     if features is None:
         features = (f(xs), f(xt), f(mix(xs, xt, lam)))
     fs, ft, fst = features
     diff = mix(fs, ft, lam) - fst
-    return diff.pow(2).flatten(1).sum(1).mean()
+    return diff.pow(2).flatten(1).mean(1).mean()
+
+
+def soft_squared_error(probs: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``sum_c (p_c - q_c)^2`` per sample (the Brier score between two distributions over
+    the classes, in [0, 2]), averaged over the batch; ``probs, q (B, n)``. Summed over the
+    classes like the cross-entropy, so that both are per-sample losses on one scale
+    (``F.mse_loss`` would also average over the n classes, shrinking the term n-fold)."""
+    return (probs - q).pow(2).sum(-1).mean()
 
 
 def soft_cross_entropy(logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -127,14 +138,16 @@ def augment(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2,
 
 # -- config ------------------------------------------------------------------------------
 @dataclass
-class IIMTConfig:
-    """IIMT's hyper-parameters (K, T, alpha are our choices: the paper's values were not
-    available, REFERENCE §5). Each component has a switch and a maximum weight."""
+class IIMTConfig(TrainConfig):
+    """IIMT's settings on top of the shared recipe (:class:`TrainConfig`). K, T and alpha are
+    our choices: the paper's values were not available to us. Each component has a switch
+    and a weight."""
 
     K: int = 2
     T: float = 0.5
     alpha: float = 2.0
-    ramp_end: float = 0.5              # target-involving weights reach their maximum at p = ramp_end
+    ramp_end: float = 0.5              # target-involving weights reach ramp_max at p = ramp_end
+    ramp_max: float = 1.0
     inter_mixup: bool = True
     target_dominated_mixup: bool = True
     consistency: bool = True
@@ -146,33 +159,22 @@ class IIMTConfig:
     w_consistency: float = 1.0
     w_intra_source: float = 1.0
     w_intra_target: float = 1.0
-    network: str = "digits"
-    steps: int = 10_000
-    batch_size: int = 32
-    optimizer: str = "sgd"
-    lr: float = 0.01                   # mu_0 of eq. 7 (or Adam's constant rate)
-    lr_alpha: float = 10.0
-    lr_beta: float = 0.75
-    momentum: float = 0.9
-    gamma: float = 10.0                # eq. 6
     max_shift: int = 2
     contrast: float = 0.2
     brightness: float = 0.1
-    eval_every: int | None = None
 
     def validate(self) -> "IIMTConfig":
+        super().validate()
         check_positive_int("K", self.K)
-        check_positive_int("steps", self.steps)
-        check_positive_int("batch_size", self.batch_size)
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        check_choice("network", self.network, [n for n in NETWORKS if n == "digits"])
+        if self.network != "digits":
+            raise ValueError(f"IIMT runs on the digits network (network='digits'), got {self.network!r}")
         if not (0 < self.T <= 1):
             raise ValueError(f"T must lie in (0, 1], got {self.T}")
         if not (self.alpha > 0 and math.isfinite(self.alpha)):
             raise ValueError(f"alpha must be a finite number > 0, got {self.alpha}")
         if not (0 < self.ramp_end <= 1):
             raise ValueError(f"ramp_end must lie in (0, 1], got {self.ramp_end}")
-        for name in ("w_inter", "w_target_mix", "w_consistency", "w_intra_source", "w_intra_target",
+        for name in ("ramp_max", "w_inter", "w_target_mix", "w_consistency", "w_intra_source", "w_intra_target",
                      "contrast", "brightness"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
@@ -180,16 +182,12 @@ class IIMTConfig:
         for name in COMPONENTS:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.max_shift < 0:
             raise ValueError(f"max_shift must be >= 0, got {self.max_shift}")
-        if self.eval_every is not None:
-            check_positive_int("eval_every", self.eval_every)
         return self
 
 
-#: The ablations of notebook 06: one component removed at a time.
+#: The ablations: one component removed at a time.
 ABLATIONS: dict[str, dict] = {
     "iimt": {},
     "iimt_no_inter": {"inter_mixup": False},
@@ -200,45 +198,35 @@ ABLATIONS: dict[str, dict] = {
 }
 
 
-class IIMT(Method):
+class IIMT(PerSeedMethod):
     """IIMT (see module doc) on the DANN digits network, one network per seed.
 
     Each seed owns a ``torch.Generator`` (seed ``10_007 * seed + 17``) for augmentations,
     mixup coefficients and permutations. ``step`` logs every computed term and the
     ramp weight."""
 
-    def __init__(self, config: IIMTConfig, source: Domain, target: Domain, seeds: list[int],
-                 name: str | None = None):
-        self.config = config.validate()
-        self.seeds = [int(s) for s in seeds]
-        if not self.seeds:
-            raise ValueError("seeds must name at least one seed")
-        self.name = name or "iimt"
-        self.n_classes = int(source.y.max()) + 1 if source.y is not None else 10
+    Config = IIMTConfig
+
+    def __init__(self, config: IIMTConfig, source: Domain, target: Domain, seeds, name: str | None = None):
+        super().__init__(config, source, target, seeds, name=name or "iimt")
+        self.n_classes = max(10, source.n_classes)
         build = NETWORKS[self.config.network]
-        device = source.x.device
+        self.device = source.x.device
         self.nets, self.optimizers, self.generators = [], [], []
         for s in self.seeds:
             with seeded(s):
-                net = build(source, target).to(device)
+                net = build(source, target).to(self.device)
             self.nets.append(net)
-            if self.config.optimizer == "sgd":
-                opt = torch.optim.SGD(net.parameters(), lr=self.config.lr, momentum=self.config.momentum)
-            else:
-                opt = torch.optim.Adam(net.parameters(), lr=self.config.lr)
-            self.optimizers.append(opt)
-            self.generators.append(make_generator(10_007 * s + 17, device))
+            self.optimizers.append(self.config.make_optimizer(net.parameters()))
+            self.generators.append(make_generator(10_007 * s + 17, self.device))
 
     # -- schedules ------------------------------------------------------------------------
     def ramp(self, p: float) -> float:
-        return linear_ramp(p, self.config.ramp_end, 1.0)
-
-    def lr(self, p: float) -> float:
-        c = self.config
-        return annealed_lr(p, c.lr, c.lr_alpha, c.lr_beta) if c.optimizer == "sgd" else c.lr
+        return linear_ramp(p, self.config.ramp_end, self.config.ramp_max)
 
     def schedule(self, p: float) -> dict:
-        return {"grl_lambda": grl_lambda(p, self.config.gamma), "lr": self.lr(p), "ramp": self.ramp(p)}
+        c = self.config
+        return {"grl_lambda": c.grl_lambda_at(p), "lr": c.lr_at(p), "ramp": self.ramp(p)}
 
     # -- the objective --------------------------------------------------------------------
     def objective(self, net: nn.Module, xs, ys, xt, p: float, generator: torch.Generator):
@@ -254,70 +242,54 @@ class IIMT(Method):
         perm_t = torch.randperm(b, generator=generator, device=generator.device).to(xs.device)
 
         with torch.no_grad():
-            q_t = sharpen(torch.stack([torch.softmax(net(a), -1) for a in augs]).mean(0), c.T)
+            q_t = sharpen(torch.stack([torch.softmax(_full(net(a)), -1) for a in augs]).mean(0), c.T)
         y1 = F.one_hot(ys, self.n_classes).float()
         w = self.ramp(p)
-        total, parts = dann_objective(net, xs, ys, xt, grl_lambda(p, c.gamma),
+        total, parts = dann_objective(net, xs, ys, xt, c.grl_lambda_at(p),
                                       "dann" if c.adversarial else "source_only")
         parts = dict(parts)
         x_st = mix(xs, xt, lam)
         if c.inter_mixup or c.consistency:
             f_st = net.features(x_st)
         if c.inter_mixup:
-            loss = soft_cross_entropy(net.label_predictor(f_st), mix(y1, q_t, lam))
+            loss = soft_cross_entropy(_full(net.label_predictor(f_st)), mix(y1, q_t, lam))
             total = total + w * c.w_inter * loss
             parts["inter_loss"] = loss.detach()
         if c.target_dominated_mixup:
             x_ts = mix(xt, xs, lam)
-            loss = F.mse_loss(torch.softmax(net(x_ts), -1), mix(q_t, y1, lam))
+            loss = soft_squared_error(torch.softmax(_full(net(x_ts)), -1), mix(q_t, y1, lam))
             total = total + w * c.w_target_mix * loss
             parts["target_mix_loss"] = loss.detach()
         if c.consistency:
-            loss = consistency_loss(None, xs, xt, lam, features=(net.features(xs), net.features(xt), f_st))
+            loss = consistency_loss(None, xs, xt, lam,
+                                    features=tuple(_full(t) for t in (net.features(xs), net.features(xt), f_st)))
             total = total + w * c.w_consistency * loss
             parts["consistency_loss"] = loss.detach()
         if c.intra_source:
-            loss = soft_cross_entropy(net(mix(xs, xs[perm_s], lam_s)), mix(y1, y1[perm_s], lam_s))
+            loss = soft_cross_entropy(_full(net(mix(xs, xs[perm_s], lam_s))), mix(y1, y1[perm_s], lam_s))
             total = total + c.w_intra_source * loss
             parts["intra_source_loss"] = loss.detach()
         if c.intra_target:
-            loss = F.mse_loss(torch.softmax(net(mix(xt, xt[perm_t], lam_t)), -1), mix(q_t, q_t[perm_t], lam_t))
+            loss = soft_squared_error(torch.softmax(_full(net(mix(xt, xt[perm_t], lam_t))), -1),
+                                      mix(q_t, q_t[perm_t], lam_t))
             total = total + w * c.w_intra_target * loss
             parts["intra_target_loss"] = loss.detach()
         parts["total_loss"] = total.detach()
         parts["pseudo_label_max"] = q_t.max(-1).values.mean()
         return total, parts
 
-    def step(self, xs, ys, xt, p: float) -> dict:
-        lr = self.lr(p)
-        outs = []
-        for i, net in enumerate(self.nets):
-            x_s, y_s, x_t = (xs[i], ys[i], xt[i]) if self.batched else (xs, ys, xt)
-            opt = self.optimizers[i]
-            for group in opt.param_groups:
-                group["lr"] = lr
-            opt.zero_grad(set_to_none=True)
-            total, parts = self.objective(net, x_s, y_s, x_t, p, self.generators[i])
-            total.backward()
-            opt.step()
-            outs.append(parts)
-        if not self.batched:
-            return outs[0]
-        return {k: torch.stack([o[k] for o in outs]) for k in outs[0]}
+    def step_one(self, i, xs, ys, xt, p: float) -> dict:
+        opt = self.optimizers[i]
+        set_lr(opt, self.config.lr_at(p))
+        opt.zero_grad(set_to_none=True)
+        with autocast(self.config.precision, self.device):
+            total, parts = self.objective(self.nets[i], xs, ys, xt, p, self.generators[i])
+        total.backward()
+        opt.step()
+        return parts
 
-    def train(self, mode: bool = True):
-        for n in self.nets:
-            n.train(mode)
-        return self
+    def predict_one(self, i, x):
+        return self.nets[i](x)
 
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        logits = [n(x) for n in self.nets]
-        return torch.stack(logits) if self.batched else logits[0]
-
-
-# -- registry: methods.train("iimt", ...) and the ablations --------------------------------
-from . import methods as _methods  # noqa: E402
-
-_methods.METHODS.update({name: (IIMTConfig, dict(fixed)) for name, fixed in ABLATIONS.items()})
-_methods.METHOD_CLASSES[IIMTConfig] = IIMT
+    def modules(self, i: int) -> dict[str, nn.Module]:
+        return {"net": self.nets[i]}
