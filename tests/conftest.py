@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from dannlib.utils import configure_threads
+
+# The study's one thread policy (dannlib.utils.configure_threads): one torch thread per test
+# process; tests never call torch.set_num_threads themselves.
+configure_threads(1)
+
 
 def _real_data_candidates() -> list[Path]:
     """$DANNLIB_DATA if set, then the shared data folder beside the repository (the repo

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from dannlib import networks
-from dannlib.methods import DANN, dann_objective, make_config
+from dannlib.methods import DANN, make_config
+from dannlib.methods.common import dann_objective
 from dannlib.schedules import annealed_lr, grl_lambda
 from dannlib.toys import make_blobs_shift
 from dannlib.training import Domain
