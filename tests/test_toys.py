@@ -20,14 +20,13 @@ def _domains(problem):
 
 
 def _run(toy, method, steps, network, lr):
-    torch.set_num_threads(1)
     s, t = _domains(toys.make_toy(toy, seed=0))
-    (res,) = methods.train(method, s, t, seeds=SEEDS, network=network, lr=lr, steps=steps, batch_size=32,
-                           eval_sets={"source": s, "target": t}, progress=False, together=True)
-    nets = res.method.networks()
-    return {"source_acc": [f["source_acc"] for f in res.final],
-            "target_acc": [f["target_acc"] for f in res.final],
-            "domain_acc": [domain_accuracy(n, s.x, t.x) for n in nets]}
+    results = methods.train(method, s, t, seeds=SEEDS, network=network, lr=lr, steps=steps, batch_size=32,
+                            eval_sets={"source": s, "target": t}, progress=False, together=True)
+    assert [r.seed for r in results] == SEEDS
+    return {"source_acc": [r.final["source_acc"] for r in results],
+            "target_acc": [r.final["target_acc"] for r in results],
+            "domain_acc": [domain_accuracy(r.modules["net"], s.x, t.x) for r in results]}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +70,6 @@ def test_moons_dann_beats_source_only(moons):
 
 
 def test_same_seed_same_history_different_seed_different():
-    torch.set_num_threads(1)
     s, t = _domains(toys.make_blobs_shift(n=100, seed=0))
     kw = dict(network="toy", steps=60, batch_size=16, eval_every=20, eval_sets={"target": t}, progress=False)
     a = methods.train("dann", s, t, seeds=[4], **kw)[0].history
