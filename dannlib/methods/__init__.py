@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, fields, replace
 
-from ..training import Domain, Method, RunResult
+from ..training import Domain, Method, RunResult, check_domains
 from ..utils import check_choice, check_seeds
 from .adda import ADDA, ADDAConfig, SourcePretrain, pretrain_source
 from .dann import DANN, DANNConfig
@@ -77,6 +77,7 @@ def train(method: str, source: Domain, target: Domain | None, *, seeds=(0,), con
             raise ValueError(f"config must be a {cls.Config.__name__} for method {method!r}, "
                              f"got {type(config).__name__}")
         cfg = (replace(config, **overrides) if overrides else config).validate()
+    check_domains(source, target, eval_sets)  # before any network is built or stage trained
     target = target.unlabelled() if target is not None else None
     kwargs = dict(eval_sets=eval_sets, progress=progress, together=together, name=method,
                   monitor_size=monitor_size)
