@@ -1,5 +1,7 @@
-"""``python -m dannlib bench``: DANN training throughput on the digits network, three ways,
+"""``python -m dannlib bench``: training throughput of the digits networks, several ways,
 measured in ONE run so that they can be compared as ratios on a shared, noisy machine.
+
+Throughput (``python -m dannlib bench [options]``):
 
 - (a) ``dataloader``: the usual peer-style pipeline, written here only as the baseline: a
   per-sample ``torch.utils.data.Dataset`` (uint8 image -> PIL -> ``to_tensor`` -> mean
@@ -14,30 +16,39 @@ measured in ONE run so that they can be compared as ratios on a shared, noisy ma
   of ``together`` (K seeds as one ``torch.func.vmap`` model, one ``fit``) and ``separate``
   (K single-seed ``fit`` s one after another: the code path of (b), so its seed-steps/s
   *is* (b)'s, not measured twice).
-- ``fit_contiguous``: (b) with ``DANNConfig(channels_last=False)``, to show what the
-  channels_last convolution weights (DANN's default on the CPU) gain; ``fit_compiled``
-  (``--compile``): (b) with ``DANNConfig(compile=True)``, its compilation timed apart in
-  ``setup_seconds``.
+- ``fit_contiguous``: (b) with ``channels_last=False``, to show what the channels_last
+  convolution weights (DANN's default on the CPU) gain.
+- ``--precision fp32,bf16`` (the default): every timed method also in bfloat16 autocast
+  (``TrainConfig.precision="bf16"``), e.g. ``fit_bf16``; ``--methods dann,iimt,adda_gan``
+  adds IIMT's step and ADDA's stage 2 (LeNet, batch 128, one channel) in each precision.
 
-The data are synthetic random images (``(N, 3, 28, 28)`` in [0, 1], random labels): the
+The data are synthetic random images (``(N, C, 28, 28)`` in [0, 1], random labels): the
 throughput of a step does not depend on the pixel values, and no data set is needed.
 
 Each variant is built and warmed up once; then ``--repeats`` rounds each time ``--steps``
-steps of every variant in turn (a b c a b c ...), and the medians are reported. Throughput:
-steps/s (optimiser steps), seed-steps/s (steps x seeds trained by one step; the unit that
-compares one seed with K seeds) and images/s (seed-steps x 2 x batch). With
-``--threads 1,2`` every round also cycles through the thread counts, so the thread
-setting is compared within the same run too.
+steps of every variant in turn (a b c a b c ...), and the medians are reported. The
+optimiser steps each variant performs are counted (a hook on its optimiser), and a round
+that did not perform exactly ``--steps`` steps is an error. Throughput: steps/s (optimiser
+steps), seed-steps/s (steps x seeds trained by one step; the unit that compares one seed
+with K seeds) and images/s (seed-steps x 2 x batch). With ``--threads 1,2`` every round
+also cycles through the thread counts. Threads are set through
+:func:`dannlib.utils.configure_threads` (default: its policy) and restored afterwards.
+
+Accuracy of bf16 (``python -m dannlib bench accuracy [options]``): DANN on MNIST ->
+MNIST-M trained in each precision for the same steps and seeds; the target test accuracy
+of every run goes to ``results/bench/precision-accuracy.json``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,16 +56,34 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import networks
+from . import methods, networks
 from .grl import grad_reverse
-from .methods import DANN, make_config
+from .methods.adda import SourcePretrain
+from .methods.common import PRECISIONS
 from .schedules import annealed_lr, grl_lambda
 from .training import Domain, fit
-from .utils import PROJECT_ROOT, atomic_write, check_positive_int, machine_info, resolve_device, seeded
+from .utils import (PROJECT_ROOT, atomic_write, check_choice, check_positive_int, check_seeds, configure_threads, machine_info,
+                    resolve_device, seeded)
 
 BATCH = 32          # per domain, as in DANNConfig
 N_IMAGES = 2048     # synthetic images per domain
 IMAGE_SHAPE = (3, 28, 28)
+#: the methods whose step can be timed in each precision: name -> (batch per domain, channels)
+TIMED_METHODS = {"dann": (BATCH, 3), "iimt": (BATCH, 3), "adda_gan": (128, 1)}
+BENCH_DIR = PROJECT_ROOT / "results" / "bench"
+
+
+# -- optimiser-step counting -----------------------------------------------------------------
+class StepCounter:
+    """Counts the ``step()`` calls of one optimiser (a post-step hook): what a variant really
+    did, so that a variant that silently skips its steps cannot look fast."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer):
+        self.count = 0
+        optimizer.register_step_post_hook(self._hook)
+
+    def _hook(self, *_):
+        self.count += 1
 
 
 # -- (a) the peer-style baseline ---------------------------------------------------------
@@ -80,6 +109,8 @@ class _DataLoaderBaseline:
     """The baseline DANN loop: two zipped DataLoaders, batches moved to the device, one
     eager SGD step per pair (eq. 1/5 with batch means; lambda eq. 6, learning rate eq. 7)."""
 
+    seeds = 1
+
     def __init__(self, images_s, labels_s, images_t, device, seed: int, num_workers: int):
         self.device = device
         mean = torch.from_numpy(np.concatenate([images_s, images_t])).float().mean(0).permute(2, 0, 1) / 255
@@ -91,6 +122,7 @@ class _DataLoaderBaseline:
         with seeded(seed):
             self.net = networks.digits_net(in_channels=3, size=28).to(device)  # mean already subtracted
         self.opt = torch.optim.SGD(self.net.parameters(), lr=0.01, momentum=0.9)
+        self.counter = StepCounter(self.opt)
         self._batches = iter(())
 
     def _next(self):
@@ -115,29 +147,42 @@ class _DataLoaderBaseline:
         self.opt.step()
         return loss.detach()
 
-    def run(self, steps: int, bar=None) -> None:
+    def run(self, steps: int) -> None:
         for step in range(steps):
             (xs, ys), xt = self._next()
             self.step(xs.to(self.device), ys.to(self.device), xt.to(self.device), step / steps)
-            if bar is not None:
-                bar.update(1)
         _sync(self.device)
 
 
-# -- (b), (c): dannlib's loop -------------------------------------------------------------
+# -- (b), (c) and the other methods: dannlib's loop -----------------------------------------
 class _FitVariant:
-    """``fit`` on a DANN method built once (construction and warm-up are not timed)."""
+    """``fit`` on a registered method built once (construction and warm-up are not timed).
 
-    def __init__(self, source: Domain, target: Domain, seeds: list[int], **overrides):
-        cfg = make_config("dann", batch_size=BATCH, **overrides)
-        self.method = DANN(cfg, source, target.unlabelled(), seeds)
-        self.source, self.target = source, target.unlabelled()
+    ``precision="bf16"`` sets the config's ``precision`` field; ADDA's config has none, so
+    its whole ``fit`` runs under bfloat16 autocast instead (its step alone is timed here)."""
 
-    def run(self, steps: int, bar=None) -> None:
-        fit(self.method, self.source, self.target, steps=steps, batch_size=BATCH, progress=False)
-        if bar is not None:
-            bar.update(steps)
-        _sync(self.source.x.device)
+    def __init__(self, method: str, source: Domain, target: Domain, seeds: list[int], precision: str = "fp32",
+                 batch_size: int = BATCH, **overrides):
+        cls, _ = methods.METHODS[method]
+        self.source, self.target, self.batch_size, self.seeds = source, target.unlabelled(), batch_size, len(seeds)
+        self.autocast = False
+        if cls is methods.ADDA:
+            cfg = methods.make_config(method, batch_size=batch_size, **overrides)
+            self.method = methods.ADDA(cfg, SourcePretrain(cfg, source, None, seeds), seeds)
+            optimizer = self.method.opt_t[0]
+            self.autocast = precision == "bf16"
+        else:
+            cfg = methods.make_config(method, batch_size=batch_size, precision=precision, **overrides)
+            self.method = cls(cfg, source, self.target, seeds)
+            optimizer = self.method.optimizer if hasattr(self.method, "optimizer") else self.method.optimizers[0]
+        self.counter = StepCounter(optimizer)
+
+    def run(self, steps: int) -> None:
+        device = self.source.x.device
+        cast = torch.autocast(device.type, dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
+        with cast:
+            fit(self.method, self.source, self.target, steps=steps, batch_size=self.batch_size, progress=False)
+        _sync(device)
 
 
 def _sync(device: torch.device) -> None:
@@ -145,12 +190,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _synthetic(device, seed: int = 0):
+def _synthetic(device, channels: int = 3, seed: int = 0):
     """uint8 HWC arrays for the baseline and the same images as float tensors on the device."""
     rng = np.random.default_rng(seed)
-    h, w, c = IMAGE_SHAPE[1], IMAGE_SHAPE[2], IMAGE_SHAPE[0]
-    img_s = rng.integers(0, 256, (N_IMAGES, h, w, c), dtype=np.uint8)
-    img_t = rng.integers(0, 256, (N_IMAGES, h, w, c), dtype=np.uint8)
+    h, w = IMAGE_SHAPE[1], IMAGE_SHAPE[2]
+    img_s = rng.integers(0, 256, (N_IMAGES, h, w, channels), dtype=np.uint8)
+    img_t = rng.integers(0, 256, (N_IMAGES, h, w, channels), dtype=np.uint8)
     lab_s = rng.integers(0, 10, N_IMAGES)
     to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float().div(255).contiguous().to(device)
     source = Domain("synthetic_source", to_t(img_s), torch.from_numpy(lab_s).long().to(device))
@@ -158,154 +203,351 @@ def _synthetic(device, seed: int = 0):
     return img_s, lab_s, img_t, source, target
 
 
-def _parse_threads(text: str | None) -> list[int]:
-    if text is None:
-        return [torch.get_num_threads()]
+# -- settings --------------------------------------------------------------------------------
+@dataclass
+class Settings:
+    device: torch.device
+    steps: int
+    k: int
+    repeats: int
+    warmup: int
+    threads: list[int]
+    num_workers: int
+    precisions: list[str]
+    methods: list[str]
+    out: Path
+    progress: bool
+
+
+def _int(text: str) -> int:
+    return int(text)
+
+
+def _parse_list(option: str, text: str, allowed=None, convert=str) -> list:
     try:
-        out = [int(t) for t in text.split(",")]
+        out = [convert(t.strip()) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ValueError(f"--threads must be a comma-separated list of positive integers, got {text!r}") from None
-    return [check_positive_int("--threads", t) for t in out]
+        raise ValueError(f"{option} must be a comma-separated list, got {text!r}") from None
+    if not out:
+        raise ValueError(f"{option} is empty")
+    for v in out:
+        if allowed is not None:
+            check_choice(option, v, allowed)
+        elif convert is int:
+            check_positive_int(option, v)  # thread counts
+    return list(dict.fromkeys(out))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dannlib bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m dannlib bench", description=__doc__.splitlines()[0],
+                                epilog="python -m dannlib bench accuracy --help: the bf16 accuracy check")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: dannlib.utils.default_device())")
     p.add_argument("--steps", type=int, default=30, help="timed steps per variant per repeat (default 30)")
     p.add_argument("--seeds", type=int, default=5, help="K, the seeds of the multi-seed variant (default 5)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per variant before the rounds (default 3)")
     p.add_argument("--threads", default=None,
-                   help="torch intra-op thread counts to compare, e.g. 1,2 (default: the current setting)")
+                   help="torch intra-op thread counts to compare, e.g. 1,2 (default: dannlib.utils.configure_threads's)")
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers of the baseline (default 2)")
-    p.add_argument("--compile", action="store_true",
-                   help="also time fit with DANNConfig(compile=True), single seed (compile time reported apart)")
+    p.add_argument("--precision", default="fp32,bf16",
+                   help="precisions each timed method runs in (default fp32,bf16: bf16 = bfloat16 autocast)")
+    p.add_argument("--methods", default="dann",
+                   help=f"methods timed in each precision, of {', '.join(TIMED_METHODS)} (default dann)")
     p.add_argument("--out", default=None, help="JSON record (default results/bench/bench-<device>.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_settings(argv: list[str] | None) -> Settings:
+    """The checked settings (ValueError on a bad value)."""
     args = build_parser().parse_args(argv)
-    try:
-        device = resolve_device(args.device)
-        steps = check_positive_int("--steps", args.steps)
-        k = check_positive_int("--seeds", args.seeds)
-        repeats = check_positive_int("--repeats", args.repeats)
-        threads = _parse_threads(args.threads)
-        if args.num_workers < 0:
-            raise ValueError(f"--num-workers must be >= 0, got {args.num_workers}")
-    except ValueError as exc:
-        print(f"dannlib bench: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else PROJECT_ROOT / "results" / "bench" / f"bench-{device.type}.json"
+    device = resolve_device(args.device)
+    if args.num_workers < 0:
+        raise ValueError(f"--num-workers must be >= 0, got {args.num_workers}")
+    return Settings(
+        device=device,
+        steps=check_positive_int("--steps", args.steps),
+        k=check_positive_int("--seeds", args.seeds),
+        repeats=check_positive_int("--repeats", args.repeats),
+        warmup=max(1, args.warmup),
+        threads=_parse_list("--threads", args.threads, convert=int) if args.threads else [],
+        num_workers=args.num_workers,
+        precisions=_parse_list("--precision", args.precision, PRECISIONS),
+        methods=_parse_list("--methods", args.methods, TIMED_METHODS),
+        out=Path(args.out) if args.out else BENCH_DIR / f"bench-{device.type}.json",
+        progress=not args.no_progress,
+    )
+
+
+@contextlib.contextmanager
+def bench_environment(device: torch.device):
+    """Restores the caller's torch settings the benchmark changes: the intra-op thread count
+    (set per round through :func:`configure_threads`) and, on CUDA, TF32 matmuls (turned on
+    inside: unmeasured on GPU; cuDNN convolutions use TF32 by default). Yields the TF32
+    setting used (None off CUDA)."""
     threads_before = torch.get_num_threads()
-    tf32 = None
-    if device.type == "cuda":  # unmeasured on GPU: TF32 matmuls (cuDNN convolutions use TF32 by default)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        tf32 = True
+    tf32_before = torch.backends.cuda.matmul.allow_tf32
+    try:
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+        yield True if device.type == "cuda" else None
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32_before
+        configure_threads(threads_before)
 
-    img_s, lab_s, img_t, source, target = _synthetic(device)
-    seeds = list(range(k))
-    variants: dict[str, object] = {}
-    seeds_per_step: dict[str, int] = {}
-    setup_s: dict[str, float] = {}
 
-    def add(name, make, n_seeds):
+# -- the variants ----------------------------------------------------------------------------
+def variant_name(method: str, precision: str) -> str:
+    base = "fit" if method == "dann" else method
+    return base if precision == "fp32" else f"{base}_{precision}"
+
+
+def variant_factories(s: Settings) -> dict[str, object]:
+    """name -> zero-argument builder of each variant to time."""
+    img_s, lab_s, img_t, source, target = _synthetic(s.device)
+    out = {"dataloader": lambda: _DataLoaderBaseline(img_s, lab_s, img_t, s.device, 0, s.num_workers)}
+    for method in s.methods:
+        batch, channels = TIMED_METHODS[method]
+        src, tgt = (source, target) if channels == 3 else _synthetic(s.device, channels)[3:]
+        for precision in s.precisions:
+            out[variant_name(method, precision)] = (
+                lambda m=method, pr=precision, a=src, b=tgt, n=batch: _FitVariant(m, a, b, [0], pr, batch_size=n))
+    # (b) without the channels_last convolution weights that DANN uses on the CPU (the change's gain)
+    out["fit_contiguous"] = lambda: _FitVariant("dann", source, target, [0], channels_last=False)
+    if s.k > 1:
+        out["fit_together"] = lambda: _FitVariant("dann", source, target, list(range(s.k)))
+    return out
+
+
+def build_variants(s: Settings) -> tuple[dict, dict[str, float]]:
+    """Builds and warms up every variant (``s.warmup`` steps, untimed): ``(variants,
+    setup seconds)``."""
+    variants, setup = {}, {}
+    for name, make in variant_factories(s).items():
         t0 = time.perf_counter()
         v = make()
-        v.run(max(1, args.warmup))
-        setup_s[name] = time.perf_counter() - t0
-        variants[name], seeds_per_step[name] = v, n_seeds
+        v.run(s.warmup)
+        setup[name] = time.perf_counter() - t0
+        variants[name] = v
+    return variants, setup
 
-    torch.set_num_threads(threads[0])
-    add("dataloader", lambda: _DataLoaderBaseline(img_s, lab_s, img_t, device, 0, args.num_workers), 1)
-    add("fit", lambda: _FitVariant(source, target, [0]), 1)
-    # (b) without the channels_last convolution weights that DANN uses on the CPU (the change's gain)
-    add("fit_contiguous", lambda: _FitVariant(source, target, [0], channels_last=False), 1)
-    if k > 1:
-        add("fit_together", lambda: _FitVariant(source, target, seeds), k)
-    if args.compile:
-        add("fit_compiled", lambda: _FitVariant(source, target, [0], compile=True), 1)
 
-    seconds: dict[tuple[str, int], list[float]] = {(n, t): [] for n in variants for t in threads}
+def time_rounds(variants: dict, s: Settings) -> tuple[dict, list[float]]:
+    """``--repeats`` rounds of ``--steps`` steps of every variant in turn, at each thread count:
+    ``({(name, threads): [seconds of each round]}, 1-min load averages)``. Raises
+    RuntimeError when a variant's optimiser did not step exactly ``--steps`` times."""
+    seconds = {(n, t): [] for n in variants for t in s.threads}
     loads = [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
-    show = not args.no_progress
-    for r, t in itertools.product(range(repeats), threads):
-        torch.set_num_threads(t)
+    for r, t in itertools.product(range(s.repeats), s.threads):
+        configure_threads(t)
         for name, v in variants.items():
-            bar = _bar(steps, f"round {r + 1}/{repeats} threads={t} {name}", show)
+            bar = _bar(f"round {r + 1}/{s.repeats} threads={t} {name}", s.progress)
+            before = v.counter.count
             t0 = time.perf_counter()
-            v.run(steps, bar)
+            v.run(s.steps)
             seconds[(name, t)].append(time.perf_counter() - t0)
+            done = v.counter.count - before
             if bar is not None:
+                bar.update(1)
                 bar.close()
+            if done != s.steps:
+                raise RuntimeError(f"variant {name!r} made {done} optimiser steps in a round of {s.steps}")
         if loads:
             loads.append(os.getloadavg()[0])
-    torch.set_num_threads(threads_before)
+    return seconds, loads
 
+
+# -- the record ------------------------------------------------------------------------------
+def measurement_rows(seconds: dict, variants: dict, s: Settings) -> list[dict]:
+    """One row per (variant, threads): median steps/s over the rounds, and the derived units."""
     rows = []
     for (name, t), secs in seconds.items():
-        per_round = [steps / s for s in secs]
+        per_round = [s.steps / x for x in secs]
         sps = statistics.median(per_round)
-        rows.append({"variant": name, "threads": t, "seeds": seeds_per_step[name], "steps_per_s": sps,
-                     "seed_steps_per_s": sps * seeds_per_step[name],
-                     "images_per_s": sps * seeds_per_step[name] * 2 * BATCH,
+        k, batch = variants[name].seeds, _batch_of(name)
+        rows.append({"variant": name, "threads": t, "seeds": k, "batch_per_domain": batch, "steps_per_s": sps,
+                     "seed_steps_per_s": sps * k, "images_per_s": sps * k * 2 * batch,
+                     "optimizer_steps_each_round": s.steps,
                      "steps_per_s_each_round": per_round, "seconds_each_round": secs})
-    if k > 1:  # (c) separate: K single-seed fits in a row run the code of (b): same seed-steps/s
-        for t in threads:
-            b = next(r for r in rows if r["variant"] == "fit" and r["threads"] == t)
-            rows.append({**b, "variant": "fit_separate", "seeds": k, "steps_per_s": b["steps_per_s"] / k,
-                         "note": "K single-seed fits one after another: (b)'s measurement, not timed again"})
-    ratios = {}
-    for t in threads:
-        get = lambda n: next((r for r in rows if r["variant"] == n and r["threads"] == t), None)
-        a, b = get("dataloader"), get("fit")
-        multi = [get(n) for n in ("fit_together", "fit_separate") if get(n) is not None]
-        c = max(multi, key=lambda r: r["seed_steps_per_s"]) if multi else b
-        ratios[str(t)] = {"c_is": c["variant"],
-                          "b_over_a": b["seed_steps_per_s"] / a["seed_steps_per_s"],
-                          "c_over_a": c["seed_steps_per_s"] / a["seed_steps_per_s"],
-                          "c_over_b": c["seed_steps_per_s"] / b["seed_steps_per_s"]}
-        if get("fit_together") is not None:
-            ratios[str(t)]["together_over_b"] = get("fit_together")["seed_steps_per_s"] / b["seed_steps_per_s"]
-        ratios[str(t)]["b_over_fit_contiguous"] = b["seed_steps_per_s"] / get("fit_contiguous")["seed_steps_per_s"]
-        if get("fit_compiled") is not None:
-            ratios[str(t)]["compiled_over_b"] = get("fit_compiled")["seed_steps_per_s"] / b["seed_steps_per_s"]
-    if len(threads) > 1:
-        for name in variants:
-            base = next(r for r in rows if r["variant"] == name and r["threads"] == threads[0])
-            for r in rows:
-                if r["variant"] == name:
-                    r[f"over_threads_{threads[0]}"] = r["seed_steps_per_s"] / base["seed_steps_per_s"]
+    if s.k > 1:  # (c) separate: K single-seed fits in a row run the code of (b): same seed-steps/s
+        for t in s.threads:
+            b = _row(rows, "fit", t)
+            if b is not None:
+                rows.append({**b, "variant": "fit_separate", "seeds": s.k, "steps_per_s": b["steps_per_s"] / s.k,
+                             "note": "K single-seed fits one after another: (b)'s measurement, not timed again"})
+    if len(s.threads) > 1:
+        for r in rows:
+            base = _row(rows, r["variant"], s.threads[0])
+            r[f"over_threads_{s.threads[0]}"] = r["seed_steps_per_s"] / base["seed_steps_per_s"]
+    return rows
 
-    record = {
-        "benchmark": "dannlib bench: DANN digits training throughput",
+
+def _batch_of(name: str) -> int:
+    for method, (batch, _) in TIMED_METHODS.items():
+        if name.startswith(variant_name(method, "fp32")):
+            return batch
+    return BATCH
+
+
+def _row(rows: list[dict], name: str, threads: int) -> dict | None:
+    return next((r for r in rows if r["variant"] == name and r["threads"] == threads), None)
+
+
+def ratios(rows: list[dict], s: Settings) -> dict[str, dict]:
+    """Per thread count, ratios of seed-steps/s: (b)/(a), (c)/(a), (c)/(b), together/(b),
+    channels_last's gain, and ``<method>_<precision>_over_fp32`` for each timed method."""
+    out = {}
+    for t in s.threads:
+        get = lambda n: _row(rows, n, t)
+        q = {}
+        a, b = get("dataloader"), get("fit")
+        if b is not None:
+            multi = [get(n) for n in ("fit_together", "fit_separate") if get(n) is not None]
+            c = max(multi, key=lambda r: r["seed_steps_per_s"]) if multi else b
+            q.update(c_is=c["variant"], b_over_a=b["seed_steps_per_s"] / a["seed_steps_per_s"],
+                     c_over_a=c["seed_steps_per_s"] / a["seed_steps_per_s"],
+                     c_over_b=c["seed_steps_per_s"] / b["seed_steps_per_s"],
+                     b_over_fit_contiguous=b["seed_steps_per_s"] / get("fit_contiguous")["seed_steps_per_s"])
+            if get("fit_together") is not None:
+                q["together_over_b"] = get("fit_together")["seed_steps_per_s"] / b["seed_steps_per_s"]
+        for method in s.methods:
+            base = get(variant_name(method, "fp32"))
+            for precision in s.precisions:
+                other = get(variant_name(method, precision))
+                if precision != "fp32" and base is not None:
+                    q[f"{method}_{precision}_over_fp32"] = other["steps_per_s"] / base["steps_per_s"]
+        out[str(t)] = q
+    return out
+
+
+def make_record(s: Settings, rows, setup, loads, tf32, threads_default) -> dict:
+    return {
+        "benchmark": "dannlib bench: digits training throughput",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(device),
-        "device": str(device),
+        "machine": machine_info(s.device),
+        "device": str(s.device),
         "torch": torch.__version__,
         "torchvision": _torchvision_version(),
-        "threads": {"intra_op_compared": threads, "intra_op_default": threads_before,
+        "threads": {"intra_op_compared": s.threads, "intra_op_default": threads_default,
                     "interop": torch.get_num_interop_threads(), "cpu_count": os.cpu_count()},
         "tf32_matmul": tf32,
         "load_average_1min": loads,
-        "settings": {"steps": steps, "repeats": repeats, "warmup": args.warmup, "seeds_K": k,
+        "settings": {"steps": s.steps, "repeats": s.repeats, "warmup": s.warmup, "seeds_K": s.k,
                      "batch_per_domain": BATCH, "images_per_domain": N_IMAGES, "image_shape": list(IMAGE_SHAPE),
+                     "precisions": s.precisions, "methods": s.methods,
                      "data": "synthetic random images and labels (throughput does not depend on the pixels)",
-                     "num_workers": args.num_workers, "network": "digits_net",
-                     "optimizer": "SGD momentum 0.9, eq. 7 lr, eq. 6 lambda"},
-        "setup_seconds": setup_s,
+                     "num_workers": s.num_workers, "network": "digits_net (adda_gan: LeNet, 1 channel, batch 128)",
+                     "optimizer": "SGD momentum 0.9, eq. 7 lr, eq. 6 lambda (adda_gan: Adam)",
+                     "bf16": "torch.autocast(bfloat16) around the step (weights and optimiser in float32)"},
+        "setup_seconds": setup,
         "measurements": rows,
-        "ratios_seed_steps": ratios,
+        "ratios_seed_steps": ratios(rows, s),
     }
-    with atomic_write(out) as fh:
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["accuracy"]:
+        return accuracy_main(argv[1:])
+    try:
+        s = parse_settings(argv)
+    except ValueError as exc:
+        print(f"dannlib bench: {exc}", file=sys.stderr)
+        return 2
+    threads_default = torch.get_num_threads()
+    with bench_environment(s.device) as tf32:
+        s.threads = s.threads or [configure_threads()]
+        configure_threads(s.threads[0])
+        variants, setup = build_variants(s)
+        seconds, loads = time_rounds(variants, s)
+    record = make_record(s, measurement_rows(seconds, variants, s), setup, loads, tf32, threads_default)
+    with atomic_write(s.out) as fh:
         json.dump(record, fh, indent=1)
-    _print_table(record)
+    print_table(record)
+    print(f"wrote {s.out}")
+    return 0
+
+
+# -- bf16 accuracy: DANN on MNIST -> MNIST-M --------------------------------------------------
+def build_accuracy_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dannlib bench accuracy",
+                                description="DANN on MNIST -> MNIST-M in each precision, same steps and seeds: "
+                                            "target test accuracy per run (does bf16 hold accuracy?)")
+    p.add_argument("--steps", type=int, default=3000, help="training steps per run (default 3000)")
+    p.add_argument("--seeds", default="0,1,2", help="seeds (default 0,1,2)")
+    p.add_argument("--precision", default="fp32,bf16", help="precisions compared (default fp32,bf16)")
+    p.add_argument("--n-train", type=int, default=20000,
+                   help="training images per domain (random subset, seed 0; default 20000)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: configure_threads's policy)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="JSON record (default results/bench/precision-accuracy.json)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def accuracy_main(argv: list[str]) -> int:
+    args = build_accuracy_parser().parse_args(argv)
+    try:
+        steps = check_positive_int("--steps", args.steps)
+        seeds = check_seeds(_parse_list("--seeds", args.seeds, convert=_int))
+        precisions = _parse_list("--precision", args.precision, PRECISIONS)
+        n_train = check_positive_int("--n-train", args.n_train)
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        print(f"dannlib bench accuracy: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else BENCH_DIR / "precision-accuracy.json"
+    from .data import load_domain
+
+    source = Domain("mnist", *load_domain("mnist", "train", None, n=n_train, seed=0, device=device))
+    target = Domain("mnist_m", *load_domain("mnist_m", "train", None, n=n_train, seed=0, device=device))
+    eval_sets = {"target_test": Domain("mnist_m_test", *load_domain("mnist_m", "test", None, device=device)),
+                 "source_test": Domain("mnist_test", *load_domain("mnist", "test", None, device=device))}
+    with bench_environment(device):
+        threads = configure_threads(args.threads)
+        record = {"benchmark": "dannlib bench accuracy: DANN MNIST -> MNIST-M, fp32 vs bf16 autocast",
+                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "machine": machine_info(device), "command": "python -m dannlib bench accuracy " + " ".join(argv),
+                  "settings": {"method": "dann", "steps": steps, "seeds": seeds, "precisions": precisions,
+                               "threads": threads, "n_train_per_domain": n_train,
+                               "eval": "full MNIST-M and MNIST test sets", "batch_per_domain": BATCH},
+                  "runs": [], "summary": {}}
+        for seed, precision in itertools.product(seeds, precisions):  # interleaved: fp32, bf16, fp32, ...
+            (r,) = methods.train("dann", source, target, seeds=[seed], eval_sets=eval_sets, steps=steps,
+                                 precision=precision, progress=not args.no_progress)
+            record["runs"].append({"seed": seed, "precision": precision, "status": r.status,
+                                   "target_test_acc": r.final["target_test_acc"],
+                                   "source_test_acc": r.final["source_test_acc"], "seconds": r.seconds,
+                                   "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None})
+            record["summary"] = accuracy_summary(record["runs"])
+            with atomic_write(out) as fh:  # after every run: a partial record survives an interruption
+                json.dump(record, fh, indent=1)
+            print(f"seed {seed} {precision}: target test {r.final['target_test_acc']:.4f}, "
+                  f"source test {r.final['source_test_acc']:.4f}, {r.seconds:.0f} s", flush=True)
+    for precision, q in record["summary"].items():
+        std = q["target_test_acc_std"]
+        print(f"{precision}: target test accuracy {q['target_test_acc_mean']:.4f}"
+              + (f" ± {std:.4f}" if std is not None else "")
+              + f" (n={q['n']}), source {q['source_test_acc_mean']:.4f}, {q['seconds_mean']:.0f} s per run")
     print(f"wrote {out}")
     return 0
 
 
+def accuracy_summary(runs: list[dict]) -> dict:
+    """Per precision: mean and sample std (n - 1) over the seeds of the ok runs."""
+    out = {}
+    for precision in dict.fromkeys(r["precision"] for r in runs):
+        ok = [r for r in runs if r["precision"] == precision and r["status"] == "ok"]
+        q = {"n": len(ok), "seeds": [r["seed"] for r in ok]}
+        for key in ("target_test_acc", "source_test_acc", "seconds"):
+            vals = [r[key] for r in ok]
+            q[f"{key}_mean"] = statistics.fmean(vals) if vals else None
+            q[f"{key}_std"] = statistics.stdev(vals) if len(vals) > 1 else None
+        out[precision] = q
+    return out
+
+
+# -- output ----------------------------------------------------------------------------------
 def _torchvision_version():
     try:
         import torchvision
@@ -315,28 +557,34 @@ def _torchvision_version():
         return None
 
 
-def _bar(total: int, desc: str, enabled: bool):
+def _bar(desc: str, enabled: bool):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, mininterval=0.5, leave=False, file=sys.stderr)
+    return tqdm(total=1, desc=desc, mininterval=0.5, leave=False, file=sys.stderr)
 
 
-def _print_table(record: dict) -> None:
+def print_table(record: dict) -> None:
     s = record["settings"]
-    print(f"DANN digits throughput on {record['device']} ({record['machine'].get('device_name')}), "
+    print(f"digits training throughput on {record['device']} ({record['machine'].get('device_name')}), "
           f"torch {record['torch']}, {s['steps']} steps x {s['repeats']} rounds, K={s['seeds_K']}, "
-          f"batch {s['batch_per_domain']}+{s['batch_per_domain']}, {s['data']}; "
+          f"precisions {', '.join(s['precisions'])}, {s['data']}; "
           f"1-min load average {', '.join(f'{x:.1f}' for x in record['load_average_1min'])}")
-    print(f"{'variant':<14}{'threads':>8}{'seeds':>6}{'steps/s':>10}{'seed-steps/s':>14}{'images/s':>10}")
+    print(f"{'variant':<16}{'threads':>8}{'seeds':>6}{'batch':>6}{'steps/s':>10}{'seed-steps/s':>14}{'images/s':>10}")
     for r in record["measurements"]:
-        print(f"{r['variant']:<14}{r['threads']:>8}{r['seeds']:>6}{r['steps_per_s']:>10.2f}"
+        print(f"{r['variant']:<16}{r['threads']:>8}{r['seeds']:>6}{r['batch_per_domain']:>6}{r['steps_per_s']:>10.2f}"
               f"{r['seed_steps_per_s']:>14.2f}{r['images_per_s']:>10.0f}")
     for t, q in record["ratios_seed_steps"].items():
-        extra = "".join(f", {k} {v:.2f}" for k, v in q.items() if k not in ("c_is", "b_over_a", "c_over_a", "c_over_b"))
-        print(f"threads={t}: (b)/(a) {q['b_over_a']:.2f}, (c)/(a) {q['c_over_a']:.2f}, "
-              f"(c)/(b) {q['c_over_b']:.2f} in seed-steps/s, (c) = {q['c_is']}{extra}")
+        if "b_over_a" in q:
+            print(f"threads={t}: (b)/(a) {q['b_over_a']:.2f}, (c)/(a) {q['c_over_a']:.2f}, "
+                  f"(c)/(b) {q['c_over_b']:.2f} in seed-steps/s, (c) = {q['c_is']}, "
+                  f"channels_last gain {q['b_over_fit_contiguous']:.2f}"
+                  + (f", together/(b) {q['together_over_b']:.2f}" if "together_over_b" in q else ""))
+        prec = [f"{k.removesuffix('_over_fp32').replace('_bf16', '')} {v:.2f}"
+                for k, v in q.items() if k.endswith("_over_fp32")]
+        if prec:
+            print(f"threads={t}: precision bf16/fp32 in steps/s: " + ", ".join(prec))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """``python -m dannlib bench`` (dannlib.bench): a tiny invocation writes a complete JSON
-record; the baseline's hand-written step is the DANN step. No speed assertions: speed is
+record whose ratios are the measured ones; every variant really performs its optimiser
+steps; the baseline's hand-written step is the DANN step. No speed assertions: speed is
 compared as ratios inside one benchmark run, never as limits in tests."""
 from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -12,13 +14,14 @@ import torch
 
 from dannlib import bench, methods
 from dannlib.training import Domain
+from dannlib.utils import configure_threads
 
 
 def test_tiny_benchmark_writes_a_valid_record(tmp_path):
     out = tmp_path / "b.json"
     threads = torch.get_num_threads()
-    rc = bench.main(["--device", "cpu", "--steps", "2", "--repeats", "1", "--seeds", "2", "--warmup", "1",
-                     "--num-workers", "1", "--out", str(out), "--no-progress"])
+    rc = bench.main(["--device", "cpu", "--steps", "2", "--repeats", "2", "--seeds", "2", "--warmup", "1",
+                     "--threads", "1", "--num-workers", "1", "--out", str(out), "--no-progress"])
     assert rc == 0
     assert torch.get_num_threads() == threads  # the thread setting is restored
     rec = json.loads(out.read_text())
@@ -26,21 +29,101 @@ def test_tiny_benchmark_writes_a_valid_record(tmp_path):
                 "ratios_seed_steps", "load_average_1min", "setup_seconds"):
         assert key in rec, key
     assert rec["device"] == "cpu" and rec["settings"]["seeds_K"] == 2 and rec["settings"]["steps"] == 2
+    assert rec["settings"]["precisions"] == ["fp32", "bf16"]
     rows = {r["variant"]: r for r in rec["measurements"]}
-    assert set(rows) == {"dataloader", "fit", "fit_contiguous", "fit_together", "fit_separate"}
+    assert set(rows) == {"dataloader", "fit", "fit_bf16", "fit_contiguous", "fit_together", "fit_separate"}
     for r in rows.values():
         assert math.isfinite(r["steps_per_s"]) and r["steps_per_s"] > 0
         assert r["seed_steps_per_s"] == pytest.approx(r["steps_per_s"] * r["seeds"])
         assert r["images_per_s"] == pytest.approx(r["seed_steps_per_s"] * 2 * bench.BATCH)
     assert rows["fit_together"]["seeds"] == 2 and rows["fit"]["seeds"] == 1
-    # one timed round of --steps steps for each measured variant
-    for name in ("dataloader", "fit", "fit_contiguous", "fit_together"):
-        assert len(rows[name]["seconds_each_round"]) == 1
-        assert rows[name]["steps_per_s"] == pytest.approx(2 / rows[name]["seconds_each_round"][0])
-    q = rec["ratios_seed_steps"][str(threads)]
-    assert q["b_over_a"] == pytest.approx(rows["fit"]["seed_steps_per_s"] / rows["dataloader"]["seed_steps_per_s"])
-    assert q["c_is"] in ("fit_together", "fit_separate")
-    assert q["c_over_b"] >= 1.0 - 1e-12  # (c) is the faster multi-seed mode, and separate equals (b)
+
+
+def test_record_ratios_are_the_ones_measured(tmp_path):
+    """Every number of the record follows from the recorded round times: steps/s is the
+    median of steps / seconds over the rounds, and each ratio (dannlib/baseline, bf16/fp32,
+    channels_last) is the quotient of the two rows' medians; each measured variant made
+    exactly --steps optimiser steps per round."""
+    out = tmp_path / "b.json"
+    assert bench.main(["--device", "cpu", "--steps", "3", "--repeats", "3", "--seeds", "1", "--warmup", "1",
+                       "--threads", "1", "--num-workers", "0", "--out", str(out), "--no-progress"]) == 0
+    rec = json.loads(out.read_text())
+    rows = {r["variant"]: r for r in rec["measurements"]}
+    assert set(rows) == {"dataloader", "fit", "fit_bf16", "fit_contiguous"}  # K = 1: no multi-seed rows
+    for r in rows.values():
+        assert len(r["seconds_each_round"]) == 3 and r["optimizer_steps_each_round"] == 3
+        assert r["steps_per_s"] == pytest.approx(statistics.median(3 / s for s in r["seconds_each_round"]))
+    q = rec["ratios_seed_steps"]["1"]
+    sps = lambda name: rows[name]["steps_per_s"]
+    assert q["b_over_a"] == pytest.approx(sps("fit") / sps("dataloader"))
+    assert q["dann_bf16_over_fp32"] == pytest.approx(sps("fit_bf16") / sps("fit"))
+    assert q["b_over_fit_contiguous"] == pytest.approx(sps("fit") / sps("fit_contiguous"))
+    assert q["c_is"] == "fit"
+
+
+def test_a_variant_that_skips_its_steps_is_an_error(tmp_path, monkeypatch):
+    """If dannlib's loop did no work (here: fit replaced by a no-op), the step count catches
+    it instead of reporting an absurd speed."""
+    monkeypatch.setattr(bench, "fit", lambda *a, **k: [])
+    with pytest.raises(RuntimeError, match="0 optimiser steps"):
+        bench.main(["--device", "cpu", "--steps", "2", "--repeats", "1", "--seeds", "1", "--threads", "1",
+                    "--num-workers", "0", "--precision", "fp32", "--out", str(tmp_path / "b.json"),
+                    "--no-progress"])
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_baseline_and_fit_make_the_same_optimizer_steps():
+    """Given the same seed and step count, the DataLoader baseline and dannlib's loop (each
+    precision, and ADDA/IIMT) perform the same number of optimiser steps: the benchmark
+    compares equal work."""
+    img_s, lab_s, img_t, source, target = bench._synthetic(torch.device("cpu"))
+    base = bench._DataLoaderBaseline(img_s, lab_s, img_t, torch.device("cpu"), seed=0, num_workers=0)
+    variants = [base] + [bench._FitVariant("dann", source, target, [0], p) for p in ("fp32", "bf16")]
+    variants.append(bench._FitVariant("iimt", source, target, [0], "bf16"))
+    _, _, _, src1, tgt1 = bench._synthetic(torch.device("cpu"), channels=1)
+    variants.append(bench._FitVariant("adda_gan", src1, tgt1, [0], "bf16", batch_size=128))
+    for steps in (1, 5):
+        for v in variants:
+            before = v.counter.count
+            v.run(steps)
+            assert v.counter.count - before == steps, type(v).__name__
+
+
+def test_bench_environment_restores_threads_and_tf32():
+    threads, tf32 = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32
+    with bench.bench_environment(torch.device("cuda")) as used:  # only flags are set: no GPU needed
+        assert used is True and torch.backends.cuda.matmul.allow_tf32
+        configure_threads(threads + 1)
+    assert torch.backends.cuda.matmul.allow_tf32 == tf32 and torch.get_num_threads() == threads
+    with pytest.raises(KeyError):
+        with bench.bench_environment(torch.device("cpu")) as used:
+            assert used is None
+            configure_threads(threads + 1)
+            raise KeyError("restored on errors too")
+    assert torch.get_num_threads() == threads and torch.backends.cuda.matmul.allow_tf32 == tf32
+
+
+def test_accuracy_mode_writes_per_run_numbers_and_summary(tmp_path, monkeypatch):
+    """``bench accuracy`` (here on small random stand-ins for MNIST / MNIST-M) trains every
+    (seed, precision) pair for --steps steps and summarises mean and sample std per precision."""
+    import dannlib.data
+
+    def fake_load(name, split, root=None, n=None, seed=0, device=None, **kw):
+        g = torch.Generator().manual_seed(sum(map(ord, name + split)))
+        return torch.rand(64, 3, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g)
+
+    monkeypatch.setattr(dannlib.data, "load_domain", fake_load)
+    out = tmp_path / "acc.json"
+    assert bench.main(["accuracy", "--steps", "2", "--seeds", "0,1", "--n-train", "64", "--threads", "1",
+                       "--out", str(out), "--no-progress"]) == 0
+    rec = json.loads(out.read_text())
+    assert [(r["seed"], r["precision"]) for r in rec["runs"]] == [(0, "fp32"), (0, "bf16"), (1, "fp32"), (1, "bf16")]
+    for precision in ("fp32", "bf16"):
+        accs = [r["target_test_acc"] for r in rec["runs"] if r["precision"] == precision]
+        q = rec["summary"][precision]
+        assert q["n"] == 2 and q["target_test_acc_mean"] == pytest.approx(statistics.fmean(accs))
+        assert q["target_test_acc_std"] == pytest.approx(statistics.stdev(accs))
+    assert rec["settings"]["steps"] == 2 and "bench accuracy" in rec["command"]
 
 
 def test_bad_arguments_exit_2(tmp_path, capsys):
@@ -76,14 +159,6 @@ def test_baseline_step_is_the_dann_step():
     for a, b in zip(base.net.parameters(), methods.DANN(dann.config, source, target, [0]).nets[0].parameters()):
         moved = max(moved, (a - b).abs().max().item())
     assert moved > 1e-4  # the two steps did change the weights
-
-
-def test_compile_is_refused_for_seeds_trained_together():
-    src = Domain("s", torch.randn(32, 2), torch.randint(0, 2, (32,)))
-    tgt = Domain("t", torch.randn(32, 2))
-    cfg = methods.make_config("dann", network="toy", compile=True, batch_size=8)
-    with pytest.raises(ValueError, match="compile"):
-        methods.DANN(cfg, src, tgt, [0, 1])
 
 
 def test_channels_last_default_on_cpu_gives_the_same_training():
