@@ -1,4 +1,5 @@
-"""Bad input raises ValueError naming the parameter and the allowed values."""
+"""Bad input raises ValueError naming the parameter (or the domain) and the allowed values,
+before any training."""
 from __future__ import annotations
 
 import math
@@ -93,3 +94,111 @@ def test_unknown_toy():
     with pytest.raises(ValueError) as e:
         toys.make_toy("spirals")
     assert "'spirals'" in str(e.value) and "blobs" in str(e.value) and "moons" in str(e.value)
+
+
+# -- every bad input gets a clear error (seeds, data, shapes), before any training ---------
+def _images(n=20, size=28, channels=1, seed=0, labels=True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, channels, size, size, generator=g)
+    return x, (torch.arange(n) % 10 if labels else None)
+
+
+@pytest.mark.parametrize("seeds, words", [
+    ([], ["seeds", "at least one seed"]),
+    ([-1], ["seeds", "-1", ">= 0"]),
+    ([0, 0], ["seeds", "repeat"]),
+    (3, ["seeds", "list"]),
+    ([1.5], ["seeds", "1.5"]),
+])
+@pytest.mark.parametrize("method", ["dann", "adda_gan", "iimt"])
+def test_bad_seeds(domains, seeds, words, method):
+    with pytest.raises(ValueError) as e:
+        methods.train(method, *domains, seeds=seeds, steps=2, batch_size=4, progress=False)
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_training_or_evaluation_data(bad):
+    pr = toys.make_blobs_shift(n=40, seed=0)
+    x = torch.tensor(pr.xs)
+    x[[3, 7], 1] = bad
+    for role in ("source", "target", "evaluation"):
+        with pytest.raises(ValueError) as e:
+            Domain(role, x, torch.tensor(pr.ys))
+        msg = str(e.value)
+        assert f"domain {role!r}" in msg and "NaN or infinite" in msg and "2 of 40 samples" in msg
+
+
+def test_evaluation_labels_out_of_range(domains):
+    s, t = domains
+    bad = Domain("t_eval", t.x, torch.where(t.y == 1, 2, t.y))  # a class the source does not have
+    with pytest.raises(ValueError) as e:
+        methods.train("dann", s, t, network="toy", steps=2, batch_size=4, eval_sets={"target_test": bad},
+                      progress=False)
+    msg = str(e.value)
+    assert "evaluation set 'target_test'" in msg and "label 2" in msg and "0..1" in msg
+    with pytest.raises(ValueError, match="labels y must be >= 0"):
+        Domain("t_eval", t.x, t.y - 1)
+    with pytest.raises(ValueError, match="evaluation set 'nolabels' needs labels"):
+        methods.train("dann", s, t, network="toy", steps=2, batch_size=4, eval_sets={"nolabels": Domain("u", t.x)},
+                      progress=False)
+
+
+def test_adda_28_vs_32_pixels_refused_before_stage_1(monkeypatch):
+    from dannlib.methods.adda import SourcePretrain
+
+    def trained(*args, **kwargs):
+        raise AssertionError("stage 1 trained before the domains were checked")
+
+    monkeypatch.setattr(SourcePretrain, "step_one", trained)
+    src = Domain("mnist", *_images(size=28))
+    tgt = Domain("usps", _images(size=32, labels=False)[0])
+    for method in ("adda_gan", "dann_lenet"):
+        with pytest.raises(ValueError) as e:
+            methods.train(method, src, tgt, pretrain_steps=2, steps=2, batch_size=4, progress=False)
+        msg = str(e.value)
+        assert "'usps'" in msg and "(1, 32, 32)" in msg and "'mnist'" in msg and "(1, 28, 28)" in msg
+
+
+@pytest.mark.parametrize("method", ["dann", "iimt", "source_only"])
+def test_digits_28_vs_32_pixels(method):
+    src = Domain("mnist", *_images(size=28, channels=3))
+    tgt = Domain("mnist_m", _images(size=32, channels=3, labels=False)[0])
+    with pytest.raises(ValueError) as e:
+        methods.train(method, src, tgt, steps=2, batch_size=4, progress=False)
+    assert "'mnist_m'" in str(e.value) and "(3, 32, 32)" in str(e.value) and "(3, 28, 28)" in str(e.value)
+
+
+def test_toy_method_3d_vs_2d_points():
+    g = torch.Generator().manual_seed(0)
+    src = Domain("s3", torch.randn(20, 3, generator=g), torch.arange(20) % 2)
+    tgt = Domain("t2", torch.randn(20, 2, generator=g))
+    with pytest.raises(ValueError) as e:
+        methods.train("dann", src, tgt, network="toy", steps=2, batch_size=4, progress=False)
+    msg = str(e.value)
+    assert "target 't2'" in msg and "(2,)" in msg and "'s3'" in msg and "(3,)" in msg
+    # the same points as an evaluation set
+    with pytest.raises(ValueError) as e:
+        methods.train("source_only", src, None, network="toy", steps=2, batch_size=4, progress=False,
+                      eval_sets={"t2_eval": Domain("t2", tgt.x, torch.arange(20) % 2)})
+    assert "t2_eval" in str(e.value) and "(2,)" in str(e.value) and "(3,)" in str(e.value)
+
+
+@pytest.mark.parametrize("method, words", [
+    ("dann", ["digits network takes images", "'s'", "(40, 2)", "toy network"]),
+    ("iimt", ["digits network takes images", "'s'"]),
+    ("adda_gan", ["LeNet encoder takes images", "'s'", "(40, 2)"]),
+])
+def test_image_networks_refuse_points(domains, method, words):
+    with pytest.raises(ValueError) as e:
+        methods.train(method, *domains, steps=2, batch_size=4, progress=False,
+                      **({"pretrain_steps": 2} if method.startswith("adda") else {}))
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_toy_network_refuses_images():
+    src = Domain("mnist", *_images(size=28))
+    with pytest.raises(ValueError) as e:
+        methods.train("dann", src, Domain("u", _images(size=28, seed=1, labels=False)[0]), network="toy",
+                      steps=2, batch_size=4, progress=False)
+    assert "toy networks take points" in str(e.value) and "'mnist'" in str(e.value) and "digits" in str(e.value)
