@@ -21,6 +21,9 @@ Throughput (``python -m dannlib bench [options]``):
 - ``--precision fp32,bf16`` (the default): every timed method also in bfloat16 autocast
   (``TrainConfig.precision="bf16"``), e.g. ``fit_bf16``; ``--methods dann,iimt,adda_gan``
   adds IIMT's step and ADDA's stage 2 (LeNet, batch 128, one channel) in each precision.
+  ``bf16_conv`` (DANN, IIMT; an experiment of this benchmark, not a dannlib setting):
+  only the convolutional feature extractor under bf16 autocast, the fc layers and the
+  losses in float32.
 
 The data are synthetic random images (``(N, C, 28, 28)`` in [0, 1], random labels): the
 throughput of a step does not depend on the pixel values, and no data set is needed.
@@ -37,6 +40,11 @@ also cycles through the thread counts. Threads are set through
 Accuracy of bf16 (``python -m dannlib bench accuracy [options]``): DANN on MNIST ->
 MNIST-M trained in each precision for the same steps and seeds; the target test accuracy
 of every run goes to ``results/bench/precision-accuracy.json``.
+
+Besides wall-clock seconds every round records the process's CPU seconds
+(``time.process_time``): with one intra-op thread, CPU time does not count the time the
+process waits for a core held by other users, so its ratios are steadier on a shared
+machine (it does not count DataLoader worker processes: compare the baseline on wall time).
 """
 from __future__ import annotations
 
@@ -56,6 +64,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from torch import nn
+
 from . import methods, networks
 from .grl import grad_reverse
 from .methods.adda import SourcePretrain
@@ -70,6 +80,8 @@ N_IMAGES = 2048     # synthetic images per domain
 IMAGE_SHAPE = (3, 28, 28)
 #: the methods whose step can be timed in each precision: name -> (batch per domain, channels)
 TIMED_METHODS = {"dann": (BATCH, 3), "iimt": (BATCH, 3), "adda_gan": (128, 1)}
+#: dannlib's precisions plus this benchmark's experiment (see _AutocastFeatures)
+BENCH_PRECISIONS = PRECISIONS + ("bf16_conv",)
 BENCH_DIR = PROJECT_ROOT / "results" / "bench"
 
 
@@ -155,6 +167,41 @@ class _DataLoaderBaseline:
 
 
 # -- (b), (c) and the other methods: dannlib's loop -----------------------------------------
+class _AutocastFeatures(nn.Module):
+    """A network's feature extractor (the convolutions) run under bfloat16 autocast, its
+    output returned in float32, so that the fc layers and losses stay in float32: the
+    ``bf16_conv`` experiment."""
+
+    def __init__(self, inner: nn.Module, device_type: str):
+        super().__init__()
+        self.inner, self.device_type = inner, device_type
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.inner(x).float()
+
+
+def build_method(method: str, source: Domain, target: Domain, seeds: list[int], precision: str = "fp32",
+                 **overrides):
+    """A registered method's object, as ``methods.train`` builds it for one group of seeds,
+    in a precision of :data:`BENCH_PRECISIONS` (``bf16_conv``: DANN-family networks only).
+    ADDA (stage 2) starts from an untrained :class:`SourcePretrain`; its config has no
+    ``precision``, so it is returned as is and the caller applies autocast."""
+    check_choice("precision", precision, BENCH_PRECISIONS)
+    cls, _ = methods.METHODS[method]
+    if cls is methods.ADDA:
+        if precision == "bf16_conv":
+            raise ValueError("bf16_conv applies to the digits network (DANN, IIMT), not to ADDA")
+        cfg = methods.make_config(method, **overrides)
+        return methods.ADDA(cfg, SourcePretrain(cfg, source, None, seeds), seeds)
+    cfg = methods.make_config(method, precision="fp32" if precision == "bf16_conv" else precision, **overrides)
+    m = cls(cfg, source, target.unlabelled(), seeds)
+    if precision == "bf16_conv":
+        for net in m.nets:
+            net.feature_extractor = _AutocastFeatures(net.feature_extractor, source.x.device.type)
+    return m
+
+
 class _FitVariant:
     """``fit`` on a registered method built once (construction and warm-up are not timed).
 
@@ -163,18 +210,11 @@ class _FitVariant:
 
     def __init__(self, method: str, source: Domain, target: Domain, seeds: list[int], precision: str = "fp32",
                  batch_size: int = BATCH, **overrides):
-        cls, _ = methods.METHODS[method]
         self.source, self.target, self.batch_size, self.seeds = source, target.unlabelled(), batch_size, len(seeds)
-        self.autocast = False
-        if cls is methods.ADDA:
-            cfg = methods.make_config(method, batch_size=batch_size, **overrides)
-            self.method = methods.ADDA(cfg, SourcePretrain(cfg, source, None, seeds), seeds)
-            optimizer = self.method.opt_t[0]
-            self.autocast = precision == "bf16"
-        else:
-            cfg = methods.make_config(method, batch_size=batch_size, precision=precision, **overrides)
-            self.method = cls(cfg, source, self.target, seeds)
-            optimizer = self.method.optimizer if hasattr(self.method, "optimizer") else self.method.optimizers[0]
+        self.method = build_method(method, source, target, seeds, precision, batch_size=batch_size, **overrides)
+        self.autocast = isinstance(self.method, methods.ADDA) and precision == "bf16"
+        m = self.method
+        optimizer = m.opt_t[0] if isinstance(m, methods.ADDA) else getattr(m, "optimizer", None) or m.optimizers[0]
         self.counter = StepCounter(optimizer)
 
     def run(self, steps: int) -> None:
@@ -250,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch intra-op thread counts to compare, e.g. 1,2 (default: dannlib.utils.configure_threads's)")
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers of the baseline (default 2)")
     p.add_argument("--precision", default="fp32,bf16",
-                   help="precisions each timed method runs in (default fp32,bf16: bf16 = bfloat16 autocast)")
+                   help="precisions each timed method runs in (default fp32,bf16: bf16 = bfloat16 autocast; "
+                        "also bf16_conv: the convolutions only)")
     p.add_argument("--methods", default="dann",
                    help=f"methods timed in each precision, of {', '.join(TIMED_METHODS)} (default dann)")
     p.add_argument("--out", default=None, help="JSON record (default results/bench/bench-<device>.json)")
@@ -272,7 +313,7 @@ def parse_settings(argv: list[str] | None) -> Settings:
         warmup=max(1, args.warmup),
         threads=_parse_list("--threads", args.threads, convert=int) if args.threads else [],
         num_workers=args.num_workers,
-        precisions=_parse_list("--precision", args.precision, PRECISIONS),
+        precisions=_parse_list("--precision", args.precision, BENCH_PRECISIONS),
         methods=_parse_list("--methods", args.methods, TIMED_METHODS),
         out=Path(args.out) if args.out else BENCH_DIR / f"bench-{device.type}.json",
         progress=not args.no_progress,
@@ -310,6 +351,8 @@ def variant_factories(s: Settings) -> dict[str, object]:
         batch, channels = TIMED_METHODS[method]
         src, tgt = (source, target) if channels == 3 else _synthetic(s.device, channels)[3:]
         for precision in s.precisions:
+            if method == "adda_gan" and precision == "bf16_conv":
+                continue
             out[variant_name(method, precision)] = (
                 lambda m=method, pr=precision, a=src, b=tgt, n=batch: _FitVariant(m, a, b, [0], pr, batch_size=n))
     # (b) without the channels_last convolution weights that DANN uses on the CPU (the change's gain)
@@ -334,8 +377,8 @@ def build_variants(s: Settings) -> tuple[dict, dict[str, float]]:
 
 def time_rounds(variants: dict, s: Settings) -> tuple[dict, list[float]]:
     """``--repeats`` rounds of ``--steps`` steps of every variant in turn, at each thread count:
-    ``({(name, threads): [seconds of each round]}, 1-min load averages)``. Raises
-    RuntimeError when a variant's optimiser did not step exactly ``--steps`` times."""
+    ``({(name, threads): [(wall seconds, CPU seconds) of each round]}, 1-min load averages)``.
+    Raises RuntimeError when a variant's optimiser did not step exactly ``--steps`` times."""
     seconds = {(n, t): [] for n in variants for t in s.threads}
     loads = [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
     for r, t in itertools.product(range(s.repeats), s.threads):
@@ -343,9 +386,9 @@ def time_rounds(variants: dict, s: Settings) -> tuple[dict, list[float]]:
         for name, v in variants.items():
             bar = _bar(f"round {r + 1}/{s.repeats} threads={t} {name}", s.progress)
             before = v.counter.count
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             v.run(s.steps)
-            seconds[(name, t)].append(time.perf_counter() - t0)
+            seconds[(name, t)].append((time.perf_counter() - t0, time.process_time() - c0))
             done = v.counter.count - before
             if bar is not None:
                 bar.update(1)
@@ -361,14 +404,17 @@ def time_rounds(variants: dict, s: Settings) -> tuple[dict, list[float]]:
 def measurement_rows(seconds: dict, variants: dict, s: Settings) -> list[dict]:
     """One row per (variant, threads): median steps/s over the rounds, and the derived units."""
     rows = []
-    for (name, t), secs in seconds.items():
+    for (name, t), times in seconds.items():
+        secs, cpu = [w for w, _ in times], [c for _, c in times]
         per_round = [s.steps / x for x in secs]
         sps = statistics.median(per_round)
         k, batch = variants[name].seeds, _batch_of(name)
         rows.append({"variant": name, "threads": t, "seeds": k, "batch_per_domain": batch, "steps_per_s": sps,
                      "seed_steps_per_s": sps * k, "images_per_s": sps * k * 2 * batch,
                      "optimizer_steps_each_round": s.steps,
-                     "steps_per_s_each_round": per_round, "seconds_each_round": secs})
+                     "steps_per_s_each_round": per_round, "seconds_each_round": secs,
+                     "cpu_steps_per_s": statistics.median(s.steps / max(c, 1e-9) for c in cpu),
+                     "cpu_seconds_each_round": cpu})
     if s.k > 1:  # (c) separate: K single-seed fits in a row run the code of (b): same seed-steps/s
         for t in s.threads:
             b = _row(rows, "fit", t)
@@ -395,7 +441,8 @@ def _row(rows: list[dict], name: str, threads: int) -> dict | None:
 
 def ratios(rows: list[dict], s: Settings) -> dict[str, dict]:
     """Per thread count, ratios of seed-steps/s: (b)/(a), (c)/(a), (c)/(b), together/(b),
-    channels_last's gain, and ``<method>_<precision>_over_fp32`` for each timed method."""
+    channels_last's gain, and ``<method>_<precision>_over_fp32`` for each timed method (in
+    steps/s; ``..._cpu_time``: in steps per CPU second)."""
     out = {}
     for t in s.threads:
         get = lambda n: _row(rows, n, t)
@@ -414,8 +461,9 @@ def ratios(rows: list[dict], s: Settings) -> dict[str, dict]:
             base = get(variant_name(method, "fp32"))
             for precision in s.precisions:
                 other = get(variant_name(method, precision))
-                if precision != "fp32" and base is not None:
+                if precision != "fp32" and base is not None and other is not None:
                     q[f"{method}_{precision}_over_fp32"] = other["steps_per_s"] / base["steps_per_s"]
+                    q[f"{method}_{precision}_over_fp32_cpu_time"] = other["cpu_steps_per_s"] / base["cpu_steps_per_s"]
         out[str(t)] = q
     return out
 
@@ -490,7 +538,7 @@ def accuracy_main(argv: list[str]) -> int:
     try:
         steps = check_positive_int("--steps", args.steps)
         seeds = check_seeds(_parse_list("--seeds", args.seeds, convert=_int))
-        precisions = _parse_list("--precision", args.precision, PRECISIONS)
+        precisions = _parse_list("--precision", args.precision, BENCH_PRECISIONS)
         n_train = check_positive_int("--n-train", args.n_train)
         device = resolve_device(args.device)
     except ValueError as exc:
@@ -513,8 +561,7 @@ def accuracy_main(argv: list[str]) -> int:
                                "eval": "full MNIST-M and MNIST test sets", "batch_per_domain": BATCH},
                   "runs": [], "summary": {}}
         for seed, precision in itertools.product(seeds, precisions):  # interleaved: fp32, bf16, fp32, ...
-            (r,) = methods.train("dann", source, target, seeds=[seed], eval_sets=eval_sets, steps=steps,
-                                 precision=precision, progress=not args.no_progress)
+            r = _train_dann(source, target, seed, precision, steps, eval_sets, progress=not args.no_progress)
             record["runs"].append({"seed": seed, "precision": precision, "status": r.status,
                                    "target_test_acc": r.final["target_test_acc"],
                                    "source_test_acc": r.final["source_test_acc"], "seconds": r.seconds,
@@ -531,6 +578,19 @@ def accuracy_main(argv: list[str]) -> int:
               + f" (n={q['n']}), source {q['source_test_acc_mean']:.4f}, {q['seconds_mean']:.0f} s per run")
     print(f"wrote {out}")
     return 0
+
+
+def _train_dann(source, target, seed, precision, steps, eval_sets, progress) -> "methods.RunResult":
+    """One DANN run: ``methods.train`` for dannlib's precisions; the same construction and
+    ``fit`` call as ``Method.run`` for this benchmark's ``bf16_conv``."""
+    if precision in PRECISIONS:
+        (r,) = methods.train("dann", source, target, seeds=[seed], eval_sets=eval_sets, steps=steps,
+                             precision=precision, progress=progress)
+        return r
+    m = build_method("dann", source, target, [seed], precision, steps=steps)
+    (r,) = fit(m, source, target.unlabelled(), steps=steps, batch_size=m.config.batch_size, eval_sets=eval_sets,
+               eval_every=m.config.eval_every, progress=progress)
+    return r
 
 
 def accuracy_summary(runs: list[dict]) -> dict:
@@ -571,20 +631,21 @@ def print_table(record: dict) -> None:
           f"torch {record['torch']}, {s['steps']} steps x {s['repeats']} rounds, K={s['seeds_K']}, "
           f"precisions {', '.join(s['precisions'])}, {s['data']}; "
           f"1-min load average {', '.join(f'{x:.1f}' for x in record['load_average_1min'])}")
-    print(f"{'variant':<16}{'threads':>8}{'seeds':>6}{'batch':>6}{'steps/s':>10}{'seed-steps/s':>14}{'images/s':>10}")
+    print(f"{'variant':<20}{'threads':>8}{'seeds':>6}{'batch':>6}{'steps/s':>10}{'seed-steps/s':>14}"
+          f"{'images/s':>10}{'steps/CPU-s':>13}")
     for r in record["measurements"]:
-        print(f"{r['variant']:<16}{r['threads']:>8}{r['seeds']:>6}{r['batch_per_domain']:>6}{r['steps_per_s']:>10.2f}"
-              f"{r['seed_steps_per_s']:>14.2f}{r['images_per_s']:>10.0f}")
+        print(f"{r['variant']:<20}{r['threads']:>8}{r['seeds']:>6}{r['batch_per_domain']:>6}{r['steps_per_s']:>10.2f}"
+              f"{r['seed_steps_per_s']:>14.2f}{r['images_per_s']:>10.0f}{r['cpu_steps_per_s']:>13.2f}")
     for t, q in record["ratios_seed_steps"].items():
         if "b_over_a" in q:
             print(f"threads={t}: (b)/(a) {q['b_over_a']:.2f}, (c)/(a) {q['c_over_a']:.2f}, "
                   f"(c)/(b) {q['c_over_b']:.2f} in seed-steps/s, (c) = {q['c_is']}, "
                   f"channels_last gain {q['b_over_fit_contiguous']:.2f}"
                   + (f", together/(b) {q['together_over_b']:.2f}" if "together_over_b" in q else ""))
-        prec = [f"{k.removesuffix('_over_fp32').replace('_bf16', '')} {v:.2f}"
+        prec = [f"{k.removesuffix('_over_fp32')} {v:.2f} ({q[k + '_cpu_time']:.2f})"
                 for k, v in q.items() if k.endswith("_over_fp32")]
         if prec:
-            print(f"threads={t}: precision bf16/fp32 in steps/s: " + ", ".join(prec))
+            print(f"threads={t}: precision / fp32 in steps/s (in steps per CPU second): " + ", ".join(prec))
 
 
 if __name__ == "__main__":
