@@ -11,17 +11,27 @@ import matplotlib.pyplot as plt
 from .utils import atomic_path
 
 FIGURE_FORMATS = ("png", "svg")
+# Fixed so that the same figure gives the same bytes on every run (matplotlib otherwise
+# salts the SVG element ids at random); saved with no date or software version either.
+SVG_HASHSALT = "dannlib"
+_FIGURE_METADATA = {"svg": {"Date": None, "Creator": None}, "png": {"Software": None}, "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
 
 
 def save_figure(fig, figures_dir, notebook: str, name: str, *, dpi: int = 110, formats=FIGURE_FORMATS) -> list[Path]:
     """Write ``fig`` as ``figures_dir/notebook/name.{png,svg}`` (deterministic names),
     each file written to a temporary name and renamed, so a failure leaves the previous
-    figure intact. Returns the written paths."""
+    figure intact. The bytes are reproducible: the same figure saves identically every
+    time (fixed ``svg.hashsalt``, no dates or version strings in the metadata). Returns
+    the written paths."""
+    import matplotlib
+
     out = []
     for ext in formats:
         path = Path(figures_dir) / notebook / f"{name}.{ext}"
-        with atomic_path(path) as tmp:
-            kwargs = {"dpi": dpi} if ext == "png" else {"metadata": {"Date": None}} if ext == "svg" else {}
+        kwargs = {"dpi": dpi} if ext == "png" else {}
+        if ext in _FIGURE_METADATA:
+            kwargs["metadata"] = dict(_FIGURE_METADATA[ext])
+        with atomic_path(path) as tmp, matplotlib.rc_context({"svg.hashsalt": SVG_HASHSALT}):
             fig.savefig(tmp, format=ext, bbox_inches="tight", **kwargs)
         out.append(path)
     return out

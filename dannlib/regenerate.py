@@ -108,6 +108,11 @@ _PROGRESS_SEGMENT = re.compile(r"\d{1,3}%\|")
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
+# The kernel managers of the notebook now running: a signal handler kills their kernels at
+# once, before the interruption unwinds papermill (which could otherwise still interrupt
+# the kernel and leave it printing tracebacks while it dies).
+_RUNNING_KERNELS: list = []
+
 
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived; ``signum`` says which."""
@@ -451,6 +456,9 @@ def _kill_kernels(managers: Sequence) -> None:
     """SIGKILL the kernels this process started (their own process groups) and remove their
     connection files; for an interruption, when papermill cannot shut them down itself."""
     for km in managers:
+        if getattr(km, "_dannlib_killed", False):
+            continue
+        km._dannlib_killed = True
         provisioner = getattr(km, "provisioner", None)
         pid, pgid = getattr(provisioner, "pid", None), getattr(provisioner, "pgid", None)
         with contextlib.suppress(OSError):
@@ -597,7 +605,8 @@ def run_notebook(
     if data_root is not None:
         env["DANNLIB_DATA"] = str(data_root)
     peaks: list[float] = []
-    managers: list = []
+    managers = _RUNNING_KERNELS
+    managers.clear()
     kernel_manager_class = _kernel_manager_class(kernel_name is None, peaks, env, managers)
     progress_bar = {"desc": path.stem, "position": 1, "leave": False} if progress else False
     start = time.perf_counter()
@@ -896,6 +905,7 @@ def _clean_signals() -> Iterator[None]:
         # A second signal while cleaning up is ignored: the clean-up is short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _kill_kernels(_RUNNING_KERNELS)
         raise Interrupted(signum)
 
     old = {s: signal.signal(s, handler) for s in SIGNAL_EXIT}
