@@ -182,11 +182,13 @@ class _AutocastFeatures(nn.Module):
 
 
 def build_method(method: str, source: Domain, target: Domain, seeds: list[int], precision: str = "fp32",
-                 **overrides):
+                 channels_last: bool = False, **overrides):
     """A registered method's object, as ``methods.train`` builds it for one group of seeds,
     in a precision of :data:`BENCH_PRECISIONS` (``bf16_conv``: DANN-family networks only).
     ADDA (stage 2) starts from an untrained :class:`SourcePretrain`; its config has no
-    ``precision``, so it is returned as is and the caller applies autocast."""
+    ``precision``, so it is returned as is and the caller applies autocast.
+    ``channels_last`` (IIMT, an experiment): its networks' convolution weights in
+    channels_last memory format, as DANN does by default on the CPU."""
     check_choice("precision", precision, BENCH_PRECISIONS)
     cls, _ = methods.METHODS[method]
     if cls is methods.ADDA:
@@ -196,6 +198,11 @@ def build_method(method: str, source: Domain, target: Domain, seeds: list[int], 
         return methods.ADDA(cfg, SourcePretrain(cfg, source, None, seeds), seeds)
     cfg = methods.make_config(method, precision="fp32" if precision == "bf16_conv" else precision, **overrides)
     m = cls(cfg, source, target.unlabelled(), seeds)
+    if channels_last:
+        if not isinstance(m, methods.IIMT):
+            raise ValueError("the channels_last experiment is for IIMT (DANN has its own channels_last setting)")
+        for net in m.nets:
+            net.to(memory_format=torch.channels_last)  # 4-D (conv) weights only
     if precision == "bf16_conv":
         for net in m.nets:
             net.feature_extractor = _AutocastFeatures(net.feature_extractor, source.x.device.type)
@@ -355,6 +362,9 @@ def variant_factories(s: Settings) -> dict[str, object]:
                 continue
             out[variant_name(method, precision)] = (
                 lambda m=method, pr=precision, a=src, b=tgt, n=batch: _FitVariant(m, a, b, [0], pr, batch_size=n))
+            if method == "iimt":  # the experiment: IIMT's networks in channels_last, as DANN's on the CPU
+                out[variant_name(method, precision) + "_channels_last"] = (
+                    lambda pr=precision: _FitVariant("iimt", source, target, [0], pr, channels_last=True))
     # (b) without the channels_last convolution weights that DANN uses on the CPU (the change's gain)
     out["fit_contiguous"] = lambda: _FitVariant("dann", source, target, [0], channels_last=False)
     if s.k > 1:
@@ -457,13 +467,17 @@ def ratios(rows: list[dict], s: Settings) -> dict[str, dict]:
                      b_over_fit_contiguous=b["seed_steps_per_s"] / get("fit_contiguous")["seed_steps_per_s"])
             if get("fit_together") is not None:
                 q["together_over_b"] = get("fit_together")["seed_steps_per_s"] / b["seed_steps_per_s"]
-        for method in s.methods:
-            base = get(variant_name(method, "fp32"))
-            for precision in s.precisions:
-                other = get(variant_name(method, precision))
-                if precision != "fp32" and base is not None and other is not None:
-                    q[f"{method}_{precision}_over_fp32"] = other["steps_per_s"] / base["steps_per_s"]
-                    q[f"{method}_{precision}_over_fp32_cpu_time"] = other["cpu_steps_per_s"] / base["cpu_steps_per_s"]
+        pairs = [(method, variant_name(method, "fp32"), variant_name(method, p), p) for method in s.methods
+                 for p in s.precisions if p != "fp32"]
+        if "iimt" in s.methods:  # channels_last IIMT against its own fp32, and fp32 channels_last against fp32
+            pairs += [("iimt_channels_last", "iimt_channels_last", f"iimt_{p}_channels_last", p)
+                      for p in s.precisions if p != "fp32"]
+            pairs.append(("iimt", "iimt", "iimt_channels_last", "channels_last"))
+        for method, base_name, other_name, label in pairs:
+            base, other = get(base_name), get(other_name)
+            if base is not None and other is not None:
+                q[f"{method}_{label}_over_fp32"] = other["steps_per_s"] / base["steps_per_s"]
+                q[f"{method}_{label}_over_fp32_cpu_time"] = other["cpu_steps_per_s"] / base["cpu_steps_per_s"]
         out[str(t)] = q
     return out
 
@@ -631,10 +645,10 @@ def print_table(record: dict) -> None:
           f"torch {record['torch']}, {s['steps']} steps x {s['repeats']} rounds, K={s['seeds_K']}, "
           f"precisions {', '.join(s['precisions'])}, {s['data']}; "
           f"1-min load average {', '.join(f'{x:.1f}' for x in record['load_average_1min'])}")
-    print(f"{'variant':<20}{'threads':>8}{'seeds':>6}{'batch':>6}{'steps/s':>10}{'seed-steps/s':>14}"
+    print(f"{'variant':<24}{'threads':>8}{'seeds':>6}{'batch':>6}{'steps/s':>10}{'seed-steps/s':>14}"
           f"{'images/s':>10}{'steps/CPU-s':>13}")
     for r in record["measurements"]:
-        print(f"{r['variant']:<20}{r['threads']:>8}{r['seeds']:>6}{r['batch_per_domain']:>6}{r['steps_per_s']:>10.2f}"
+        print(f"{r['variant']:<24}{r['threads']:>8}{r['seeds']:>6}{r['batch_per_domain']:>6}{r['steps_per_s']:>10.2f}"
               f"{r['seed_steps_per_s']:>14.2f}{r['images_per_s']:>10.0f}{r['cpu_steps_per_s']:>13.2f}")
     for t, q in record["ratios_seed_steps"].items():
         if "b_over_a" in q:
