@@ -1,7 +1,7 @@
 # dann-study: from a fresh clone to every figure.
 #
 #   make figures                 regenerate every figure (profile quick, minutes per notebook on a CPU)
-#   make figures PROFILE=paper   the papers' recipes (>= 5 seeds): for a GPU
+#   make figures PROFILE=paper   the papers' recipes (>= 5 seeds, for a GPU) into .tmp/paper/ (IN_PLACE=1: in place)
 #   make figures ONLY=01,03      only some notebooks (by number)
 #   make test                    unit tests + every notebook under nbval, smoke profile
 #   make report                  the results tables of results/$(PROFILE)/ (Markdown)
@@ -21,6 +21,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PROFILE    ?= quick
 ONLY       ?=
 SEEDS      ?=
+IN_PLACE   ?=
 # Where `make test` lets the notebooks write, so that tests never touch figures/ or results/.
 TEST_OUT   ?= $(CURDIR)/.tmp/test
 
@@ -46,8 +47,11 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -e ".[test]"
 	touch $@
 
+# Only the committed profile (quick) executes notebooks/ and writes figures/ in place; another
+# profile writes its notebooks and figures to .tmp/<profile>/ unless IN_PLACE=1. Records go to
+# results/<profile>/ either way. Each notebook is a transaction (see python -m dannlib regenerate -h).
 figures: $(STAMP)
-	$(VPY) -m dannlib regenerate --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS))
+	$(VPY) -m dannlib regenerate --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(IN_PLACE),--in-place)
 
 # nbval runs each notebook with its folder as working directory, on this venv's Python
 # (--nbval-current-env), under the smoke profile; outputs are not compared (--nbval-lax).
