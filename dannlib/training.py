@@ -203,6 +203,11 @@ class Method:
         return self
 
     @classmethod
+    def total_steps(cls, config) -> int:
+        """How many steps :meth:`run` trains for (``config.steps`` unless a stage says otherwise)."""
+        return config.steps
+
+    @classmethod
     def run(cls, config, source: Domain, target: Domain, seeds, *, eval_sets=None, progress=True,
             together: bool | None = None, name: str | None = None, monitor_size: int = 2000) -> list["RunResult"]:
         """Train ``config`` on ``source`` -> ``target`` for each seed; one :class:`RunResult`
@@ -217,7 +222,7 @@ class Method:
         results = []
         for group in groups:
             method = cls(config, source, target, group, name=name)
-            results += fit(method, source, target, steps=config.steps, batch_size=config.batch_size,
+            results += fit(method, source, target, steps=cls.total_steps(config), batch_size=config.batch_size,
                            eval_sets=eval_sets, eval_every=config.eval_every, progress=progress,
                            monitor_size=monitor_size)
         return results

@@ -98,9 +98,6 @@ def test_unknown_override_lists_allowed_fields(toy):
     assert "'stepz'" in msg and "DANNConfig" in msg and "steps" in msg and "batch_size" in msg
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "dannlib/methods/__init__.py train(): with config= given, overrides go straight to "
-    "dataclasses.replace, so an unknown field raises TypeError instead of the ValueError listing the fields"))
 def test_unknown_override_with_config_lists_allowed_fields(toy):
     s, t = toy
     with pytest.raises(ValueError) as e:
@@ -108,9 +105,6 @@ def test_unknown_override_with_config_lists_allowed_fields(toy):
     assert "'stepz'" in str(e.value) and "steps" in str(e.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dannlib/methods/__init__.py train(): a config= object bypasses the method's fixed settings, so "
-    "train('source_only', config=DANNConfig()) trains DANN (mode 'dann') and labels it source_only"))
 def test_config_contradicting_fixed_settings_is_refused(toy):
     s, t = toy
     with pytest.raises(ValueError, match="mode"):

@@ -68,7 +68,7 @@ def train(method: str, source: Domain, target: Domain | None, *, seeds=(0,), con
     The target's labels are never passed to the method: only ``eval_sets`` see them.
     """
     check_choice("method", method, METHODS)
-    cls, _ = METHODS[method]
+    cls, fixed = METHODS[method]
     seeds = check_seeds(seeds)
     if config is None:
         cfg = make_config(method, **overrides)
@@ -76,7 +76,11 @@ def train(method: str, source: Domain, target: Domain | None, *, seeds=(0,), con
         if not isinstance(config, cls.Config):
             raise ValueError(f"config must be a {cls.Config.__name__} for method {method!r}, "
                              f"got {type(config).__name__}")
-        cfg = (replace(config, **overrides) if overrides else config).validate()
+        cfg = make_config(method, **{**asdict(config), **overrides})
+        contradicted = {k: getattr(config, k) for k, v in fixed.items() if getattr(cfg, k) != v}
+        if contradicted:
+            raise ValueError(f"config contradicts method {method!r}, which fixes {fixed}; got {contradicted}: "
+                             f"build it with make_config({method!r}, ...) or pick the method that matches")
     check_domains(source, target, eval_sets)  # before any network is built or stage trained
     target = target.unlabelled() if target is not None else None
     kwargs = dict(eval_sets=eval_sets, progress=progress, together=together, name=method,

@@ -178,6 +178,10 @@ class SourcePretrain(PerSeedMethod):
             self.optimizers.append(torch.optim.Adam(list(enc.parameters()) + list(clf.parameters()),
                                                     lr=self.config.pretrain_lr))
 
+    @classmethod
+    def total_steps(cls, config: ADDAConfig) -> int:
+        return config.pretrain_steps
+
     def schedule(self, p: float) -> dict:
         return {"lr": self.config.pretrain_lr}
 
@@ -383,10 +387,5 @@ def pretrain_source(source: Domain, config: ADDAConfig, seeds=(0,), *, eval_sets
                     progress: bool = True, monitor_size: int = 2000) -> list[RunResult]:
     """ADDA stage 1 for each seed: one :class:`RunResult` per seed (method name
     ``adda_pretrain``; its target accuracy is the source-only baseline of the LeNet)."""
-    config = config.validate()
-    results = []
-    for s in check_seeds(seeds):
-        results += fit(SourcePretrain(config, source, None, [s]), source, None, steps=config.pretrain_steps,
-                       batch_size=config.batch_size, eval_sets=eval_sets, eval_every=config.eval_every,
-                       progress=progress, monitor_size=monitor_size, desc=f"ADDA pre-training seed {s}")
-    return results
+    return SourcePretrain.run(config.validate(), source, None, seeds, eval_sets=eval_sets, progress=progress,
+                              monitor_size=monitor_size)

@@ -1,0 +1,228 @@
+"""The runs each notebook needs under each profile: the one list that the notebooks and
+``python -m dannlib sweep`` both read.
+
+Profiles (``dannlib.profiles``): ``smoke`` exercises every code path in seconds (CI);
+``quick`` is sized for a 2-core CPU (the whole ``make figures`` within about 25 minutes);
+``paper`` keeps the papers' step counts with 5 seeds on the headline rows and 3 on ablation
+variants. Where quick and paper ask for the same run (same method, config, data, seed), the
+store computes it once.
+
+Each entry of a plan is a :class:`Planned` run: a :class:`~dannlib.store.RunSpec` plus
+``tags`` for the tables (the toy, the domain pair, the row's label).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .profiles import check_profile
+from .store import RunSpec, digits_data, toy_data
+
+NOTEBOOKS = {
+    "01": "01_toy_blobs",
+    "02": "02_mnist_m_construction",
+    "03": "03_dann_vs_source_only",
+    "04": "04_tsne_embeddings",
+    "05": "05_adda_comparison",
+    "06": "06_iimt_mixup_ablation",
+}
+
+
+@dataclass(frozen=True)
+class Planned:
+    spec: RunSpec
+    tags: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass
+class Plan:
+    notebook: str
+    profile: str
+    seeds: list[int]
+    settings: dict
+    runs: list[Planned]
+
+    @property
+    def specs(self) -> list[RunSpec]:
+        return list(dict.fromkeys(p.spec for p in self.runs))
+
+
+def _seeds(n: int, seeds) -> list[int]:
+    from .utils import check_seeds
+
+    return check_seeds(seeds) if seeds else list(range(n))
+
+
+# -- 01: toys ---------------------------------------------------------------------------------------
+TOYS = {  # the network of each mode (the deeper domain classifier for dann_deep) and mu_0
+    "blobs": {"data": {"n": 300, "seed": 0}, "network": "toy", "network_deep": "toy_deep", "lr": 0.01},
+    "moons": {"data": {"n": 300, "seed": 0, "angle": 35.0}, "network": "toy_wide", "network_deep": "toy_wide_deep",
+              "lr": 0.05},
+}
+TOY_MODES = ["source_only", "domain_only", "dann", "dann_deep"]
+
+
+def _plan_01(profile, seeds):
+    s = {"smoke": {"n_seeds": 2, "steps": 100}, "quick": {"n_seeds": 5, "steps": 2000},
+         "paper": {"n_seeds": 10, "steps": 10_000}}[profile]
+    seeds = _seeds(s["n_seeds"], seeds)
+    runs = []
+    for toy, t in TOYS.items():
+        for mode in TOY_MODES:
+            net = t["network_deep"] if mode == "dann_deep" else t["network"]
+            for seed in seeds:
+                spec = RunSpec.make(mode, toy_data(toy, **t["data"]), seed, network=net, lr=t["lr"], steps=s["steps"],
+                                    batch_size=32)
+                runs.append(Planned(spec, {"toy": toy, "method": mode}))
+    return {**s, "batch_size": 32, "toys": TOYS}, seeds, runs
+
+
+# -- 03 and 04: MNIST -> MNIST-M ------------------------------------------------------------------
+def _settings_03(profile):
+    return {
+        "smoke": {"n_seeds": 1, "methods": ["source_only", "dann", "dann_adam", "train_on_target"],
+                  "n_train": 500, "n_test": 500, "steps": 30, "eval_every": 10, "monitor_size": 200},
+        "quick": {"n_seeds": 3, "methods": ["source_only", "dann", "train_on_target"],
+                  "n_train": None, "n_test": None, "steps": 10_000, "eval_every": 250, "monitor_size": 2000},
+        "paper": {"n_seeds": 5, "methods": ["source_only", "dann", "dann_adam", "train_on_target"],
+                  "n_train": None, "n_test": None, "steps": 10_000, "eval_every": 250, "monitor_size": 2000},
+    }[profile]
+
+
+def _mnist_m_runs(s, seeds, methods):
+    data = digits_data("mnist", "mnist_m", n_source=s["n_train"], n_target=s["n_train"], n_test=s["n_test"])
+    return [Planned(RunSpec.make(m, data, seed, monitor_size=s["monitor_size"], steps=s["steps"], batch_size=32,
+                                 eval_every=s["eval_every"]), {"pair": "MNIST->MNIST-M", "method": m})
+            for m in methods for seed in seeds]
+
+
+def _plan_03(profile, seeds):
+    s = _settings_03(profile)
+    seeds = _seeds(s["n_seeds"], seeds)
+    return {**s, "batch_size": 32}, seeds, _mnist_m_runs(s, seeds, s["methods"])
+
+
+def _plan_04(profile, seeds):
+    s = _settings_03(profile)
+    seeds = _seeds(s["n_seeds"], seeds)
+    extra = {"smoke": {"n_sample": 150, "perplexity": 15}, "quick": {"n_sample": 1000, "perplexity": 30},
+             "paper": {"n_sample": 1000, "perplexity": 30}}[profile]
+    return {**s, **extra, "methods": ["source_only", "dann"]}, seeds, _mnist_m_runs(s, seeds, ["source_only", "dann"])
+
+
+# -- 05: ADDA -------------------------------------------------------------------------------------
+#: ADDA's MNIST <-> USPS protocol (Tzeng et al. 2017, sec. 4.1): 2,000 MNIST and 1,800 USPS
+#: training images; every domain on [0, 1], 28 px, one channel.
+USPS_PAIRS = {
+    "MNIST->USPS": digits_data("mnist", "usps", n_source=2000, n_target=1800, channels=1),
+    "USPS->MNIST": digits_data("usps", "mnist", n_source=1800, n_target=2000, channels=1),
+}
+
+
+def _plan_05(profile, seeds):
+    s = {
+        "smoke": {"n_seeds": 1, "pairs": ["MNIST->USPS"], "pretrain_steps": 8, "steps": 8, "batch_size": 32,
+                  "eval_every": 4, "monitor_size": 200, "n_test": 200,
+                  "methods": {"adda_gan": 1, "adda_minimax": 1, "adda_confusion": 1, "dann_lenet": 1}},
+        "quick": {"n_seeds": 3, "pairs": list(USPS_PAIRS), "pretrain_steps": 2000, "steps": 2000, "batch_size": 64,
+                  "eval_every": 100, "monitor_size": 2000, "n_test": None,
+                  "methods": {"adda_gan": 3, "dann_lenet": 3}},
+        "paper": {"n_seeds": 5, "pairs": list(USPS_PAIRS), "pretrain_steps": 10_000, "steps": 10_000,
+                  "batch_size": 128, "eval_every": 250, "monitor_size": 2000, "n_test": None,
+                  "methods": {"adda_gan": 5, "dann_lenet": 5, "adda_minimax": 3, "adda_confusion": 3}},
+    }[profile]
+    seeds = _seeds(s["n_seeds"], seeds)
+    runs = []
+    common = dict(pretrain_steps=s["pretrain_steps"], steps=s["steps"], batch_size=s["batch_size"],
+                  eval_every=s["eval_every"])
+    for pair in s["pairs"]:
+        data = {**USPS_PAIRS[pair], "n_test": s["n_test"]}
+        for method, n in s["methods"].items():
+            for seed in seeds[:n]:
+                spec = RunSpec.make(method, data, seed, monitor_size=s["monitor_size"], **common)
+                runs.append(Planned(spec, {"pair": pair, "method": method}))
+                if method == "adda_gan":  # the source-only row: the same pre-training
+                    (pre,) = spec.dependencies()
+                    runs.append(Planned(pre, {"pair": pair, "method": "adda_pretrain"}))
+    return s, seeds, runs
+
+
+# -- 06: IIMT ------------------------------------------------------------------------------------
+def _plan_06(profile, seeds):
+    from .methods.iimt import ABLATIONS
+
+    s = {
+        "smoke": {"n_seeds": 1, "pairs": ["MNIST->USPS"], "steps": 6, "eval_every": 3, "monitor_size": 100,
+                  "n_test": 100, "n_cap": 200, "headline": ["source_only", "dann", "iimt"],
+                  "ablations": [m for m in ABLATIONS if m != "iimt"], "n_ablation_seeds": 1},
+        "quick": {"n_seeds": 3, "pairs": ["MNIST->USPS"], "steps": 2000, "eval_every": 100, "monitor_size": 2000,
+                  "n_test": None, "n_cap": None, "headline": ["source_only", "dann", "iimt"], "ablations": [],
+                  "n_ablation_seeds": 0},
+        "paper": {"n_seeds": 5, "pairs": ["MNIST->USPS", "MNIST->MNIST-M"], "steps": 10_000, "eval_every": 250,
+                  "monitor_size": 2000, "n_test": None, "n_cap": None, "headline": ["source_only", "dann", "iimt"],
+                  "ablations": [m for m in ABLATIONS if m != "iimt"], "n_ablation_seeds": 3},
+    }[profile]
+    seeds = _seeds(s["n_seeds"], seeds)
+    pairs = {
+        "MNIST->USPS": digits_data("mnist", "usps", n_source=s["n_cap"] or 2000, n_target=s["n_cap"] or 1800,
+                                   n_test=s["n_test"], channels=1),
+        "MNIST->MNIST-M": digits_data("mnist", "mnist_m", n_source=s["n_cap"], n_target=s["n_cap"],
+                                      n_test=s["n_test"]),
+    }
+    runs = []
+    for pair in s["pairs"]:
+        for method in s["headline"] + s["ablations"]:
+            n = len(seeds) if method in s["headline"] else s["n_ablation_seeds"]
+            for seed in seeds[:n]:
+                spec = RunSpec.make(method, pairs[pair], seed, monitor_size=s["monitor_size"], steps=s["steps"],
+                                    batch_size=32, eval_every=s["eval_every"])
+                runs.append(Planned(spec, {"pair": pair, "method": method}))
+    return s, seeds, runs
+
+
+_PLANS = {"01": _plan_01, "03": _plan_03, "04": _plan_04, "05": _plan_05, "06": _plan_06}
+
+
+def plan(notebook: str, profile: str, seeds=None) -> Plan:
+    """The plan of ``notebook`` (its number, e.g. "03", or file stem) under ``profile``."""
+    check_profile(profile)
+    number = notebook[:2]
+    if number not in NOTEBOOKS:
+        raise ValueError(f"unknown notebook {notebook!r}; known: {', '.join(NOTEBOOKS.values())}")
+    if number not in _PLANS:
+        return Plan(NOTEBOOKS[number], profile, [], {}, [])
+    settings, seeds, runs = _PLANS[number](profile, seeds)
+    return Plan(NOTEBOOKS[number], profile, seeds, settings, runs)
+
+
+def plan_specs(notebook: str, profile: str, seeds=None) -> list[RunSpec]:
+    return plan(notebook, profile, seeds).specs
+
+
+def selected_notebooks(only=None) -> list[str]:
+    """Notebook numbers in order, restricted to ``only`` (numbers) when given."""
+    if not only:
+        return list(NOTEBOOKS)
+    unknown = [n for n in only if n not in NOTEBOOKS]
+    if unknown:
+        raise ValueError(f"unknown notebook number(s) {unknown}; known: {', '.join(NOTEBOOKS)}")
+    return [n for n in NOTEBOOKS if n in only]
+
+
+def fetch(notebook: str, profile: str, seeds=None, *, train_missing="auto", **kwargs):
+    """The runs of ``notebook``'s plan from the store, training the missing ones per
+    ``train_missing`` (see :func:`dannlib.sweep.ensure`: "auto" trains only what takes a few
+    minutes and otherwise says how many runs are missing and which command computes them).
+    Returns ``(plan, [(tags, StoredRun), ...])`` in plan order; failed computations are left out."""
+    from .sweep import ensure
+
+    p = plan(notebook, profile, seeds)
+    seed_arg = "" if seeds is None else " --seeds " + ",".join(map(str, p.seeds))
+    hint = f"python -m dannlib sweep --profile {profile} --only {notebook[:2]}{seed_arg}"
+    stored = ensure(p.specs, train_missing=train_missing, hint=hint, **kwargs)
+    return p, [(r.tags, stored[r.spec]) for r in p.runs if r.spec in stored]
+
+
+def records(notebook: str, profile: str, runs) -> list[dict]:
+    """Flat records (one per run) for the tables: the run's record plus its tags, the
+    notebook and the profile."""
+    return [run.record(**tags, notebook=NOTEBOOKS[notebook[:2]], profile=profile) for tags, run in runs]

@@ -1,0 +1,346 @@
+"""The run store: every training run computed once, kept as data, reused by every notebook.
+
+A run is identified by a :class:`RunSpec`: the registered method's name, its full config, the
+data spec (pair, subset sizes and seed, the MNIST-M build), the seed, the monitoring size and
+:data:`STORE_FORMAT`. Its key is a hash of those. A finished run is one small JSON file,
+``<store>/<method>/<key>.json``: the spec, the final evaluation, the full monitoring history,
+the code version and the machine, written atomically (a temporary file renamed into place),
+so a run in flight or killed is never read as finished. The trained weights go beside it,
+``<key>.pt`` (git-ignored except where a later notebook needs them: see ``.gitignore``).
+
+Bump :data:`STORE_FORMAT` whenever a change of training code changes numbers: every stored
+run then counts as missing and is recomputed (``CONTRIBUTING.md``).
+
+The default store is the project's ``results/runs`` (or ``$DANNLIB_STORE``); it is shared by
+the profiles, so a run that the quick and paper profiles both need is trained once.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .results import dumps
+from .utils import PROJECT_ROOT, atomic_path, atomic_write, configure_threads, machine_info, results_root
+
+STORE_FORMAT = 1
+STORE_ENV = "DANNLIB_STORE"
+
+
+# -- run specs ---------------------------------------------------------------------------------
+def digits_data(source: str, target: str, *, n_source: int | None = None, n_target: int | None = None,
+                n_test: int | None = None, subset_seed: int = 0, size: int = 28, channels: int = 3,
+                mnist_m_seed: int = 0) -> dict:
+    """The data spec of a digits pair (``load_domain``'s arguments): training subsets of
+    ``n_source``/``n_target`` images (None: the whole split) drawn with ``subset_seed``, test
+    subsets of ``n_test``, every domain at ``size`` px and ``channels`` channels."""
+    from .data import DOMAINS, MNIST_M_FORMAT_VERSION
+    from .utils import check_choice
+
+    check_choice("source", source, DOMAINS)
+    check_choice("target", target, DOMAINS)
+    spec = {"kind": "digits", "source": source, "target": target, "n_source": n_source, "n_target": n_target,
+            "n_test": n_test, "subset_seed": subset_seed, "size": size, "channels": channels}
+    if "mnist_m" in (source, target):
+        spec["mnist_m"] = {"seed": mnist_m_seed, "format": MNIST_M_FORMAT_VERSION}
+    return spec
+
+
+def toy_data(toy: str, **kwargs) -> dict:
+    """The data spec of a toy problem (:func:`dannlib.toys.make_toy`'s arguments)."""
+    from .toys import TOYS
+    from .utils import check_choice
+
+    check_choice("toy", toy, TOYS)
+    return {"kind": "toy", "toy": toy, **kwargs}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run. Build it with :meth:`make` (which fills the full config)."""
+
+    method: str
+    config: dict
+    data: dict
+    seed: int
+    monitor_size: int = 2000
+
+    @classmethod
+    def make(cls, method: str, data: dict, seed: int, *, monitor_size: int = 2000, **overrides) -> "RunSpec":
+        from .methods import make_config
+
+        cfg = make_config(method, **overrides)
+        if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        return cls(method, json.loads(dumps(asdict(cfg))), json.loads(dumps(data)), int(seed), int(monitor_size))
+
+    def payload(self) -> dict:
+        return {"store_format": STORE_FORMAT, "method": self.method, "config": self.config, "data": self.data,
+                "seed": self.seed, "monitor_size": self.monitor_size}
+
+    @functools.cached_property
+    def key(self) -> str:
+        return hashlib.sha256(dumps(self.payload()).encode()).hexdigest()[:20]
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RunSpec) and self.key == other.key
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} seed {self.seed}"
+
+    def dependencies(self) -> list["RunSpec"]:
+        """Runs this one starts from: ADDA's stage 2 starts from its stage 1 (shared by the
+        stage-2 variants with the same pre-training settings)."""
+        from .methods import METHODS
+        from .methods.adda import ADDA, ADDAConfig
+
+        if METHODS[self.method][0] is ADDA:
+            cfg = ADDAConfig(**self.config)
+            return [RunSpec.make("adda_pretrain", self.data, self.seed, monitor_size=self.monitor_size,
+                                 **cfg.pretrain_settings())]
+        return []
+
+    def cost_steps(self) -> float:
+        """Training cost in DANN-step equivalents (32 + 32 digits images on one CPU thread),
+        for time estimates: measured rates on the study's 2-core CPU (one thread): DANN about
+        57 steps/s, source-only about 87, IIMT about 14, ADDA (batch 128) about 17.5; toys
+        about 2,000."""
+        c, m = self.config, self.method
+        if self.data.get("kind") == "toy":
+            return c["steps"] * 57 / 2000
+        if m.startswith("adda") or m == "dann_lenet":
+            scale = c["batch_size"] / 128
+            if m == "adda_pretrain":
+                return c["pretrain_steps"] * scale * 57 / 45
+            return c["steps"] * scale * 57 / 17.5
+        if m.startswith("iimt"):
+            return c["steps"] * c["batch_size"] / 32 * 57 / 14
+        rate = 87 if c.get("mode") == "source_only" else 57
+        return c["steps"] * c["batch_size"] / 32 * 57 / rate
+
+
+DANN_STEPS_PER_SECOND = 57.0
+
+
+def estimate_seconds(specs, workers: int = 1) -> float:
+    """Rough wall time of training ``specs`` on the study's CPU with ``workers`` processes."""
+    total = sum(s.cost_steps() for s in specs) / DANN_STEPS_PER_SECOND
+    return total / max(1, min(workers, len(list(specs)) or 1))
+
+
+# -- stored runs ---------------------------------------------------------------------------------
+@dataclass
+class StoredRun:
+    """A finished run read from the store: its spec, ``final`` evaluation, monitoring
+    ``history``, timing, code version and machine."""
+
+    spec: RunSpec
+    final: dict
+    history: list[dict]
+    seconds: float
+    code: dict
+    machine: dict
+    path: Path
+    parts: dict = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return self.final.get("status", "ok")
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path.with_suffix(".pt")
+
+    def record(self, **extra) -> dict:
+        """A flat record for the results tables: method, seed, the final metrics, status,
+        steps, seconds, the run's key, config, data spec and machine, plus ``extra``."""
+        rec = {"method": self.spec.method, "seed": self.spec.seed, **self.final, "key": self.spec.key,
+               "config": self.spec.config, "data": self.spec.data, "machine": self.machine}
+        rec.update(extra)
+        return rec
+
+    def load_modules(self, device="cpu") -> dict[str, torch.nn.Module]:
+        """The trained networks (eval mode), rebuilt from the spec and the saved weights."""
+        if not self.weights_path.is_file():
+            raise FileNotFoundError(f"no weights for {self.spec.label} at {self.weights_path}; they are kept "
+                                    "only where a later notebook needs them: recompute the run with "
+                                    "`python -m dannlib sweep --recompute ...`")
+        blob = torch.load(self.weights_path, map_location="cpu", weights_only=True)
+        modules = _blank_modules(self.spec)
+        for name, m in modules.items():
+            m.load_state_dict(blob[name])
+            m.to(device).eval()
+        return modules
+
+
+def _blank_modules(spec: RunSpec) -> dict[str, torch.nn.Module]:
+    """Untrained networks of the spec's architecture (weights to be loaded)."""
+    from .methods import METHODS
+    from .methods.adda import ADDA, SourcePretrain
+    from .training import Domain
+
+    cls, _ = METHODS[spec.method]
+    cfg = cls.Config(**spec.config)
+    d = spec.data
+    shape = (2,) if d["kind"] == "toy" else (d["channels"], d["size"], d["size"])
+    n = max(getattr(cfg, "batch_size", 2), 10)
+    dummy = Domain("blank", torch.zeros(n, *shape), torch.arange(n) % (2 if d["kind"] == "toy" else 10))
+    if cls is ADDA:
+        pre = SourcePretrain(cfg, dummy, None, [spec.seed])
+        return ADDA(cfg, pre, [spec.seed]).modules(0)
+    return cls(cfg, dummy, dummy, [spec.seed]).modules(0)
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> dict:
+    from . import __version__
+
+    info = {"dannlib": __version__, "store_format": STORE_FORMAT}
+    try:
+        out = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            info["git"] = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+class Store:
+    """The folder of stored runs (default: ``$DANNLIB_STORE``, else ``<results>/runs``)."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        if root is None:
+            root = os.environ.get(STORE_ENV) or results_root() / "runs"
+        self.root = Path(root).expanduser()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    def path(self, spec: RunSpec) -> Path:
+        return self.root / spec.method / f"{spec.key}.json"
+
+    def get(self, spec: RunSpec) -> StoredRun | None:
+        """The stored run of ``spec``, or None (also for an unreadable or mismatched file,
+        with a warning: it will be recomputed)."""
+        path = self.path(spec)
+        if not path.is_file():
+            return None
+        try:
+            blob = json.loads(path.read_text())
+            if blob["spec"] != json.loads(dumps(spec.payload())):
+                raise ValueError("its spec differs from the one asked for")
+        except (OSError, ValueError, KeyError) as exc:
+            import warnings
+
+            warnings.warn(f"ignoring the stored run {path} ({exc}); it will be recomputed", stacklevel=2)
+            return None
+        return StoredRun(spec=spec, final=blob["final"], history=blob["history"], seconds=blob["seconds"],
+                         code=blob.get("code", {}), machine=blob.get("machine", {}), path=path)
+
+    def put(self, spec: RunSpec, result, *, weights: bool = True) -> StoredRun:
+        """Store a finished :class:`~dannlib.training.RunResult` of ``spec``: the weights
+        first, then the JSON file (its presence is what marks the run finished)."""
+        path = self.path(spec)
+        if weights and result.modules:
+            state = {name: {k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()}
+                     for name, m in result.modules.items()}
+            with atomic_path(path.with_suffix(".pt")) as tmp:
+                torch.save(state, tmp)
+        blob = {"spec": spec.payload(), "key": spec.key, "final": result.final, "history": result.history,
+                "seconds": result.seconds, "code": code_version(), "machine": machine_info()}
+        with atomic_write(path) as fh:
+            fh.write(dumps(blob) + "\n")
+        return self.get(spec)
+
+    def clean_partial(self) -> int:
+        """Remove temporary files left by killed writers (never a finished run)."""
+        n = 0
+        if self.root.is_dir():
+            for p in self.root.glob("*/.*.tmp"):
+                p.unlink(missing_ok=True)
+                n += 1
+            for p in self.root.glob("*/.*.pt"):
+                p.unlink(missing_ok=True)
+                n += 1
+        return n
+
+
+# -- computing one run ------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _load_data(data_json: str, data_root: str | None):
+    from .training import Domain
+
+    d = json.loads(data_json)
+    if d["kind"] == "toy":
+        from .toys import make_toy
+
+        kw = {k: v for k, v in d.items() if k not in ("kind", "toy")}
+        pr = make_toy(d["toy"], **kw)
+        src = Domain(f"{d['toy']} source", torch.tensor(pr.xs), torch.tensor(pr.ys))
+        tgt = Domain(f"{d['toy']} target", torch.tensor(pr.xt), torch.tensor(pr.yt))
+        return src, tgt, {"source": src, "target": tgt}
+    from .data import load_domain
+
+    common = dict(size=d["size"], channels=d["channels"], seed=d["subset_seed"],
+                  mnist_m_seed=d.get("mnist_m", {}).get("seed", 0))
+    xs, ys = load_domain(d["source"], "train", data_root, n=d["n_source"], **common)
+    xt, yt = load_domain(d["target"], "train", data_root, n=d["n_target"], **common)
+    xse, yse = load_domain(d["source"], "test", data_root, n=d["n_test"], **common)
+    xte, yte = load_domain(d["target"], "test", data_root, n=d["n_test"], **common)
+    return (Domain(d["source"], xs, ys), Domain(d["target"], xt, yt),
+            {"source_test": Domain(d["source"], xse, yse), "target_test": Domain(d["target"], xte, yte)})
+
+
+def load_data(data: dict, data_root=None):
+    """``(source, target (labelled), eval_sets)`` of a data spec, cached per process."""
+    return _load_data(dumps(data), None if data_root is None else str(data_root))
+
+
+def compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = True) -> StoredRun:
+    """Train ``spec`` (and, first, any missing run it depends on), store it, return it."""
+    from .methods import ORACLES, train
+
+    pretrained = None
+    for dep in spec.dependencies():
+        stored = store.get(dep)
+        if stored is None or not stored.weights_path.is_file():
+            stored = compute(dep, store, data_root=data_root, progress=progress)
+        pretrained = [_as_run_result(stored)]
+    source, target, eval_sets = load_data(spec.data, data_root)
+    if spec.method in ORACLES:
+        source = target  # the labelled target training set: an upper bound, not adaptation
+    (result,) = train(spec.method, source, target.unlabelled(), seeds=[spec.seed], eval_sets=eval_sets,
+                      progress=progress, monitor_size=spec.monitor_size, pretrained=pretrained, together=False,
+                      **spec.config)
+    return store.put(spec, result)
+
+
+def _as_run_result(stored: StoredRun):
+    from .training import RunResult
+
+    return RunResult(method=stored.spec.method, seed=stored.spec.seed, config=stored.spec.config,
+                     history=stored.history, final=stored.final, seconds=stored.seconds,
+                     steps=stored.final.get("steps", 0), modules=stored.load_modules())
+
+
+def _worker_compute(payload: dict, store_root: str, data_root: str | None, threads: int) -> dict:
+    """Entry point of a worker process (local pool or Dask): compute one run, return its
+    summary. Runs on one torch thread unless told otherwise."""
+    configure_threads(threads)
+    spec = RunSpec(payload["method"], payload["config"], payload["data"], payload["seed"], payload["monitor_size"])
+    store = Store(store_root)
+    existing = store.get(spec)
+    if existing is None:
+        existing = compute(spec, store, data_root=data_root, progress=False)
+    return {"key": spec.key, "label": spec.label, "status": existing.status, "seconds": existing.seconds}

@@ -1,0 +1,322 @@
+"""Computing the missing runs: in this process, in local worker processes (the default: one
+per core, one torch thread each), or on a Dask distributed cluster; and the ``sweep`` command.
+
+:func:`ensure` is the one call the notebooks and the sweep use: it returns the stored runs of
+a list of :class:`~dannlib.store.RunSpec` and trains only the missing ones. Runs that other
+runs depend on (ADDA's pre-training) go first. An interrupted sweep (Ctrl-C, SIGKILL, a worker
+or machine that goes away) loses at most the runs in flight: every finished run is already in
+the store, and a rerun continues from there. A worker that dies mid-run has its run retried.
+
+``python -m dannlib sweep --profile paper [--only 05,06] [--workers N] [--scheduler ADDR]
+[--time-limit MINUTES] [--recompute]`` trains every run that the selected notebooks need
+under a profile, without executing the notebooks, prints a summary (found / trained / failed)
+and writes it to ``results/<profile>/sweep.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+from .store import RunSpec, Store, StoredRun, _worker_compute, compute, estimate_seconds
+from .utils import atomic_write, progress_enabled
+
+SCHEDULER_ENV = "DANNLIB_SCHEDULER"
+WORKERS_ENV = "DANNLIB_WORKERS"
+
+
+class MissingRunsError(RuntimeError):
+    """Runs a notebook needs are not in the store and training them was not allowed."""
+
+
+@dataclass
+class SweepSummary:
+    total: int = 0
+    found: int = 0
+    trained: int = 0
+    failed: list = field(default_factory=list)       # (label, error)
+    not_started: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        s = (f"{self.total} runs: {self.found} found in the store, {self.trained} trained, "
+             f"{len(self.failed)} failed")
+        if self.not_started:
+            s += f", {self.not_started} not started (time limit)"
+        return s + f" ({self.seconds:.0f} s)"
+
+
+def default_workers() -> int:
+    env = os.environ.get(WORKERS_ENV)
+    if env:
+        return max(1, int(env))
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def _unique(specs) -> list[RunSpec]:
+    return list(dict.fromkeys(specs))
+
+
+def _phases(specs: list[RunSpec], store: Store, recompute: bool) -> list[list[RunSpec]]:
+    """Missing dependencies first, then the missing runs themselves."""
+    todo = [s for s in specs if recompute or store.get(s) is None]
+    deps = _unique(d for s in todo for d in s.dependencies()
+                   if d not in todo and (store.get(d) is None or not store.get(d).weights_path.is_file()))
+    return [p for p in (deps, todo) if p]
+
+
+def ensure(specs, *, store: Store | None = None, workers: int | None = None, scheduler: str | None = None,
+           data_root=None, train_missing: bool | str = True, recompute: bool = False,
+           time_limit: float | None = None, progress: bool = True, budget_seconds: float = 600.0,
+           hint: str = "") -> dict[RunSpec, StoredRun]:
+    """The stored runs of ``specs`` (a dict spec -> :class:`StoredRun`), training the missing.
+
+    ``train_missing``: True trains them; False raises :class:`MissingRunsError`; ``"auto"``
+    trains them only when the estimate is under ``budget_seconds`` (so opening a notebook
+    never silently starts hours of training) and otherwise raises, saying how many runs are
+    missing, roughly how long they take and which command computes them (``hint``).
+    ``workers``: local processes (default ``$DANNLIB_WORKERS`` or one per core; 1 trains in
+    this process); ``scheduler``: a Dask scheduler address (default ``$DANNLIB_SCHEDULER``).
+    Failed runs are left out of the returned dict; the summary is in ``ensure.last_summary``.
+    """
+    store = store or Store()
+    specs = _unique(specs)
+    workers = workers or default_workers()
+    scheduler = scheduler if scheduler is not None else os.environ.get(SCHEDULER_ENV) or None
+    phases = _phases(specs, store, recompute)
+    missing = [s for p in phases for s in p]
+    if missing and train_missing is not True:
+        est = estimate_seconds(missing, workers)
+        if train_missing is False or est > budget_seconds:
+            raise MissingRunsError(
+                f"{len(missing)} of {len(specs)} runs are not in the store {store.root} "
+                f"(about {est / 60:.0f} min on a 2-core CPU with {workers} worker(s)). Compute them first"
+                + (f": {hint}" if hint else "") + ", or pass train_missing=True.")
+    summary = SweepSummary(total=len(specs), found=len(specs) - len([s for s in missing if s in specs]))
+    start = time.monotonic()
+    deadline = None if time_limit is None else start + time_limit
+    try:
+        for phase in phases:
+            _run_phase(phase, store, workers, scheduler, data_root, summary, deadline, progress)
+    finally:
+        summary.seconds = time.monotonic() - start
+        ensure.last_summary = summary
+    out = {}
+    for s in specs:
+        r = store.get(s)
+        if r is not None:
+            out[s] = r
+    return out
+
+
+ensure.last_summary = None
+
+
+def _run_phase(phase, store, workers, scheduler, data_root, summary, deadline, progress):
+    bar = None
+    if progress and progress_enabled():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(phase), desc="runs", unit="run", smoothing=0.05)
+    try:
+        if scheduler:
+            _run_dask(phase, store, scheduler, data_root, summary, deadline, bar)
+        elif workers <= 1 or len(phase) == 1:
+            for spec in phase:
+                if deadline is not None and time.monotonic() > deadline:
+                    summary.not_started += 1
+                    continue
+                try:
+                    compute(spec, store, data_root=data_root, progress=progress)
+                    summary.trained += 1
+                except Exception as exc:  # a failing run does not stop the others
+                    summary.failed.append((spec.label, f"{type(exc).__name__}: {exc}"))
+                if bar is not None:
+                    bar.update(1)
+        else:
+            _run_local(phase, store, workers, data_root, summary, deadline, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _payload(spec: RunSpec) -> dict:
+    return {"method": spec.method, "config": spec.config, "data": spec.data, "seed": spec.seed,
+            "monitor_size": spec.monitor_size}
+
+
+def _init_worker():
+    os.environ["DANNLIB_PROGRESS"] = "0"   # one bar over the runs, in the parent
+
+
+def _run_local(phase, store, workers, data_root, summary, deadline, bar, max_attempts: int = 3):
+    """Local worker processes (spawned: no state inherited), at most ``workers`` runs in
+    flight. A worker that dies (SIGKILL, out of memory) breaks the pool: the runs in flight
+    are retried in a new pool, up to ``max_attempts`` times each."""
+    pending = list(phase)
+    attempts = {s: 0 for s in phase}
+    ctx = mp.get_context("spawn")
+    root = str(store.root)
+    droot = None if data_root is None else str(data_root)
+    while pending:
+        broken = False
+        with cf.ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx,
+                                    initializer=_init_worker) as pool:
+            in_flight: dict[cf.Future, RunSpec] = {}
+            try:
+                while pending or in_flight:
+                    while pending and len(in_flight) < workers:
+                        if deadline is not None and time.monotonic() > deadline:
+                            summary.not_started += len(pending)
+                            pending = []
+                            break
+                        spec = pending.pop(0)
+                        attempts[spec] += 1
+                        in_flight[pool.submit(_worker_compute, _payload(spec), root, droot, 1)] = spec
+                    if not in_flight:
+                        break
+                    done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        spec = in_flight.pop(fut)
+                        try:
+                            fut.result()
+                            summary.trained += 1
+                            if bar is not None:
+                                bar.update(1)
+                        except cf.process.BrokenProcessPool:
+                            broken = True
+                            _retry_or_fail(spec, attempts, max_attempts, pending, summary, bar,
+                                           "its worker process died")
+                        except Exception as exc:
+                            summary.failed.append((spec.label, f"{type(exc).__name__}: {exc}"))
+                            if bar is not None:
+                                bar.update(1)
+                    if broken:
+                        for fut, spec in in_flight.items():
+                            _retry_or_fail(spec, attempts, max_attempts, pending, summary, bar,
+                                           "its worker process died")
+                        in_flight = {}
+                        break
+            except BaseException:
+                for p in list(getattr(pool, "_processes", {}).values()):
+                    p.kill()
+                raise
+
+
+def _retry_or_fail(spec, attempts, max_attempts, pending, summary, bar, why):
+    if attempts[spec] < max_attempts:
+        print(f"sweep: retrying {spec.label} ({why})", file=sys.stderr)
+        pending.append(spec)
+    else:
+        summary.failed.append((spec.label, f"{why} {attempts[spec]} times"))
+        if bar is not None:
+            bar.update(1)
+
+
+def _run_dask(phase, store, address, data_root, summary, deadline, bar):
+    """Send the runs to a Dask distributed scheduler (``tcp://HOST:PORT``) or a
+    ``distributed.Client`` object. The workers must see the same store and data folders
+    (a shared filesystem). Each run is retried twice if its worker dies."""
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise RuntimeError("--scheduler needs Dask's distributed package: pip install 'dann-study[dask]' "
+                           "(or pip install distributed)") from None
+    client = address if isinstance(address, Client) else Client(address)
+    try:
+        futures = {}
+        for spec in phase:
+            if deadline is not None and time.monotonic() > deadline:
+                summary.not_started += 1
+                continue
+            fut = client.submit(_worker_compute, _payload(spec), str(store.root),
+                                None if data_root is None else str(data_root), 1, key=f"run-{spec.key}",
+                                retries=2, pure=False)
+            futures[fut] = spec
+        for fut in as_completed(list(futures)):
+            spec = futures[fut]
+            try:
+                fut.result()
+                summary.trained += 1
+            except Exception as exc:
+                summary.failed.append((spec.label, f"{type(exc).__name__}: {exc}"))
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if not isinstance(address, Client):
+            client.close()
+
+
+# -- the command ----------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .profiles import DEFAULT_PROFILE, PROFILES
+
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILES,
+                        help=f"which profile's runs (default: {DEFAULT_PROFILE})")
+    parser.add_argument("--only", help="only these notebooks, by number, e.g. 03,05")
+    parser.add_argument("--seeds", help="override the profile's seeds, e.g. 0,1,2")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="local worker processes, one torch thread each (default: $DANNLIB_WORKERS or one "
+                             "per core); 1 trains in this process")
+    parser.add_argument("--scheduler", default=None,
+                        help="a Dask distributed scheduler, tcp://HOST:PORT (default: $DANNLIB_SCHEDULER; "
+                             "unset: local processes). Start one with `dask scheduler` and `dask worker ADDR`")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                        help="start no new run after this many minutes (runs in flight finish)")
+    parser.add_argument("--recompute", action="store_true", help="retrain even the runs found in the store")
+    parser.add_argument("--data-root", default=None, help="the data root (default: $DANNLIB_DATA, else data/)")
+    parser.add_argument("--store", default=None, help="the run store (default: $DANNLIB_STORE, else results/runs)")
+    parser.add_argument("--dry-run", action="store_true", help="only list what is missing and the estimate")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from .plan import plan_specs, selected_notebooks
+    from .regenerate import parse_only, parse_seeds
+    from .utils import results_root
+
+    try:
+        only = parse_only(args.only)
+        seeds = parse_seeds(args.seeds)
+        notebooks = selected_notebooks(only)
+        specs = _unique(s for nb in notebooks for s in plan_specs(nb, args.profile, seeds))
+    except ValueError as exc:
+        print(f"dannlib sweep: {exc}", file=sys.stderr)
+        return 2
+    store = Store(args.store)
+    removed = store.clean_partial()
+    workers = args.workers or default_workers()
+    missing = [s for p in _phases(specs, store, args.recompute) for s in p]
+    print(f"sweep [{args.profile}] notebooks {', '.join(notebooks)}: {len(specs)} runs, {len(missing)} to train "
+          f"(estimate {estimate_seconds(missing, workers) / 60:.0f} min with {workers} worker(s) on the study's "
+          f"2-core CPU); store {store.root}" + (f"; removed {removed} partial file(s)" if removed else ""))
+    if args.dry_run:
+        for s in missing:
+            print(f"  {s.method:22s} seed {s.seed}  {s.config.get('steps')} steps  {s.key}")
+        return 0
+    summary = SweepSummary(total=len(specs))
+    try:
+        ensure(specs, store=store, workers=workers, scheduler=args.scheduler, data_root=args.data_root,
+               recompute=args.recompute, time_limit=None if args.time_limit is None else 60 * args.time_limit)
+        summary = ensure.last_summary
+        code = 1 if summary.failed else 0
+    except KeyboardInterrupt:
+        summary = ensure.last_summary or summary
+        print(f"\nsweep interrupted: {summary.line()}; finished runs are in the store, rerun to continue",
+              file=sys.stderr)
+        code = 130
+    path = results_root() / args.profile / "sweep.json"
+    import json
+
+    with atomic_write(path) as fh:
+        json.dump({"profile": args.profile, "notebooks": notebooks, "total": summary.total, "found": summary.found,
+                   "trained": summary.trained, "failed": summary.failed, "not_started": summary.not_started,
+                   "seconds": round(summary.seconds, 1), "workers": workers, "scheduler": bool(args.scheduler)},
+                  fh, indent=1)
+    print(f"sweep [{args.profile}]: {summary.line()}")
+    for label, err in summary.failed:
+        print(f"  failed: {label}: {err}", file=sys.stderr)
+    return code
