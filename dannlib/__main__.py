@@ -1,4 +1,4 @@
-"""Command line: ``python -m dannlib {regenerate,bench,report} ...`` (also the ``dannlib`` script).
+"""Command line: ``python -m dannlib {sweep,regenerate,report,bench} ...`` (also the ``dannlib`` script).
 
 A thin dispatcher; each subcommand lives in its own module.
 """
@@ -9,10 +9,20 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import regenerate
+    from . import regenerate, sweep
 
     parser = argparse.ArgumentParser(prog="python -m dannlib", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{regenerate,bench,report}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{sweep,regenerate,report,bench}")
+    sw = sub.add_parser(
+        "sweep",
+        help="train every run the selected notebooks need under a profile (resumable, parallel)",
+        description="Train every run that the selected notebooks need under a profile, without executing "
+        "the notebooks: runs found in the run store are skipped, the missing ones train in worker "
+        "processes (or on a Dask cluster), each stored as it finishes. Interrupted, it loses at most the "
+        "runs in flight; rerun it to continue. Exit status: 0 all ok, 1 some run failed, 2 bad arguments, "
+        "130 interrupted.",
+    )
+    sweep.add_arguments(sw)
     regen = sub.add_parser(
         "regenerate",
         help="execute notebooks/NN_*.ipynb in place with papermill (regenerates every figure)",
@@ -33,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("bench", "report"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "sweep":
+        from .sweep import run_from_args as sweep_main
+
+        return sweep_main(args)
     if args.command == "regenerate":
         from .regenerate import run_from_args
 

@@ -1,12 +1,13 @@
-"""Evaluation of trained networks: learned features, the proxy A-distance, 2-D embeddings,
-and the records of a training run.
+"""Evaluation of trained networks: learned features, the proxy A-distance, domain probes and
+2-D embeddings.
 
 - :func:`features`: the feature extractor's output ``G_f(x)``, ``(N, D)``;
 - :func:`proxy_a_distance`: Ben-David et al. (NIPS 2006 / ML 2010), as used by Ganin et al.
   (JMLR 2016, sec. 5.2.3): a linear domain classifier trained on half of the pooled
   source + target features, ``PAD = 2 (1 - 2 err)`` from its error on the other half;
 - :func:`tsne_embed` / :func:`pca_embed`: 2-D embeddings for plots (scikit-learn);
-- :func:`run_records`: one record per seed of a :class:`dannlib.training.RunResult`.
+- :func:`domain_probe`: a domain classifier freshly trained on frozen features (what the
+  features tell about the domain, unlike the adversarial head's own accuracy).
 """
 from __future__ import annotations
 
@@ -88,6 +89,14 @@ def proxy_a_distance(fs, ft, seed: int = 0, C: float = 1.0, max_iter: int = 2000
     return {"pad": 2.0 * (1.0 - 2.0 * err), "err": err, "n_train": int(len(x_train)), "n_test": int(len(x_test))}
 
 
+def domain_probe_accuracy(fs, ft, seed: int = 0) -> float:
+    """Held-out accuracy of a linear domain classifier freshly trained on frozen features
+    (the probe of :func:`proxy_a_distance`): 0.5 = the features carry no linear trace of the
+    domain, 1.0 = fully separable. Unlike a DANN domain head's own accuracy (the adversary,
+    which the feature extractor works against), this measures the features themselves."""
+    return 1.0 - proxy_a_distance(fs, ft, seed=seed)["err"]
+
+
 def pca_embed(x, n_components: int = 2) -> np.ndarray:
     """PCA projection of ``x (N, D)`` on its first ``n_components`` principal axes
     (scikit-learn, exact SVD): ``(N, n_components)``."""
@@ -111,40 +120,6 @@ def tsne_embed(x, seed: int = 0, perplexity: float = 30.0, pca_dims: int | None 
         x = pca_embed(x, pca_dims)
     with _one_thread():
         return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=int(seed)).fit_transform(x)
-
-
-def run_records(results, *, notebook: str, profile: str, method: str, source: str, target: str,
-                config: dict, machine: dict) -> list[dict]:
-    """One record per seed from a list of :class:`dannlib.training.RunResult`: the final
-    (last-step) ``source_test_acc`` / ``target_test_acc`` on the full evaluation sets, the
-    domain classifier's training-batch accuracy averaged over the last logging window
-    (``domain_acc``; None for methods without one), steps, seconds, status, config, machine."""
-    records = []
-    for res in results:
-        for fin in res.final:
-            seed = fin["seed"]
-            hist = [h for h in res.history if h["seed"] == seed]
-            last = hist[-1] if hist else {}
-            records.append({
-                "notebook": notebook, "profile": profile, "method": method, "seed": seed,
-                "source": source, "target": target,
-                "source_test_acc": fin.get("source_test_acc"), "target_test_acc": fin.get("target_test_acc"),
-                "domain_acc": last.get("domain_acc"), "steps": fin["steps"], "seconds": fin["seconds"],
-                "status": fin["status"], "message": fin.get("message", ""),
-                "config": dict(config), "machine": machine,
-            })
-    return records
-
-
-def build_digits_net(meta: dict) -> torch.nn.Module:
-    """An untrained REFERENCE §1 digits network shaped by ``meta`` (``in_channels``, ``size``,
-    ``n_classes``), with a zero ``input_mean`` buffer to be overwritten by saved weights
-    (for :func:`dannlib.records.load_models`)."""
-    from .networks import digits_net
-
-    c, size = int(meta.get("in_channels", 3)), int(meta.get("size", 28))
-    return digits_net(in_channels=c, size=size, n_classes=int(meta.get("n_classes", 10)),
-                      input_mean=torch.zeros(c, size, size))
 
 
 # -- toy problems: the domain classifier's accuracy and the decision surface --------------

@@ -216,60 +216,84 @@ def plot_embeddings(embeddings: dict, classes, domains, *, domain_names=("source
     return fig
 
 
-def plot_mean_std_bars(table, *, value: str = "mean", error: str = "std", ylabel: str = "", title: str | None = None,
-                       reference: dict | None = None):
-    """Bar chart of ``table`` (pandas DataFrame indexed by name, with ``value`` and ``error``
-    columns, e.g. mean and std over seeds), error bars = ``error``. ``reference``: optional
-    horizontal lines (label -> y), e.g. the proxy A-distance's bounds 0 and 2."""
-    fig, ax = plt.subplots(figsize=(1.3 * len(table) + 2.5, 3.4))
-    ax.bar(range(len(table)), table[value], yerr=table[error].fillna(0.0), capsize=4, color="tab:blue", alpha=0.8)
-    ax.set_xticks(range(len(table)))
-    ax.set_xticklabels([str(i) for i in table.index], rotation=20, ha="right", fontsize=9)
+def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str | None = None, order=None,
+                     hue_order=None, ylabel: str | None = None, title: str | None = None, reference: dict | None = None):
+    """Every seed as a point (seaborn strip plot) with the mean ± one standard deviation over
+    seeds beside it (point plot), one column per value of ``x`` (in ``order``), coloured by
+    ``hue`` (e.g. the domain pair). Only runs with status "ok" are drawn; the count of seeds
+    (and of failed runs) is written under each column. The y axis is scaled to the data, so a
+    difference of a few points is visible. ``reference``: horizontal lines (label -> y), e.g.
+    published numbers."""
+    import numpy as np
+    import pandas as pd
+    import seaborn as sns
+
+    from .results import aggregate
+
+    df = pd.DataFrame([r for r in records if r.get("status", "ok") == "ok" and r.get(metric) is not None])
+    order = list(order) if order is not None else list(dict.fromkeys(r[x] for r in records))
+    hue_order = list(hue_order) if hue_order is not None else (
+        list(dict.fromkeys(r[hue] for r in records)) if hue else None)
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(order) * (len(hue_order) if hue else 1) + 2.0), 3.8))
+    kw = dict(data=df, x=x, y=metric, order=order, hue=hue, hue_order=hue_order, ax=ax)
+    sns.stripplot(**kw, dodge=bool(hue), alpha=0.55, size=5, jitter=0.15, legend=False)
+    sns.pointplot(**kw, dodge=0.4 if hue else False, errorbar="sd", capsize=0.15, linestyle="none",
+                  markers="D", markersize=5, err_kws={"linewidth": 1.4})
+    counts = {(g[x], g.get(hue)): g for g in aggregate(records, metric, [x] + ([hue] if hue else []))}
+    labels = []
+    for name in order:
+        parts = [f"{counts[(name, h)]['n']}" + (f"+{counts[(name, h)]['failed']}✗" if counts[(name, h)]["failed"] else "")
+                 for h in (hue_order or [None]) if (name, h) in counts]
+        labels.append(f"{name}\n(n={'/'.join(parts)})")
+    ax.set_xticks(range(len(order)))
+    ax.set_xticklabels(labels, rotation=25, ha="right", fontsize=8)
+    ax.set_xlabel("")
     for label, y in (reference or {}).items():
         ax.axhline(y, color="grey", linestyle="--", linewidth=1)
-        ax.text(len(table) - 0.5, y, label, fontsize=8, ha="right", va="bottom", color="grey")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3, axis="y")
+        ax.annotate(label, (1.0, y), xycoords=("axes fraction", "data"), xytext=(3, 0), textcoords="offset points",
+                    fontsize=7, color="grey", va="center")
+    ax.set_ylabel(ylabel or metric)
+    ax.grid(axis="y", alpha=0.3)
+    if hue:
+        ax.legend(title=hue, fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def plot_bar_errors(records: list, metric: str, *, by: str = "method", group: str | None = None,
-                    order=None, title: str | None = None, ylabel: str | None = None):
-    """Bars of the mean of ``metric`` over seeds with error bars of one standard deviation,
-    one bar per value of ``by`` (in ``order`` if given), side by side for each value of
-    ``group`` (e.g. the domain pair). Only records with status "ok" are averaged; the
-    number of seeds (and of failed seeds, if any) is written under each bar."""
+def plot_paired_differences(diffs: list, *, by: str = "method", baseline: str = "", title: str | None = None,
+                            ylabel: str | None = None):
+    """Per-seed paired differences against a baseline (``dannlib.results.paired_differences``
+    rows): each seed as a point, the mean ± std beside it, a zero line; one column per variant
+    (and per group, side by side, when rows carry a group)."""
     import numpy as np
 
-    ok = [r for r in records if r.get("status", "ok") == "ok"]
-    names = list(order) if order is not None else list(dict.fromkeys(r[by] for r in records))
-    groups = list(dict.fromkeys(r[group] for r in records)) if group else [None]
-    width = 0.8 / len(groups)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.75 * len(names) * max(1, len(groups)) + 1.5), 3.8))
+    groups = list(dict.fromkeys(d.get("group") for d in diffs))
+    names = list(dict.fromkeys(d[by] for d in diffs))
+    width = 0.8 / max(1, len(groups))
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.8 * len(names) * len(groups) + 2.0), 3.6))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for g_i, g in enumerate(groups):
-        means, stds, labels = [], [], []
-        for name in names:
-            vals = [float(r[metric]) for r in ok if r[by] == name and (g is None or r[group] == g)]
-            failed = sum(1 for r in records if r[by] == name and (g is None or r[group] == g)
-                         and r.get("status", "ok") != "ok")
-            means.append(np.mean(vals) if vals else np.nan)
-            stds.append(np.std(vals, ddof=1) if len(vals) > 1 else 0.0)
-            labels.append(f"n={len(vals)}" + (f", {failed} failed" if failed else ""))
-        pos = np.arange(len(names)) + (g_i - (len(groups) - 1) / 2) * width
-        bars = ax.bar(pos, np.nan_to_num(means), width, yerr=stds, capsize=3, label=str(g) if g is not None else None)
-        for b, lab in zip(bars, labels):
-            ax.text(b.get_x() + b.get_width() / 2, 0.01, lab, ha="center", va="bottom", fontsize=6, rotation=90)
-    ax.set_xticks(np.arange(len(names)))
-    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel or metric)
+        for n_i, name in enumerate(names):
+            row = next((d for d in diffs if d[by] == name and d.get("group") == g), None)
+            if row is None or not row["diffs"]:
+                continue
+            x = n_i + (g_i - (len(groups) - 1) / 2) * width
+            ax.scatter(np.full(len(row["diffs"]), x - width * 0.15), row["diffs"], s=16, alpha=0.6,
+                       color=colours[g_i % len(colours)], label=str(g) if n_i == 0 and g is not None else None)
+            if row["n"] > 1:
+                ax.errorbar([x + width * 0.15], [row["mean"]], yerr=[row["std"]], fmt="D", ms=5, capsize=3,
+                            color=colours[g_i % len(colours)])
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel or f"difference to {baseline}, per seed")
     ax.grid(axis="y", alpha=0.3)
-    if group:
-        ax.legend(fontsize=8)
+    if any(g is not None for g in groups):
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -350,13 +374,3 @@ def plot_toy_modes(rows: dict, *, title: str | None = None, domain_names=("sourc
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-
-def plot_learning_curves(history, keys, *, label: str = "run", x: str = "step", title: str | None = None,
-                         labels: dict | None = None):
-    """Learning curves of one run from its history (list of dicts with ``seed``, ``x`` and
-    ``keys``, e.g. ``RunResult.history`` of every seed): mean over seeds with a ± std band,
-    one panel per key. ``history`` may also be a dict name -> history to overlay several
-    methods (then it is :func:`plot_method_curves`)."""
-    histories = history if isinstance(history, dict) else {label: list(history)}
-    return plot_method_curves(histories, keys, x=x, title=title, labels=labels)

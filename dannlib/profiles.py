@@ -2,15 +2,14 @@
 
 - ``smoke``: seconds per notebook, for CI (nbval) — numbers are meaningless, only the code
   path is exercised;
-- ``quick``: the default, sized for a 2-core CPU in minutes;
-- ``paper``: the papers' step counts and at least 5 seeds, meant for a GPU.
+- ``quick``: the default, sized for a 2-core CPU (``make figures`` within about 25 minutes);
+- ``paper``: the papers' step counts, 5 seeds on the headline rows (hours of a 2-core CPU,
+  spread over sittings through the run store).
 
-Each notebook keeps its own per-profile settings in its second cell; this module only
-names the profiles and checks them.
+The runs of each notebook under each profile are listed once, in :mod:`dannlib.plan`; this
+module only names the profiles and checks them.
 """
 from __future__ import annotations
-
-import os
 
 from .utils import check_choice
 
@@ -21,11 +20,6 @@ DEFAULT_PROFILE = "quick"
 def check_profile(profile: str) -> str:
     check_choice("profile", profile, PROFILES)
     return profile
-
-
-def env_profile(default: str = DEFAULT_PROFILE) -> str:
-    """The profile from ``$DANNLIB_PROFILE`` (how CI runs notebooks under nbval), checked."""
-    return check_profile(os.environ.get("DANNLIB_PROFILE", default))
 
 
 def pick(settings: dict, profile: str) -> dict:

@@ -601,7 +601,7 @@ def run_notebook(
     fig_stage = outputs.figures / f"{STAGING_PREFIX}{tag}"
     res_stage = outputs.results / f"{STAGING_PREFIX}{tag}"
     env = {**KERNEL_ENV, "DANNLIB_FIGURES": str(fig_stage), "DANNLIB_RESULTS": str(res_stage),
-           "DANNLIB_PROFILE": profile}
+           "DANNLIB_PROFILE": profile, "DANNLIB_STORE": str(store_root(outputs))}
     if data_root is not None:
         env["DANNLIB_DATA"] = str(data_root)
     peaks: list[float] = []
@@ -691,6 +691,8 @@ def regenerate(
     progress: bool = True,
     in_place: bool = False,
     runs: list | None = None,
+    sweep: bool = True,
+    workers: int | None = None,
 ) -> list[NotebookRun]:
     """Execute the selected notebooks in order under ``profile`` and keep the report.
 
@@ -725,6 +727,8 @@ def regenerate(
 
     runs = [] if runs is None else runs
     report = RunReport(outputs, profile, parameters, kernel)
+    if sweep:
+        report.info["sweep"] = run_sweep(selected, profile, seeds, outputs, data_root, workers, progress)
     bar = tqdm(selected, desc=f"regenerate ({profile})", unit="notebook", position=0, disable=not progress)
     current = None
     try:
@@ -760,6 +764,34 @@ def regenerate(
     return runs
 
 
+def store_root(outputs) -> Path:
+    """The run store the notebooks read: $DANNLIB_STORE, else ``<results>/runs``."""
+    return Path(os.environ.get("DANNLIB_STORE") or outputs.results / "runs")
+
+
+def run_sweep(selected, profile, seeds, outputs, data_root, workers, progress) -> dict:
+    """Train the runs the selected notebooks need (:func:`dannlib.sweep.ensure`, worker
+    processes, a progress bar over the runs) before any notebook starts, so the notebooks
+    only render. Returns the sweep's summary for the report."""
+    from .plan import NOTEBOOKS, plan_specs
+    from .store import Store
+    from .sweep import ensure
+
+    numbers = [p.name[:2] for p in selected if p.stem in NOTEBOOKS.values()]
+    specs = list(dict.fromkeys(s for n in numbers for s in plan_specs(n, profile, seeds)))
+    if not specs:
+        return {"total": 0}
+    store = Store(store_root(outputs))
+    store.clean_partial()
+    ensure(specs, store=store, workers=workers, data_root=data_root, progress=progress)
+    summary = ensure.last_summary
+    print(f"regenerate: sweep: {summary.line()}", file=sys.stderr)
+    for label, err in summary.failed:
+        print(f"regenerate: sweep: failed {label}: {err}", file=sys.stderr)
+    return {"total": summary.total, "found": summary.found, "trained": summary.trained,
+            "failed": len(summary.failed), "seconds": round(summary.seconds, 1)}
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -771,6 +803,7 @@ class RunReport:
         self.path = outputs.results / profile / REPORT_NAME
         self.profile = profile
         self.started_at = _now()
+        self.t0 = time.monotonic()  # wall_seconds: the sweep and every notebook, from here
         self.info = {
             "started_at": self.started_at,
             "kernel": kernel or f"{CURRENT_ENV_KERNEL} (this interpreter, {_display(sys.executable, PROJECT_ROOT)})",
@@ -782,7 +815,8 @@ class RunReport:
         }
 
     def write(self, runs: Sequence[NotebookRun], interrupted: str | None = None) -> Path:
-        return write_report(self.path, self.profile, runs, {**self.info, "finished_at": _now(),
+        wall = round(time.monotonic() - self.t0, 1)
+        return write_report(self.path, self.profile, runs, {**self.info, "finished_at": _now(), "wall_seconds": wall,
                                                               **({"interrupted": interrupted} if interrupted else {})})
 
 
@@ -895,6 +929,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an installed jupyter kernelspec name (default: this interpreter, %s)" % sys.executable,
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--no-sweep", action="store_true",
+                        help="do not train the notebooks' missing runs first (python -m dannlib sweep); the "
+                             "notebooks then train small missing sets themselves and stop on large ones")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes of that sweep (default: $DANNLIB_WORKERS or one per core)")
 
 
 @contextlib.contextmanager
@@ -926,7 +965,8 @@ def run_from_args(args: argparse.Namespace) -> int:
                 profile=args.profile, only=args.only, notebooks_dir=args.notebooks_dir,
                 figures_dir=args.figures_dir, results_dir=args.results_dir, seeds=args.seeds,
                 data_root=args.data_root, kernel=args.kernel, progress=not args.no_progress,
-                in_place=getattr(args, "in_place", False), runs=runs,
+                in_place=getattr(args, "in_place", False), runs=runs, sweep=not getattr(args, "no_sweep", False),
+                workers=getattr(args, "workers", None),
             )
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)

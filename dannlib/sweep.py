@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .store import RunSpec, Store, StoredRun, _worker_compute, compute, estimate_seconds
+from .store import DANN_STEPS_PER_SECOND, RunSpec, Store, StoredRun, _worker_compute, compute, estimate_seconds
 from .utils import atomic_write, progress_enabled
 
 SCHEDULER_ENV = "DANNLIB_SCHEDULER"
@@ -119,9 +119,7 @@ ensure.last_summary = None
 def _run_phase(phase, store, workers, scheduler, data_root, summary, deadline, progress):
     bar = None
     if progress and progress_enabled():
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(phase), desc="runs", unit="run", smoothing=0.05)
+        bar = _RunsBar(phase, workers if not scheduler else len(phase))
     try:
         if scheduler:
             _run_dask(phase, store, scheduler, data_root, summary, deadline, bar)
@@ -136,12 +134,35 @@ def _run_phase(phase, store, workers, scheduler, data_root, summary, deadline, p
                 except Exception as exc:  # a failing run does not stop the others
                     summary.failed.append((spec.label, f"{type(exc).__name__}: {exc}"))
                 if bar is not None:
-                    bar.update(1)
+                    bar.done(spec)
         else:
             _run_local(phase, store, workers, data_root, summary, deadline, bar)
     finally:
         if bar is not None:
             bar.close()
+
+
+class _RunsBar:
+    """One progress bar over a phase's runs, advancing by each run's estimated cost (so its
+    ETA is in seconds of training, not in runs of very different lengths), with the count of
+    finished runs beside it."""
+
+    def __init__(self, phase, workers: int):
+        from tqdm.auto import tqdm
+
+        self.cost = {s: s.cost_steps() / DANN_STEPS_PER_SECOND / max(1, min(workers, len(phase))) for s in phase}
+        self.n, self.total = 0, len(phase)
+        self.bar = tqdm(total=round(sum(self.cost.values()), 1), desc=f"runs 0/{self.total}", unit="s",
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
+
+    def done(self, spec) -> None:
+        self.n += 1
+        self.bar.set_description_str(f"runs {self.n}/{self.total}", refresh=False)
+        self.bar.set_postfix_str(spec.label, refresh=False)
+        self.bar.update(round(self.cost.get(spec, 0.0), 1))
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _payload(spec: RunSpec) -> dict:
@@ -186,7 +207,7 @@ def _run_local(phase, store, workers, data_root, summary, deadline, bar, max_att
                             fut.result()
                             summary.trained += 1
                             if bar is not None:
-                                bar.update(1)
+                                bar.done(spec)
                         except cf.process.BrokenProcessPool:
                             broken = True
                             _retry_or_fail(spec, attempts, max_attempts, pending, summary, bar,
@@ -194,7 +215,7 @@ def _run_local(phase, store, workers, data_root, summary, deadline, bar, max_att
                         except Exception as exc:
                             summary.failed.append((spec.label, f"{type(exc).__name__}: {exc}"))
                             if bar is not None:
-                                bar.update(1)
+                                bar.done(spec)
                     if broken:
                         for fut, spec in in_flight.items():
                             _retry_or_fail(spec, attempts, max_attempts, pending, summary, bar,
@@ -214,7 +235,7 @@ def _retry_or_fail(spec, attempts, max_attempts, pending, summary, bar, why):
     else:
         summary.failed.append((spec.label, f"{why} {attempts[spec]} times"))
         if bar is not None:
-            bar.update(1)
+            bar.done(spec)
 
 
 def _run_dask(phase, store, address, data_root, summary, deadline, bar):
@@ -245,7 +266,7 @@ def _run_dask(phase, store, address, data_root, summary, deadline, bar):
             except Exception as exc:
                 summary.failed.append((spec.label, f"{type(exc).__name__}: {exc}"))
             if bar is not None:
-                bar.update(1)
+                bar.done(spec)
     finally:
         if not isinstance(address, Client):
             client.close()

@@ -13,7 +13,7 @@ from torch import nn
 from dannlib import methods
 from dannlib.methods.iimt import (ABLATIONS, COMPONENTS, IIMT, IIMTConfig, augment, consistency_loss, mix,
                                   mixup_coefficient, sharpen, soft_cross_entropy, soft_squared_error)
-from dannlib.records import summary_table
+from dannlib.results import summary_table
 from dannlib.schedules import linear_ramp
 from dannlib.training import Domain, Method, accuracy, fit
 from dannlib.utils import make_generator

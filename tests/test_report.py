@@ -1,25 +1,54 @@
-"""The Markdown report is built from the records: the numbers it prints are their mean and
-std, failed runs are counted apart and never averaged in."""
-import json
+"""The Markdown report and the aggregator are built from the records: the numbers printed are
+their mean and sample std, failed runs are counted apart and never averaged in, published
+numbers come from the one table, and the report finds the project's results from any folder."""
+import math
+import os
+import subprocess
+import sys
 
 import pytest
 
 from dannlib.report import markdown_report
-from dannlib.records import write_records
+from dannlib.results import PUBLISHED, aggregate, format_cell, paired_differences, published_text, write_records
+
+
+def _recs():
+    recs = [
+        {"method": "dann", "seed": 0, "steps": 10, "target_test_acc": 0.70, "status": "ok"},
+        {"method": "dann", "seed": 1, "steps": 10, "target_test_acc": 0.80, "status": "ok"},
+        {"method": "dann", "seed": 2, "steps": 10, "target_test_acc": float("nan"), "status": "diverged"},
+        {"method": "source_only", "seed": 0, "steps": 10, "target_test_acc": 0.5, "status": "ok"},
+        {"method": "source_only", "seed": 1, "steps": 10, "target_test_acc": 0.6, "status": "ok"},
+    ]
+    return [dict(r, notebook="03_dann_vs_source_only", profile="smoke", pair="MNIST->MNIST-M") for r in recs]
+
+
+def test_aggregate_mean_std_failed():
+    (dann, so) = aggregate(_recs(), "target_test_acc", ("method",))
+    assert dann["n"] == 2 and dann["failed"] == 1 and dann["seeds"] == [0, 1]
+    assert dann["mean"] == pytest.approx(0.75) and dann["std"] == pytest.approx(math.sqrt(0.005))
+    assert so["mean"] == pytest.approx(0.55)
+    assert format_cell(0.75, 0.0707, 2) == "0.750 ± 0.071 (2)"
+    assert "no spread" in format_cell(0.75, float("nan"), 1)
+
+
+def test_paired_differences_per_seed():
+    (d,) = paired_differences(_recs(), "target_test_acc", baseline="source_only")
+    # only seeds where both ran ok: 0 and 1; differences 0.2 and 0.2
+    assert d["method"] == "dann" and d["seeds"] == [0, 1] and d["diffs"] == pytest.approx([0.2, 0.2])
+
+
+def test_published_numbers_one_table():
+    assert PUBLISHED[("mnist->mnist_m", "dann")][0] == 0.7666
+    assert published_text("mnist->mnist_m", "dann") == ".7666"
+    assert published_text("mnist->mnist_m", "train_on_target").endswith("(?)")
+    assert published_text("mnist->mnist_m", "iimt") == "—"
 
 
 def test_report_means_from_records(tmp_path):
-    recs = [
-        {"method": "dann", "seed": 0, "steps": 10, "target_test_acc": 0.70, "source_test_acc": 0.9, "status": "ok"},
-        {"method": "dann", "seed": 1, "steps": 10, "target_test_acc": 0.80, "source_test_acc": 0.9, "status": "ok"},
-        {"method": "dann", "seed": 2, "steps": 10, "target_test_acc": float("nan"), "status": "diverged"},
-        {"method": "source_only", "seed": 0, "steps": 10, "target_test_acc": 0.5, "source_test_acc": 0.99, "status": "ok"},
-    ]
-    recs = [dict(r, notebook="03_dann_vs_source_only", profile="smoke") for r in recs]
-    write_records(tmp_path, "03_dann_vs_source_only", "smoke", recs)
+    write_records(tmp_path, "03_dann_vs_source_only", "smoke", _recs())
     text = markdown_report(tmp_path, "smoke")
     line = next(l for l in text.splitlines() if l.startswith("| dann |"))
-    # mean 0.75, sample std 0.0707 over the two ok seeds; one failed run; the paper's .7666 beside it
     assert "0.7500 ± 0.0707 (2)" in line and "| 1 |" in line and ".7666" in line
     assert "seeds 0, 1, 2" in text
     assert "no records: notebook 05" in text
@@ -32,12 +61,16 @@ def test_report_errors(tmp_path):
         markdown_report(tmp_path, "quick")
 
 
-def test_report_pools_several_folders(tmp_path):
-    for folder, seed, acc in (("a", 0, 0.6), ("b", 1, 0.8)):
-        rec = {"notebook": "03_dann_vs_source_only", "profile": "smoke", "method": "dann", "seed": seed,
-               "steps": 10, "target_test_acc": acc, "status": "ok"}
-        write_records(tmp_path / folder, "03_dann_vs_source_only", "smoke", [rec])
-    text = markdown_report([tmp_path / "a", tmp_path / "b"], "smoke")
-    line = next(l for l in text.splitlines() if l.startswith("| dann |"))
-    assert "0.7000 ± 0.1414 (2)" in line
-    assert "a/03_dann_vs_source_only.jsonl" in text and "b/03_dann_vs_source_only.jsonl" in text
+def test_report_finds_results_from_any_folder(tmp_path):
+    """Run from an unrelated working directory, `report` reads the project's results/
+    ($DANNLIB_RESULTS unset), not ./results."""
+    env = {k: v for k, v in os.environ.items() if k != "DANNLIB_RESULTS"}
+    from dannlib.utils import PROJECT_ROOT
+
+    profile = next((p for p in ("quick", "paper") if (PROJECT_ROOT / "results" / p).is_dir()), None)
+    if profile is None:
+        pytest.skip("no committed results folder to read")
+    out = subprocess.run([sys.executable, "-m", "dannlib", "report", "--profile", profile], cwd=tmp_path,
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert f"Profile `{profile}`" in out.stdout

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dannlib import methods, networks, toys
-from dannlib.evaluate import build_digits_net
+from dannlib.networks import digits_net
 from dannlib.methods.adda import ADDAConfig, SourcePretrain
 from dannlib.methods.common import NETWORKS
 from dannlib.training import Domain, IndexSampler, Method, accuracy, fit
@@ -196,7 +196,7 @@ def test_digits_and_adda_modules_round_trip():
     net = r.modules["net"].eval()
     # the fresh builder the saved weights go into (as records.load_models does): a zero input
     # mean, a buffer that the load overwrites with the trained one (both domains' pixel mean)
-    fresh = build_digits_net({"in_channels": 3, "size": 16, "n_classes": 10})
+    fresh = digits_net(in_channels=3, size=16, n_classes=10, input_mean=torch.zeros(3, 16, 16))
     with torch.no_grad():
         loaded = _round_trip(net, fresh)
         torch.testing.assert_close(loaded.input_mean, torch.cat([s.x, t.x]).mean(0))
