@@ -47,6 +47,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     gamma: float = 10.0            # eq. 6
     precision: str = "fp32"
+    # Convolution weights in channels_last memory format (single-seed runs); None: on the CPU,
+    # where mkldnn's convolutions and max-pooling run faster with it (measured in
+    # benchmarks/README.md). Same numbers to float tolerance, deterministic under a seed.
+    channels_last: bool | None = None
     eval_every: int | None = None
 
     def validate(self):
@@ -80,6 +84,14 @@ class TrainConfig:
         if self.optimizer == "sgd":
             return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+def use_channels_last(config: TrainConfig, net: nn.Module, device: torch.device) -> None:
+    """Put ``net``'s 4-D (convolution) weights in channels_last format where ``config`` asks
+    (None: on the CPU)."""
+    flag = config.channels_last if config.channels_last is not None else device.type == "cpu"
+    if flag:
+        net.to(memory_format=torch.channels_last)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

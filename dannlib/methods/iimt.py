@@ -49,7 +49,7 @@ from torch import nn
 from ..schedules import linear_ramp
 from ..training import Domain, PerSeedMethod
 from ..utils import check_positive_int, make_generator, seeded
-from .common import NETWORKS, TrainConfig, autocast, dann_objective, set_lr, _full
+from .common import NETWORKS, TrainConfig, _full, autocast, dann_objective, set_lr, use_channels_last
 
 COMPONENTS = ("inter_mixup", "target_dominated_mixup", "consistency", "intra_source", "intra_target",
               "adversarial")
@@ -216,6 +216,7 @@ class IIMT(PerSeedMethod):
         for s in self.seeds:
             with seeded(s):
                 net = build(source, target).to(self.device)
+            use_channels_last(self.config, net, self.device)
             self.nets.append(net)
             self.optimizers.append(self.config.make_optimizer(net.parameters()))
             self.generators.append(make_generator(10_007 * s + 17, self.device))
