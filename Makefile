@@ -45,6 +45,8 @@ $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install $(TORCH_SPEC)
 	$(VPY) -m pip install -e ".[test]"
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  echo "make install: no Chromium here, so tests/test_browser.py will skip (CI installs it: apt-get install chromium)"
 	touch $@
 
 # Only the committed profile (quick) executes notebooks/ and writes figures/ in place; another
@@ -72,8 +74,13 @@ bench: $(STAMP)
 report: $(STAMP)
 	$(VPY) -m dannlib report --profile $(PROFILE)
 
+# JupyterLab from the venv, serving the project root (open notebooks/01_toy_blobs.ipynb first).
+# The notebooks' profile comes from DANNLIB_PROFILE (default quick): DANNLIB_PROFILE=smoke make lab.
+# LAB_ARGS adds options, e.g. make lab LAB_ARGS="--port=8899 --no-browser".
+LAB_ARGS ?=
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab
+	cd $(CURDIR) && $(VPY) -m jupyter lab --ServerApp.root_dir=$(CURDIR) \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:
 	rm -rf .tmp notebooks/.failed build *.egg-info
