@@ -108,7 +108,7 @@ def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str 
     import pandas as pd
     import seaborn as sns
 
-    from .results import aggregate
+    from ..results import aggregate
 
     df = pd.DataFrame([r for r in records if r.get("status", "ok") == "ok" and r.get(metric) is not None])
     order = list(order) if order is not None else list(dict.fromkeys(r[x] for r in records))
