@@ -226,3 +226,14 @@ def records(notebook: str, profile: str, runs) -> list[dict]:
     """Flat records (one per run) for the tables: the run's record plus its tags, the
     notebook and the profile."""
     return [run.record(**tags, notebook=NOTEBOOKS[notebook[:2]], profile=profile) for tags, run in runs]
+
+
+def histories(runs, key: str = "method", **match) -> dict[str, list[dict]]:
+    """The monitoring histories of ``runs`` (from :func:`fetch`) pooled per value of the tag
+    ``key`` (all seeds together, as :func:`dannlib.plotting.plot_method_curves` takes them),
+    keeping only runs whose tags match ``match`` (e.g. ``pair="MNIST->USPS"``)."""
+    out: dict[str, list[dict]] = {}
+    for tags, run in runs:
+        if all(tags.get(k) == v for k, v in match.items()):
+            out.setdefault(tags[key], []).extend(run.history)
+    return out
