@@ -208,7 +208,7 @@ def overriding_parameters(nb: dict) -> list[str]:
 def find_chromium() -> str | None:
     """$DANNLIB_CHROMIUM, else Debian's chromium (or chromium-browser) on PATH."""
     if os.environ.get("DANNLIB_CHROMIUM"):
-        return os.environ["DANNLIB_CHROMIUM"]
+        return shutil.which(os.environ["DANNLIB_CHROMIUM"])  # None when it is not an executable
     return next(filter(None, (shutil.which(n) for n in ("chromium", "chromium-browser"))), None)
 
 
