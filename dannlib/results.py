@@ -193,3 +193,20 @@ def paired_differences(records: list[dict], metric: str, baseline: str, by: str 
             out.append({"group": g, by: variant, "mean": m, "std": s, "n": len(diffs), "diffs": diffs,
                         "seeds": [p[0] for p in pairs]})
     return out
+
+
+def describe_difference(row: dict, digits: int = 3) -> tuple[str, str]:
+    """A :func:`paired_differences` row in words: ``(verdict, text)``. ``verdict`` is
+    "higher" or "lower" when every seed's difference has that sign and the mean exceeds the
+    seed-to-seed spread, "unclear" otherwise, "one seed" for n = 1 and "none" for n = 0;
+    ``text`` is ``"+0.123 ± 0.045 over 3 seeds (3 of 3 positive)"``."""
+    n, diffs = row["n"], row["diffs"]
+    if n == 0:
+        return "none", "no seed where both ran ok"
+    if n == 1:
+        return "one seed", f"{diffs[0]:+.{digits}f} on a single seed (no spread)"
+    pos = sum(d > 0 for d in diffs)
+    text = f"{row['mean']:+.{digits}f} ± {row['std']:.{digits}f} over {n} seeds ({pos} of {n} positive)"
+    if abs(row["mean"]) > row["std"] and pos in (0, n):
+        return ("higher" if row["mean"] > 0 else "lower"), text
+    return "unclear", text

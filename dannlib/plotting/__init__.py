@@ -9,6 +9,7 @@ from .common import (FIGURE_FORMATS, plot_method_curves, plot_paired_differences
                      plot_seed_points, save_figure)
 from .images import plot_blend_steps, plot_channel_histograms, plot_embeddings, plot_image_grid
 from .toys import draw_decision_boundary, draw_feature_pca, plot_toy_modes
+from .adaptation import plot_adaptation_curves, plot_loss_terms  # noqa: F401 (notebooks 05, 06)
 
 __all__ = ["FIGURE_FORMATS", "save_figure", "plot_schedules", "plot_method_curves", "plot_seed_points",
            "plot_paired_differences", "plot_image_grid", "plot_blend_steps", "plot_channel_histograms",

@@ -116,8 +116,9 @@ def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str 
         list(dict.fromkeys(r[hue] for r in records)) if hue else None)
     fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(order) * (len(hue_order) if hue else 1) + 2.0), 3.8))
     kw = dict(data=df, x=x, y=metric, order=order, hue=hue, hue_order=hue_order, ax=ax)
-    sns.stripplot(**kw, dodge=bool(hue), alpha=0.55, size=5, jitter=0.15, legend=False)
-    sns.pointplot(**kw, dodge=0.4 if hue else False, errorbar="sd", capsize=0.15, linestyle="none",
+    dodge = bool(hue) and len(hue_order) > 1  # seaborn divides by (levels - 1): one level cannot dodge
+    sns.stripplot(**kw, dodge=dodge, alpha=0.55, size=5, jitter=0.15, legend=False)
+    sns.pointplot(**kw, dodge=0.4 if dodge else False, errorbar="sd", capsize=0.15, linestyle="none",
                   markers="D", markersize=5, err_kws={"linewidth": 1.4})
     counts = {(g[x], g.get(hue)): g for g in aggregate(records, metric, [x] + ([hue] if hue else []))}
     labels = []
