@@ -238,15 +238,20 @@ class Store:
             return None
         try:
             blob = json.loads(path.read_text())
+            if not isinstance(blob, dict):
+                raise ValueError(f"it holds a JSON {type(blob).__name__}, not a run")
             if blob["spec"] != json.loads(dumps(spec.payload())):
                 raise ValueError("its spec differs from the one asked for")
-        except (OSError, ValueError, KeyError) as exc:
+            if not isinstance(blob["final"], dict) or not isinstance(blob["history"], list):
+                raise ValueError("its final evaluation or history is malformed")
+            return StoredRun(spec=spec, final=blob["final"], history=blob["history"], seconds=blob["seconds"],
+                             code=blob.get("code", {}), machine=blob.get("machine", {}), path=path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             import warnings
 
-            warnings.warn(f"ignoring the stored run {path} ({exc}); it will be recomputed", stacklevel=2)
+            warnings.warn(f"ignoring the stored run {path} ({type(exc).__name__}: {exc}); it will be recomputed",
+                          stacklevel=2)
             return None
-        return StoredRun(spec=spec, final=blob["final"], history=blob["history"], seconds=blob["seconds"],
-                         code=blob.get("code", {}), machine=blob.get("machine", {}), path=path)
 
     def put(self, spec: RunSpec, result, *, weights: bool = True) -> StoredRun:
         """Store a finished :class:`~dannlib.training.RunResult` of ``spec``: the weights
@@ -263,15 +268,23 @@ class Store:
             fh.write(dumps(blob) + "\n")
         return self.get(spec)
 
-    def clean_partial(self) -> int:
-        """Remove temporary files left by killed writers (never a finished run)."""
+    def clean_partial(self, min_age: float = 120.0) -> int:
+        """Remove temporary files left by killed writers (never a finished run): the hidden
+        ``.<key>.json.*.tmp`` and ``.<key>.*.pt`` beside the runs, untouched for ``min_age``
+        seconds (younger ones may belong to a writer still at work, e.g. another sweep on the
+        same store: removing those would make its rename fail)."""
+        import time
+
         n = 0
         if self.root.is_dir():
-            for p in self.root.glob("*/.*.tmp"):
-                p.unlink(missing_ok=True)
-                n += 1
-            for p in self.root.glob("*/.*.pt"):
-                p.unlink(missing_ok=True)
+            now = time.time()
+            for p in [*self.root.glob("*/.*.tmp"), *self.root.glob("*/.*.pt")]:
+                try:
+                    if now - p.stat().st_mtime < min_age:
+                        continue
+                    p.unlink()
+                except FileNotFoundError:
+                    continue
                 n += 1
         return n
 

@@ -1,0 +1,268 @@
+"""The run store (dannlib.store): run keys, the stored run's round trip (numbers, history,
+weights), corrupt or mismatched files treated as missing, leftovers of killed writers,
+``ensure``'s train_missing policy, and ADDA's shared pre-training. Toy runs of a few steps,
+trained in this process."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+import torch
+
+import dannlib.methods
+import dannlib.store as store_mod
+from dannlib.plan import fetch
+from dannlib.store import RunSpec, Store, digits_data, load_data, toy_data
+from dannlib.sweep import MissingRunsError, ensure
+from dannlib.training import Domain
+
+DATA = toy_data("blobs", n=60, seed=0)
+
+
+def toy_spec(seed=0, *, data=DATA, monitor_size=2000, **overrides):
+    cfg = dict(network="toy", steps=12, batch_size=8, lr=0.01)
+    cfg.update(overrides)
+    return RunSpec.make("dann", data, seed, monitor_size=monitor_size, **cfg)
+
+
+# -- keys ---------------------------------------------------------------------------------------
+def test_same_spec_same_key_and_every_change_another_key(monkeypatch):
+    base = toy_spec()
+    again = toy_spec()
+    assert base is not again and base.key == again.key and base == again and hash(base) == hash(again)
+    assert len(base.key) == 20 and all(c in "0123456789abcdef" for c in base.key)
+    assert Store("/x").path(base) == Store("/x").path(again)
+
+    changed = {
+        "config value": toy_spec(lr=0.02),
+        "another config field": toy_spec(steps=13),
+        "method": RunSpec.make("source_only", DATA, 0, network="toy", steps=12, batch_size=8, lr=0.01),
+        "data seed": toy_spec(data=toy_data("blobs", n=60, seed=1)),
+        "data size": toy_spec(data=toy_data("blobs", n=61, seed=0)),
+        "toy": toy_spec(data=toy_data("moons", n=60, seed=0)),
+        "seed": toy_spec(1),
+        "monitor size": toy_spec(monitor_size=1999),
+    }
+    keys = {name: s.key for name, s in changed.items()}
+    for name, key in keys.items():
+        assert key != base.key, f"changing the {name} kept the key"
+    assert len(set(keys.values())) == len(keys)
+
+    monkeypatch.setattr(store_mod, "STORE_FORMAT", store_mod.STORE_FORMAT + 1)
+    bumped = toy_spec()
+    assert bumped.key != base.key, "bumping STORE_FORMAT must make every stored run count as missing"
+    assert bumped.payload()["store_format"] == store_mod.STORE_FORMAT
+
+
+def test_bumped_store_format_makes_a_stored_run_missing(tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    spec = toy_spec()
+    ensure([spec], store=store, workers=1, progress=False)
+    assert store.get(spec) is not None
+    monkeypatch.setattr(store_mod, "STORE_FORMAT", store_mod.STORE_FORMAT + 1)
+    assert store.get(toy_spec()) is None
+
+
+def test_make_rejects_bad_seeds():
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed must be an integer"):
+            toy_spec(bad)
+
+
+# -- the round trip -------------------------------------------------------------------------------
+def _train(spec):
+    source, target, evals = load_data(spec.data)
+    (res,) = dannlib.methods.train(spec.method, source, target.unlabelled(), seeds=[spec.seed], eval_sets=evals,
+                                   progress=False, monitor_size=spec.monitor_size, together=False, **spec.config)
+    return res, evals
+
+
+def test_stored_run_round_trips(tmp_path):
+    spec = toy_spec(steps=30, eval_every=10)
+    res, evals = _train(spec)
+    store = Store(tmp_path)
+    put = store.put(spec, res)
+    path = tmp_path / "dann" / f"{spec.key}.json"
+    assert put.path == path and path.is_file() and path.with_suffix(".pt").is_file()
+    assert sorted(p.name for p in (tmp_path / "dann").iterdir()) == [f"{spec.key}.json", f"{spec.key}.pt"]
+
+    got = Store(tmp_path).get(spec)   # a fresh Store: read from disk
+    assert got is not None and got.spec == spec and got.status == "ok"
+    assert got.final == json.loads(json.dumps(res.final)) and got.final["steps"] == 30
+    assert got.history == json.loads(json.dumps(res.history)) and len(got.history) >= 3
+    assert got.seconds == res.seconds
+    assert got.code["store_format"] == store_mod.STORE_FORMAT and "torch" in got.machine
+    rec = got.record(toy="blobs")
+    assert rec["key"] == spec.key and rec["seed"] == 0 and rec["toy"] == "blobs"
+    assert rec["target_acc"] == res.final["target_acc"]
+
+    loaded = got.load_modules()
+    assert set(loaded) == set(res.modules) == {"net"}
+    trained = res.modules["net"].eval()
+    x = torch.cat([evals["source"].x, evals["target"].x])
+    with torch.no_grad():
+        assert torch.equal(loaded["net"](x), trained(x))
+    for k, v in trained.state_dict().items():
+        assert torch.equal(loaded["net"].state_dict()[k], v), k
+    # the accuracy stored is the loaded network's accuracy on the target
+    with torch.no_grad():
+        acc = (loaded["net"](evals["target"].x).argmax(1) == evals["target"].y).float().mean().item()
+    assert acc == pytest.approx(got.final["target_acc"], abs=1e-9)
+
+
+def test_missing_weights_are_a_clear_error(tmp_path):
+    spec = toy_spec()
+    run = ensure([spec], store=Store(tmp_path), workers=1, progress=False)[spec]
+    run.weights_path.unlink()
+    with pytest.raises(FileNotFoundError, match="no weights"):
+        run.load_modules()
+
+
+# -- corrupt or mismatched files ------------------------------------------------------------------
+@pytest.mark.parametrize("content", ["{\"spec\": {\"meth", "not json at all", "[]", "null", "{}",
+                                     "MISMATCHED", "NOFINAL"])
+def test_corrupt_or_mismatched_file_is_ignored_with_a_warning(tmp_path, content):
+    store = Store(tmp_path)
+    spec, other = toy_spec(0), toy_spec(1)
+    if content in ("MISMATCHED", "NOFINAL"):
+        ensure([other], store=store, workers=1, progress=False)
+        blob = json.loads(store.path(other).read_text())
+        if content == "NOFINAL":
+            blob["spec"] = spec.payload()
+            del blob["final"]
+        content = json.dumps(blob)   # MISMATCHED: another run's file under this run's key
+    store.path(spec).parent.mkdir(parents=True, exist_ok=True)
+    store.path(spec).write_text(content)
+    with pytest.warns(UserWarning, match="ignoring the stored run .* it will be recomputed"):
+        assert store.get(spec) is None
+    with pytest.warns(UserWarning, match="ignoring the stored run"):
+        with pytest.raises(MissingRunsError, match="1 of 1 runs"):
+            ensure([spec], store=store, train_missing=False, progress=False)
+    # treated as missing: ensure recomputes it and replaces the bad file
+    with pytest.warns(UserWarning, match="ignoring the stored run"):
+        out = ensure([spec], store=store, workers=1, progress=False)
+    assert out[spec].spec == spec and json.loads(store.path(spec).read_text())["key"] == spec.key
+    assert store.get(spec) is not None
+
+
+# -- leftovers of killed writers ---------------------------------------------------------------
+def test_clean_partial_removes_leftovers_never_a_finished_run(tmp_path):
+    store = Store(tmp_path)
+    spec = toy_spec()
+    ensure([spec], store=store, workers=1, progress=False)
+    folder = tmp_path / "dann"
+    finished = sorted(folder.iterdir())
+    # what atomic_write / atomic_path leave behind when their writer is killed
+    old = [folder / f".{spec.key}.json.k1l2m3.tmp", folder / f".{spec.key}.a8b9c0.pt",
+           folder / ".0123456789abcdef0123.json.zzz.tmp"]
+    fresh = folder / f".{spec.key}.json.qqqqqq.tmp"
+    for p in old + [fresh]:
+        p.write_text("{\"half\": ")
+    past = time.time() - 3600
+    for p in old:
+        os.utime(p, (past, past))
+    assert store.get(spec) is not None    # leftovers are not runs
+    assert store.clean_partial() == len(old)
+    assert not any(p.exists() for p in old)
+    assert fresh.exists(), "a temporary file young enough to belong to a writer at work must stay"
+    assert sorted(p for p in folder.iterdir() if p != fresh) == finished
+    assert store.clean_partial(min_age=0) == 1 and not fresh.exists()
+    assert sorted(folder.iterdir()) == finished
+    assert store.get(spec) is not None and store.get(spec).load_modules()
+    assert Store(tmp_path / "absent").clean_partial() == 0
+
+
+# -- ensure's train_missing policy ---------------------------------------------------------------
+def test_train_missing_false_names_the_count_and_the_sweep_command(tmp_path):
+    store = Store(tmp_path)
+    with pytest.raises(MissingRunsError) as info:
+        fetch("01", "smoke", train_missing=False, store=store, progress=False)
+    msg = str(info.value)
+    assert "16 of 16 runs are not in the store" in msg, msg
+    assert "python -m dannlib sweep --profile smoke --only 01" in msg
+    assert str(tmp_path) in msg
+    assert not any(tmp_path.rglob("*.json")), "nothing may be trained"
+    specs = [toy_spec(0), toy_spec(1)]
+    ensure(specs[:1], store=store, workers=1, progress=False)
+    with pytest.raises(MissingRunsError, match="1 of 2 runs .* Compute them first: python -m dannlib sweep"):
+        ensure(specs, store=store, train_missing=False, hint="python -m dannlib sweep --profile quick",
+               progress=False)
+    # nothing missing: no error, the stored runs come back
+    out = ensure(specs[:1], store=store, train_missing=False, progress=False)
+    assert list(out) == specs[:1]
+
+
+def test_train_missing_auto_trains_when_cheap_and_raises_over_budget(tmp_path):
+    store = Store(tmp_path)
+    specs = [toy_spec(0), toy_spec(1)]
+    est = store_mod.estimate_seconds(specs, 1)
+    assert 0 < est < 1
+    with pytest.raises(MissingRunsError, match="2 of 2 runs"):
+        ensure(specs, store=store, workers=1, train_missing="auto", budget_seconds=est / 2, progress=False)
+    assert all(store.get(s) is None for s in specs)
+    out = ensure(specs, store=store, workers=1, train_missing="auto", budget_seconds=est * 2, progress=False)
+    assert list(out) == specs and all(store.get(s) is not None for s in specs)
+    assert ensure.last_summary.trained == 2 and ensure.last_summary.found == 0
+    out = ensure(specs, store=store, train_missing="auto", budget_seconds=0, progress=False)
+    assert list(out) == specs and ensure.last_summary.found == 2 and ensure.last_summary.trained == 0
+
+
+# -- ADDA's shared pre-training -------------------------------------------------------------------
+def _bars(n, seed, shift=0.0):
+    """Synthetic digits: each class a bright bar on its own row (learnable in a few steps)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 10
+    x = torch.rand(n, 1, 28, 28, generator=g) * 0.2
+    for i in range(n):
+        x[i, 0, 2 + 2 * int(y[i]), 4:24] = 1.0
+    return (x + shift).clamp(0, 1), y
+
+
+def test_adda_stage2_reuses_the_stored_pretraining(tmp_path, monkeypatch):
+    def fake_load_data(data, data_root=None):
+        xs, ys = _bars(48, 0)
+        xt, yt = _bars(48, 1, 0.3)
+        xte, yte = _bars(40, 2, 0.3)
+        return (Domain("src", xs, ys), Domain("tgt", xt, yt),
+                {"source_test": Domain("src", xs[:40], ys[:40]), "target_test": Domain("tgt", xte, yte)})
+
+    monkeypatch.setattr(store_mod, "load_data", fake_load_data)
+    calls = []
+    real_train = dannlib.methods.train
+
+    def counting_train(method, *args, **kwargs):
+        calls.append((method, kwargs.get("pretrained") is not None))
+        return real_train(method, *args, **kwargs)
+
+    monkeypatch.setattr(dannlib.methods, "train", counting_train)
+    data = digits_data("mnist", "usps", n_source=48, n_target=48, n_test=40, channels=1)
+    common = dict(pretrain_steps=4, steps=2, batch_size=8, eval_every=2, monitor_size=40)
+    gan = RunSpec.make("adda_gan", data, 0, **common)
+    minimax = RunSpec.make("adda_minimax", data, 0, **common)
+    (pre,) = gan.dependencies()
+    assert minimax.dependencies() == [pre] and pre.method == "adda_pretrain"
+    assert RunSpec.make("adda_gan", data, 0, **{**common, "pretrain_steps": 5}).dependencies() != [pre]
+    assert RunSpec.make("adda_gan", data, 1, **common).dependencies() != [pre]
+
+    store = Store(tmp_path)
+    out = ensure([gan, minimax], store=store, workers=1, progress=False)
+    assert set(out) == {gan, minimax}
+    # trained once, then both stage 2s from it (not each from its own pre-training)
+    assert sorted(calls) == sorted([("adda_pretrain", False), ("adda_gan", True), ("adda_minimax", True)]), calls
+    assert calls[0][0] == "adda_pretrain", "the dependency goes first"
+    stored_pre = store.get(pre)
+    assert stored_pre is not None and stored_pre.weights_path.is_file()
+    # both stage 2s started from the stored pre-training: identical frozen classifier
+    w_pre = stored_pre.load_modules()["classifier"].state_dict()
+    for s in (gan, minimax):
+        w = out[s].load_modules()["classifier"].state_dict()
+        assert all(torch.equal(w[k], v) for k, v in w_pre.items()), s.method
+
+    # a later stage 2 with the same pre-training settings (another mapping loss) reuses it too
+    calls.clear()
+    confusion = RunSpec.make("adda_confusion", data, 0, **common)
+    ensure([gan, minimax, confusion], store=store, workers=1, progress=False)
+    assert calls == [("adda_confusion", True)]
+    assert ensure.last_summary.found == 2 and ensure.last_summary.trained == 1
