@@ -13,6 +13,7 @@ Each entry of a plan is a :class:`Planned` run: a :class:`~dannlib.store.RunSpec
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from .profiles import check_profile
 from .store import RunSpec, digits_data, toy_data
@@ -196,6 +197,35 @@ def plan(notebook: str, profile: str, seeds=None) -> Plan:
 
 def plan_specs(notebook: str, profile: str, seeds=None) -> list[RunSpec]:
     return plan(notebook, profile, seeds).specs
+
+
+def parse_only(text: str | Sequence[str] | None) -> list[str] | None:
+    """``"01,3"`` -> ``["01", "03"]``; None or empty -> None (all notebooks)."""
+    if text is None:
+        return None
+    items = text.split(",") if isinstance(text, str) else list(text)
+    numbers = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        if not item.isdigit() or len(item) > 2:
+            raise ValueError(f"only: {item!r} is not a notebook number (two digits, e.g. 01,03)")
+        numbers.append(item.zfill(2))
+    return numbers or None
+
+
+def parse_seeds(text: str | Sequence[int] | None) -> list[int] | None:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; None -> None (each notebook's profile default)."""
+    if text is None:
+        return None
+    items = [s.strip() for s in text.split(",")] if isinstance(text, str) else list(text)
+    try:
+        seeds = [int(s) for s in items if s != ""]
+    except (TypeError, ValueError):
+        raise ValueError(f"seeds must be comma-separated integers, e.g. 0,1,2; got {text!r}") from None
+    from .utils import check_seeds
+
+    return check_seeds(seeds)
 
 
 def selected_notebooks(only=None) -> list[str]:

@@ -18,6 +18,7 @@ import argparse
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -125,7 +126,7 @@ def _run_phase(phase, store, workers, scheduler, data_root, summary, deadline, p
             _run_dask(phase, store, scheduler, data_root, summary, deadline, bar)
         elif workers <= 1 or len(phase) == 1:
             for spec in phase:
-                if deadline is not None and time.monotonic() > deadline:
+                if deadline is not None and time.monotonic() >= deadline:
                     summary.not_started += 1
                     continue
                 try:
@@ -172,6 +173,9 @@ def _payload(spec: RunSpec) -> dict:
 
 def _init_worker():
     os.environ["DANNLIB_PROGRESS"] = "0"   # one bar over the runs, in the parent
+    # Ctrl-C reaches the whole process group: the parent alone handles it (it kills the
+    # workers and prints the summary); a worker would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_local(phase, store, workers, data_root, summary, deadline, bar, max_attempts: int = 3):
@@ -191,17 +195,22 @@ def _run_local(phase, store, workers, data_root, summary, deadline, bar, max_att
             try:
                 while pending or in_flight:
                     while pending and len(in_flight) < workers:
-                        if deadline is not None and time.monotonic() > deadline:
+                        if deadline is not None and time.monotonic() >= deadline:
                             summary.not_started += len(pending)
                             pending = []
                             break
                         spec = pending.pop(0)
+                        try:
+                            fut = pool.submit(_worker_compute, _payload(spec), root, droot, 1)
+                        except cf.process.BrokenProcessPool:  # a worker died since the last wait
+                            pending.insert(0, spec)
+                            broken = True
+                            break
                         attempts[spec] += 1
-                        in_flight[pool.submit(_worker_compute, _payload(spec), root, droot, 1)] = spec
-                    if not in_flight:
-                        break
-                    done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
-                    for fut in done:
+                        in_flight[fut] = spec
+                    if not broken and in_flight:
+                        cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                    for fut in [f for f in in_flight if f.done()]:
                         spec = in_flight.pop(fut)
                         try:
                             fut.result()
@@ -216,8 +225,8 @@ def _run_local(phase, store, workers, data_root, summary, deadline, bar, max_att
                             summary.failed.append((spec.label, f"{type(exc).__name__}: {exc}"))
                             if bar is not None:
                                 bar.done(spec)
-                    if broken:
-                        for fut, spec in in_flight.items():
+                    if broken:  # every run still in flight died with the pool: retry them in a new one
+                        for spec in in_flight.values():
                             _retry_or_fail(spec, attempts, max_attempts, pending, summary, bar,
                                            "its worker process died")
                         in_flight = {}
@@ -241,25 +250,37 @@ def _retry_or_fail(spec, attempts, max_attempts, pending, summary, bar, why):
 def _run_dask(phase, store, address, data_root, summary, deadline, bar):
     """Send the runs to a Dask distributed scheduler (``tcp://HOST:PORT``) or a
     ``distributed.Client`` object. The workers must see the same store and data folders
-    (a shared filesystem). Each run is retried twice if its worker dies."""
+    (a shared filesystem) and import the same ``dannlib``. A run whose worker dies is
+    rescheduled by the scheduler (up to ``distributed.scheduler.allowed-failures`` times,
+    default 3); a run that raises is retried twice. Under a time limit at most one run per
+    worker thread is queued at a time, so no new run starts after the deadline."""
     try:
         from distributed import Client, as_completed
     except ImportError:
         raise RuntimeError("--scheduler needs Dask's distributed package: pip install 'dann-study[dask]' "
                            "(or pip install distributed)") from None
     client = address if isinstance(address, Client) else Client(address)
+    root = os.path.abspath(store.root)
+    droot = None if data_root is None else os.path.abspath(data_root)
     try:
-        futures = {}
-        for spec in phase:
-            if deadline is not None and time.monotonic() > deadline:
-                summary.not_started += 1
-                continue
-            fut = client.submit(_worker_compute, _payload(spec), str(store.root),
-                                None if data_root is None else str(data_root), 1, key=f"run-{spec.key}",
-                                retries=2, pure=False)
-            futures[fut] = spec
-        for fut in as_completed(list(futures)):
-            spec = futures[fut]
+        pending, futures, completed = list(phase), {}, as_completed()
+
+        def submit_more():
+            limit = len(pending) if deadline is None else max(1, sum(client.nthreads().values()))
+            while pending and len(futures) < limit:
+                if deadline is not None and time.monotonic() >= deadline:
+                    summary.not_started += len(pending)
+                    pending.clear()
+                    return
+                spec = pending.pop(0)
+                fut = client.submit(_worker_compute, _payload(spec), root, droot, 1, key=f"run-{spec.key}",
+                                    retries=2, pure=False)
+                futures[fut] = spec
+                completed.add(fut)
+
+        submit_more()
+        for fut in completed:
+            spec = futures.pop(fut)
             try:
                 fut.result()
                 summary.trained += 1
@@ -267,6 +288,7 @@ def _run_dask(phase, store, address, data_root, summary, deadline, bar):
                 summary.failed.append((spec.label, f"{type(exc).__name__}: {exc}"))
             if bar is not None:
                 bar.done(spec)
+            submit_more()
     finally:
         if not isinstance(address, Client):
             client.close()
@@ -295,8 +317,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from .plan import plan_specs, selected_notebooks
-    from .regenerate import parse_only, parse_seeds
+    from .plan import parse_only, parse_seeds, plan_specs, selected_notebooks
     from .utils import results_root
 
     try:

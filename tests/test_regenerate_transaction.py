@@ -140,7 +140,7 @@ def test_unwritable_output_folders_are_named_with_their_option(tmp_path, monkeyp
     (tmp_path / "ro").mkdir()
     monkeypatch.setattr(regen.tempfile, "mkstemp", mkstemp)
     started = []
-    monkeypatch.setattr(regen, "run_notebook", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(regen.runner, "run_notebook", lambda *a, **k: started.append(a))
     assert main(["regenerate", "--notebooks-dir", str(nbdir), "--figures-dir", str(tmp_path / "f"),
                  "--results-dir", str(tmp_path / "ro"), "--profile", "smoke", "--no-progress"]) == 2
     err = capsys.readouterr().err

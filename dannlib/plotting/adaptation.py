@@ -140,6 +140,7 @@ def plot_loss_terms(histories: list[dict], terms, *, weights: dict | None = None
         g = df.groupby(x)[s].mean()
         axes[2].plot(g.index, g.to_numpy(), color=palette[(len(terms) + i) % len(palette)],
                      label=labels.get(s, s))
+    axes[2].set_ylim(bottom=0.0)  # weights start at 0: show the whole rise
     axes[2].set_title("weights' schedules", fontsize=9)
     axes[2].set_ylabel("weight")
     for ax in axes:

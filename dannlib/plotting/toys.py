@@ -1,20 +1,71 @@
-"""Figures of the 2-D toy problems: learned features (PCA) and decision boundaries, one row per
-training mode."""
+"""Figures of the 2-D toy problems (notebook 01): the problems themselves, and per training mode
+the learned features (PCA) beside the decision boundary over the input plane.
+
+Conventions of every panel: colour = class (tab10), marker = domain (source 'o', target 'x');
+target labels are drawn for reading the plots only (training never sees them). Legends are
+figure legends below the panels, so they never cover points.
+"""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-# -- toy problems: learned features and decision boundaries, one row per training mode ----
+DOMAIN_MARKERS = ("o", "x")
 
-def _domain_legend(ax, classes, domain_names=("source", "target")):
+
+def _legend_handles(classes, domain_names=("source", "target"), boundary: bool = False):
     import numpy as np
     from matplotlib.lines import Line2D
 
     cmap = plt.get_cmap("tab10")
-    handles = [Line2D([], [], marker=m, linestyle="", color="grey", label=n) for m, n in zip("ox", domain_names)]
+    handles = [Line2D([], [], marker=m, linestyle="", color="grey", label=n) for m, n in zip(DOMAIN_MARKERS, domain_names)]
     handles += [Line2D([], [], marker="s", linestyle="", color=cmap(int(c) % 10), label=f"class {int(c)}")
-                for c in np.unique(classes)]
-    ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.7)
+                for c in np.unique(np.asarray(classes))]
+    if boundary:
+        handles.append(Line2D([], [], color="k", linewidth=1.2, label="decision boundary (P(class 1) = 0.5)"))
+    return handles
+
+
+def _figure_legend(fig, handles, bottom_inches: float = 0.45):
+    """A one-row legend under the panels, in a strip ``bottom_inches`` high kept free of axes."""
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, bottom_inches / fig.get_figheight(), 1, 1))
+
+
+def draw_toy_points(ax, xs, ys, xt, yt, *, point_size: float = 8.0):
+    """Source ``xs (Ns, 2)`` ('o') and target ``xt (Nt, 2)`` ('x') points over the input
+    plane, coloured by their class ``ys``/``yt``; axes labelled x1, x2, equal aspect."""
+    import numpy as np
+
+    cmap = plt.get_cmap("tab10")
+    for x, y, marker in ((xs, ys, "o"), (xt, yt, "x")):
+        x, y = np.asarray(x), np.asarray(y)
+        ax.scatter(x[:, 0], x[:, 1], color=cmap(y % 10), marker=marker, s=point_size,
+                   linewidths=0.7 if marker == "x" else 0, alpha=0.6)
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_xlabel("input x1", fontsize=8)
+    ax.set_ylabel("input x2", fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
+def plot_toy_problems(problems: dict, *, title: str | None = None, domain_names=("source", "target")):
+    """One panel per toy problem (``problems``: name -> dict with ``xs (N, 2)``, ``ys (N,)``,
+    ``xt (N, 2)``, ``yt (N,)`` and optionally ``caption``), the source and target points
+    over the input plane."""
+    import numpy as np
+
+    names = list(problems)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        p = problems[name]
+        draw_toy_points(ax, p["xs"], p["ys"], p["xt"], p["yt"])
+        ax.set_title(name + (f"\n{p['caption']}" if p.get("caption") else ""), fontsize=9)
+        ax.grid(alpha=0.3)
+    classes = np.concatenate([np.asarray(problems[n]["ys"]) for n in names])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _figure_legend(fig, _legend_handles(classes, domain_names))
+    return fig
 
 
 def draw_feature_pca(ax, embedding, classes, domains, *, title: str | None = None, point_size: float = 8.0):
@@ -26,12 +77,12 @@ def draw_feature_pca(ax, embedding, classes, domains, *, title: str | None = Non
 
     e, classes, domains = np.asarray(embedding), np.asarray(classes), np.asarray(domains)
     cmap = plt.get_cmap("tab10")
-    for d, marker in enumerate("ox"):
+    for d, marker in enumerate(DOMAIN_MARKERS):
         sel = domains == d
-        ax.scatter(e[sel, 0], e[sel, 1], color=cmap(classes[sel] % 10), marker=marker, s=point_size,
+        ax.scatter(e[sel, 0], e[sel, 1], color=cmap(classes[sel].astype(int) % 10), marker=marker, s=point_size,
                    linewidths=0.7 if marker == "x" else 0, alpha=0.6)
-    ax.set_xlabel("PC 1", fontsize=8)
-    ax.set_ylabel("PC 2", fontsize=8)
+    ax.set_xlabel("feature PC 1", fontsize=8)
+    ax.set_ylabel("feature PC 2", fontsize=8)
     ax.tick_params(labelsize=7)
     if title:
         ax.set_title(title, fontsize=9)
@@ -45,38 +96,37 @@ def draw_decision_boundary(ax, surface: dict, xs, ys, xt, yt, *, title: str | No
     coloured by their true class (target labels for display only)."""
     import numpy as np
 
-    cmap = plt.get_cmap("tab10")
     ax.contourf(surface["xx"], surface["yy"], surface["prob"], levels=np.linspace(0, 1, 11), cmap="RdBu_r",
                 alpha=0.25)
-    ax.contour(surface["xx"], surface["yy"], surface["prob"], levels=[0.5], colors="k", linewidths=1.2)
-    for x, y, marker in ((xs, ys, "o"), (xt, yt, "x")):
-        x, y = np.asarray(x), np.asarray(y)
-        ax.scatter(x[:, 0], x[:, 1], color=cmap(y % 10), marker=marker, s=point_size,
-                   linewidths=0.7 if marker == "x" else 0, alpha=0.6)
-    ax.set_aspect("equal", adjustable="box")
-    ax.tick_params(labelsize=7)
+    prob = np.asarray(surface["prob"])
+    if prob.min() < 0.5 < prob.max():  # no line where the predictor gives one class everywhere
+        ax.contour(surface["xx"], surface["yy"], prob, levels=[0.5], colors="k", linewidths=1.2)
+    draw_toy_points(ax, xs, ys, xt, yt, point_size=point_size)
     if title:
         ax.set_title(title, fontsize=9)
 
 
 def plot_toy_modes(rows: dict, *, title: str | None = None, domain_names=("source", "target")):
     """One row per training mode, two panels each: left the PCA of the learned features,
-    right the decision boundary over the input plane.
+    right the decision boundary over the input plane (shading: the predicted probability of
+    class 1, blue 0 to red 1).
 
     ``rows``: label -> dict with ``embedding (N, 2)``, ``classes (N,)``, ``domains (N,)``
     (for the left panel) and ``surface``, ``xs``, ``ys``, ``xt``, ``yt`` (right panel), and
-    optionally ``caption`` (text added to both panel titles, e.g. the accuracies)."""
+    optionally ``caption`` (a line under the row's titles, e.g. the accuracies)."""
+    import numpy as np
+
     labels = list(rows)
-    fig, axes = plt.subplots(len(labels), 2, figsize=(9.0, 3.6 * len(labels)), squeeze=False)
+    fig, axes = plt.subplots(len(labels), 2, figsize=(9.0, 3.7 * len(labels) + 0.6), squeeze=False)
     for r, label in enumerate(labels):
         row = rows[label]
         caption = f"\n{row['caption']}" if row.get("caption") else ""
         draw_feature_pca(axes[r][0], row["embedding"], row["classes"], row["domains"],
                          title=f"{label}: features G_f(x), PCA{caption}")
         draw_decision_boundary(axes[r][1], row["surface"], row["xs"], row["ys"], row["xt"], row["yt"],
-                               title=f"{label}: decision boundary{caption}")
-    _domain_legend(axes[0][0], row["classes"], domain_names)
+                               title=f"{label}: decision boundary over the inputs{caption}")
+    classes = np.concatenate([np.asarray(rows[k]["classes"]) for k in labels])
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=10)
+    _figure_legend(fig, _legend_handles(classes, domain_names, boundary=True))
     return fig
