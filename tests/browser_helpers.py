@@ -25,9 +25,10 @@ NOTEBOOKS = sorted(PROJECT.glob("notebooks/[0-9][0-9]_*.ipynb"))
 # Where screenshots and server logs are kept for a person to look at (git-ignored).
 ARTIFACTS = PROJECT / ".tmp" / "browser"
 
-# Environment variables that send the notebooks' outputs elsewhere; `make test` sets the first
-# two. A run "as from a clone" must not have them: the notebooks' own defaults decide.
-OUTPUT_VARS = ("DANNLIB_FIGURES", "DANNLIB_RESULTS", "DANNLIB_CACHE")
+# Environment variables that send the notebooks' outputs elsewhere (figures, records, derived
+# data, the run store); `make test` sets the first two. A run "as from a clone" must not have
+# them: the notebooks' and dannlib's own defaults decide.
+OUTPUT_VARS = ("DANNLIB_FIGURES", "DANNLIB_RESULTS", "DANNLIB_CACHE", "DANNLIB_STORE")
 # Names a notebook takes from its parameters cell; a literal assignment to one of them in any
 # other cell overrides what the reader set (DANNLIB_PROFILE, or the parameters cell itself).
 PARAMETER_NAMES = ("profile", "seeds", "methods", "figures_dir", "results_dir", "data_root")
@@ -108,37 +109,42 @@ def listing(root: Path, subdirs=(".",)) -> dict[str, tuple[int, int]]:
 def real_tree(stem: str) -> dict[str, tuple[int, int]]:
     """The listing of this checkout's figures/, results/ and notebooks/ that a run of notebook
     ``stem`` in a clone must leave alone. Under CI (nothing else runs) all of it; in a shared
-    development tree, where other people's runs write there too, the entries that name the
-    notebook or lie under results/smoke/."""
+    development tree, where other people's runs and edits write there too, the entries of
+    figures/ and results/ that name the notebook or lie under results/smoke/."""
     full = listing(PROJECT, ("figures", "results", "notebooks"))
     if os.environ.get("CI"):
         return full
-    return {p: v for p, v in full.items() if stem in p or p.startswith("results/smoke/")}
+    return {p: v for p, v in full.items()
+            if not p.startswith("notebooks/") and (stem in p or p.startswith("results/smoke/"))}
 
 
 def footprint_problems(clone: Path, stem: str, clone_before: dict, real_before: dict,
                        parent_before: list[str], also_allowed=()) -> list[str]:
-    """What is wrong with where a run of notebook ``stem`` in ``clone`` wrote, given listings
-    taken before it: it must have written figures under the clone's figures/<stem>/ and records
-    under its results/smoke/ (all of profile smoke), nothing else in the clone (apart from
-    ``also_allowed`` prefixes), nothing in this checkout (real_tree) and nothing beside the
-    clone. An empty list when all is well."""
+    """What is wrong with where a smoke-profile run of notebook ``stem`` in ``clone`` wrote,
+    given listings taken before it. It must have written figures under the clone's
+    figures/<stem>/ and something under its results/ (records, stored runs), nothing of the
+    quick or paper profiles (results/quick/, results/paper/), records of profile smoke only,
+    nothing else in the clone (apart from ``also_allowed`` prefixes), nothing in this checkout
+    (real_tree) and nothing beside the clone. An empty list when all is well."""
     problems = []
     new = changed(clone_before, listing(clone))
     figures = [p for p in new if p.startswith(f"figures/{stem}/") and p.endswith(".png")]
-    records = [p for p in new if p.startswith("results/smoke/")]
+    results = [p for p in new if p.startswith("results/")]
     if not figures:
         problems.append(f"no figure written under the clone's figures/{stem}/ (changed in the clone: {new})")
-    if not records:
-        problems.append(f"no record written under the clone's results/smoke/ (changed in the clone: {new})")
-    for p in records:
-        if p.endswith(".jsonl"):
+    if not results:
+        problems.append(f"nothing written under the clone's results/ (changed in the clone: {new})")
+    other_profiles = [p for p in results if p.startswith(("results/quick/", "results/paper/"))]
+    if other_profiles:
+        problems.append(f"a smoke run wrote outputs of another profile: {other_profiles}")
+    for p in results:
+        if p.startswith("results/smoke/") and p.endswith(".jsonl"):
             profiles = {json.loads(line).get("profile") for line in (clone / p).read_text().splitlines() if line.strip()}
             if profiles != {"smoke"}:
                 problems.append(f"{p} holds records of profiles {sorted(map(str, profiles))}, not only smoke")
-    stray = outside(new, [f"figures/{stem}", "results/smoke", *also_allowed])
+    stray = outside(new, [f"figures/{stem}", "results", *also_allowed])
     if stray:
-        problems.append(f"files written in the clone outside figures/{stem}/ and results/smoke/: {stray}")
+        problems.append(f"files written in the clone outside figures/{stem}/ and results/: {stray}")
     real_changed = changed(real_before, real_tree(stem)) + sorted(set(real_before) - set(real_tree(stem)))
     if real_changed:
         problems.append(f"files of the original checkout {PROJECT} changed: {real_changed}")
