@@ -186,15 +186,23 @@ def is_known_stderr_noise(text: str) -> bool:
 
 def tidy_notebook(nb, name: str, parameters: dict, rules: Sequence[tuple[re.Pattern, str]]) -> None:
     """In place: papermill's metadata without paths, paths in outputs rewritten by
-    ``rules``, known stderr noise dropped, the injected cell tagged ``nbval-skip``."""
+    ``rules``, known stderr noise dropped, and the injected cell turned into a comment that
+    records the parameters of this execution (tagged ``nbval-skip``): it assigns nothing, so a
+    reader's Run All in JupyterLab takes the parameters cell (``$DANNLIB_PROFILE``, or its
+    default, the profile the committed notebooks carry) and nothing overrides it."""
     papermill_meta = nb.metadata.setdefault("papermill", {})
     papermill_meta["input_path"] = name
     papermill_meta["output_path"] = name
     papermill_meta["parameters"] = dict(parameters)
     for cell in nb.cells:
         tags = list(cell.metadata.get("tags", []))
-        if "injected-parameters" in tags and "nbval-skip" not in tags:
-            cell.metadata["tags"] = tags + ["nbval-skip"]
+        if "injected-parameters" in tags:
+            if "nbval-skip" not in tags:
+                cell.metadata["tags"] = tags + ["nbval-skip"]
+            cell.source = ("# Parameters of this execution (dannlib regenerate, papermill); the parameters cell "
+                           "above sets them for a run of your own:\n"
+                           + "\n".join(f"#   {k} = {v!r}" for k, v in parameters.items()))
+            cell.outputs = []
         if cell.cell_type != "code":
             continue
         kept = []
