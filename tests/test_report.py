@@ -74,3 +74,18 @@ def test_report_finds_results_from_any_folder(tmp_path):
                          env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert f"Profile `{profile}`" in out.stdout
+
+
+def test_negative_or_empty_seeds_are_refused_up_front(tmp_path):
+    """--seeds=-1 used to be accepted (notebook 01 recorded seed -1, notebook 02 failed late in
+    its kernel): now every command refuses it before any notebook or run starts."""
+    from dannlib.plan import parse_seeds
+
+    with pytest.raises(ValueError, match=">= 0"):
+        parse_seeds("-1")
+    with pytest.raises(ValueError, match="at least one"):
+        parse_seeds(",")
+    for cmd in (["regenerate", "--only", "01"], ["sweep", "--only", "01", "--dry-run"]):
+        out = subprocess.run([sys.executable, "-m", "dannlib", *cmd, "--seeds=-1"], cwd=tmp_path,
+                             capture_output=True, text=True)
+        assert out.returncode == 2 and ">= 0" in out.stderr, (cmd, out.stderr)
