@@ -189,6 +189,7 @@ def test_committed_notebook_renders_in_jupyterlab(browser, project_lab, shots, n
     code = H.code_cells(nb)
     n_outputs = sum(len(c.get("outputs", [])) for c in code)
     n_images = H.image_outputs(nb)
+    draws = [i for i, c in enumerate(code) if re.search(r"\bsave_figure\(|\bplt\.show\(", H.source(c))]
 
     page = _open(browser, project_lab, f"notebooks/{name}")
     try:
@@ -205,6 +206,8 @@ def test_committed_notebook_renders_in_jupyterlab(browser, project_lab, shots, n
 
     assert not seen["dialogs"], f"JupyterLab showed a dialog: {seen['dialogs']}"
     assert seen["code_cells"] == len(code)
+    if draws:  # a reader opening the notebook sees its figures without running it
+        assert n_images > 0, f"code cells {draws} draw figures but the committed notebook stores none (not run?)"
     if n_outputs:
         assert seen["outputs"] > 0, "the stored outputs are not shown"
     assert seen["images"] == n_images, f"{seen['images']} figures shown, the notebook stores {n_images}"
