@@ -44,7 +44,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install $(TORCH_SPEC)
-	$(VPY) -m pip install -e ".[test]"
+	$(VPY) -m pip install -e ".[test,dask]"
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  echo "make install: no Chromium here, so tests/test_browser.py will skip (CI installs it: apt-get install chromium)"
 	touch $@
