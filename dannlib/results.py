@@ -198,15 +198,18 @@ def paired_differences(records: list[dict], metric: str, baseline: str, by: str 
 def describe_difference(row: dict, digits: int = 3) -> tuple[str, str]:
     """A :func:`paired_differences` row in words: ``(verdict, text)``. ``verdict`` is
     "higher" or "lower" when every seed's difference has that sign and the mean exceeds the
-    seed-to-seed spread, "unclear" otherwise, "one seed" for n = 1 and "none" for n = 0;
-    ``text`` is ``"+0.123 ± 0.045 over 3 seeds (3 of 3 positive)"``."""
+    seed-to-seed spread, "equal" when every difference is zero, "unclear" otherwise, "one
+    seed" for n = 1 and "none" for n = 0; ``text`` is e.g.
+    ``"+0.123 ± 0.045 over 3 seeds (3 up, 0 down)"``."""
     n, diffs = row["n"], row["diffs"]
     if n == 0:
         return "none", "no seed where both ran ok"
     if n == 1:
         return "one seed", f"{diffs[0]:+.{digits}f} on a single seed (no spread)"
-    pos = sum(d > 0 for d in diffs)
-    text = f"{row['mean']:+.{digits}f} ± {row['std']:.{digits}f} over {n} seeds ({pos} of {n} positive)"
-    if abs(row["mean"]) > row["std"] and pos in (0, n):
+    up, down = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    text = f"{row['mean']:+.{digits}f} ± {row['std']:.{digits}f} over {n} seeds ({up} up, {down} down)"
+    if up == down == 0:
+        return "equal", text
+    if abs(row["mean"]) > row["std"] and n in (up, down):
         return ("higher" if row["mean"] > 0 else "lower"), text
     return "unclear", text

@@ -30,6 +30,8 @@ def test_describe_difference_verdicts():
     assert describe_difference(mixed)[0] == "unclear"
     one = _rows([("base", 0, 0.5), ("new", 0, 0.7)])[0]
     assert describe_difference(one)[0] == "one seed"
+    same = _rows([("base", 0, 0.5), ("base", 1, 0.6), ("new", 0, 0.5), ("new", 1, 0.6)])[0]
+    assert describe_difference(same)[0] == "equal"
     none = _rows([("base", 0, 0.5), ("new", 1, 0.7)])[0]
     assert describe_difference(none)[0] == "none"
 
