@@ -197,3 +197,95 @@ def test_iimt_channels_last_experiment_gives_the_same_training():
         plain.step(xs, ys, xt, step / 3)
     for (name, p), q in zip(fast.nets[0].named_parameters(), plain.nets[0].parameters()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+
+
+# -- bench sweep: processes against threads ---------------------------------------------------
+def _sweep_record(tmp_path, *extra):
+    out = tmp_path / "sweep.json"
+    threads = torch.get_num_threads()
+    rc = bench.main(["sweep", "--data", "toy", "--runs", "2", "--steps", "4", "--cores", "2",
+                     "--tmp-dir", str(tmp_path), "--out", str(out), "--no-progress", *extra])
+    assert rc == 0
+    assert torch.get_num_threads() == threads  # the thread setting is restored
+    return json.loads(out.read_text())
+
+
+def _check_sweep_numbers(rec, k):
+    """Every number of the record follows from the recorded wall times."""
+    for name, q in rec["variants"].items():
+        secs = [r["variants"][name]["wall_seconds"] for r in rec["rounds"]]
+        assert q["runs_per_minute_each_round"] == pytest.approx([k * 60 / s for s in secs])
+        assert q["runs_per_minute"] == pytest.approx(statistics.median(k * 60 / s for s in secs))
+    for a, b in (("processes", "threads"), ("processes", "serial"), ("threads", "serial")):
+        rpm = lambda n: rec["variants"][n]["runs_per_minute"]
+        assert rec["ratios"][f"{a}_over_{b}"] == pytest.approx(rpm(a) / rpm(b))
+        assert rec["ratios"][f"{a}_over_{b}_each_round"] == pytest.approx(
+            [rb["variants"][b]["wall_seconds"] / rb["variants"][a]["wall_seconds"] for rb in rec["rounds"]])
+
+
+def test_sweep_mode_trains_the_same_runs_three_ways(tmp_path):
+    """``bench sweep`` (real worker processes, toy-sized runs): each variant's fresh store ends
+    with the same K finished runs (the keys of the specs asked for), trained at the thread
+    count the variant claims (1 per worker process, 2 in-process, 1 in-process); the record
+    holds the machine, the load averages, the command and ratios computed from its times."""
+    rec = _sweep_record(tmp_path, "--repeats", "1")
+    expected = sorted(s.key for s in bench.sweep_specs("toy", 2, 4))
+    assert sorted(rec["settings"]["keys"]) == expected and rec["complete"] is True
+    (rnd,) = rec["rounds"]
+    assert rnd["order"] == ["processes", "threads", "serial"]
+    for name, threads in (("processes", 1), ("threads", 2), ("serial", 1)):
+        v = rnd["variants"][name]
+        assert v["keys"] == expected, name
+        assert v["run_torch_threads"] == [threads, threads], name
+        assert v["workers"] == (2 if name == "processes" else 1)
+        assert v["wall_seconds"] > 0 and len(v["final_acc"]) == 2
+    # the same seeds with one thread give the same runs, in a worker process or in this one
+    assert rnd["variants"]["processes"]["final_acc"] == rnd["variants"]["serial"]["final_acc"]
+    _check_sweep_numbers(rec, 2)
+    assert rec["machine"]["cpu_count"] and "bench sweep" in rec["command"]
+    assert len(rec["load_average"]["start"]) == 3 and len(rec["load_average"]["end"]) == 3
+    assert not list(tmp_path.glob("bench-sweep-*"))  # the temporary stores are gone
+
+
+def test_sweep_mode_interleaves_rounds_and_takes_medians(tmp_path, monkeypatch):
+    """Several rounds (here with the sweep trained in this process, to stay fast): the order of
+    the variants rotates round by round, and the medians and ratios are the recorded ones."""
+    import dannlib.sweep
+
+    real = dannlib.sweep.ensure
+
+    def in_process(specs, **kw):
+        out = real(specs, **{**kw, "workers": 1})
+        in_process.last_summary = real.last_summary
+        return out
+
+    monkeypatch.setattr(dannlib.sweep, "ensure", in_process)
+    rec = _sweep_record(tmp_path, "--repeats", "3")
+    assert [r["order"][0] for r in rec["rounds"]] == ["processes", "threads", "serial"]
+    assert all(sorted(r["order"]) == sorted(bench.SWEEP_VARIANTS) for r in rec["rounds"])
+    assert len(rec["load_average"]["after_each_round_1min"]) == 3
+    _check_sweep_numbers(rec, 2)
+
+
+def test_sweep_mode_fails_when_a_variant_leaves_runs_out(tmp_path, monkeypatch):
+    """A variant whose store does not end with all K runs is an error, not a fast variant."""
+    import dannlib.sweep
+
+    real = dannlib.sweep.ensure
+
+    def drops_one(specs, **kw):
+        out = real(specs[:-1], **{**kw, "workers": 1})
+        drops_one.last_summary = real.last_summary
+        return out
+
+    monkeypatch.setattr(dannlib.sweep, "ensure", drops_one)
+    with pytest.raises(RuntimeError, match="1 finished runs"):
+        _sweep_record(tmp_path, "--repeats", "1")
+    assert not (tmp_path / "sweep.json").exists()
+
+
+def test_sweep_mode_bad_arguments_exit_2(tmp_path, capsys):
+    for bad in (["--runs", "0"], ["--cores", "1"], ["--steps", "-3"]):
+        assert bench.main(["sweep", "--data", "toy", *bad, "--out", str(tmp_path / "x.json")]) == 2
+        assert bad[0] in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
