@@ -1,0 +1,324 @@
+"""The sweep (dannlib.sweep): local worker processes give the records of in-process
+training; a worker killed mid-sweep has its runs retried; a sweep killed outright leaves no
+half-written run and a rerun completes it with the same numbers; Ctrl-C ends with a summary
+and exit 130; the ``sweep`` command's options. Toy runs of a few hundred steps on a temporary
+store; the subprocesses run a small script (``_SCRIPT``) that sweeps a custom list of runs."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import psutil
+import pytest
+
+from dannlib.__main__ import main as cli_main
+from dannlib.store import RunSpec, Store, toy_data
+from dannlib.sweep import ensure
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_SCRIPT = textwrap.dedent('''
+    """Sweep a custom list of toy runs into a store: python sweep_toys.py STORE N STEPS WORKERS."""
+    import json, sys
+    from pathlib import Path
+
+    from dannlib.store import RunSpec, Store, toy_data
+    from dannlib.sweep import ensure
+    from dannlib.utils import configure_threads
+
+
+    def specs(n, steps):
+        data = toy_data("blobs", n=300, seed=0)
+        return [RunSpec.make("dann", data, seed, network="toy", steps=steps, batch_size=32, eval_every=steps // 3)
+                for seed in range(n)]
+
+
+    if __name__ == "__main__":   # spawned workers import this file: nothing runs at import
+        configure_threads(1)
+        root, n, steps, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+        todo = specs(n, steps)
+        Path(root).mkdir(parents=True, exist_ok=True)
+        (Path(root) / "specs.json").write_text(json.dumps([s.payload() for s in todo]))
+        out = ensure(todo, store=Store(root), workers=workers, progress=False)
+        s = ensure.last_summary
+        print("SUMMARY " + json.dumps({"found": s.found, "trained": s.trained, "failed": s.failed,
+                                       "not_started": s.not_started, "ok": len(out)}), flush=True)
+''')
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(DANNLIB_PROGRESS="0", DANNLIB_THREADS="1", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def script(tmp_path) -> Path:
+    path = tmp_path / "sweep_toys.py"
+    path.write_text(_SCRIPT)
+    return path
+
+
+def _specs_of(root: Path) -> list[RunSpec]:
+    payloads = json.loads((root / "specs.json").read_text())
+    return [RunSpec(p["method"], p["config"], p["data"], p["seed"], p["monitor_size"]) for p in payloads]
+
+
+def _finished(root: Path) -> list[Path]:
+    return sorted(root.glob("*/*.json"))
+
+
+def _check_store(root: Path, specs: list[RunSpec]) -> dict[RunSpec, object]:
+    """Every finished file in the store parses, is one of ``specs`` (the key in its name and
+    inside it is its spec's key), and reads back without a warning; leftovers of killed
+    writers are hidden temporary files, never taken for runs. Returns the stored runs."""
+    by_key = {s.key: s for s in specs}
+    store = Store(root)
+    runs = {}
+    for path in _finished(root):
+        blob = json.loads(path.read_text())            # never a half-written file
+        spec = by_key[path.stem]
+        assert blob["key"] == spec.key and blob["spec"] == spec.payload(), path
+        assert path.with_suffix(".pt").is_file(), f"{path} is finished but its weights are missing"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            runs[spec] = store.get(spec)
+        assert runs[spec] is not None and runs[spec].status == "ok"
+    for path in root.glob("*/*"):
+        if path.name.startswith("."):
+            assert path.suffix in (".tmp", ".pt"), path   # a killed writer's temporary file
+        else:
+            assert path.stem in by_key and path.suffix in (".json", ".pt"), path
+    assert {s for s in specs if store.get(s) is not None} == set(runs)
+    return runs
+
+
+def _numbers(run) -> dict:
+    return {"final": {k: v for k, v in run.final.items() if k != "seconds"}, "history": run.history}
+
+
+def _assert_same_numbers(a, b) -> None:
+    na, nb = _numbers(a), _numbers(b)
+    assert na["final"].keys() == nb["final"].keys()
+    for k, v in na["final"].items():
+        assert v == (pytest.approx(nb["final"][k], rel=1e-6, abs=1e-9) if isinstance(v, float) else nb["final"][k]), k
+    assert len(na["history"]) == len(nb["history"])
+    for ra, rb in zip(na["history"], nb["history"]):
+        assert ra.keys() == rb.keys()
+        for k, v in ra.items():
+            assert v == (pytest.approx(rb[k], rel=1e-6, abs=1e-9) if isinstance(v, float) else rb[k]), (ra["step"], k)
+
+
+def _start(script: Path, root: Path, n: int, steps: int, workers: int = 2) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(script), str(root), str(n), str(steps), str(workers)],
+                            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _workers(proc: subprocess.Popen) -> list[psutil.Process]:
+    """The spawned worker processes of a sweep (not multiprocessing's resource tracker)."""
+    out = []
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                out.append(child)
+        except psutil.Error:
+            pass
+    return out
+
+
+def _wait_for(cond, proc: subprocess.Popen, timeout: float = 120.0, what: str = ""):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = cond()
+        if value:
+            return value
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the sweep ended before {what} (rc {proc.returncode}):\n{out}\n{err}")
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _summary(stdout: str) -> dict:
+    (line,) = [ln for ln in stdout.splitlines() if ln.startswith("SUMMARY ")]
+    return json.loads(line[len("SUMMARY "):])
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the sweep and every process under it (a no-op once it has ended)."""
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    for p in children:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+    psutil.wait_procs(children, timeout=10)
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+# -- local processes vs in-process -----------------------------------------------------------------
+@pytest.mark.slow
+def test_local_workers_give_the_records_of_in_process_training(tmp_path):
+    data = toy_data("blobs", n=80, seed=0)
+    specs = [RunSpec.make(m, data, seed, network="toy", steps=40, batch_size=16, eval_every=10)
+             for m, seed in (("dann", 0), ("dann", 1), ("source_only", 0))]
+    serial = ensure(specs, store=Store(tmp_path / "one"), workers=1, progress=False)
+    assert ensure.last_summary.trained == 3
+    parallel = ensure(specs, store=Store(tmp_path / "two"), workers=2, progress=False)
+    s = ensure.last_summary
+    assert (s.trained, s.found, s.failed, s.not_started) == (3, 0, [], 0)
+    assert list(serial) == list(parallel) == specs
+    for spec in specs:
+        assert parallel[spec].path.parent.parent == tmp_path / "two"
+        _assert_same_numbers(serial[spec], parallel[spec])
+        assert len(serial[spec].history) == 4 and serial[spec].final["steps"] == 40
+        assert serial[spec].final["target_acc"] == parallel[spec].final["target_acc"]
+        a, b = serial[spec].load_modules()["net"], parallel[spec].load_modules()["net"]
+        for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+            assert va.shape == vb.shape and (va - vb).abs().max().item() <= 1e-6, k
+    # the runs differ from each other: the comparison is not vacuous
+    assert serial[specs[0]].history != serial[specs[1]].history
+
+
+# -- kills ----------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_killed_worker_has_its_runs_retried(tmp_path, script):
+    root = tmp_path / "store"
+    proc = _start(script, root, n=4, steps=200)
+    try:
+        _wait_for(lambda: _finished(root), proc, what="the first finished run")
+        victims = _wait_for(lambda: [w for w in _workers(proc) if w.is_running()], proc, what="a worker")
+        victims[0].kill()                                   # SIGKILL, mid-sweep
+        out, err = proc.communicate(timeout=180)
+    finally:
+        _kill_tree(proc)
+    assert proc.returncode == 0, err
+    assert "sweep: retrying dann seed" in err and "its worker process died" in err, err
+    summary = _summary(out)
+    assert summary["failed"] == [] and summary["ok"] == 4 and summary["trained"] == 4, summary
+    specs = _specs_of(root)
+    runs = _check_store(root, specs)
+    assert set(runs) == set(specs) and all(r.final["steps"] == 200 for r in runs.values())
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_outright_leaves_no_partial_run_and_a_rerun_completes_it(tmp_path, script):
+    root = tmp_path / "store"
+    proc = _start(script, root, n=4, steps=200)
+    try:
+        _wait_for(lambda: _finished(root), proc, what="the first finished run")
+        assert _workers(proc), "the runs should be in flight in worker processes"
+    finally:
+        _kill_tree(proc)                                    # SIGKILL the parent and its workers
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+    specs = _specs_of(root)
+    before = _check_store(root, specs)
+    assert 1 <= len(before) < len(specs), f"{len(before)} of {len(specs)} runs finished before the kill"
+
+    rerun = ensure(specs, store=Store(root), workers=1, progress=False)   # the rerun, in this process
+    summary = ensure.last_summary
+    assert summary.failed == [] and len(rerun) == 4
+    assert summary.found >= len(before) and summary.found + summary.trained == 4, summary
+    after = _check_store(root, specs)
+    assert set(after) == set(specs)
+    for spec, run in before.items():                      # finished runs were kept, not retrained
+        assert after[spec].seconds == run.seconds and after[spec].final == run.final
+
+    reference = ensure(specs, store=Store(tmp_path / "reference"), workers=1, progress=False)
+    for spec in specs:
+        _assert_same_numbers(after[spec], reference[spec])
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_with_a_summary_and_exit_130_keeping_finished_runs(tmp_path):
+    store, results = tmp_path / "store", tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "dannlib", "sweep", "--profile", "smoke", "--only", "01",
+                             "--seeds", "0,1", "--workers", "2", "--store", str(store)], cwd=ROOT,
+                            env=_env(DANNLIB_RESULTS=str(results), DANNLIB_PROGRESS="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for(lambda: _finished(store), proc, what="the first finished run")
+        os.killpg(proc.pid, signal.SIGINT)                  # Ctrl-C: the whole process group
+        out, err = proc.communicate(timeout=60)
+    finally:
+        _kill_tree(proc)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    (interrupted,) = [ln for ln in err.splitlines() if ln.startswith("sweep interrupted: ")]
+    assert "16 runs: 0 found in the store" in interrupted and "rerun to continue" in interrupted
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("sweep [smoke]: 16 runs: 0 found in the store, "), out
+    record = json.loads((results / "smoke" / "sweep.json").read_text())
+    assert record["total"] == 16 and record["failed"] == [] and record["trained"] < 16
+    assert f"{record['trained']} trained" in last
+    from dannlib.plan import plan_specs
+
+    specs = plan_specs("01", "smoke", [0, 1])
+    kept = _check_store(store, specs)
+    assert max(1, record["trained"]) <= len(kept) < 16, "finished runs are kept, the rest were stopped"
+
+
+# -- the command's options ---------------------------------------------------------------------
+def test_sweep_help_documents_the_options():
+    out = subprocess.run([sys.executable, "-m", "dannlib", "sweep", "--help"], cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    for opt in ("--profile", "--only", "--workers", "--scheduler", "--time-limit", "--store", "--dry-run",
+                "--recompute", "--seeds"):
+        assert opt in text, opt
+    assert "{smoke,quick,paper}" in text or "smoke" in text
+    assert "tcp://HOST:PORT" in text and "MINUTES" in text and "130 interrupted" in text
+
+
+def test_time_limit_zero_starts_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DANNLIB_RESULTS", str(tmp_path / "results"))
+    store = tmp_path / "store"
+    rc = cli_main(["sweep", "--profile", "smoke", "--only", "01", "--workers", "2", "--time-limit", "0",
+                   "--store", str(store)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "16 runs: 0 found in the store, 0 trained, 0 failed, 16 not started (time limit)" in out
+    assert not _finished(store)
+    record = json.loads((tmp_path / "results" / "smoke" / "sweep.json").read_text())
+    assert record["not_started"] == 16 and record["trained"] == 0
+    # in this process too (workers=1) the limit is honoured
+    from dannlib.plan import plan_specs
+
+    out = ensure(plan_specs("01", "smoke"), store=Store(store), workers=1, time_limit=0, progress=False)
+    assert out == {} and ensure.last_summary.not_started == 16 and not _finished(store)
+
+
+def test_dry_run_lists_the_missing_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DANNLIB_RESULTS", str(tmp_path / "results"))
+    from dannlib.plan import plan_specs
+
+    specs = plan_specs("01", "smoke")
+    store = tmp_path / "store"
+    ensure(specs[:3], store=Store(store), workers=1, progress=False)
+    rc = cli_main(["sweep", "--profile", "smoke", "--only", "01", "--store", str(store), "--dry-run",
+                   "--workers", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "16 runs, 13 to train" in out and str(store) in out
+    listed = [ln.split()[-1] for ln in out.splitlines() if ln.startswith("  ")]
+    assert listed == [s.key for s in specs[3:]]
+    assert len(_finished(store)) == 3 and not (tmp_path / "results" / "smoke" / "sweep.json").exists()
