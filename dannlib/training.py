@@ -330,7 +330,9 @@ def fit(method: Method, source: Domain, target: Domain | None, *, steps: int, ba
     one :class:`RunResult` per seed of the method.
 
     Every ``eval_every`` steps (default: 20 records per run) it logs, per seed, the mean
-    losses since the last record, the schedule values and the accuracy on the first
+    losses since the last record, the schedule values the logged step used (computed at
+    ``(step - 1) / steps``; the record's ``p`` is the progress after it, ``step / steps``) and
+    the accuracy on the first
     ``monitor_size`` samples of each evaluation set (monitoring curves only: nothing is
     selected on them). At the end it evaluates each set in full; ``final`` holds those
     numbers, which are the ones to report. A non-finite loss marks that seed ``diverged``
