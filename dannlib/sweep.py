@@ -203,6 +203,7 @@ def _run_local(phase, store, workers, data_root, summary, deadline, bar, max_att
                         try:
                             fut = pool.submit(_worker_compute, _payload(spec), root, droot, 1)
                         except cf.process.BrokenProcessPool:  # a worker died since the last wait
+                            print("sweep: a worker process died; continuing in a new pool", file=sys.stderr)
                             pending.insert(0, spec)
                             broken = True
                             break

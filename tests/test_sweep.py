@@ -198,6 +198,36 @@ def test_local_workers_give_the_records_of_in_process_training(tmp_path):
     assert serial[specs[0]].history != serial[specs[1]].history
 
 
+def test_a_pool_broken_between_two_waits_does_not_end_the_sweep(tmp_path, monkeypatch, capsys):
+    """A worker that dies after one wait and before the next submit makes ``submit`` raise
+    BrokenProcessPool (not a future's result): its runs go on in a new pool. Thread pools
+    stand in for the process pools here (no spawn; the same store and numbers)."""
+    import concurrent.futures as cf
+
+    made = []
+
+    class FlakyPool(cf.ThreadPoolExecutor):
+        def __init__(self, max_workers, mp_context=None, initializer=None):
+            super().__init__(max_workers)
+            made.append(self)
+            self.submitted = 0
+
+        def submit(self, fn, *args, **kwargs):
+            self.submitted += 1
+            if len(made) == 1 and self.submitted == 2:
+                raise cf.process.BrokenProcessPool("A child process terminated abruptly")
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(cf, "ProcessPoolExecutor", FlakyPool)
+    data = toy_data("blobs", n=60, seed=0)
+    specs = [RunSpec.make("dann", data, seed, network="toy", steps=10, batch_size=8) for seed in range(3)]
+    out = ensure(specs, store=Store(tmp_path), workers=2, progress=False)
+    s = ensure.last_summary
+    assert (s.trained, s.failed, s.not_started) == (3, [], 0) and list(out) == specs
+    assert len(made) == 2, "the broken pool is replaced by a new one"
+    assert "worker process died" in capsys.readouterr().err
+
+
 # -- kills ----------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_killed_worker_has_its_runs_retried(tmp_path, script):
@@ -211,7 +241,9 @@ def test_a_killed_worker_has_its_runs_retried(tmp_path, script):
     finally:
         _kill_tree(proc)
     assert proc.returncode == 0, err
-    assert "sweep: retrying dann seed" in err and "its worker process died" in err, err
+    # the runs in flight are retried (or, had none been in flight, the pool is replaced)
+    assert "sweep: retrying dann seed" in err or "continuing in a new pool" in err, err
+    assert "worker process died" in err, err
     summary = _summary(out)
     assert summary["failed"] == [] and summary["ok"] == 4 and summary["trained"] == 4, summary
     specs = _specs_of(root)
