@@ -98,6 +98,7 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
                 f"(about {est / 60:.0f} min on a 2-core CPU with {workers} worker(s)). Compute them first"
                 + (f": {hint}" if hint else "") + ", or pass train_missing=True.")
     summary = SweepSummary(total=len(specs), found=len(specs) - len([s for s in missing if s in specs]))
+    ensure.last_summary = summary
     start = time.monotonic()
     deadline = None if time_limit is None else start + time_limit
     try:
