@@ -35,7 +35,8 @@ def metric_table(records, keys, metric, *, digits=3, published: bool = True) -> 
     for g in aggregate(records, metric, keys):
         row = [*(g[k] for k in keys), format_cell(g["mean"], g["std"], g["n"], digits), g["failed"]]
         if published:
-            exp = EXPERIMENT_OF_PAIR.get(g.get("pair")) or g.get("toy") or "mnist->mnist_m"
+            pair = g.get("pair")
+            exp = EXPERIMENT_OF_PAIR.get(pair) if pair is not None else (g.get("toy") or "mnist->mnist_m")
             row.append(published_text(exp, g.get("method"), digits))
         rows.append(row)
     return _table(header, rows)

@@ -63,7 +63,8 @@ def plot_method_curves(histories: dict, keys, *, x: str = "step", title: str | N
 
     keys = list(keys)
     labels = labels or {}
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.9 * len(keys), 3.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(max(6.5, 3.9 * len(keys)), 3.3 if len(keys) > 1 else 4.0),
+                             squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for m_i, (name, hist) in enumerate(histories.items()):
         df = pd.DataFrame(hist)
