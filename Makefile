@@ -1,7 +1,9 @@
 # dann-study: from a fresh clone to every figure.
 #
-#   make figures                 regenerate every figure (profile quick, minutes per notebook on a CPU)
-#   make figures PROFILE=paper   the papers' recipes (>= 5 seeds, for a GPU) into .tmp/paper/ (IN_PLACE=1: in place)
+#   make figures                 train the missing runs (sweep), then regenerate every figure (profile quick)
+#   make figures PROFILE=paper   the papers' step counts (5 seeds on headline rows; hours of CPU) into .tmp/paper/
+#                                (IN_PLACE=1: in place)
+#   make sweep PROFILE=paper     only train the missing runs (resumable; WORKERS=N, TIME_LIMIT=minutes)
 #   make figures ONLY=01,03      only some notebooks (by number)
 #   make test                    unit tests + every notebook under nbval, smoke profile
 #   make report                  the results tables of results/$(PROFILE)/ (Markdown)
@@ -33,10 +35,10 @@ export DANNLIB_DATA
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install figures test bench report lab clean distclean
+.PHONY: help install figures sweep test bench report lab clean distclean
 
 help:
-	@sed -n '3,8p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# *//'
+	@sed -n '3,10p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# *//'
 
 install: $(STAMP)
 
@@ -54,6 +56,9 @@ $(STAMP): pyproject.toml
 # results/<profile>/ either way. Each notebook is a transaction (see python -m dannlib regenerate -h).
 figures: $(STAMP)
 	$(VPY) -m dannlib regenerate --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(IN_PLACE),--in-place)
+
+sweep: $(STAMP)
+	$(VPY) -m dannlib sweep --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(TIME_LIMIT),--time-limit $(TIME_LIMIT))
 
 # nbval runs each notebook with its folder as working directory, on this venv's Python
 # (--nbval-current-env), under the smoke profile; outputs are not compared (--nbval-lax).
