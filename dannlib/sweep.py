@@ -339,7 +339,8 @@ def run_from_args(args: argparse.Namespace) -> int:
           f"2-core CPU); store {store.root}" + (f"; removed {removed} partial file(s)" if removed else ""))
     if args.dry_run:
         for s in missing:
-            print(f"  {s.method:22s} seed {s.seed}  {s.config.get('steps')} steps  {s.key}")
+            steps = s.config.get("pretrain_steps") if s.method == "adda_pretrain" else s.config.get("steps")
+            print(f"  {s.method:22s} seed {s.seed}  {steps} steps  {s.key}")
         return 0
     summary = SweepSummary(total=len(specs))
     try:
