@@ -49,8 +49,9 @@ round (the order rotates): (a) ``processes``, ``workers=cores`` (one torch threa
 sweep's default); (b) ``threads``, ``workers=1`` after ``configure_threads(cores)``; (c)
 ``serial``, ``workers=1`` at one thread. A round times the whole ``ensure`` call (worker start-up
 and data loading included; the data caches are cleared first) and checks that the store ends
-with exactly the K runs asked for. Reported: runs/minute (median over rounds), the ratios a/b,
-a/c, b/c, the load averages and the command, in ``results/bench/bench-sweep-<data>.json``.
+with exactly the K runs asked for. Reported: runs/minute (median over rounds; also "in-run",
+from ``fit``'s own timer, without the once-per-worker start-up), the ratios a/b, a/c, b/c, the
+load averages and the command, in ``results/bench/bench-sweep-<data>.json``.
 
 Besides wall-clock seconds every round records the process's CPU seconds
 (``time.process_time``): with one intra-op thread, CPU time does not count the time the
@@ -753,18 +754,30 @@ def time_sweep(name: str, specs: list, cores: int, tmp_root: str, data_root) -> 
 
 def sweep_summary(rounds: list[dict], k: int) -> tuple[dict, dict]:
     """Per variant: median runs/minute over the rounds (and each round's); the ratios of the
-    medians (``a_over_b`` ...) and, per round, of the paired rounds."""
+    medians (``a_over_b`` ...) and, per round, of the paired rounds.
+
+    Beside the wall clock (``runs_per_minute``: what this sweep took), ``in_run_runs_per_minute``
+    leaves out what a longer sweep pays once per worker, not per run (process start-up, imports,
+    data loading) and the final evaluation and store writes: ``concurrency x 60 / mean seconds
+    inside a run`` (``fit``'s own timer: the steps and the periodic evaluations), ``concurrency``
+    = the runs trained at once (``min(workers, K)``). ``overhead_seconds``: wall seconds beyond
+    the in-run seconds (``wall - sum(run seconds) / concurrency``)."""
     per = {}
     for name in SWEEP_VARIANTS:
-        rpm = [k * 60 / r["variants"][name]["wall_seconds"] for r in rounds]
-        cpu = [r["variants"][name]["cpu_seconds"] for r in rounds]
+        vs = [r["variants"][name] for r in rounds]
+        rpm = [k * 60 / v["wall_seconds"] for v in vs]
+        inner = [min(v["workers"], k) * 60 / statistics.fmean(v["run_seconds"]) for v in vs]
         per[name] = {"runs_per_minute": statistics.median(rpm), "runs_per_minute_each_round": rpm,
-                     "cpu_seconds_per_run": statistics.median(cpu) / k}
+                     "in_run_runs_per_minute": statistics.median(inner), "in_run_runs_per_minute_each_round": inner,
+                     "overhead_seconds": statistics.median(
+                         v["wall_seconds"] - sum(v["run_seconds"]) / min(v["workers"], k) for v in vs),
+                     "cpu_seconds_per_run": statistics.median(v["cpu_seconds"] for v in vs) / k}
     ratios = {}
     for a, b in SWEEP_RATIOS:
-        ratios[f"{a}_over_{b}"] = per[a]["runs_per_minute"] / per[b]["runs_per_minute"]
-        ratios[f"{a}_over_{b}_each_round"] = [x / y for x, y in zip(per[a]["runs_per_minute_each_round"],
-                                                                   per[b]["runs_per_minute_each_round"])]
+        for unit, suffix in (("runs_per_minute", ""), ("in_run_runs_per_minute", "_in_run")):
+            ratios[f"{a}_over_{b}{suffix}"] = per[a][unit] / per[b][unit]
+            ratios[f"{a}_over_{b}{suffix}_each_round"] = [
+                x / y for x, y in zip(per[a][f"{unit}_each_round"], per[b][f"{unit}_each_round"])]
     return per, ratios
 
 
@@ -825,11 +838,13 @@ def sweep_main(argv: list[str]) -> int:
     for name, q in record["variants"].items():
         w, t = SWEEP_VARIANTS[name](cores)
         print(f"{name:<10} {w} process(es) x {t} thread(s): {q['runs_per_minute']:.2f} runs/min "
-              f"({q['cpu_seconds_per_run']:.1f} CPU s per run)")
+              f"(in-run {q['in_run_runs_per_minute']:.2f}; overhead {q['overhead_seconds']:.1f} s; "
+              f"{q['cpu_seconds_per_run']:.1f} CPU s per run)")
     q = record["ratios"]
     print(f"{k} runs x {steps} steps, {repeats} rounds, load {record['load_average']['start'][0]:.1f} -> "
-          f"{record['load_average']['end'][0]:.1f}: processes/threads {q['processes_over_threads']:.2f}, "
-          f"processes/serial {q['processes_over_serial']:.2f}, threads/serial {q['threads_over_serial']:.2f}")
+          f"{record['load_average']['end'][0]:.1f}: "
+          + ", ".join(f"{a}/{b} {q[f'{a}_over_{b}']:.2f} (in-run {q[f'{a}_over_{b}_in_run']:.2f})"
+                      for a, b in SWEEP_RATIOS))
     print(f"wrote {out}")
     return 0
 

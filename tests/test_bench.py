@@ -221,6 +221,13 @@ def _check_sweep_numbers(rec, k):
         assert rec["ratios"][f"{a}_over_{b}"] == pytest.approx(rpm(a) / rpm(b))
         assert rec["ratios"][f"{a}_over_{b}_each_round"] == pytest.approx(
             [rb["variants"][b]["wall_seconds"] / rb["variants"][a]["wall_seconds"] for rb in rec["rounds"]])
+        inner = lambda n: rec["variants"][n]["in_run_runs_per_minute"]
+        assert rec["ratios"][f"{a}_over_{b}_in_run"] == pytest.approx(inner(a) / inner(b))
+    for name, q in rec["variants"].items():  # in-run: runs at once x 60 / mean seconds inside a run
+        conc = [min(r["variants"][name]["workers"], k) for r in rec["rounds"]]
+        inner = [c * 60 * len(r["variants"][name]["run_seconds"]) / sum(r["variants"][name]["run_seconds"])
+                 for c, r in zip(conc, rec["rounds"])]
+        assert q["in_run_runs_per_minute"] == pytest.approx(statistics.median(inner))
 
 
 def test_sweep_mode_trains_the_same_runs_three_ways(tmp_path):
