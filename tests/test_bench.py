@@ -64,7 +64,7 @@ def test_record_ratios_are_the_ones_measured(tmp_path):
 def test_a_variant_that_skips_its_steps_is_an_error(tmp_path, monkeypatch):
     """If dannlib's loop did no work (here: fit replaced by a no-op), the step count catches
     it instead of reporting an absurd speed."""
-    monkeypatch.setattr(bench, "fit", lambda *a, **k: [])
+    monkeypatch.setattr(bench.variants, "fit", lambda *a, **k: [])
     with pytest.raises(RuntimeError, match="0 optimiser steps"):
         bench.main(["--device", "cpu", "--steps", "2", "--repeats", "1", "--seeds", "1", "--threads", "1",
                     "--num-workers", "0", "--precision", "fp32", "--out", str(tmp_path / "b.json"),
