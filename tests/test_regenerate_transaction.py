@@ -103,6 +103,7 @@ def test_other_profiles_write_under_dot_tmp_and_records_to_results(tmp_path, mon
 
 def test_only_the_committed_profile_is_in_place_by_default(tmp_path, monkeypatch):
     monkeypatch.delenv("DANNLIB_FIGURES", raising=False)
+    monkeypatch.delenv("DANNLIB_RESULTS", raising=False)  # make test sets it; the defaults are what is tested
     assert regen.COMMITTED_PROFILE == "quick"
     nbdir = tmp_path / "notebooks"
     quick = regen.resolve_outputs("quick", nbdir)
