@@ -62,11 +62,15 @@ def _unique(specs) -> list[RunSpec]:
     return list(dict.fromkeys(specs))
 
 
+def _usable(stored: StoredRun | None) -> bool:
+    """A stored run another run can start from: finished, with its weights."""
+    return stored is not None and stored.weights_path.is_file()
+
+
 def _phases(specs: list[RunSpec], store: Store, recompute: bool) -> list[list[RunSpec]]:
     """Missing dependencies first, then the missing runs themselves."""
     todo = [s for s in specs if recompute or store.get(s) is None]
-    deps = _unique(d for s in todo for d in s.dependencies()
-                   if d not in todo and (store.get(d) is None or not store.get(d).weights_path.is_file()))
+    deps = _unique(d for s in todo for d in s.dependencies() if d not in todo and not _usable(store.get(d)))
     return [p for p in (deps, todo) if p]
 
 
