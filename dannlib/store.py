@@ -183,6 +183,11 @@ class StoredRun:
         return modules
 
 
+def usable(stored: StoredRun | None) -> bool:
+    """A stored run another run can start from: finished, with its weights."""
+    return stored is not None and stored.weights_path.is_file()
+
+
 def _blank_modules(spec: RunSpec) -> dict[str, torch.nn.Module]:
     """Untrained networks of the spec's architecture (weights to be loaded)."""
     from .methods import METHODS
@@ -327,7 +332,7 @@ def compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = Tru
     pretrained = None
     for dep in spec.dependencies():
         stored = store.get(dep)
-        if stored is None or not stored.weights_path.is_file():
+        if not usable(stored):
             stored = compute(dep, store, data_root=data_root, progress=progress)
         pretrained = [_as_run_result(stored)]
     source, target, eval_sets = load_data(spec.data, data_root)

@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .store import DANN_STEPS_PER_SECOND, RunSpec, Store, StoredRun, _worker_compute, compute, estimate_seconds
+from .store import DANN_STEPS_PER_SECOND, RunSpec, usable, Store, StoredRun, _worker_compute, compute, estimate_seconds
 from .utils import atomic_write, progress_enabled
 
 SCHEDULER_ENV = "DANNLIB_SCHEDULER"
@@ -62,15 +62,10 @@ def _unique(specs) -> list[RunSpec]:
     return list(dict.fromkeys(specs))
 
 
-def _usable(stored: StoredRun | None) -> bool:
-    """A stored run another run can start from: finished, with its weights."""
-    return stored is not None and stored.weights_path.is_file()
-
-
 def _phases(specs: list[RunSpec], store: Store, recompute: bool) -> list[list[RunSpec]]:
     """Missing dependencies first, then the missing runs themselves."""
     todo = [s for s in specs if recompute or store.get(s) is None]
-    deps = _unique(d for s in todo for d in s.dependencies() if d not in todo and not _usable(store.get(d)))
+    deps = _unique(d for s in todo for d in s.dependencies() if d not in todo and not usable(store.get(d)))
     return [p for p in (deps, todo) if p]
 
 
