@@ -5,6 +5,7 @@
 #                                (IN_PLACE=1: in place)
 #   make sweep PROFILE=paper     only train the missing runs (resumable; WORKERS=N, TIME_LIMIT=minutes)
 #   make figures ONLY=01,03      only some notebooks (by number)
+#   make figures PARTIAL=1       train nothing: render the runs stored so far (while a sweep runs)
 #   make test                    unit tests + every notebook under nbval, smoke profile
 #   make report                  the results tables of results/$(PROFILE)/ (Markdown)
 #
@@ -55,7 +56,7 @@ $(STAMP): pyproject.toml
 # profile writes its notebooks and figures to .tmp/<profile>/ unless IN_PLACE=1. Records go to
 # results/<profile>/ either way. Each notebook is a transaction (see python -m dannlib regenerate -h).
 figures: $(STAMP)
-	$(VPY) -m dannlib regenerate --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(IN_PLACE),--in-place)
+	$(VPY) -m dannlib regenerate --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(IN_PLACE),--in-place) $(if $(PARTIAL),--partial)
 
 sweep: $(STAMP)
 	$(VPY) -m dannlib sweep --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(TIME_LIMIT),--time-limit $(TIME_LIMIT))

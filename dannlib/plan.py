@@ -252,6 +252,32 @@ def fetch(notebook: str, profile: str, seeds=None, *, train_missing="auto", **kw
     return p, [(r.tags, stored[r.spec]) for r in p.runs if r.spec in stored]
 
 
+def coverage_note(plan: Plan, runs, seeds=None) -> str:
+    """Markdown saying which of ``plan``'s runs are not among ``runs`` (from :func:`fetch`),
+    per tag group (e.g. "iimt, MNIST->USPS: 5 of 5 missing"), and the command that computes
+    them; "" when every run is there. Notebooks show it so that a render made while the
+    profile's sweep is still running (``train_missing="stored"``) says so."""
+    got = {r.spec for _, r in runs}
+    groups: dict[str, list[int]] = {}
+    for p in plan.runs:
+        label = ", ".join(str(v) for v in p.tags.values())
+        n = groups.setdefault(label, [0, 0])
+        n[1] += 1
+        if p.spec not in got:
+            n[0] += 1
+    missing = {k: v for k, v in groups.items() if v[0]}
+    if not missing:
+        return ""
+    n_missing = sum(p.spec not in got for p in plan.runs)
+    seed_arg = "" if seeds is None else " --seeds " + ",".join(map(str, plan.seeds))
+    lines = [f"**Incomplete: {n_missing} of {len(plan.runs)} runs of the {plan.profile} profile are not in the "
+             f"store**, so the tables and figures below show only the runs that are. Missing:"]
+    lines += [f"- {label}: {m} of {n}" for label, (m, n) in missing.items()]
+    lines.append(f"\nCompute them with `python -m dannlib sweep --profile {plan.profile} --only "
+                 f"{plan.notebook[:2]}{seed_arg}` and run this notebook again.")
+    return "\n".join(lines)
+
+
 def records(notebook: str, profile: str, runs) -> list[dict]:
     """Flat records (one per run) for the tables: the run's record plus its tags, the
     notebook and the profile."""

@@ -67,10 +67,16 @@ def markdown_report(results_dir=None, profile: str = "quick") -> str:
         rows = [[name, r.get("status"), f"{r.get('seconds') or float('nan'):.0f}",
                  f"{r.get('peak_rss_mib') or float('nan'):.0f}"] for name, r in sorted(runs.items())]
         machine = next(iter(info.get("runs", {}).values()), {}).get("machine", {}) or info.get("machine", {})
-        wall = info.get("wall_seconds")
+        scratch = info.get("from_scratch") or {}
+        wall = scratch.get("wall_seconds")
+        sweep = scratch.get("sweep") or {}
         parts.append(f"Machine: {machine.get('host', '?')}, {machine.get('device', '?')} "
                      f"({machine.get('device_name', '?')}), {machine.get('cpu_count', '?')} CPUs, torch "
-                     f"{machine.get('torch', '?')}." + (f" Wall time of the regeneration: {wall / 60:.1f} min." if wall else ""))
+                     f"{machine.get('torch', '?')}."
+                     + (f" From an empty run store, `make figures PROFILE={profile}` took {wall / 60:.1f} min of wall "
+                        f"time (`wall_seconds` {wall:.0f}; started {scratch.get('started_at', '?')}; its sweep trained "
+                        f"{sweep.get('trained', '?')} runs in {sweep.get('seconds', float('nan')) / 60:.1f} min)."
+                        if wall else ""))
         parts.append(_table(["notebook", "status", "seconds", "peak memory (MiB)"], rows))
     for number, title, keys, metric in SECTIONS:
         paths = sorted(folder.glob(f"{number}_*.jsonl"))

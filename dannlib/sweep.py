@@ -51,6 +51,21 @@ class SweepSummary:
         return s + f" ({self.seconds:.0f} s)"
 
 
+TRAIN_MISSING = (True, False, "auto", "stored")
+
+
+def check_train_missing(value):
+    """``value`` as one of :data:`TRAIN_MISSING` (the strings "true"/"false" as booleans);
+    ValueError otherwise."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, str):
+        value = value.strip().lower()
+    if value not in TRAIN_MISSING or (value in (0, 1) and not isinstance(value, bool)):
+        raise ValueError(f"train_missing must be True, False, 'auto' or 'stored'; got {value!r}")
+    return value
+
+
 def default_workers() -> int:
     env = os.environ.get(WORKERS_ENV)
     if env:
@@ -63,10 +78,14 @@ def _unique(specs) -> list[RunSpec]:
 
 
 def _phases(specs: list[RunSpec], store: Store, recompute: bool) -> list[list[RunSpec]]:
-    """Missing dependencies first, then the missing runs themselves."""
+    """The runs to train, in phases: first every run another one depends on (ADDA's
+    pre-training), so that no worker retrains a dependency that another worker is computing
+    at the same time; then the rest. Each phase longest first (estimated cost), so that the
+    runs that finish last are short ones and no worker idles long at the end."""
     todo = [s for s in specs if recompute or store.get(s) is None]
-    deps = _unique(d for s in todo for d in s.dependencies() if d not in todo and not usable(store.get(d)))
-    return [p for p in (deps, todo) if p]
+    deps = _unique(d for s in todo for d in s.dependencies() if d in todo or not usable(store.get(d)))
+    rest = [s for s in todo if s not in deps]
+    return [sorted(p, key=lambda s: -s.cost_steps()) for p in (deps, rest) if p]
 
 
 def ensure(specs, *, store: Store | None = None, workers: int | None = None, scheduler: str | None = None,
@@ -78,13 +97,23 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
     ``train_missing``: True trains them; False raises :class:`MissingRunsError`; ``"auto"``
     trains them only when the estimate is under ``budget_seconds`` (so opening a notebook
     never silently starts hours of training) and otherwise raises, saying how many runs are
-    missing, roughly how long they take and which command computes them (``hint``).
+    missing, roughly how long they take and which command computes them (``hint``);
+    ``"stored"`` trains nothing and returns what the store holds (to look at a profile while
+    its sweep is still running; :func:`dannlib.plan.coverage_note` says what is missing).
+    The strings "true"/"false" (e.g. from an environment variable) mean True/False.
     ``workers``: local processes (default ``$DANNLIB_WORKERS`` or one per core; 1 trains in
     this process); ``scheduler``: a Dask scheduler address (default ``$DANNLIB_SCHEDULER``).
     Failed runs are left out of the returned dict; the summary is in ``ensure.last_summary``.
     """
+    train_missing = check_train_missing(train_missing)
     store = store or Store()
     specs = _unique(specs)
+    if train_missing == "stored":
+        ensure.last_summary = SweepSummary(total=len(specs))
+        out = {s: r for s in specs if (r := store.get(s)) is not None}
+        ensure.last_summary.found = len(out)
+        ensure.last_summary.not_started = len(specs) - len(out)
+        return out
     workers = workers or default_workers()
     scheduler = scheduler if scheduler is not None else os.environ.get(SCHEDULER_ENV) or None
     phases = _phases(specs, store, recompute)

@@ -235,3 +235,35 @@ def test_tidy_drops_known_noise_only_and_rewrites_machine_paths(tmp_path):
     assert nb.metadata.papermill == {"input_path": "01_a.ipynb", "output_path": "01_a.ipynb",
                                      "parameters": {"profile": "smoke"}}
     assert nb.cells[0].metadata.tags == ["injected-parameters", "nbval-skip"]
+
+
+def test_the_from_scratch_regeneration_and_its_wall_time_outlive_renders(tmp_path):
+    """``from_scratch`` keeps the last regeneration that trained every run and executed every
+    notebook (its wall_seconds is what ``make figures`` costs from an empty store); a later
+    render from the store, a partial one or a failed one does not replace it."""
+    from dannlib.regenerate.runner import write_report
+
+    path = tmp_path / "quick" / "regeneration.json"
+    nbs = ["01_a", "02_b"]
+
+    def regeneration(start, found, trained, wall, statuses=("ok", "ok"), notebooks=nbs):
+        info = {"started_at": start, "sweep": {"total": found + trained, "found": found, "trained": trained,
+                                               "failed": 0}, "wall_seconds": wall}
+        runs = [regen.NotebookRun(n, s, 1.0) for n, s in zip(notebooks, statuses)]
+        return json.loads(write_report(path, "quick", runs, info).read_text())
+
+    assert regeneration("2026-01-01T00:00:00", 3, 0, 10.0)["from_scratch"] is None  # found runs: a render
+    scratch = regeneration("2026-01-02T00:00:00", 0, 3, 1234.5)["from_scratch"]
+    assert scratch["wall_seconds"] == 1234.5 and scratch["started_at"] == "2026-01-02T00:00:00"
+    after = regeneration("2026-01-03T00:00:00", 3, 0, 12.0)  # a later render: scratch kept
+    assert after["from_scratch"] == scratch
+    assert "2026-01-02T00:00:00" not in after["runs"], "the runs log keeps only referenced runs"
+    # a failed notebook or a regeneration of some notebooks only is not a from-scratch run
+    assert regeneration("2026-01-04T00:00:00", 0, 3, 99.0, ("ok", "failed"))["from_scratch"] == scratch
+    assert regeneration("2026-01-05T00:00:00", 0, 1, 5.0, ("ok",), nbs[:1])["from_scratch"] == scratch
+    assert regeneration("2026-01-06T00:00:00", 0, 3, 77.0)["from_scratch"]["wall_seconds"] == 77.0
+    # a report written before from_scratch existed: its scratch run is found before a render replaces it
+    old = json.loads(path.read_text())
+    del old["from_scratch"]
+    path.write_text(json.dumps(old))
+    assert regeneration("2026-01-07T00:00:00", 3, 0, 12.0)["from_scratch"]["wall_seconds"] == 77.0

@@ -89,3 +89,16 @@ def test_negative_or_empty_seeds_are_refused_up_front(tmp_path):
         out = subprocess.run([sys.executable, "-m", "dannlib", *cmd, "--seeds=-1"], cwd=tmp_path,
                              capture_output=True, text=True)
         assert out.returncode == 2 and ">= 0" in out.stderr, (cmd, out.stderr)
+
+
+def test_report_states_the_from_scratch_wall_time(tmp_path):
+    """The wall time the report prints is the from-scratch regeneration's, not a later render's."""
+    import json
+
+    write_records(tmp_path, "03_dann_vs_source_only", "smoke", _recs())
+    (tmp_path / "smoke" / "regeneration.json").write_text(json.dumps({
+        "profile": "smoke", "notebooks": {"03_dann_vs_source_only": {"status": "ok", "seconds": 3.0, "run": "b"}},
+        "runs": {"b": {"started_at": "b", "wall_seconds": 5.0, "machine": {"host": "h"}}},
+        "from_scratch": {"started_at": "a", "wall_seconds": 1383.0, "sweep": {"trained": 76, "seconds": 1200.0}}}))
+    text = markdown_report(tmp_path, "smoke")
+    assert "took 23.1 min of wall time (`wall_seconds` 1383; started a; its sweep trained 76 runs in 20.0 min)" in text

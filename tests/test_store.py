@@ -209,6 +209,42 @@ def test_train_missing_auto_trains_when_cheap_and_raises_over_budget(tmp_path):
     assert list(out) == specs and ensure.last_summary.found == 2 and ensure.last_summary.trained == 0
 
 
+def test_train_missing_stored_trains_nothing_and_the_note_names_what_is_missing(tmp_path):
+    from dannlib.plan import coverage_note, plan
+
+    store = Store(tmp_path)
+    p = plan("01", "smoke")
+    first = p.runs[0]
+    ensure([first.spec], store=store, workers=1, progress=False)
+    got, runs = fetch("01", "smoke", train_missing="stored", store=store, progress=False)
+    assert [r.spec for _, r in runs] == [first.spec]
+    assert sorted(f.name for f in tmp_path.rglob("*.json")) == [f"{first.spec.key}.json"], "nothing trained"
+    note = coverage_note(got, runs)
+    label = ", ".join(map(str, first.tags.values()))
+    n_group = sum(q.tags == first.tags for q in p.runs)
+    assert f"{len(p.runs) - 1} of {len(p.runs)} runs of the smoke profile" in note
+    assert f"- {label}: {n_group - 1} of {n_group}" in note
+    assert "python -m dannlib sweep --profile smoke --only 01" in note
+    # complete: no note
+    ensure(p.specs, store=store, workers=1, progress=False)
+    got, runs = fetch("01", "smoke", train_missing="stored", store=store, progress=False)
+    assert len(runs) == len(p.runs) and coverage_note(got, runs) == ""
+
+
+@pytest.mark.parametrize("value, expected", [("auto", "auto"), ("stored", "stored"), (" Stored ", "stored"),
+                                             ("true", True), ("False", False), (True, True), (False, False)])
+def test_train_missing_values(value, expected):
+    from dannlib.sweep import check_train_missing
+
+    assert check_train_missing(value) == expected
+
+
+@pytest.mark.parametrize("value", ["yes", "", 1, 0, None, 2.0])
+def test_train_missing_rejects_other_values(value, tmp_path):
+    with pytest.raises(ValueError, match="train_missing must be True, False, 'auto' or 'stored'"):
+        ensure([toy_spec(0)], store=Store(tmp_path), train_missing=value, progress=False)
+
+
 # -- ADDA's shared pre-training -------------------------------------------------------------------
 def _bars(n, seed, shift=0.0):
     """Synthetic digits: each class a bright bar on its own row (learnable in a few steps)."""

@@ -354,3 +354,21 @@ def test_dry_run_lists_the_missing_runs(tmp_path, monkeypatch, capsys):
     listed = [ln.split()[-1] for ln in out.splitlines() if ln.startswith("  ")]
     assert listed == [s.key for s in specs[3:]]
     assert len(_finished(store)) == 3 and not (tmp_path / "results" / "smoke" / "sweep.json").exists()
+
+
+def test_phases_put_every_dependency_first_once_and_order_longest_first(tmp_path):
+    """ADDA's pre-training runs are rows of notebook 05 *and* dependencies of its stage 2: they
+    must all be trained in the first phase (or a stage-2 run started beside its own
+    pre-training would retrain it in another worker), and never again in the second."""
+    from dannlib.plan import plan_specs
+    from dannlib.sweep import _phases
+
+    specs = plan_specs("05", "smoke")
+    deps = {d for s in specs for d in s.dependencies()}
+    assert deps and deps <= set(specs)
+    first, second = _phases(specs, Store(tmp_path), recompute=False)
+    assert set(first) == deps and not deps & set(second)
+    assert len(first) + len(second) == len(set(specs))
+    for phase in (first, second):
+        costs = [s.cost_steps() for s in phase]
+        assert costs == sorted(costs, reverse=True)

@@ -44,6 +44,7 @@ def regenerate(
     runs: list | None = None,
     sweep: bool = True,
     workers: int | None = None,
+    partial: bool = False,
 ) -> list[NotebookRun]:
     """Execute the selected notebooks in order under ``profile`` and keep the report.
 
@@ -53,6 +54,8 @@ def regenerate(
     unknown profile, a bad ``only`` or ``seeds``, FileNotFoundError for a missing notebooks
     folder, PermissionError for an output folder that cannot be written, and
     :class:`Interrupted` (a KeyboardInterrupt) when interrupted, after recording it.
+    ``partial``: train nothing (no sweep) and inject ``train_missing="stored"``, so the
+    notebooks render the runs the store holds so far and say which are missing.
     Returns one :class:`NotebookRun` per executed notebook (also appended to ``runs``)."""
     profile = check_profile(profile if profile is not None else os.environ.get("DANNLIB_PROFILE", DEFAULT_PROFILE))
     only = parse_only(only)
@@ -73,6 +76,9 @@ def regenerate(
     parameters = {"profile": profile}
     if seeds is not None:
         parameters["seeds"] = seeds
+    if partial:
+        parameters["train_missing"] = "stored"
+        sweep = False
 
     from tqdm.auto import tqdm
 
@@ -177,12 +183,15 @@ def write_report(path: Path, profile: str, runs: Sequence[NotebookRun], run_info
     ``peak_rss_mib`` is the peak resident set of the notebook's kernel process (Linux
     ``VmHWM``; null where not measurable; DataLoader workers not included)."""
     report = {"profile": profile, "notebooks": {}, "runs": {}}
+    old_from_scratch = None
     if path.exists():
         with contextlib.suppress(ValueError, OSError):
             old = json.loads(path.read_text())
             if isinstance(old, dict) and old.get("profile") == profile:
                 report["notebooks"].update(old.get("notebooks", {}))
                 report["runs"].update(old.get("runs", {}))
+                # (also found in a report written before from_scratch existed)
+                old_from_scratch = _from_scratch(report, old.get("from_scratch"))
     key = run_info["started_at"]
     report["runs"][key] = run_info
     for run in runs:
@@ -193,6 +202,7 @@ def write_report(path: Path, profile: str, runs: Sequence[NotebookRun], run_info
             last_ok = {k: v for k, v in previous.items() if k != "last_ok"} if previous.get("status") == "ok" else None
         entry = {**asdict(run), "run": key}
         report["notebooks"][run.notebook] = {**entry, "last_ok": dict(entry) if run.status == "ok" else last_ok}
+    report["from_scratch"] = _from_scratch(report, old_from_scratch)
     used = set()
     for entry in report["notebooks"].values():
         used.add(entry.get("run"))
@@ -204,6 +214,22 @@ def write_report(path: Path, profile: str, runs: Sequence[NotebookRun], run_info
         json.dump(report, fh, indent=2, sort_keys=False)
         fh.write("\n")
     return path
+
+
+def _from_scratch(report: dict, previous: dict | None) -> dict | None:
+    """The latest regeneration that trained every run it needed (its sweep found none in the
+    store, failed none) and executed every notebook successfully: what ``make figures`` costs
+    from an empty store, kept (with its ``wall_seconds``) even after later regenerations that
+    only render. ``previous`` is the entry already in the report."""
+    best = previous
+    notebooks = report["notebooks"].values()
+    for key, info in report["runs"].items():
+        sweep = info.get("sweep") or {}
+        complete = bool(notebooks) and all(e.get("run") == key and e.get("status") == "ok" for e in notebooks)
+        if (complete and sweep.get("found") == 0 and sweep.get("trained", 0) > 0 and not sweep.get("failed")
+                and not info.get("interrupted") and (best is None or key > best.get("started_at", ""))):
+            best = info
+    return best
 
 
 def format_summary(runs: Sequence[NotebookRun]) -> str:
@@ -280,6 +306,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "notebooks then train small missing sets themselves and stop on large ones")
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes of that sweep (default: $DANNLIB_WORKERS or one per core)")
+    parser.add_argument("--partial", action="store_true",
+                        help="train nothing: render the runs the store holds so far (e.g. while a long sweep "
+                             "runs); each notebook says which runs are missing")
 
 
 @contextlib.contextmanager
@@ -312,7 +341,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                 figures_dir=args.figures_dir, results_dir=args.results_dir, seeds=args.seeds,
                 data_root=args.data_root, kernel=args.kernel, progress=not args.no_progress,
                 in_place=getattr(args, "in_place", False), runs=runs, sweep=not getattr(args, "no_sweep", False),
-                workers=getattr(args, "workers", None),
+                workers=getattr(args, "workers", None), partial=getattr(args, "partial", False),
             )
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
