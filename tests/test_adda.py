@@ -351,3 +351,25 @@ def test_registry_entries():
         assert methods.make_config(name).mapping_loss == kind and methods.make_config(name).stage2 == "adda"
     assert methods.METHODS["dann_lenet"] == (ADDA, {"stage2": "dann"})
     assert methods.METHODS["adda_pretrain"][0] is SourcePretrain
+
+
+@pytest.mark.parametrize("method", ["adda_gan", "dann_lenet"])
+def test_channels_last_lenet_trains_the_same_weights(method):
+    """The LeNet's channels_last convolution weights (the CPU default, for speed) change the
+    memory layout only: both stages end with the same weights and predictions as contiguous
+    weights, up to float summation order; and the layout is really in use."""
+    src, tgt = _domains(64)
+    out = {}
+    for flag in (False, True):
+        (r,) = methods.train(method, src, tgt, seeds=[0], progress=False, channels_last=flag, **TWO_STAGE)
+        out[flag] = r
+    conv = [m for m in out[True].modules["encoder"].modules() if isinstance(m, torch.nn.Conv2d)][1]  # 20 -> 50
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    for part in ("encoder", "classifier"):
+        for (k, a), b in zip(out[False].modules[part].state_dict().items(),
+                             out[True].modules[part].state_dict().values()):
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (part, k, (a - b).abs().max())
+    pre = {f: out[f].parts["pretrain"].modules["encoder"] for f in out}
+    for a, b in zip(pre[False].parameters(), pre[True].parameters()):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)  # measured max 1.3e-5 (Adam magnifies round-off)
+    assert out[True].config["channels_last"] is True and out[False].config["channels_last"] is False
