@@ -208,5 +208,5 @@ def test_digits_and_adda_modules_round_trip():
     clf = _round_trip(a.modules["classifier"], nn.Linear(500, 10))
     with torch.no_grad():
         predict = lambda x: a.modules["classifier"](a.modules["encoder"](x))  # noqa: E731
-        assert torch.equal(clf(enc(t.x)), predict(t.x))
+        torch.testing.assert_close(clf(enc(t.x)), predict(t.x), rtol=1e-5, atol=1e-6)  # channels_last vs contiguous
         assert accuracy(lambda x: clf(enc(x)), t.x, t.y).item() == pytest.approx(a.final["t_acc"])
