@@ -155,7 +155,19 @@ class StoredRun:
 
     @property
     def status(self) -> str:
-        return self.final.get("status", "ok")
+        """The run's status; a run stored as "ok" whose history shows an exploded loss
+        (:func:`dannlib.training.judge_history`, a check newer than some stored runs) reads as
+        "diverged"."""
+        status = self.final.get("status", "ok")
+        if status == "ok" and self.divergence:
+            return "diverged"
+        return status
+
+    @functools.cached_property
+    def divergence(self) -> str | None:
+        from .training import judge_history
+
+        return judge_history(self.history)
 
     @property
     def weights_path(self) -> Path:
@@ -166,6 +178,9 @@ class StoredRun:
         steps, seconds, the run's key, config, data spec and machine, plus ``extra``."""
         rec = {"method": self.spec.method, "seed": self.spec.seed, **self.final, "key": self.spec.key,
                "config": self.spec.config, "data": self.spec.data, "machine": self.machine}
+        if rec.get("status", "ok") == "ok" and self.status != "ok":
+            rec["status"] = self.status
+            rec["message"] = f"{self.spec.method}: loss exploded ({self.divergence}); recorded as diverged"
         rec.update(extra)
         return rec
 
@@ -292,6 +307,25 @@ class Store:
                     continue
                 n += 1
         return n
+
+
+    def stored_keys(self) -> dict[str, list[Path]]:
+        """Every finished run's key -> its files (record and weights)."""
+        out: dict[str, list[Path]] = {}
+        if self.root.is_dir():
+            for p in sorted(self.root.glob("*/*.json")) + sorted(self.root.glob("*/*.pt")):
+                if not p.name.startswith("."):
+                    out.setdefault(p.stem, []).append(p)
+        return out
+
+    def prune(self, keep: set[str], dry_run: bool = False) -> list[Path]:
+        """Remove the runs whose key is not in ``keep`` (record and weights); returns the
+        removed (with ``dry_run``: the removable) files."""
+        gone = [p for key, paths in self.stored_keys().items() if key not in keep for p in paths]
+        if not dry_run:
+            for p in gone:
+                p.unlink(missing_ok=True)
+        return gone
 
 
 # -- computing one run ------------------------------------------------------------------------

@@ -205,6 +205,26 @@ def _init_worker():
     # Ctrl-C reaches the whole process group: the parent alone handles it (it kills the
     # workers and prints the summary); a worker would only print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel send this worker SIGKILL when the process that started it
+    ends, however it ends (SIGTERM, SIGKILL, a crash). Otherwise a killed sweep's workers
+    would go on training their runs unseen, taking the CPU from the rerun (their runs are
+    atomic, so nothing half-written would remain either way). No-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before the call: nobody is left to notify us
+            os._exit(1)
+    except (OSError, AttributeError):
+        pass
 
 
 def _run_local(phase, store, workers, data_root, summary, deadline, bar, max_attempts: int = 3):
@@ -344,6 +364,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None, help="the data root (default: $DANNLIB_DATA, else data/)")
     parser.add_argument("--store", default=None, help="the run store (default: $DANNLIB_STORE, else results/runs)")
     parser.add_argument("--dry-run", action="store_true", help="only list what is missing and the estimate")
+    parser.add_argument("--prune", action="store_true",
+                        help="train nothing; remove the stored runs that no notebook needs under any profile "
+                             "(e.g. left behind when a config change gave runs new keys); with --dry-run, "
+                             "only list them")
+
+
+def _prune(store: Store, dry_run: bool) -> int:
+    from .plan import NOTEBOOKS, plan_specs
+    from .profiles import PROFILES
+
+    keep = set()
+    for profile in PROFILES:
+        for nb in NOTEBOOKS:
+            for spec in plan_specs(nb, profile):
+                keep.add(spec.key)
+                keep.update(d.key for d in spec.dependencies())
+    files = store.prune(keep, dry_run=dry_run)
+    runs = sorted({f"{p.parent.name}/{p.stem}" for p in files})
+    print(f"sweep --prune: {len(runs)} stored run(s) that no notebook needs under any profile "
+          + ("(dry run: nothing removed)" if dry_run else f"removed ({len(files)} files)") + f"; store {store.root}")
+    for r in runs:
+        print(f"  {r}")
+    return 0
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -359,6 +402,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"dannlib sweep: {exc}", file=sys.stderr)
         return 2
     store = Store(args.store)
+    if args.prune:
+        return _prune(store, args.dry_run)
     removed = store.clean_partial()
     workers = args.workers or default_workers()
     missing = [s for p in _phases(specs, store, args.recompute) for s in p]

@@ -103,6 +103,33 @@ def check_domains(source: Domain, target: Domain | None, eval_sets: dict | None 
                              f"{source.name!r} only has classes 0..{n - 1}")
 
 
+#: A logged loss (a key ending in "loss") above this counts as an explosion: the cross-entropies,
+#: squared errors and adversarial losses of these methods stay below ~50 in any sane run (2.3
+#: is chance on 10 classes); 1e4 means logits of that order. A seed seen once past it (or
+#: non-finite) is recorded as diverged, even if it later settles at a dead network's 2.30.
+EXPLODED_LOSS = 1e4
+
+
+def loss_trouble(values: dict) -> str | None:
+    """"key=value" of the first non-finite value in ``values`` (one monitoring record or
+    window of means), or of a loss above :data:`EXPLODED_LOSS`; None when all are sane."""
+    for key, v in values.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        if not math.isfinite(v) or (key.endswith("loss") and abs(v) > EXPLODED_LOSS):
+            return f"{key}={v:.3g}"
+    return None
+
+
+def judge_history(history: list[dict]) -> str | None:
+    """Why a run's monitoring ``history`` shows it diverged ("... at step N"), or None."""
+    for h in history:
+        trouble = loss_trouble({k: v for k, v in h.items() if k.endswith("loss")})
+        if trouble:
+            return f"{trouble} at step {h.get('step', '?')}"
+    return None
+
+
 class IndexSampler:
     """Shuffled epochs over ``n`` indices from one seeded generator, ``batch_size`` at a
     time; the remainder of an epoch is dropped. Indices are drawn on ``device``."""
@@ -372,10 +399,13 @@ def fit(method: Method, source: Domain, target: Domain | None, *, steps: int, ba
                     rec = {"step": step + 1, "seed": seed, "p": (step + 1) / steps, **sched}
                     rec.update({key: vals[i] for key, vals in means.items()})
                     rec.update({key: vals[i] for key, vals in accs.items()})
-                    if status[i] == "ok" and not all(math.isfinite(vals[i]) for vals in means.values()):
+                    trouble = loss_trouble({key: vals[i] for key, vals in means.items()})
+                    if status[i] == "ok" and trouble:
                         status[i] = "diverged"
-                        messages[i] = (f"{method.name}: non-finite loss at step {step + 1} (seed {seed}): "
-                                       + ", ".join(f"{key}={vals[i]}" for key, vals in means.items())
+                        kind = ("exploded" if all(math.isfinite(vals[i]) for vals in means.values())
+                                else "non-finite")
+                        messages[i] = (f"{method.name}: {kind} loss at step {step + 1} (seed {seed}): "
+                                       + ", ".join(f"{key}={vals[i]:.4g}" for key, vals in means.items())
                                        + "; this seed is recorded as diverged and left out of the means")
                         _warn(messages[i], bar)
                     rec["status"] = status[i]

@@ -371,13 +371,15 @@ class _NaNAfter(Method):
 
     name = "nan_after"
 
-    def __init__(self, seeds, n):
-        self.seeds, self.n, self.t = seeds, n, 0
+    def __init__(self, seeds, n, bad=float("nan"), after=None):
+        self.seeds, self.n, self.t, self.bad, self.after = seeds, n, 0, bad, after
         self.w = nn.Linear(4, 2)
 
     def step(self, xs, ys, xt, p):
         self.t += 1
-        return {"loss": torch.tensor(float("nan") if self.t > self.n else 1.0)}
+        if self.after is not None and self.t > self.n + 2:  # settles again (a dead network's chance loss)
+            return {"loss": torch.tensor(self.after)}
+        return {"loss": torch.tensor(self.bad if self.t > self.n else 1.0)}
 
     def predict(self, x):
         return self.w(x)
@@ -402,3 +404,38 @@ def test_nan_loss_recorded_as_diverged_and_left_out_of_table():
     table = summary_table(records, "t_acc")
     assert table.loc["m", "failed"] == 1
     assert table.loc["m", "t_acc"].startswith(f"{good.final['t_acc']:.4f}") and "(1 seed" in table.loc["m", "t_acc"]
+
+
+def test_an_exploded_loss_is_diverged_even_when_it_settles_again(tmp_path):
+    """A seed whose loss blew up (6.5e8 in one MNIST-M IIMT run) and then sat at a dead
+    network's 2.30 is diverged, not "ok": in training, and when read from the store (runs
+    stored before the check existed are judged from their history)."""
+    import json
+
+    from dannlib.store import RunSpec, Store, toy_data
+    from dannlib.training import EXPLODED_LOSS, judge_history
+
+    x = torch.randn(32, 4)
+    d = Domain("d", x, (x[:, 0] > 0).long())
+    (bad,) = fit(_NaNAfter([0], 3, bad=6.5e8, after=2.3), d, d, steps=20, batch_size=8, eval_sets={"t": d},
+                 eval_every=2, progress=False)
+    assert bad.status == "diverged" and "exploded loss at step 4" in bad.final["message"]
+    (edge,) = fit(_NaNAfter([0], 3, bad=EXPLODED_LOSS / 2), d, d, steps=8, batch_size=8, eval_every=2,
+                  progress=False)
+    assert edge.status == "ok"  # large but below the threshold: not judged
+    # a stored run recorded "ok" by older code, whose history shows the explosion
+    store = Store(tmp_path)
+    spec = RunSpec.make("dann", toy_data("blobs", n=300, seed=0), 0, network="toy", steps=4, batch_size=8)
+    history = [{"step": 2, "label_loss": 1.0, "t_acc": 0.6}, {"step": 4, "label_loss": 6.5e8, "t_acc": 0.1},
+               {"step": 6, "label_loss": 2.302, "t_acc": 0.1}]
+    assert judge_history(history) == "label_loss=6.5e+08 at step 4"
+    path = store.path(spec)
+    path.parent.mkdir(parents=True)
+    from dannlib.store import code_version
+
+    path.write_text(json.dumps({"spec": spec.payload(), "final": {"status": "ok", "t_acc": 0.1}, "history": history,
+                                "seconds": 1.0, "code": code_version(), "machine": {}}))
+    run = store.get(spec)
+    assert run is not None and run.status == "diverged"
+    rec = run.record()
+    assert rec["status"] == "diverged" and "label_loss=6.5e+08 at step 4" in rec["message"]

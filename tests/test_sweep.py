@@ -308,6 +308,22 @@ def test_ctrl_c_ends_with_a_summary_and_exit_130_keeping_finished_runs(tmp_path)
     assert max(1, record["trained"]) <= len(kept) < 16, "finished runs are kept, the rest were stopped"
 
 
+@pytest.mark.slow
+def test_workers_end_with_a_parent_killed_alone(tmp_path, script):
+    """SIGKILL of the sweep's parent only (not its process group): its workers end too, rather
+    than training their runs on unseen and taking the CPU from the rerun."""
+    root = tmp_path / "store"
+    proc = _start(script, root, n=4, steps=400_000)  # minutes per run: a worker would outlive the check
+    try:
+        workers = _wait_for(lambda: _workers(proc), proc, what="the worker processes")
+        proc.kill()
+        proc.wait(timeout=10)
+        gone, alive = psutil.wait_procs(workers, timeout=20)
+        assert not alive, f"{len(alive)} worker(s) outlived the killed parent"
+    finally:
+        _kill_tree(proc)
+
+
 # -- the command's options ---------------------------------------------------------------------
 def test_sweep_help_documents_the_options():
     out = subprocess.run([sys.executable, "-m", "dannlib", "sweep", "--help"], cwd=ROOT, env=_env(),
@@ -372,3 +388,22 @@ def test_phases_put_every_dependency_first_once_and_order_longest_first(tmp_path
     for phase in (first, second):
         costs = [s.cost_steps() for s in phase]
         assert costs == sorted(costs, reverse=True)
+
+
+def test_prune_removes_only_the_runs_no_plan_needs(tmp_path, capsys):
+    """A run no notebook needs under any profile (here: a toy run at an unplanned step count)
+    is removed with its weights; a planned run is kept; --dry-run removes nothing."""
+    from dannlib.plan import plan_specs
+
+    store = Store(tmp_path)
+    planned = plan_specs("01", "smoke")[0]
+    stray = RunSpec.make("dann", toy_data("blobs", n=300, seed=0), 0, network="toy", steps=7, batch_size=8)
+    ensure([planned, stray], store=store, workers=1, progress=False)
+    assert store.get(stray).weights_path.is_file()
+    assert cli_main(["sweep", "--prune", "--dry-run", "--store", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 stored run(s)" in out and f"dann/{stray.key}" in out and "nothing removed" in out
+    assert store.get(stray) is not None
+    assert cli_main(["sweep", "--prune", "--store", str(tmp_path)]) == 0
+    assert store.get(stray) is None and not store.path(stray).with_suffix(".pt").exists()
+    assert store.get(planned) is not None
