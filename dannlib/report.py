@@ -64,7 +64,13 @@ def markdown_report(results_dir=None, profile: str = "quick") -> str:
     if regen.is_file():
         info = json.loads(regen.read_text())
         runs = info.get("notebooks", {})
-        rows = [[name, r.get("status"), f"{r.get('seconds') or float('nan'):.0f}",
+        log = info.get("runs", {})
+
+        def status(r):  # a render of the runs stored so far (regenerate --partial) says so
+            partial = (log.get(r.get("run")) or {}).get("parameters", {}).get("train_missing") == "stored"
+            return f"{r.get('status')}, partial: only the runs stored then" if partial else r.get("status")
+
+        rows = [[name, status(r), f"{r.get('seconds') or float('nan'):.0f}",
                  f"{r.get('peak_rss_mib') or float('nan'):.0f}"] for name, r in sorted(runs.items())]
         machine = next(iter(info.get("runs", {}).values()), {}).get("machine", {}) or info.get("machine", {})
         scratch = info.get("from_scratch") or {}

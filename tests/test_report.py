@@ -98,7 +98,9 @@ def test_report_states_the_from_scratch_wall_time(tmp_path):
     write_records(tmp_path, "03_dann_vs_source_only", "smoke", _recs())
     (tmp_path / "smoke" / "regeneration.json").write_text(json.dumps({
         "profile": "smoke", "notebooks": {"03_dann_vs_source_only": {"status": "ok", "seconds": 3.0, "run": "b"}},
-        "runs": {"b": {"started_at": "b", "wall_seconds": 5.0, "machine": {"host": "h"}}},
+        "runs": {"b": {"started_at": "b", "wall_seconds": 5.0, "machine": {"host": "h"},
+                       "parameters": {"profile": "smoke", "train_missing": "stored"}}},
         "from_scratch": {"started_at": "a", "wall_seconds": 1383.0, "sweep": {"trained": 76, "seconds": 1200.0}}}))
     text = markdown_report(tmp_path, "smoke")
+    assert "| 03_dann_vs_source_only | ok, partial: only the runs stored then | 3 |" in text
     assert "took 23.1 min of wall time (`wall_seconds` 1383; started a; its sweep trained 76 runs in 20.0 min)" in text
