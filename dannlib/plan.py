@@ -124,7 +124,10 @@ def _plan_05(profile, seeds):
         "smoke": {"n_seeds": 1, "pairs": ["MNIST->USPS"], "pretrain_steps": 8, "steps": 8, "batch_size": 32,
                   "eval_every": 4, "monitor_size": 200, "n_test": 200,
                   "methods": {"adda_gan": 1, "adda_minimax": 1, "adda_confusion": 1, "dann_lenet": 1}},
-        "quick": {"n_seeds": 3, "pairs": list(USPS_PAIRS), "pretrain_steps": 2000, "steps": 2000, "batch_size": 64,
+        # quick pre-trains 1,000 steps: in the 2,000-step pre-trainings (3 seeds, both pairs) the
+        # monitored *source* test accuracy changed by at most 0.002 from step 1,000 to 2,000 (a
+        # source-label criterion; target labels played no part). It keeps `make figures` in budget.
+        "quick": {"n_seeds": 3, "pairs": list(USPS_PAIRS), "pretrain_steps": 1000, "steps": 2000, "batch_size": 64,
                   "eval_every": 100, "monitor_size": 2000, "n_test": None,
                   "methods": {"adda_gan": 3, "dann_lenet": 3}},
         "paper": {"n_seeds": 5, "pairs": list(USPS_PAIRS), "pretrain_steps": 10_000, "steps": 10_000,
