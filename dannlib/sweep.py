@@ -180,7 +180,9 @@ class _RunsBar:
     def __init__(self, phase, workers: int):
         from tqdm.auto import tqdm
 
-        self.cost = {s: s.cost_steps() / DANN_STEPS_PER_SECOND / max(1, min(workers, len(phase))) for s in phase}
+        # rounded once, so that the updates add up to the total exactly (no "101%")
+        self.cost = {s: round(s.cost_steps() / DANN_STEPS_PER_SECOND / max(1, min(workers, len(phase))), 1)
+                     for s in phase}
         self.n, self.total = 0, len(phase)
         self.bar = tqdm(total=round(sum(self.cost.values()), 1), desc=f"runs 0/{self.total}", unit="s",
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
@@ -189,7 +191,7 @@ class _RunsBar:
         self.n += 1
         self.bar.set_description_str(f"runs {self.n}/{self.total}", refresh=False)
         self.bar.set_postfix_str(spec.label, refresh=False)
-        self.bar.update(round(self.cost.get(spec, 0.0), 1))
+        self.bar.update(min(self.cost.get(spec, 0.0), max(0.0, self.bar.total - self.bar.n)))
 
     def close(self) -> None:
         self.bar.close()
