@@ -6,6 +6,7 @@ global random number generators behind the caller's back (``seeded`` restores th
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import tempfile
@@ -69,6 +70,14 @@ def check_positive_int(name: str, value) -> int:
         raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
     if value <= 0:
         raise ValueError(f"{name} must be a positive integer (>= 1), got {value}")
+    return value
+
+
+def check_positive_number(name: str, value, hint: str = "") -> float:
+    """Return ``value`` if it is a finite real number > 0 (not a bool), else raise
+    ValueError naming the parameter; ``hint`` is added after "> 0" in the message."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0{hint}, got {value!r}")
     return value
 
 

@@ -48,7 +48,7 @@ from torch import nn
 
 from ..schedules import linear_ramp
 from ..training import Domain, PerSeedMethod
-from ..utils import check_positive_int, make_generator, seeded
+from ..utils import check_positive_int, check_positive_number, make_generator, seeded
 from .common import NETWORKS, TrainConfig, _full, autocast, dann_objective, set_lr, use_channels_last
 
 COMPONENTS = ("inter_mixup", "target_dominated_mixup", "consistency", "intra_source", "intra_target",
@@ -60,8 +60,7 @@ def mixup_coefficient(alpha: float, generator: torch.Generator, shape=(1,)) -> t
     """``lambda' = max(l, 1 - l)`` with ``l ~ Beta(alpha, alpha)``, a float32 tensor of
     ``shape`` in [0.5, 1] on the generator's device. Beta drawn as ``G1 / (G1 + G2)`` with
     ``G_i ~ Gamma(alpha)`` from ``generator`` (torch's Beta sampler takes no generator)."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+    check_positive_number("alpha", alpha)
     shape = tuple(shape) if not isinstance(shape, int) else (shape,)
     device = generator.device
     conc = torch.full((2, *shape), float(alpha), dtype=torch.float64, device=device)
@@ -192,10 +191,9 @@ class IIMTConfig(TrainConfig):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.max_shift < 0:
             raise ValueError(f"max_shift must be >= 0, got {self.max_shift}")
-        if self.grad_clip is not None and (isinstance(self.grad_clip, bool) or not isinstance(self.grad_clip, (int, float))
-                                           or not math.isfinite(self.grad_clip) or self.grad_clip <= 0):
-            raise ValueError(f"grad_clip must be a finite number > 0 (the largest gradient norm a step may take) "
-                             f"or None (no clipping), got {self.grad_clip!r}")
+        if self.grad_clip is not None:
+            check_positive_number("grad_clip", self.grad_clip,
+                                  " (the largest gradient norm a step may take) or None (no clipping)")
         return self
 
 
