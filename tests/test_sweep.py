@@ -407,3 +407,41 @@ def test_prune_removes_only_the_runs_no_plan_needs(tmp_path, capsys):
     assert cli_main(["sweep", "--prune", "--store", str(tmp_path)]) == 0
     assert store.get(stray) is None and not store.path(stray).with_suffix(".pt").exists()
     assert store.get(planned) is not None
+
+
+def test_recompute_retrains_in_worker_processes_too(tmp_path):
+    """--recompute with local workers: each run is trained again (its record replaced by a
+    new file with the same numbers), not handed back from the store by the worker."""
+    data = toy_data("blobs", n=80, seed=0)
+    specs = [RunSpec.make("dann", data, seed, network="toy", steps=30, batch_size=16, eval_every=10)
+             for seed in (0, 1)]
+    store = Store(tmp_path)
+    first = ensure(specs, store=store, workers=2, progress=False)
+    inodes = {s: first[s].path.stat().st_ino for s in specs}
+    again = ensure(specs, store=store, workers=2, progress=False, recompute=True)
+    assert ensure.last_summary.trained == 2 and ensure.last_summary.failed == []
+    for s in specs:
+        assert again[s].path.stat().st_ino != inodes[s], "the record was not rewritten"
+        _assert_same_numbers(first[s], again[s])
+
+
+def test_a_worker_retrains_a_run_whose_weights_are_missing(tmp_path):
+    """A fresh clone holds records without (git-ignored) weights; the sweep then hands a
+    dependency whose weights are missing to a worker, which must train it, not return the
+    weightless record. Without the sweep's flag a stored run is returned untouched."""
+    from dannlib.store import _worker_compute
+    from dannlib.sweep import _payload
+
+    data = toy_data("blobs", n=80, seed=0)
+    spec = RunSpec.make("dann", data, 0, network="toy", steps=30, batch_size=16, eval_every=10)
+    store = Store(tmp_path)
+    before = ensure([spec], store=store, workers=1, progress=False)[spec]
+    ino = before.path.stat().st_ino
+    before.weights_path.unlink()
+    plain = {k: v for k, v in _payload(spec).items() if k != "train"}
+    _worker_compute(plain, str(tmp_path), None, 1)
+    assert before.path.stat().st_ino == ino and not before.weights_path.is_file()
+    _worker_compute(_payload(spec), str(tmp_path), None, 1)
+    after = store.get(spec)
+    assert after.weights_path.is_file() and after.path.stat().st_ino != ino
+    _assert_same_numbers(before, after)
