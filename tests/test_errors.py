@@ -63,6 +63,15 @@ def test_non_positive_counts(domains, name, value):
     assert name in str(e.value) and "positive integer" in str(e.value)
 
 
+@pytest.mark.parametrize("method, name", [("dann", "lr"), ("dann", "gamma"), ("adda_gan", "lr"),
+                                          ("adda_gan", "pretrain_lr"), ("adda_gan", "gamma")])
+@pytest.mark.parametrize("value", [0, -0.1, math.nan, math.inf, "0.01", True])
+def test_bad_rates(method, name, value):
+    """Learning rates and the schedule's gamma: finite numbers > 0; a bool is not a rate."""
+    with pytest.raises(ValueError, match=f"{name} must be a finite number > 0, got {value!r}"):
+        methods.make_config(method, **{name: value})
+
+
 def test_batch_larger_than_dataset(domains):
     with pytest.raises(ValueError) as e:
         methods.train("dann", *domains, network="toy", steps=2, batch_size=41, progress=False)

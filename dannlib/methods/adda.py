@@ -44,7 +44,7 @@ from .. import networks
 from ..grl import grad_reverse
 from ..schedules import grl_lambda
 from ..training import Domain, PerSeedMethod, RunResult, fit
-from ..utils import check_choice, check_positive_int, check_seeds, seeded
+from ..utils import check_choice, check_positive_int, check_positive_number, check_seeds, seeded
 from .common import use_channels_last
 
 MAPPING_LOSSES = ("gan", "minimax", "confusion")
@@ -88,9 +88,7 @@ class ADDAConfig:
         check_choice("mapping_loss", self.mapping_loss, MAPPING_LOSSES)
         check_choice("encoder", self.encoder, ENCODERS)
         for name in ("pretrain_lr", "lr", "gamma"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+            check_positive_number(name, getattr(self, name))
         for name in ("beta1", "beta2"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0.0 <= v < 1.0):

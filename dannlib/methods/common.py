@@ -8,7 +8,6 @@ from eq. 6. Adam at a constant rate is offered as a stated deviation.
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,7 +18,7 @@ from torch import nn
 from .. import networks
 from ..schedules import annealed_lr, grl_lambda
 from ..training import Domain
-from ..utils import check_choice, check_positive_int
+from ..utils import check_choice, check_positive_int, check_positive_number
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("annealed", "constant")
@@ -61,9 +60,7 @@ class TrainConfig:
         check_positive_int("steps", self.steps)
         check_positive_int("batch_size", self.batch_size)
         for name in ("lr", "gamma"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+            check_positive_number(name, getattr(self, name))
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
         if self.eval_every is not None:
