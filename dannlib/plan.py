@@ -2,7 +2,7 @@
 ``python -m dannlib sweep`` both read.
 
 Profiles (``dannlib.profiles``): ``smoke`` exercises every code path in seconds (CI);
-``quick`` is sized for a 2-core CPU (the whole ``make figures`` within about 25 minutes);
+``quick`` is sized for a 2-core CPU (the whole ``make figures`` in about 20-25 minutes from an empty store);
 ``paper`` keeps the papers' step counts with 5 seeds on the headline rows and 3 on ablation
 variants. Where quick and paper ask for the same run (same method, config, data, seed), the
 store computes it once.

@@ -2,7 +2,7 @@
 
 - ``smoke``: seconds per notebook, for CI (nbval) — numbers are meaningless, only the code
   path is exercised;
-- ``quick``: the default, sized for a 2-core CPU (``make figures`` within about 25 minutes);
+- ``quick``: the default, sized for a 2-core CPU (``make figures`` in about 20-25 minutes from an empty store; 18.4 min measured);
 - ``paper``: the papers' step counts, 5 seeds on the headline rows (hours of a 2-core CPU,
   spread over sittings through the run store).
 
