@@ -389,13 +389,11 @@ def _as_run_result(stored: StoredRun):
 
 def _worker_compute(payload: dict, store_root: str, data_root: str | None, threads: int) -> dict:
     """Entry point of a worker process (local pool or Dask): compute one run, return its
-    summary. Runs on one torch thread unless told otherwise. A payload with ``"train": True``
-    (what the sweep sends) trains even when a record exists: the run's weights may be
-    missing, or ``--recompute`` was asked for; without it a stored run is returned as is."""
+    summary. Runs on one torch thread unless told otherwise. It always trains, even when a
+    record exists: the sweep hands out only runs to (re)train -- missing ones, dependencies
+    whose weights are missing (a fresh clone keeps records, not every weights file), or every
+    run under ``--recompute``."""
     configure_threads(threads)
     spec = RunSpec(payload["method"], payload["config"], payload["data"], payload["seed"], payload["monitor_size"])
-    store = Store(store_root)
-    existing = None if payload.get("train") else store.get(spec)
-    if existing is None:
-        existing = compute(spec, store, data_root=data_root, progress=False)
-    return {"key": spec.key, "label": spec.label, "status": existing.status, "seconds": existing.seconds}
+    run = compute(spec, Store(store_root), data_root=data_root, progress=False)
+    return {"key": spec.key, "label": spec.label, "status": run.status, "seconds": run.seconds}

@@ -198,11 +198,8 @@ class _RunsBar:
 
 
 def _payload(spec: RunSpec) -> dict:
-    # "train": the sweep hands a worker only runs to (re)train -- missing ones, dependencies
-    # whose weights are missing (a fresh clone keeps records, not every weights file), or
-    # every run under --recompute -- so the worker must not skip one because its record exists.
     return {"method": spec.method, "config": spec.config, "data": spec.data, "seed": spec.seed,
-            "monitor_size": spec.monitor_size, "train": True}
+            "monitor_size": spec.monitor_size}
 
 
 def _init_worker():

@@ -428,7 +428,7 @@ def test_recompute_retrains_in_worker_processes_too(tmp_path):
 def test_a_worker_retrains_a_run_whose_weights_are_missing(tmp_path):
     """A fresh clone holds records without (git-ignored) weights; the sweep then hands a
     dependency whose weights are missing to a worker, which must train it, not return the
-    weightless record. Without the sweep's flag a stored run is returned untouched."""
+    weightless record."""
     from dannlib.store import _worker_compute
     from dannlib.sweep import _payload
 
@@ -438,9 +438,6 @@ def test_a_worker_retrains_a_run_whose_weights_are_missing(tmp_path):
     before = ensure([spec], store=store, workers=1, progress=False)[spec]
     ino = before.path.stat().st_ino
     before.weights_path.unlink()
-    plain = {k: v for k, v in _payload(spec).items() if k != "train"}
-    _worker_compute(plain, str(tmp_path), None, 1)
-    assert before.path.stat().st_ino == ino and not before.weights_path.is_file()
     _worker_compute(_payload(spec), str(tmp_path), None, 1)
     after = store.get(spec)
     assert after.weights_path.is_file() and after.path.stat().st_ino != ino
