@@ -1,7 +1,9 @@
 # dann-study: from a fresh clone to every figure.
 #
-#   make figures                 train the missing runs (sweep), then regenerate every figure (profile quick)
-#   make figures PROFILE=paper   the papers' step counts (5 seeds on headline rows; hours of CPU) into .tmp/paper/
+#   make figures PROFILE=paper   the committed notebooks and figures/ (the papers' step counts, 5 seeds on
+#                                headline rows): train the missing runs (sweep; hours from an empty store,
+#                                none from a clone), then execute the notebooks in place
+#   make figures                 the same for the quick profile (sized for 2 cores), into .tmp/quick/
 #                                (IN_PLACE=1: in place)
 #   make sweep PROFILE=paper     only train the missing runs (resumable; WORKERS=N, TIME_LIMIT=minutes)
 #   make figures ONLY=01,03      only some notebooks (by number)
@@ -52,7 +54,7 @@ $(STAMP): pyproject.toml
 	  echo "make install: no Chromium here, so tests/test_browser.py will skip (CI installs it: apt-get install chromium)"
 	touch $@
 
-# Only the committed profile (quick) executes notebooks/ and writes figures/ in place; another
+# Only the committed profile (paper) executes notebooks/ and writes figures/ in place; another
 # profile writes its notebooks and figures to .tmp/<profile>/ unless IN_PLACE=1. Records go to
 # results/<profile>/ either way. Each notebook is a transaction (see python -m dannlib regenerate -h).
 figures: $(STAMP)
@@ -81,7 +83,7 @@ report: $(STAMP)
 	$(VPY) -m dannlib report --profile $(PROFILE)
 
 # JupyterLab from the venv, serving the project root (open notebooks/01_toy_blobs.ipynb first).
-# The notebooks' profile comes from DANNLIB_PROFILE (default quick): DANNLIB_PROFILE=smoke make lab.
+# The notebooks' profile comes from DANNLIB_PROFILE (default paper, the committed one): DANNLIB_PROFILE=smoke make lab.
 # LAB_ARGS adds options, e.g. make lab LAB_ARGS="--port=8899 --no-browser".
 LAB_ARGS ?=
 lab: $(STAMP)

@@ -2,9 +2,11 @@
 
 - ``smoke``: seconds per notebook, for CI (nbval) — numbers are meaningless, only the code
   path is exercised;
-- ``quick``: the default, sized for a 2-core CPU (``make figures`` in about 20-25 minutes from an empty store; 18.4 min measured);
+- ``quick``: the default of ``make figures``, the sweep and regenerate, sized for a 2-core CPU (``make figures`` in about 20-25 minutes from an empty store; 18.4 min measured);
 - ``paper``: the papers' step counts, 5 seeds on the headline rows (hours of a 2-core CPU,
-  spread over sittings through the run store).
+  spread over sittings through the run store); the profile the committed notebooks, figures/
+  and the README's tables carry (``dannlib.regenerate.COMMITTED_PROFILE``), and the default of
+  the notebooks' parameters cell.
 
 The runs of each notebook under each profile are listed once, in :mod:`dannlib.plan`; this
 module only names the profiles and checks them.

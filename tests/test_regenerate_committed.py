@@ -85,3 +85,22 @@ def test_the_scan_finds_what_it_is_for(tmp_path):
     nbformat.write(nb, str(path))
     found = absolute_paths_in_notebook(path)
     assert len(found) == 2 and found[0].startswith("metadata") and found[1].startswith("cell 1 (source)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_carries_the_committed_profile(path):
+    """Each committed notebook was last executed (by regenerate, in place) under the profile
+    figures/ belongs to, with that profile's seeds, and its parameters cell defaults to it, so
+    that Run All in JupyterLab renders what the file shows. A notebook regenerated under
+    another profile with --in-place, or edited afterwards, fails here."""
+    from dannlib.plan import plan
+    from dannlib.regenerate import COMMITTED_PROFILE
+
+    nb = nbformat.read(path, as_version=4)
+    params = nb.metadata.get("papermill", {}).get("parameters", {})
+    assert params.get("profile") == COMMITTED_PROFILE, (
+        f"{_rel(path)} was executed under {params.get('profile')!r}; regenerate it with "
+        f"python -m dannlib regenerate --profile {COMMITTED_PROFILE} --only {path.name[:2]}")
+    assert params.get("seeds") in (None, list(plan(path.name[:2], COMMITTED_PROFILE).seeds))
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert f'os.environ.get("DANNLIB_PROFILE", "{COMMITTED_PROFILE}")' in cell.source

@@ -104,11 +104,11 @@ def test_other_profiles_write_under_dot_tmp_and_records_to_results(tmp_path, mon
 def test_only_the_committed_profile_is_in_place_by_default(tmp_path, monkeypatch):
     monkeypatch.delenv("DANNLIB_FIGURES", raising=False)
     monkeypatch.delenv("DANNLIB_RESULTS", raising=False)  # make test sets it; the defaults are what is tested
-    assert regen.COMMITTED_PROFILE == "quick"
+    assert regen.COMMITTED_PROFILE == "paper"
     nbdir = tmp_path / "notebooks"
-    quick = regen.resolve_outputs("quick", nbdir)
-    assert quick.in_place and quick.notebooks == nbdir and quick.figures == regen.PROJECT_ROOT / "figures"
-    for profile in ("smoke", "paper"):
+    paper = regen.resolve_outputs("paper", nbdir)
+    assert paper.in_place and paper.notebooks == nbdir and paper.figures == regen.PROJECT_ROOT / "figures"
+    for profile in ("smoke", "quick"):
         out = regen.resolve_outputs(profile, nbdir)
         assert not out.in_place
         assert out.notebooks == tmp_path / ".tmp" / profile / "notebooks"
@@ -117,7 +117,7 @@ def test_only_the_committed_profile_is_in_place_by_default(tmp_path, monkeypatch
         forced = regen.resolve_outputs(profile, nbdir, in_place=True)
         assert forced.in_place and forced.notebooks == nbdir and forced.figures == regen.PROJECT_ROOT / "figures"
     monkeypatch.setenv("DANNLIB_FIGURES", str(tmp_path / "elsewhere"))
-    assert regen.resolve_outputs("paper", nbdir).figures == tmp_path / "elsewhere"
+    assert regen.resolve_outputs("quick", nbdir).figures == tmp_path / "elsewhere"
 
 
 def test_unwritable_output_folders_are_named_with_their_option(tmp_path, monkeypatch, capsys):

@@ -25,7 +25,7 @@ run. On a failure or an interruption the notebook, figures and records stay exac
 they were; the partial execution of a failure is kept as ``.failed/NN_name.ipynb`` in the
 folder of the executed notebooks. Later notebooks still run after a failure.
 
-Profiles never overwrite each other's outputs: only ``COMMITTED_PROFILE`` ("quick", the
+Profiles never overwrite each other's outputs: only ``COMMITTED_PROFILE`` ("paper", the
 profile the committed notebooks carry) executes ``notebooks/`` in place and writes
 ``figures/``; another profile writes its executed notebooks to ``.tmp/<profile>/notebooks/``
 and its figures to ``.tmp/<profile>/figures/`` (``.tmp`` beside the notebooks folder)

@@ -34,7 +34,7 @@ REPORT_NAME = "regeneration.json"
 TMP_DIRNAME = ".tmp"
 
 # The profile the committed notebooks and figures/ carry: only it regenerates them in place.
-COMMITTED_PROFILE = "quick"
+COMMITTED_PROFILE = "paper"
 
 # Set in the kernel's environment by regenerate (beside DANNLIB_FIGURES/RESULTS/PROFILE/DATA).
 PROGRESS_ENV = "DANNLIB_PROGRESS"
