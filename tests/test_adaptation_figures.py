@@ -67,3 +67,27 @@ def test_seed_points_with_a_single_hue_level():
     fig = plot_seed_points(recs, "acc", x="method", hue="pair")
     assert not math.isnan(fig.axes[0].get_ylim()[0])
     plt.close(fig)
+
+
+def test_seed_points_are_the_same_figure_every_time():
+    """The strip plot's jitter is seeded per call: regenerating a figure from the same records
+    gives the same point positions (and so the same file), and the caller's global numpy
+    generator is left where it was."""
+    import numpy as np
+
+    recs = [{"method": m, "seed": s, "acc": 0.5 + 0.01 * s, "status": "ok"} for m in ("x", "y") for s in range(5)]
+
+    def offsets():
+        fig = plot_seed_points(recs, "acc", x="method")
+        xy = [c.get_offsets().tolist() for c in fig.axes[0].collections if len(c.get_offsets())]
+        plt.close(fig)
+        return xy
+
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    first = offsets()
+    assert (np.random.get_state()[1] == before).all()
+    np.random.random(1000)  # another draw in between must not move the points
+    assert offsets() == first
+    xs = [x for x, _ in first[0]]
+    assert len(set(xs)) > 1  # jittered, not all on one line

@@ -118,7 +118,14 @@ def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str 
     fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(order) * (len(hue_order) if hue else 1) + 2.0), 3.8))
     kw = dict(data=df, x=x, y=metric, order=order, hue=hue, hue_order=hue_order, ax=ax)
     dodge = bool(hue) and len(hue_order) > 1  # seaborn divides by (levels - 1): one level cannot dodge
-    sns.stripplot(**kw, dodge=dodge, alpha=0.55, size=5, jitter=0.15, legend=False)
+    # seaborn jitters with numpy's global generator: seed it for this call (and restore it), so
+    # the same records always give the same figure file
+    state = np.random.get_state()
+    try:
+        np.random.seed(0)
+        sns.stripplot(**kw, dodge=dodge, alpha=0.55, size=5, jitter=0.15, legend=False)
+    finally:
+        np.random.set_state(state)
     sns.pointplot(**kw, dodge=0.4 if dodge else False, errorbar="sd", capsize=0.15, linestyle="none",
                   markers="D", markersize=5, err_kws={"linewidth": 1.4})
     counts = {(g[x], g.get(hue)): g for g in aggregate(records, metric, [x] + ([hue] if hue else []))}
