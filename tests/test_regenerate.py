@@ -145,6 +145,7 @@ def test_good_runs_in_place_and_failure_is_isolated(project, capsys, monkeypatch
     assert [o["text"] for o in good.cells[-1].outputs] == ["wrote ../figures/01_good/facts.json\n"]
     injected = [c for c in good.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and "nbval-skip" in injected[0].metadata.tags
+    assert injected[0].get("id") in (None, "injected-parameters")  # not papermill's random id
     # it records the parameters as comments and assigns nothing (Run All in JupyterLab takes the
     # parameters cell, so $DANNLIB_PROFILE is honoured)
     src = injected[0].source

@@ -104,3 +104,15 @@ def test_committed_notebook_carries_the_committed_profile(path):
     assert params.get("seeds") in (None, list(plan(path.name[:2], COMMITTED_PROFILE).seeds))
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assert f'os.environ.get("DANNLIB_PROFILE", "{COMMITTED_PROFILE}")' in cell.source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_names_no_staging_folder(path):
+    """regenerate runs a notebook with DANNLIB_FIGURES/RESULTS pointing at staging folders
+    (.staging-<pid>-<name>) that are renamed away afterwards: an output that names one points
+    at nothing. Print paths relative to the final folders (e.g. ``path.parent.name``)."""
+    nb = nbformat.read(path, as_version=4)
+    found = [f"cell {i}" for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+             if ".staging-" in nbformat.writes(nbformat.from_dict({"cells": [cell], "metadata": {}, "nbformat": 4,
+                                                                   "nbformat_minor": 5}))]
+    assert not found, f"{_rel(path)}: outputs name a staging folder in {found}"

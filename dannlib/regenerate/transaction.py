@@ -203,6 +203,8 @@ def tidy_notebook(nb, name: str, parameters: dict, rules: Sequence[tuple[re.Patt
                            "above sets them for a run of your own:\n"
                            + "\n".join(f"#   {k} = {v!r}" for k, v in parameters.items()))
             cell.outputs = []
+            if "id" in cell:  # papermill draws a new random id each run: keep the file's diff to what changed
+                cell["id"] = "injected-parameters"
         if cell.cell_type != "code":
             continue
         kept = []
