@@ -32,6 +32,11 @@ def test_there_is_something_to_scan():
     assert len(NOTEBOOKS) >= 6 and any(p.name == "regeneration.json" for p in RESULTS)
 
 
+def _cell_text(cell) -> str:
+    """One cell as the notebook file holds it (source, outputs, metadata)."""
+    return nbformat.writes(nbformat.from_dict({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+
+
 def absolute_paths_in_notebook(path: Path) -> list[str]:
     nb = nbformat.read(path, as_version=4)
     found = []
@@ -40,8 +45,7 @@ def absolute_paths_in_notebook(path: Path) -> list[str]:
     for m in ABSOLUTE.finditer(meta):
         found.append(f"metadata: ...{meta[max(0, m.start() - 40):m.end() + 30]!r}")
     for i, cell in enumerate(nb.cells):
-        text = nbformat.writes(nbformat.from_dict({"cells": [cell], "metadata": {}, "nbformat": 4,
-                                                   "nbformat_minor": 5}))
+        text = _cell_text(cell)
         for m in ABSOLUTE.finditer(text):
             part = "source" if m.group(0) in cell.source else "outputs"
             found.append(f"cell {i} ({part}): ...{text[max(0, m.start() - 40):m.end() + 30]!r}")
@@ -112,7 +116,6 @@ def test_committed_notebook_names_no_staging_folder(path):
     (.staging-<pid>-<name>) that are renamed away afterwards: an output that names one points
     at nothing. Print paths relative to the final folders (e.g. ``path.parent.name``)."""
     nb = nbformat.read(path, as_version=4)
-    found = [f"cell {i}" for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
-             if ".staging-" in nbformat.writes(nbformat.from_dict({"cells": [cell], "metadata": {}, "nbformat": 4,
-                                                                   "nbformat_minor": 5}))]
+    found = [f"cell {i}" for i, cell in enumerate(nb.cells)
+             if cell.cell_type == "code" and ".staging-" in _cell_text(cell)]
     assert not found, f"{_rel(path)}: outputs name a staging folder in {found}"
