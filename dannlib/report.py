@@ -1,11 +1,17 @@
-"""The study's results as Markdown, built only from the records the notebooks wrote.
+"""The study's results as Markdown, built only from the records the notebooks wrote, and the
+few tables the notebooks print in place of prose.
 
-``python -m dannlib report [--profile paper] [--results-dir DIR]`` prints one table per
-notebook (mean ± std over seeds, the number of seeds in brackets, failed runs counted apart)
-beside the published numbers of :data:`dannlib.results.PUBLISHED`, with the profile, the
-seeds, the machine and the regeneration times. The README's results section is pasted from
-its output, so every number there can be traced to a record. The results folder defaults to
-the project's ``results/`` wherever the command is run from.
+``python -m dannlib report [--profile paper] [--results-dir DIR]`` prints the headline (ours
+against the published numbers), then one table per notebook (mean ± std over seeds, the
+number of seeds in brackets, failed runs counted apart) beside the published numbers of
+:data:`dannlib.results.PUBLISHED` and its paired comparisons (:mod:`dannlib.stats`), with the
+profile, the seeds, the machine and the regeneration times. The README's results tables are
+copied from its output (a test checks every number), so each can be traced to a record. The
+results folder defaults to the project's ``results/`` wherever the command is run from.
+
+The notebooks call the same builders (:func:`notebook_comparisons`, :func:`published_table`,
+:func:`method_table`, :func:`threshold_counts`, :func:`last_logged`): no notebook builds its
+sentences itself, and a comparison reads the same in a notebook, the report and the README.
 """
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ import json
 from pathlib import Path
 
 from .profiles import check_profile
-from .results import aggregate, format_cell, published_text, read_records
+from .results import aggregate, format_cell, published, published_text, read_records
+from .stats import compare_records
 from .utils import results_root
 
 EXPERIMENT_OF_PAIR = {"MNIST->MNIST-M": "mnist->mnist_m", "MNIST->USPS": "mnist->usps", "USPS->MNIST": "usps->mnist"}
@@ -60,6 +67,9 @@ def markdown_report(results_dir=None, profile: str = "quick") -> str:
         raise FileNotFoundError(f"no records in {folder}: run `make figures PROFILE={profile}` "
                                 f"(python -m dannlib sweep --profile {profile}, then regenerate) first")
     parts = [f"Profile `{profile}`; records in `results/{profile}/`."]
+    headline = headline_markdown(folder)
+    if headline:
+        parts.append(headline)
     regen = folder / "regeneration.json"
     if regen.is_file():
         info = json.loads(regen.read_text())
@@ -95,7 +105,168 @@ def markdown_report(results_dir=None, profile: str = "quick") -> str:
         body = metric_table(recs, keys, metric, digits=4 if number == "03" else 3, published=metric != "pad")
         parts.append(f"### {title}\n\n`{paths[0].name}`; seeds {', '.join(map(str, seeds))}; "
                      f"steps {', '.join(map(str, steps)) or '—'}.\n\n{body}")
+        for name in (n for n in COMPARISONS if COMPARISONS[n][0] == number):
+            parts.append(f"Paired comparisons (`{name}`):\n\n" + notebook_comparisons(recs, name))
     return "\n\n".join(parts) + "\n"
+
+
+# -- the few tables the notebooks print (prose from one place) -------------------------------
+#: The paired comparisons each notebook reports, and the report prints: name -> (notebook,
+#: grouping key or None, [(metric, a, b), ...]); "a − b" on the seeds both ran ok
+#: (:mod:`dannlib.stats`). A comparison whose sides have no shared seed is left out.
+COMPARISONS: dict[str, tuple[str, str | None, list[tuple[str, str, str]]]] = {
+    "01": ("01", "toy", [("target_acc", "dann", "source_only"), ("target_acc", "dann_deep", "source_only"),
+                         ("target_acc", "dann_deep", "dann"), ("domain_probe_acc", "dann", "source_only"),
+                         ("domain_probe_acc", "dann_deep", "dann")]),
+    "03": ("03", None, [("target_test_acc", "dann", "source_only"), ("target_test_acc", "dann_adam", "dann")]),
+    "04": ("04", None, [("pad", "dann", "source_only"), ("pad", "source_only", "raw_pixels")]),
+    "05": ("05", "pair", [("target_test_acc", m, "adda_pretrain")
+                          for m in ("dann_lenet", "adda_gan", "adda_minimax", "adda_confusion")]
+                         + [("target_test_acc", "dann_lenet", "adda_gan")]),
+    "06": ("06", "pair", [("target_test_acc", "iimt", "dann"), ("target_test_acc", "iimt", "source_only"),
+                          ("target_test_acc", "dann", "source_only")]),
+    "06-ablation": ("06", "pair", [("target_test_acc", v, "iimt") for v in
+                                   ("iimt_no_inter", "iimt_no_target_mix", "iimt_no_consistency", "iimt_no_intra",
+                                    "iimt_no_adversarial")]),
+}
+COMPARISON_HEADER = ["comparison", "n", "mean diff", "95% CI", "sign-test p", "verdict"]
+
+
+def comparisons(records, name: str, *, names: dict | None = None) -> list[tuple]:
+    """The paired comparisons ``COMPARISONS[name]`` on ``records``: ``(group, metric,
+    Comparison)`` for every group (e.g. each pair) and comparison with at least one shared seed."""
+    if name not in COMPARISONS:
+        raise ValueError(f"name must be one of {sorted(COMPARISONS)}, got {name!r}")
+    _, group, specs = COMPARISONS[name]
+    records = list(records)
+    groups = list(dict.fromkeys(r.get(group) for r in records)) if group else [None]
+    out = []
+    for g in groups:
+        where = {group: g} if group else {}
+        for metric, a, b in specs:
+            c = compare_records(records, metric, a, b, where=where, names=names)
+            if c.n:
+                out.append((g, metric, c))
+    return out
+
+
+def comparison_table(rows, *, group: str | None = None, digits: int = 3) -> str:
+    """A Markdown table of ``(group, metric, Comparison)`` rows (as :func:`comparisons` gives):
+    [group |] [metric |] comparison | n | mean diff | 95% CI | sign-test p | verdict. The metric
+    column appears only when the rows have more than one metric."""
+    rows = list(rows)
+    if not rows:
+        return "(no comparison: no two methods share a seed in these records)"
+    metrics = list(dict.fromkeys(m for _, m, _ in rows))
+    header = ([group] if group else []) + (["metric"] if len(metrics) > 1 else []) + COMPARISON_HEADER
+    body = []
+    for g, metric, c in rows:
+        cells = c.as_row(digits)
+        body.append(([g] if group else []) + ([metric] if len(metrics) > 1 else []) + [cells[k] for k in COMPARISON_HEADER])
+    return _table(header, body)
+
+
+def notebook_comparisons(records, name: str, *, names: dict | None = None, digits: int = 3) -> str:
+    """:func:`comparison_table` of :func:`comparisons` ``(records, name)``, with a one-line key."""
+    group = COMPARISONS[name][1]
+    return (comparison_table(comparisons(records, name, names=names), group=group, digits=digits)
+            + "\n\nPaired by seed (`dannlib.stats`): a − b on the seeds both ran ok; 95% paired t-interval; exact "
+              "two-sided sign test; *higher*/*lower* only when the interval excludes 0.")
+
+
+def published_table(records, metric: str, *, group: str | None = None, experiment=None,
+                    names: dict | None = None, digits: int = 3) -> str:
+    """Ours beside the published number, for every (group, method) that has one in
+    :data:`dannlib.results.PUBLISHED`: [group |] method | ours, mean ± sd (n) | published |
+    ours − published | published in. ``experiment``: the experiment's name, or a mapping from
+    the group's values to it (default :data:`EXPERIMENT_OF_PAIR`)."""
+    names = names or {}
+    keys = [group, "method"] if group else ["method"]
+    body = []
+    for g in aggregate(records, metric, keys):
+        exp = (experiment.get(g[group]) if isinstance(experiment, dict) else experiment) if experiment is not None \
+            else EXPERIMENT_OF_PAIR.get(g.get(group)) if group else None
+        pub = published(exp, g["method"]) if exp else None
+        if pub is None or not g["n"]:
+            continue
+        gap = f"{g['mean'] - pub[0]:+.{digits}f}"
+        body.append(([g[group]] if group else []) + [names.get(g["method"], g["method"]),
+                     format_cell(g["mean"], g["std"], g["n"], digits), published_text(exp, g["method"], digits),
+                     gap, pub[1].replace(" (?)", "")])
+    if not body:
+        return "(no published number for these records)"
+    return _table(([group] if group else []) + ["method", "ours, mean ± sd (n)", "published", "ours − published",
+                                                "published in ((?): quoted second-hand)"], body)
+
+
+def threshold_counts(records, metric: str, threshold: float, *, by=("method",), columns: str | None = None,
+                     below: bool = False):
+    """How many ok seeds lie above (or ``below``) ``threshold``: a pandas DataFrame of "k of n"
+    cells indexed by ``by`` (pivoted on ``columns``)."""
+    import pandas as pd
+
+    keys = list(by) + ([columns] if columns else [])
+    rows = []
+    for g in aggregate(records, metric, keys):
+        k = sum((v < threshold) if below else (v > threshold) for v in g["values"])
+        rows.append({**{key: g[key] for key in keys}, metric: f"{k} of {g['n']}"})
+    df = pd.DataFrame(rows)
+    return df.pivot(index=list(by), columns=columns, values=metric) if columns else df.set_index(list(by))[[metric]]
+
+
+def last_logged(runs, keys) -> list[dict]:
+    """One record per stored run ``(tags, run)``: its tags, seed, status and the last logged
+    value of each of ``keys`` (None where the history lacks it), for :func:`aggregate`."""
+    out = []
+    for tags, run in runs:
+        last = run.history[-1] if run.history else {}
+        out.append({**tags, "seed": run.spec.seed, "status": run.status, **{k: last.get(k) for k in keys}})
+    return out
+
+
+def method_table(records, metrics, *, order=None, names: dict | None = None, experiment: str | None = None,
+                 digits: int = 3):
+    """A pandas DataFrame, one row per method (in ``order``): each metric's :func:`aggregate`
+    cell, the failed runs and, with ``experiment``, the published number and its source."""
+    import pandas as pd
+
+    names = names or {}
+    records = list(records)
+    order = list(order) if order is not None else list(dict.fromkeys(r["method"] for r in records))
+    rows = {}
+    for m in order:
+        rs = [r for r in records if r["method"] == m]
+        if not rs:
+            continue
+        row = {}
+        for metric in metrics:
+            (g,) = aggregate(rs, metric)
+            row[metric] = format_cell(g["mean"], g["std"], g["n"], digits)
+        row["failed"] = g["failed"]
+        if experiment is not None:
+            pub = published(experiment, m)
+            row["published"] = published_text(experiment, m, digits)
+            row["published in"] = pub[1] if pub else "—"
+        rows[names.get(m, m)] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+#: The headline: (notebook, title, metric, group) of the tables of ours against the published numbers.
+HEADLINE = [("03", "MNIST → MNIST-M, target test accuracy (notebook 03; DANN paper, table 2)", "target_test_acc", None),
+            ("05", "MNIST ↔ USPS, target test accuracy (notebook 05; ADDA paper, table 2)", "target_test_acc", "pair")]
+
+
+def headline_markdown(folder) -> str:
+    """The headline tables (:data:`HEADLINE`) from the records in ``folder``: ours against the
+    published numbers. Empty when no headline notebook has records there."""
+    parts = []
+    for number, title, metric, group in HEADLINE:
+        paths = sorted(Path(folder).glob(f"{number}_*.jsonl"))
+        if paths:
+            recs = [r for p in paths for r in read_records(p)]
+            parts.append(f"#### {title}\n\n" + published_table(recs, metric, group=group,
+                                                                experiment=None if group else "mnist->mnist_m"))
+    return ("### Headline: ours against the published numbers\n\n" + "\n\n".join(parts)) if parts else ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """The helpers notebooks 05 and 06 build their figures and sentences from:
-``dannlib.results.describe_difference`` and ``dannlib.plotting.adaptation``."""
+``dannlib.plotting.adaptation``."""
 from __future__ import annotations
 
 import math
@@ -12,28 +12,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
 from dannlib.plotting import plot_adaptation_curves, plot_loss_terms, plot_seed_points  # noqa: E402
-from dannlib.results import describe_difference, paired_differences  # noqa: E402
-
-
-def _rows(pairs):
-    recs = [{"method": m, "seed": s, "target_test_acc": v, "status": "ok", "pair": "A->B"} for m, s, v in pairs]
-    return paired_differences(recs, "target_test_acc", baseline="base", group="pair")
-
-
-def test_describe_difference_verdicts():
-    higher = _rows([("base", 0, 0.5), ("base", 1, 0.6), ("new", 0, 0.7), ("new", 1, 0.75)])[0]
-    assert describe_difference(higher)[0] == "higher"
-    assert describe_difference(higher)[1].startswith("+0.175 ± ")
-    lower = _rows([("base", 0, 0.5), ("base", 1, 0.6), ("new", 0, 0.4), ("new", 1, 0.45)])[0]
-    assert describe_difference(lower)[0] == "lower"
-    mixed = _rows([("base", 0, 0.5), ("base", 1, 0.6), ("new", 0, 0.7), ("new", 1, 0.55)])[0]
-    assert describe_difference(mixed)[0] == "unclear"
-    one = _rows([("base", 0, 0.5), ("new", 0, 0.7)])[0]
-    assert describe_difference(one)[0] == "one seed"
-    same = _rows([("base", 0, 0.5), ("base", 1, 0.6), ("new", 0, 0.5), ("new", 1, 0.6)])[0]
-    assert describe_difference(same)[0] == "equal"
-    none = _rows([("base", 0, 0.5), ("new", 1, 0.7)])[0]
-    assert describe_difference(none)[0] == "none"
 
 
 def _run(status, values, key="target_test_acc"):

@@ -48,7 +48,8 @@ def test_published_numbers_one_table():
 def test_report_means_from_records(tmp_path):
     write_records(tmp_path, "03_dann_vs_source_only", "smoke", _recs())
     text = markdown_report(tmp_path, "smoke")
-    line = next(l for l in text.splitlines() if l.startswith("| dann |"))
+    section = text[text.index("### MNIST → MNIST-M (notebook 03)"):]
+    line = next(l for l in section.splitlines() if l.startswith("| dann |"))
     assert "0.7500 ± 0.0707 (2)" in line and "| 1 |" in line and ".7666" in line
     assert "seeds 0, 1, 2" in text
     assert "no records: notebook 05" in text
@@ -104,3 +105,49 @@ def test_report_states_the_from_scratch_wall_time(tmp_path):
     text = markdown_report(tmp_path, "smoke")
     assert "| 03_dann_vs_source_only | ok, partial: only the runs stored then | 3 |" in text
     assert "took 23.1 min of wall time (`wall_seconds` 1383; started a; its sweep trained 76 runs in 20.0 min)" in text
+
+
+def test_report_prints_the_paired_comparison_and_the_headline(tmp_path):
+    write_records(tmp_path, "03_dann_vs_source_only", "smoke", _recs())
+    text = markdown_report(tmp_path, "smoke")
+    # dann − source_only on seeds 0 and 1: differences 0.2 and 0.2, no spread: interval [0.2, 0.2]
+    assert "| dann − source_only | 2 | +0.200 | [+0.200, +0.200] | 0.5 | higher |" in text
+    # the headline: ours against the published number, and the gap
+    assert "| dann | 0.750 ± 0.071 (2) | .767 | -0.017 | Ganin & Lempitsky 2015, table 2 |" in text
+
+
+def test_comparison_table_by_hand():
+    from dannlib.report import comparison_table
+
+    recs = [{"method": m, "pair": p, "seed": s, "acc": v, "status": "ok"}
+            for p in ("A->B", "B->A") for s, (x, y) in enumerate([(2, 1), (4, 2), (6, 3)]) for m, v in (("x", x), ("y", y))]
+    from dannlib.stats import compare_records
+    rows = [(p, "acc", compare_records(recs, "acc", "x", "y", where={"pair": p})) for p in ("A->B", "B->A")]
+    table = comparison_table(rows, group="pair")
+    # differences 1, 2, 3: mean 2, t_{0.975,2} sd/sqrt(3) = 2.484; sign test 0.25
+    assert "| A->B | x − y | 3 | +2.000 | [-0.484, +4.484] | 0.25 | no clear difference |" in table
+    assert table.splitlines()[0] == "| pair | comparison | n | mean diff | 95% CI | sign-test p | verdict |"
+
+
+def test_comparisons_skip_what_no_seed_shares_and_refuse_unknown_names():
+    from dannlib.report import comparisons
+
+    recs = [{"method": "dann", "seed": 0, "target_test_acc": 0.7}, {"method": "source_only", "seed": 1,
+                                                                   "target_test_acc": 0.5}]
+    assert comparisons(recs, "03") == []
+    with pytest.raises(ValueError, match="name must be one of"):
+        comparisons(recs, "07")
+
+
+def test_published_table_and_threshold_counts():
+    from dannlib.report import published_table, threshold_counts
+
+    recs = [dict(r, pair="MNIST->USPS") for r in _recs()] + [
+        {"method": "adda_gan", "pair": "MNIST->USPS", "seed": s, "target_test_acc": v, "status": "ok"}
+        for s, v in enumerate([0.85, 0.87])]
+    table = published_table(recs, "target_test_acc", group="pair")
+    assert "| MNIST->USPS | adda_gan | 0.860 ± 0.014 (2) | .894 | -0.034 | Tzeng et al. 2017, table 2 (ADDA) |" in table
+    assert "| dann |" not in table  # no published number for dann on MNIST->USPS
+    counts = threshold_counts(recs, "target_test_acc", 0.65)
+    assert counts.loc["dann", "target_test_acc"] == "2 of 2" and counts.loc["source_only", "target_test_acc"] == "0 of 2"
+    assert threshold_counts(recs, "target_test_acc", 0.55, below=True).loc["source_only"].item() == "1 of 2"
