@@ -25,6 +25,8 @@ NOTEBOOKS = {
     "04": "04_tsne_embeddings",
     "05": "05_adda_comparison",
     "06": "06_iimt_mixup_ablation",
+    "07": "07_model_selection",
+    "08": "08_shortfalls",
 }
 
 
@@ -50,7 +52,7 @@ class Plan:
 def _seeds(n: int, seeds) -> list[int]:
     from .utils import check_seeds
 
-    return check_seeds(seeds) if seeds else list(range(n))
+    return check_seeds(seeds) if seeds is not None else list(range(n))
 
 
 # -- 01: toys ---------------------------------------------------------------------------------------
@@ -81,25 +83,33 @@ def _plan_01(profile, seeds):
 def _settings_03(profile):
     return {
         "smoke": {"n_seeds": 1, "methods": ["source_only", "dann", "dann_adam", "train_on_target"],
+                  "released_methods": ["source_only", "dann", "train_on_target"],
                   "n_train": 500, "n_test": 500, "steps": 30, "eval_every": 10, "monitor_size": 200},
-        "quick": {"n_seeds": 3, "methods": ["source_only", "dann", "train_on_target"],
+        "quick": {"n_seeds": 3, "methods": ["source_only", "dann", "train_on_target"], "released_methods": [],
                   "n_train": None, "n_test": None, "steps": 10_000, "eval_every": 250, "monitor_size": 2000},
         "paper": {"n_seeds": 5, "methods": ["source_only", "dann", "dann_adam", "train_on_target"],
+                  "released_methods": ["source_only", "dann", "train_on_target"],
                   "n_train": None, "n_test": None, "steps": 10_000, "eval_every": 250, "monitor_size": 2000},
     }[profile]
 
 
-def _mnist_m_runs(s, seeds, methods):
-    data = digits_data("mnist", "mnist_m", n_source=s["n_train"], n_target=s["n_train"], n_test=s["n_test"])
+#: The pair label of each MNIST-M target: the study's own build, and the released data set the
+#: papers measured on (Ganin & Lempitsky 2015).
+MNIST_M_PAIRS = {"mnist_m": "MNIST->MNIST-M", "mnist_m_released": "MNIST->MNIST-M (released)"}
+
+
+def _mnist_m_runs(s, seeds, methods, target="mnist_m"):
+    data = digits_data("mnist", target, n_source=s["n_train"], n_target=s["n_train"], n_test=s["n_test"])
     return [Planned(RunSpec.make(m, data, seed, monitor_size=s["monitor_size"], steps=s["steps"], batch_size=32,
-                                 eval_every=s["eval_every"]), {"pair": "MNIST->MNIST-M", "method": m})
+                                 eval_every=s["eval_every"]), {"pair": MNIST_M_PAIRS[target], "method": m})
             for m in methods for seed in seeds]
 
 
 def _plan_03(profile, seeds):
     s = _settings_03(profile)
     seeds = _seeds(s["n_seeds"], seeds)
-    return {**s, "batch_size": 32}, seeds, _mnist_m_runs(s, seeds, s["methods"])
+    runs = _mnist_m_runs(s, seeds, s["methods"]) + _mnist_m_runs(s, seeds, s["released_methods"], "mnist_m_released")
+    return {**s, "batch_size": 32}, seeds, runs
 
 
 def _plan_04(profile, seeds):
@@ -183,7 +193,96 @@ def _plan_06(profile, seeds):
     return s, seeds, runs
 
 
-_PLANS = {"01": _plan_01, "03": _plan_03, "04": _plan_04, "05": _plan_05, "06": _plan_06}
+# -- 07: label-free model selection (issue 20) ---------------------------------------------------
+#: The grids that 07's selection rules (``dannlib.selection``) choose from, on MNIST->USPS with
+#: 06's data (so the default cells -- DANN at lambda_max 1 on the eq. 6 ramp, lr 0.01; IIMT at
+#: ramp_max 1 -- are 06's runs where the step counts agree). "none" is the no-reversal control:
+#: DANN's domain classifier trains, but lambda = 0 sends no gradient to the features.
+DANN_GRID = {"lambda_max": (0.1, 0.3, 1.0, 3.0), "lr": (0.01, 0.003),
+             "schedule": {"ramp": "dann", "constant": "constant"}}
+IIMT_GRID = {"ramp_max": (0.1, 0.3, 1.0, 3.0, 10.0)}
+
+
+def _plan_07(profile, seeds):
+    s = {
+        "smoke": {"n_seeds": 1, "steps": 6, "eval_every": 3, "monitor_size": 100, "n_cap": 200, "n_test": 100,
+                  "lambda_max": [0.1, 1.0], "lr": [0.01], "ramp_max": [0.1, 1.0]},
+        "quick": {"n_seeds": 3, "steps": 1000, "eval_every": 100, "monitor_size": 2000, "n_cap": None,
+                  "n_test": None, "lambda_max": [0.1, 1.0, 3.0], "lr": [0.01], "ramp_max": [0.1, 1.0, 10.0]},
+        "paper": {"n_seeds": 3, "steps": 10_000, "eval_every": 250, "monitor_size": 2000, "n_cap": None,
+                  "n_test": None, "lambda_max": list(DANN_GRID["lambda_max"]), "lr": list(DANN_GRID["lr"]),
+                  "ramp_max": list(IIMT_GRID["ramp_max"])},
+    }[profile]
+    seeds = _seeds(s["n_seeds"], seeds)
+    pair = "MNIST->USPS"
+    data = {**USPS_PAIRS[pair], "n_test": s["n_test"]}
+    if s["n_cap"]:
+        data = {**data, "n_source": s["n_cap"], "n_target": s["n_cap"]}
+    common = dict(monitor_size=s["monitor_size"], steps=s["steps"], batch_size=32, eval_every=s["eval_every"])
+    cells = []  # (method, tags, config overrides); floats throughout (1 and 1.0 are different keys)
+    for lr in map(float, s["lr"]):
+        for schedule, name in DANN_GRID["schedule"].items():
+            for lam in map(float, s["lambda_max"]):
+                cells.append(("dann", {"schedule": schedule, "lambda_max": lam, "lr": lr},
+                              {"lambda_schedule": name, "lambda_max": lam, "lr": lr}))
+        cells.append(("dann", {"schedule": "none", "lambda_max": 0.0, "lr": lr},
+                      {"lambda_schedule": "constant", "lambda_max": 0.0, "lr": lr}))
+    for ramp in map(float, s["ramp_max"]):
+        cells.append(("iimt", {"ramp_max": ramp}, {"ramp_max": ramp}))
+    runs = [Planned(RunSpec.make(method, data, seed, **common, **overrides),
+                    {"pair": pair, "method": method, **tags})
+            for method, tags, overrides in cells for seed in seeds]
+    return {**s, "pair": pair, "batch_size": 32}, seeds, runs
+
+
+# -- 08: the shortfalls, each diagnosed by controlled runs ---------------------------------------
+#: IIMT without the adversarial term (06's ``iimt_no_adversarial``) and its controls, on 06's
+#: MNIST->MNIST-M setting: all its target terms weighted 0 (must train exactly like the next row),
+#: source-only plus intra-source mixup (the target terms switched off), and the target terms
+#: without intra-source mixup.
+IIMT_TARGET_TERMS = ("inter_mixup", "target_dominated_mixup", "consistency", "intra_target")
+IIMT_CONTROLS = {
+    "no_adversarial": {},
+    "target_weights_0": {"w_inter": 0.0, "w_target_mix": 0.0, "w_consistency": 0.0, "w_intra_target": 0.0},
+    "source_intra_mixup": {t: False for t in IIMT_TARGET_TERMS},
+    "target_terms_only": {"intra_source": False},
+}
+
+
+def _plan_08(profile, seeds):
+    s = {
+        "smoke": {"n_seeds": 1, "steps": 6, "eval_every": 3, "monitor_size": 100, "n_cap": 200, "n_test": 100,
+                  "long_steps": 12, "controls_seeds": {k: 1 for k in IIMT_CONTROLS}, "n_long_seeds": 1},
+        "quick": {"n_seeds": 0, "steps": 10_000, "eval_every": 250, "monitor_size": 2000, "n_cap": None,
+                  "n_test": None, "long_steps": 20_000, "controls_seeds": {}, "n_long_seeds": 0},
+        "paper": {"n_seeds": 3, "steps": 10_000, "eval_every": 250, "monitor_size": 2000, "n_cap": None,
+                  "n_test": None, "long_steps": 20_000, "n_long_seeds": 3,
+                  "controls_seeds": {"no_adversarial": 3, "target_weights_0": 1, "source_intra_mixup": 3,
+                                     "target_terms_only": 3}},
+    }[profile]
+    seeds = _seeds(max(s["n_seeds"], 1), seeds)
+    mnist_m = digits_data("mnist", "mnist_m", n_source=s["n_cap"], n_target=s["n_cap"], n_test=s["n_test"])
+    runs = []
+    common = dict(steps=s["steps"], batch_size=32, eval_every=s["eval_every"])
+    for control, n in s["controls_seeds"].items():
+        for seed in seeds[:n]:
+            spec = RunSpec.make("iimt_no_adversarial", mnist_m, seed, monitor_size=s["monitor_size"],
+                                **common, **IIMT_CONTROLS[control])
+            runs.append(Planned(spec, {"diagnosis": "iimt_no_adversarial", "pair": "MNIST->MNIST-M",
+                                       "method": control}))
+    # DANN's length: the paper's 10,000 steps (03's runs) against 20,000, on the released data
+    released = digits_data("mnist", "mnist_m_released", n_source=s["n_cap"], n_target=s["n_cap"], n_test=s["n_test"])
+    for steps in (s["steps"], s["long_steps"]):
+        for seed in seeds[:s["n_long_seeds"]]:
+            spec = RunSpec.make("dann", released, seed, monitor_size=s["monitor_size"], steps=steps, batch_size=32,
+                                eval_every=s["eval_every"])
+            runs.append(Planned(spec, {"diagnosis": "dann_length", "pair": "MNIST->MNIST-M (released)",
+                                       "method": f"dann {steps:,} steps"}))
+    return s, seeds, runs
+
+
+_PLANS = {"01": _plan_01, "03": _plan_03, "04": _plan_04, "05": _plan_05, "06": _plan_06, "08": _plan_08}
+_PLANS["07"] = _plan_07
 
 
 def plan(notebook: str, profile: str, seeds=None) -> Plan:
@@ -246,13 +345,15 @@ def fetch(notebook: str, profile: str, seeds=None, *, train_missing="auto", **kw
     ``train_missing`` (see :func:`dannlib.sweep.ensure`: "auto" trains only what takes a few
     minutes and otherwise says how many runs are missing and which command computes them).
     Returns ``(plan, [(tags, StoredRun), ...])`` in plan order; failed computations are left out."""
-    from .sweep import ensure
+    from .sweep import check_fetched, ensure
 
     p = plan(notebook, profile, seeds)
     seed_arg = "" if seeds is None else " --seeds " + ",".join(map(str, p.seeds))
     hint = f"python -m dannlib sweep --profile {profile} --only {notebook[:2]}{seed_arg}"
     stored = ensure(p.specs, train_missing=train_missing, hint=hint, **kwargs)
-    return p, [(r.tags, stored[r.spec]) for r in p.runs if r.spec in stored]
+    runs = [(r.tags, stored[r.spec]) for r in p.runs if r.spec in stored]
+    check_fetched(p, runs, ensure.last_summary, hint)
+    return p, runs
 
 
 def coverage_note(plan: Plan, runs, seeds=None) -> str:

@@ -457,3 +457,19 @@ def test_an_exploded_loss_is_diverged_even_when_it_settles_again(tmp_path):
     assert run is not None and run.status == "diverged"
     rec = run.record()
     assert rec["status"] == "diverged" and "label_loss=6.5e+08 at step 4" in rec["message"]
+
+
+def test_target_weights_zero_trains_exactly_like_the_target_terms_switched_off():
+    """Notebook 08's bug check of ``iimt_no_adversarial``: with every target term weighted 0 the
+    step must be source-only plus intra-source mixup, parameter for parameter."""
+    zero = dict(w_inter=0.0, w_target_mix=0.0, w_consistency=0.0, w_intra_target=0.0)
+    off = dict(inter_mixup=False, target_dominated_mixup=False, consistency=False, intra_target=False)
+    a, xs, ys, xt = _iimt(adversarial=False, **zero)
+    b, *_ = _iimt(adversarial=False, **off)
+    c, *_ = _iimt(adversarial=False)   # with the target terms on, the parameters move elsewhere
+    for p in (0.3, 0.6, 0.9):
+        for m in (a, b, c):
+            m.step_one(0, xs, ys, xt, p)
+    pa, pb, pc = (torch.cat([t.detach().flatten() for t in m.nets[0].parameters()]) for m in (a, b, c))
+    assert torch.equal(pa, pb)
+    assert not torch.allclose(pa, pc)

@@ -7,6 +7,7 @@ A *data root* (``data_root``) holds the raw files, laid out like the project's s
     MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz   (torchvision's MNIST layout)
     USPS_h5/usps.h5                   (or torchvision's USPS/usps.bz2 + USPS/usps.t.bz2)
     BSDS500/images/train/*.jpg        (the Berkeley Segmentation Dataset 500, train split)
+    MNIST_M/mnist_m.tar.gz            (optional: the released MNIST-M, or its extracted mnist_m/)
     SHA256SUMS                        (optional: ``sha256sum`` output; listed files are checked)
 
 The data root may be read-only; everything derived from it (the MNIST-M arrays) goes to a
@@ -20,6 +21,7 @@ Modules
 ``digits``   MNIST and USPS loaders (uint8 images, int64 labels)
 ``bsds500``  the BSDS500 train images: download, listing, content checks, decoding
 ``mnist_m``  MNIST-M (Ganin & Lempitsky 2015, sec. 5): blend, build, on-disk cache
+``mnist_m_released``  the released MNIST-M (the papers' data): archive reading, cache
 ``domains``  one scale and size for all domains (``to_tensor_domain``, ``load_domain``)
 
 Each module imports only those listed above it. Every name below is importable from
@@ -29,7 +31,7 @@ Each module imports only those listed above it. Every name below is importable f
 from __future__ import annotations
 
 from ..utils import PROJECT_ROOT
-from . import bsds500, common, digits, domains, mnist_m
+from . import bsds500, common, digits, domains, mnist_m, mnist_m_released
 from .bsds500 import (BSDS500_MD5, BSDS500_URL, _is_train_jpg, _load_images_cached, backgrounds_fingerprint,
                       bsds500_train_digests, bsds500_train_dir, bsds500_train_files, download_bsds500,
                       load_bsds500_train)
@@ -42,6 +44,8 @@ from .domains import DOMAINS, channel_histograms, channel_stats, load_domain, to
 from .mnist_m import (MNIST_M_FORMAT_VERSION, MNIST_M_THRESHOLD, _array_sha256, _check_backgrounds, _check_digits,
                       _mnist_m_params, _read_mnist_m_cache, binarise_digits, blend_mnist_m, build_mnist_m,
                       draw_mnist_m_crops, load_mnist_m, mnist_m_blend_steps, mnist_m_cache_path, mnist_m_seed)
+from .mnist_m_released import (RELEASED_COUNTS, load_mnist_m_released, released_cache_path,
+                               released_mnist_m_source)
 
 __all__ = [
     # folders and errors
@@ -55,6 +59,8 @@ __all__ = [
     # MNIST-M
     "MNIST_M_THRESHOLD", "MNIST_M_FORMAT_VERSION", "binarise_digits", "draw_mnist_m_crops", "blend_mnist_m",
     "mnist_m_blend_steps", "mnist_m_seed", "build_mnist_m", "mnist_m_cache_path", "load_mnist_m",
+    # the released MNIST-M
+    "RELEASED_COUNTS", "load_mnist_m_released", "released_mnist_m_source", "released_cache_path",
     # one scale, one size
     "to_tensor_domain", "channel_histograms", "channel_stats", "load_domain",
 ]

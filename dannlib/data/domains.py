@@ -17,8 +17,11 @@ from ..utils import check_choice, check_positive_int, resolve_device
 from .common import _check_seed, _check_split
 from .digits import load_mnist, load_usps
 from .mnist_m import load_mnist_m
+from .mnist_m_released import load_mnist_m_released
 
-DOMAINS = ("mnist", "mnist_m", "usps")
+#: "mnist_m" is the study's own build from MNIST and BSDS500; "mnist_m_released" the data set the
+#: papers measured on (32x32, resized to ``size`` like every domain).
+DOMAINS = ("mnist", "mnist_m", "mnist_m_released", "usps")
 
 #: ITU-R BT.601 luma weights, used to turn RGB (MNIST-M) into grey when channels=1.
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
@@ -84,7 +87,7 @@ def load_domain(name: str, split: str, root=None, size: int = 28, channels: int 
     """One digit domain as ``(x float32 (N, channels, size, size) in [0, 1], y int64 (N,))``
     on ``device`` (default ``dannlib.utils.default_device()``).
 
-    name: "mnist", "mnist_m" or "usps"; n: a random subset of ``n`` examples drawn without
+    name: "mnist", "mnist_m" (our build), "mnist_m_released" (the papers' data) or "usps"; n: a random subset of ``n`` examples drawn without
     replacement with ``np.random.default_rng(seed)`` and kept in data-set order (e.g. ADDA's
     2,000 MNIST / 1,800 USPS); None: the whole split. MNIST-M is built at ``size`` with its
     own ``mnist_m_seed`` (the data set stays fixed while ``seed`` picks subsets)."""
@@ -95,6 +98,8 @@ def load_domain(name: str, split: str, root=None, size: int = 28, channels: int 
         images, labels = load_mnist(split, root, download=download)
     elif name == "usps":
         images, labels = load_usps(split, root, download=download)
+    elif name == "mnist_m_released":
+        images, labels = load_mnist_m_released(split, root, cache=cache, download=download)
     else:
         images, labels = load_mnist_m(split, root, cache=cache, seed=mnist_m_seed, size=size, download=download)
     if n is not None:
