@@ -157,6 +157,9 @@ def summary_table(records: list[dict], metric: str, by=("method",), columns: str
     import pandas as pd
 
     keys = list(by) + ([columns] if columns else [])
+    if not records:
+        raise ValueError(f"summary_table: no records to tabulate ({metric} by {', '.join(keys)}): every run "
+                         "failed or none was fetched; see the errors printed where the runs were fetched")
     rows = aggregate(records, metric, keys)
     df = pd.DataFrame([{**{k: g[k] for k in keys}, metric: format_cell(g["mean"], g["std"], g["n"], digits),
                         "failed": g["failed"]} for g in rows])

@@ -71,6 +71,12 @@ class RunSpec:
     seed: int
     monitor_size: int = 2000
 
+    def __post_init__(self):
+        m = self.monitor_size
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise ValueError(f"monitor_size must be an integer >= 1 (samples per domain in each evaluation), "
+                             f"got {m!r}")
+
     @classmethod
     def make(cls, method: str, data: dict, seed: int, *, monitor_size: int = 2000, **overrides) -> "RunSpec":
         from .methods import make_config
@@ -78,7 +84,10 @@ class RunSpec:
         cfg = make_config(method, **overrides)
         if isinstance(seed, bool) or int(seed) != seed or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        return cls(method, json.loads(dumps(asdict(cfg))), json.loads(dumps(data)), int(seed), int(monitor_size))
+        if isinstance(monitor_size, bool) or not hasattr(monitor_size, "__index__"):
+            raise ValueError(f"monitor_size must be an integer >= 1, got {monitor_size!r}")
+        return cls(method, json.loads(dumps(asdict(cfg))), json.loads(dumps(data)), int(seed),
+                   monitor_size.__index__())
 
     def payload(self) -> dict:
         return {"store_format": STORE_FORMAT, "method": self.method, "config": self.config, "data": self.data,
@@ -395,5 +404,33 @@ def _worker_compute(payload: dict, store_root: str, data_root: str | None, threa
     run under ``--recompute``."""
     configure_threads(threads)
     spec = RunSpec(payload["method"], payload["config"], payload["data"], payload["seed"], payload["monitor_size"])
-    run = compute(spec, Store(store_root), data_root=data_root, progress=False)
+    try:
+        run = compute(spec, Store(store_root), data_root=data_root, progress=False)
+    except Exception as exc:
+        if _survives_pickling(exc):
+            raise
+        raise RunError(type(exc).__name__, str(exc)) from None
     return {"key": spec.key, "label": spec.label, "status": run.status, "seconds": run.seconds}
+
+
+class RunError(RuntimeError):
+    """A run's exception that could not cross the process boundary back to the sweep (it
+    does not survive pickling), as its type's name and message. Without this stand-in the
+    parent could not read the worker's answer and would take the worker for dead."""
+
+    def __init__(self, type_name: str, message: str):
+        super().__init__(f"{type_name}: {message}")
+        self.type_name, self.message = type_name, message
+
+    def __reduce__(self):
+        return type(self), (self.type_name, self.message)
+
+
+def _survives_pickling(exc: BaseException) -> bool:
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return False
+    return True

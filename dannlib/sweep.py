@@ -15,23 +15,26 @@ and writes it to ``results/<profile>/sweep.json``.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
-import multiprocessing as mp
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 
 from .store import DANN_STEPS_PER_SECOND, RunSpec, usable, Store, StoredRun, _worker_compute, compute, estimate_seconds
+from .pool import _payload, _run_local, describe_failure  # noqa: F401  (the local worker pool)
+from .settings import (SCHEDULER_ENV, WORKERS_ENV, check_scheduler, check_time_limit, check_workers,  # noqa: F401
+                       check_writable, scheduler_setting)
 from .utils import atomic_write, progress_enabled
 
-SCHEDULER_ENV = "DANNLIB_SCHEDULER"
-WORKERS_ENV = "DANNLIB_WORKERS"
 
 
 class MissingRunsError(RuntimeError):
     """Runs a notebook needs are not in the store and training them was not allowed."""
+
+
+class RunsFailedError(RuntimeError):
+    """None of the runs a notebook needs could be had: the message lists the runs that failed
+    and why (or says that none is stored yet), instead of an empty table failing later."""
 
 
 @dataclass
@@ -67,10 +70,8 @@ def check_train_missing(value):
 
 
 def default_workers() -> int:
-    env = os.environ.get(WORKERS_ENV)
-    if env:
-        return max(1, int(env))
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    """``$DANNLIB_WORKERS`` (ValueError, naming it, unless an integer >= 1), else one per core."""
+    return check_workers(None)
 
 
 def _unique(specs) -> list[RunSpec]:
@@ -114,7 +115,8 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
         ensure.last_summary.found = len(out)
         ensure.last_summary.not_started = len(specs) - len(out)
         return out
-    workers = workers or default_workers()
+    workers = check_workers(workers)
+    check_time_limit(time_limit, setting="time_limit", unit="seconds")
     scheduler = scheduler if scheduler is not None else os.environ.get(SCHEDULER_ENV) or None
     phases = _phases(specs, store, recompute)
     missing = [s for p in phases for s in p]
@@ -146,6 +148,27 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
 ensure.last_summary = None
 
 
+def check_fetched(p, runs, summary, hint: str) -> None:
+    """Raise :class:`~dannlib.sweep.RunsFailedError` when the plan has runs but none could be
+    had, naming the failed runs and their errors (or, none having failed, that none is stored
+    yet); warn when only some failed."""
+    import warnings
+
+    failed = list(summary.failed) if summary is not None else []
+    listing = "".join(f"\n  - {label}: {err}" for label, err in failed[:20])
+    if len(failed) > 20:
+        listing += f"\n  - ... and {len(failed) - 20} more"
+    if p.runs and not runs:
+        if failed:
+            raise RunsFailedError(f"{p.notebook} [{p.profile}]: all {len(p.specs)} runs failed; "
+                                  f"{len(failed)} raised:{listing}")
+        raise RunsFailedError(f"{p.notebook} [{p.profile}]: none of its {len(p.specs)} runs is in the store yet; "
+                              f"compute them with `{hint}`")
+    if failed:
+        warnings.warn(f"{p.notebook} [{p.profile}]: {len(failed)} run(s) failed and are left out:{listing}",
+                      stacklevel=3)
+
+
 def _run_phase(phase, store, workers, scheduler, data_root, summary, deadline, progress):
     bar = None
     if progress and progress_enabled():
@@ -162,7 +185,7 @@ def _run_phase(phase, store, workers, scheduler, data_root, summary, deadline, p
                     compute(spec, store, data_root=data_root, progress=progress)
                     summary.trained += 1
                 except Exception as exc:  # a failing run does not stop the others
-                    summary.failed.append((spec.label, f"{type(exc).__name__}: {exc}"))
+                    summary.failed.append((spec.label, describe_failure(exc)))
                 if bar is not None:
                     bar.done(spec)
         else:
@@ -197,120 +220,21 @@ class _RunsBar:
         self.bar.close()
 
 
-def _payload(spec: RunSpec) -> dict:
-    return {"method": spec.method, "config": spec.config, "data": spec.data, "seed": spec.seed,
-            "monitor_size": spec.monitor_size}
-
-
-def _init_worker():
-    os.environ["DANNLIB_PROGRESS"] = "0"   # one bar over the runs, in the parent
-    # Ctrl-C reaches the whole process group: the parent alone handles it (it kills the
-    # workers and prints the summary); a worker would only print a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
-
-
-def _die_with_parent() -> None:
-    """Linux: have the kernel send this worker SIGKILL when the process that started it
-    ends, however it ends (SIGTERM, SIGKILL, a crash). Otherwise a killed sweep's workers
-    would go on training their runs unseen, taking the CPU from the rerun (their runs are
-    atomic, so nothing half-written would remain either way). No-op elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() == 1:  # the parent died before the call: nobody is left to notify us
-            os._exit(1)
-    except (OSError, AttributeError):
-        pass
-
-
-def _run_local(phase, store, workers, data_root, summary, deadline, bar, max_attempts: int = 3):
-    """Local worker processes (spawned: no state inherited), at most ``workers`` runs in
-    flight. A worker that dies (SIGKILL, out of memory) breaks the pool: the runs in flight
-    are retried in a new pool, up to ``max_attempts`` times each."""
-    pending = list(phase)
-    attempts = {s: 0 for s in phase}
-    ctx = mp.get_context("spawn")
-    root = str(store.root)
-    droot = None if data_root is None else str(data_root)
-    while pending:
-        broken = False
-        with cf.ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx,
-                                    initializer=_init_worker) as pool:
-            in_flight: dict[cf.Future, RunSpec] = {}
-            try:
-                while pending or in_flight:
-                    while pending and len(in_flight) < workers:
-                        if deadline is not None and time.monotonic() >= deadline:
-                            summary.not_started += len(pending)
-                            pending = []
-                            break
-                        spec = pending.pop(0)
-                        try:
-                            fut = pool.submit(_worker_compute, _payload(spec), root, droot, 1)
-                        except cf.process.BrokenProcessPool:  # a worker died since the last wait
-                            print("sweep: a worker process died; continuing in a new pool", file=sys.stderr)
-                            pending.insert(0, spec)
-                            broken = True
-                            break
-                        attempts[spec] += 1
-                        in_flight[fut] = spec
-                    if not broken and in_flight:
-                        cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
-                    for fut in [f for f in in_flight if f.done()]:
-                        spec = in_flight.pop(fut)
-                        try:
-                            fut.result()
-                            summary.trained += 1
-                            if bar is not None:
-                                bar.done(spec)
-                        except cf.process.BrokenProcessPool:
-                            broken = True
-                            _retry_or_fail(spec, attempts, max_attempts, pending, summary, bar,
-                                           "its worker process died")
-                        except Exception as exc:
-                            summary.failed.append((spec.label, f"{type(exc).__name__}: {exc}"))
-                            if bar is not None:
-                                bar.done(spec)
-                    if broken:  # every run still in flight died with the pool: retry them in a new one
-                        for spec in in_flight.values():
-                            _retry_or_fail(spec, attempts, max_attempts, pending, summary, bar,
-                                           "its worker process died")
-                        in_flight = {}
-                        break
-            except BaseException:
-                for p in list(getattr(pool, "_processes", {}).values()):
-                    p.kill()
-                raise
-
-
-def _retry_or_fail(spec, attempts, max_attempts, pending, summary, bar, why):
-    if attempts[spec] < max_attempts:
-        print(f"sweep: retrying {spec.label} ({why})", file=sys.stderr)
-        pending.append(spec)
-    else:
-        summary.failed.append((spec.label, f"{why} {attempts[spec]} times"))
-        if bar is not None:
-            bar.done(spec)
-
 
 def _run_dask(phase, store, address, data_root, summary, deadline, bar):
     """Send the runs to a Dask distributed scheduler (``tcp://HOST:PORT``) or a
     ``distributed.Client`` object. The workers must see the same store and data folders
     (a shared filesystem) and import the same ``dannlib``. A run whose worker dies is
     rescheduled by the scheduler (up to ``distributed.scheduler.allowed-failures`` times,
-    default 3); a run that raises is retried twice. Under a time limit at most one run per
+    default 3); a run that raises is not retried (its error is reported). Under a time limit at most one run per
     worker thread is queued at a time, so no new run starts after the deadline."""
     try:
         from distributed import Client, as_completed
     except ImportError:
         raise RuntimeError("--scheduler needs Dask's distributed package: pip install 'dann-study[dask]' "
                            "(or pip install distributed)") from None
+    if not isinstance(address, Client):
+        check_scheduler(address)  # seconds, where a Client would wait 30 s and end in a traceback
     client = address if isinstance(address, Client) else Client(address)
     root = os.path.abspath(store.root)
     droot = None if data_root is None else os.path.abspath(data_root)
@@ -326,7 +250,7 @@ def _run_dask(phase, store, address, data_root, summary, deadline, bar):
                     return
                 spec = pending.pop(0)
                 fut = client.submit(_worker_compute, _payload(spec), root, droot, 1, key=f"run-{spec.key}",
-                                    retries=2, pure=False)
+                                    pure=False)
                 futures[fut] = spec
                 completed.add(fut)
 
@@ -337,7 +261,7 @@ def _run_dask(phase, store, address, data_root, summary, deadline, bar):
                 fut.result()
                 summary.trained += 1
             except Exception as exc:
-                summary.failed.append((spec.label, f"{type(exc).__name__}: {exc}"))
+                summary.failed.append((spec.label, describe_failure(exc)))
             if bar is not None:
                 bar.done(spec)
             submit_more()
@@ -395,19 +319,28 @@ def run_from_args(args: argparse.Namespace) -> int:
     from .plan import parse_only, parse_seeds, plan_specs, selected_notebooks
     from .utils import results_root
 
+    # Every option and setting is checked before anything is trained, removed or written.
+    store = Store(args.store)
     try:
         only = parse_only(args.only)
         seeds = parse_seeds(args.seeds)
         notebooks = selected_notebooks(only)
         specs = _unique(s for nb in notebooks for s in plan_specs(nb, args.profile, seeds))
-    except ValueError as exc:
+        workers = check_workers(args.workers, setting="--workers")
+        time_limit = check_time_limit(args.time_limit)
+        scheduler, scheduler_from = scheduler_setting(args.scheduler)
+        if not args.dry_run:
+            check_writable(store.root, "--store or $DANNLIB_STORE")
+            if not args.prune:
+                check_writable(results_root() / args.profile, "$DANNLIB_RESULTS (the sweep's summary)")
+                if scheduler:
+                    check_scheduler(scheduler, setting=scheduler_from)
+    except (ValueError, OSError) as exc:
         print(f"dannlib sweep: {exc}", file=sys.stderr)
         return 2
-    store = Store(args.store)
     if args.prune:
         return _prune(store, args.dry_run)
     removed = store.clean_partial()
-    workers = args.workers or default_workers()
     missing = [s for p in _phases(specs, store, args.recompute) for s in p]
     print(f"sweep [{args.profile}] notebooks {', '.join(notebooks)}: {len(specs)} runs, {len(missing)} to train "
           f"(estimate {estimate_seconds(missing, workers) / 60:.0f} min with {workers} worker(s) on the study's "
@@ -419,8 +352,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 0
     summary = SweepSummary(total=len(specs))
     try:
-        ensure(specs, store=store, workers=workers, scheduler=args.scheduler, data_root=args.data_root,
-               recompute=args.recompute, time_limit=None if args.time_limit is None else 60 * args.time_limit)
+        ensure(specs, store=store, workers=workers, scheduler=scheduler, data_root=args.data_root,
+               recompute=args.recompute, time_limit=None if time_limit is None else 60 * time_limit)
         summary = ensure.last_summary
         code = 1 if summary.failed else 0
     except KeyboardInterrupt:
@@ -434,7 +367,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     with atomic_write(path) as fh:
         json.dump({"profile": args.profile, "notebooks": notebooks, "total": summary.total, "found": summary.found,
                    "trained": summary.trained, "failed": summary.failed, "not_started": summary.not_started,
-                   "seconds": round(summary.seconds, 1), "workers": workers, "scheduler": bool(args.scheduler)},
+                   "seconds": round(summary.seconds, 1), "workers": workers, "scheduler": bool(scheduler)},
                   fh, indent=1)
     print(f"sweep [{args.profile}]: {summary.line()}")
     for label, err in summary.failed:

@@ -39,6 +39,12 @@ class DataNotFoundError(FileNotFoundError):
         super().__init__(msg)
         self.dataset = dataset
         self.searched = [str(p) for p in searched]
+        self.hint = hint
+
+    def __reduce__(self):
+        # Rebuilt from its own arguments, so that it crosses a process boundary (a sweep's
+        # worker pool, Dask) intact: the default would call __init__ with the message alone.
+        return type(self), (self.dataset, self.searched, self.hint)
 
 
 class DataChecksumError(ValueError):

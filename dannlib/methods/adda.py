@@ -159,6 +159,19 @@ def _build_encoder(source: Domain) -> nn.Module:
     return networks.LeNetEncoder(in_channels=c, size=h)
 
 
+def check_source_labels(source: Domain, n_classes: int) -> None:
+    """ValueError naming the offending label unless every source label is in ``0..n_classes-1``
+    (the classifier ``C`` has ``n_classes`` outputs; cross-entropy would fail with an IndexError)."""
+    if source is None or source.y is None or not len(source.y):
+        return
+    lo, hi = int(source.y.min()), int(source.y.max())
+    if lo < 0 or hi >= n_classes:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"source {source.name!r} has label {bad}, outside 0..{n_classes - 1}: ADDA's classifier "
+                         f"has n_classes={n_classes} outputs; pass n_classes={max(hi + 1, n_classes)} (labels must "
+                         "be 0..n_classes-1)")
+
+
 class SourcePretrain(PerSeedMethod):
     """ADDA stage 1: ``M_s`` and ``C`` trained on the labelled source with cross-entropy
     (Adam, ``pretrain_lr``). One network pair per seed, built under ``seeded(seed)``.
@@ -168,6 +181,7 @@ class SourcePretrain(PerSeedMethod):
     uses_target = False
 
     def __init__(self, config: ADDAConfig, source: Domain, target: Domain | None, seeds, name: str | None = None):
+        check_source_labels(source, config.n_classes)
         super().__init__(config, source, target, seeds, name=name or "adda_pretrain")
         device = source.x.device
         self.encoders, self.classifiers, self.optimizers = [], [], []
@@ -332,6 +346,7 @@ class ADDA(PerSeedMethod):
         seeds = check_seeds(seeds)
         if together:
             raise ValueError("ADDA trains one seed at a time; pass together=False")
+        check_source_labels(source, config.n_classes)
         if pretrained is None:
             pretrained = pretrain_source(source, config, seeds, eval_sets=eval_sets, progress=progress,
                                          monitor_size=monitor_size)

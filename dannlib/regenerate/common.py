@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..profiles import DEFAULT_PROFILE, PROFILES, check_profile
+from ..settings import check_writable  # noqa: F401  (re-exported: regenerate.check_writable)
 from ..utils import PROJECT_ROOT, atomic_write, machine_info
 
 
@@ -69,6 +70,9 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int = signal.SIGINT):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+    def __reduce__(self):  # rebuilt from the signal number, not from the name in args
+        return type(self), (self.signum,)
 
 
 @dataclass
@@ -151,35 +155,15 @@ def resolve_outputs(
     return Outputs(notebooks=notebooks, figures=figures, results=results, in_place=in_place, project=project)
 
 
-def check_writable(folder: str | os.PathLike, how_to_change: str) -> None:
-    """Raise PermissionError naming ``folder`` and ``how_to_change`` (the option or
-    environment variable that picks it) unless files can be created in it (or, where it
-    does not exist yet, in the nearest existing folder above it, through which it would be
-    created). Tries a real file, so a read-only file system counts too."""
-    folder = Path(folder)
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise PermissionError(
-            f"output folder {folder} cannot be created: {probe} is not a folder; change it with {how_to_change}"
-        )
-    try:
-        fd, name = tempfile.mkstemp(prefix=".write-test-", dir=probe)
-    except OSError as exc:
-        raise PermissionError(
-            f"output folder {folder} is not writable ({probe}: {exc.strerror or exc}); change it with {how_to_change}"
-        ) from None
-    os.close(fd)
-    os.unlink(name)
-
-
-def check_outputs_writable(outputs: Outputs) -> None:
-    """:func:`check_writable` on the three output folders, each named with its option."""
+def check_outputs_writable(outputs: Outputs, store: bool = True) -> None:
+    """:func:`~dannlib.settings.check_writable` on the three output folders and (``store``:
+    unless nothing is trained) the run store, each named with its option."""
     check_writable(outputs.notebooks, "--notebooks-dir (or, for a profile other than "
                    f"{COMMITTED_PROFILE!r} without --in-place, the folder {TMP_DIRNAME}/ beside the notebooks)")
     check_writable(outputs.figures, "--figures-dir or $DANNLIB_FIGURES")
     check_writable(outputs.results, "--results-dir or $DANNLIB_RESULTS")
+    if store:
+        check_writable(store_root(outputs), "$DANNLIB_STORE (default: <results>/runs)")
 
 
 def store_root(outputs) -> Path:

@@ -70,7 +70,10 @@ def regenerate(
         data_root = Path(data_root).expanduser().resolve()
         if not data_root.is_dir():
             raise FileNotFoundError(f"data root {data_root} is not a folder (option --data-root)")
-    check_outputs_writable(outputs)
+    from ..settings import check_workers
+
+    workers = check_workers(workers, setting="--workers")
+    check_outputs_writable(outputs, store=not partial)
     clean_stale([notebooks_dir, outputs.notebooks], [outputs.figures, outputs.results])
 
     parameters = {"profile": profile}

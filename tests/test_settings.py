@@ -1,0 +1,190 @@
+"""Every command-line option, environment setting and API parameter named in issue 24 is
+checked before any work starts: one line naming the setting, the value and the accepted range
+(exit status 2 for the commands), nothing trained and nothing written to the store. Also the
+run store's writability and a Dask scheduler that does not answer, found up front."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+import dannlib.regenerate as regen
+import dannlib.sweep
+from dannlib import methods, settings
+from dannlib.__main__ import main
+from dannlib.plan import fetch, plan
+from dannlib.store import RunSpec, toy_data
+from dannlib.training import Domain
+
+
+@pytest.fixture
+def no_work(monkeypatch, tmp_path):
+    """Fail the test if a sweep or a notebook starts; outputs under tmp_path."""
+    started = []
+    monkeypatch.setattr(dannlib.sweep, "ensure", lambda *a, **k: started.append("ensure"))
+    monkeypatch.setattr(regen.runner, "run_notebook", lambda *a, **k: started.append("notebook"))
+    monkeypatch.setattr(regen.runner, "run_sweep", lambda *a, **k: started.append("sweep"))
+    monkeypatch.setenv("DANNLIB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.delenv("DANNLIB_WORKERS", raising=False)
+    monkeypatch.delenv("DANNLIB_SCHEDULER", raising=False)
+    return started
+
+
+def _one_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--workers", "0"], ["--workers", "integer >= 1", "0"]),
+    (["--workers", "-2"], ["--workers", "integer >= 1", "-2"]),
+    (["--time-limit", "-5"], ["--time-limit", ">= 0", "-5"]),
+])
+def test_sweep_refuses_bad_options(argv, words, tmp_path, no_work, capsys):
+    store = tmp_path / "store"
+    assert main(["sweep", "--profile", "smoke", "--only", "01", "--store", str(store), *argv]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert all(w in line for w in words), line
+    assert no_work == [] and not store.exists()
+
+
+def test_sweep_refuses_a_bad_workers_variable(tmp_path, no_work, monkeypatch, capsys):
+    monkeypatch.setenv("DANNLIB_WORKERS", "abc")
+    store = tmp_path / "store"
+    assert main(["sweep", "--profile", "smoke", "--only", "01", "--store", str(store)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "DANNLIB_WORKERS" in line and "'abc'" in line and "integer >= 1" in line
+    assert "invalid literal" not in line and no_work == [] and not store.exists()
+
+
+def _notebooks(tmp_path) -> Path:
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    (nbdir / "01_x.ipynb").write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n')
+    return nbdir
+
+
+@pytest.mark.parametrize("env, argv, words", [
+    ({}, ["--workers", "0"], ["--workers", "integer >= 1", "0"]),
+    ({"DANNLIB_WORKERS": "abc"}, [], ["DANNLIB_WORKERS", "'abc'"]),
+])
+def test_regenerate_refuses_bad_workers(env, argv, words, tmp_path, no_work, monkeypatch, capsys):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    rc = main(["regenerate", "--notebooks-dir", str(_notebooks(tmp_path)), "--figures-dir", str(tmp_path / "f"),
+               "--results-dir", str(tmp_path / "r"), "--profile", "smoke", "--no-progress", *argv])
+    assert rc == 2
+    line = capsys.readouterr().err.strip()
+    assert all(w in line for w in words), line
+    assert no_work == []
+
+
+def _refuse_writes_in(folder: Path, monkeypatch):
+    """Root ignores permission bits: a write refused by ``folder`` is simulated."""
+    real = regen.tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == folder:
+            raise PermissionError(13, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(regen.tempfile, "mkstemp", mkstemp)
+
+
+def test_regenerate_refuses_an_unwritable_store_up_front(tmp_path, no_work, monkeypatch, capsys):
+    ro = tmp_path / "ro-store"
+    ro.mkdir()
+    _refuse_writes_in(ro, monkeypatch)
+    monkeypatch.setenv("DANNLIB_STORE", str(ro))
+    rc = main(["regenerate", "--notebooks-dir", str(_notebooks(tmp_path)), "--figures-dir", str(tmp_path / "f"),
+               "--results-dir", str(tmp_path / "r"), "--profile", "smoke", "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"output folder {ro} is not writable" in err and "$DANNLIB_STORE" in err
+    assert no_work == []
+
+
+def test_sweep_refuses_an_unwritable_store_up_front(tmp_path, no_work, monkeypatch, capsys):
+    ro = tmp_path / "ro-store"
+    ro.mkdir()
+    _refuse_writes_in(ro, monkeypatch)
+    assert main(["sweep", "--profile", "smoke", "--only", "01", "--store", str(ro)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"output folder {ro} is not writable" in line and "--store or $DANNLIB_STORE" in line
+    assert no_work == []
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:1", None])
+def test_sweep_names_a_scheduler_that_does_not_answer(address, tmp_path, no_work, capsys):
+    address = address or f"tcp://127.0.0.1:{_closed_port()}"
+    store = tmp_path / "store"
+    assert main(["sweep", "--profile", "smoke", "--only", "01", "--store", str(store), "--scheduler", address]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert address in line and "no Dask scheduler answered" in line
+    assert "dask scheduler" in line and "drop --scheduler" in line
+    assert no_work == [] and not store.exists()
+
+
+def test_scheduler_check_from_the_environment_and_bad_addresses(monkeypatch):
+    monkeypatch.setenv("DANNLIB_SCHEDULER", "tcp://127.0.0.1:1")
+    address, setting = settings.scheduler_setting(None)
+    with pytest.raises(ConnectionError, match="unset DANNLIB_SCHEDULER"):
+        settings.check_scheduler(address, setting=setting)
+    with pytest.raises(ValueError, match="--scheduler must be a Dask scheduler address"):
+        settings.check_scheduler("tcp://host:notaport")
+    settings.check_scheduler("inproc://whatever")  # other transports are not probed
+
+
+# -- the API ----------------------------------------------------------------------------------------
+DATA = toy_data("blobs", n=40, seed=0)
+
+
+@pytest.mark.parametrize("size", [-5, 0, 2.5, True])
+def test_runspec_refuses_a_bad_monitor_size(size):
+    with pytest.raises(ValueError, match="monitor_size"):
+        RunSpec.make("dann", DATA, 0, monitor_size=size, network="toy", steps=4)
+    with pytest.raises(ValueError, match="monitor_size"):
+        RunSpec("dann", {}, DATA, 0, size)
+
+
+def test_empty_seeds_are_refused(tmp_path):
+    store = tmp_path / "store"
+    with pytest.raises(ValueError, match="seeds"):
+        plan("01", "smoke", seeds=[])
+    from dannlib.store import Store
+
+    with pytest.raises(ValueError, match="seeds"):
+        fetch("01", "smoke", seeds=[], store=Store(store), train_missing=True, progress=False)
+    assert not store.exists()
+
+
+def test_ensure_refuses_bad_workers(tmp_path):
+    from dannlib.store import Store
+
+    spec = RunSpec.make("dann", DATA, 0, network="toy", steps=4)
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+            dannlib.sweep.ensure([spec], store=Store(tmp_path / "s"), workers=bad, progress=False)
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("method", ["adda_gan", "adda_pretrain"])
+def test_adda_source_label_outside_n_classes(method):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(20, 1, 28, 28, generator=g)
+    y = torch.arange(20) % 10
+    y[3] = 10
+    src, tgt = Domain("src", x, y), Domain("tgt", x.clone(), None)
+    with pytest.raises(ValueError) as e:
+        methods.train(method, src, tgt, pretrain_steps=2, steps=2, batch_size=8, progress=False)
+    msg = str(e.value)
+    assert "label 10" in msg and "n_classes" in msg
