@@ -213,3 +213,19 @@ def test_score_run_on_a_stored_run(tmp_path, real_data_root):
     full = selection.score_run(stored, n=None, data_root=real_data_root)
     assert full["source_accuracy"] == pytest.approx(stored.final["source_test_acc"])
     assert all(math.isfinite(v) for v in scores.values())
+
+
+def test_plan_07_grid_shares_06_default_cells_and_has_the_no_reversal_control():
+    from dannlib.plan import plan
+
+    for profile in ("smoke", "paper"):
+        p7, p6 = plan("07", profile), plan("06", profile)
+        six = {(r.tags["method"], r.spec.seed): r.spec.key for r in p6.runs
+               if r.tags["method"] in ("dann", "iimt") and r.tags["pair"] == "MNIST->USPS"}
+        defaults = [r for r in p7.runs if r.tags.get("lambda_max") == 1.0 and r.tags.get("schedule") == "ramp"
+                    and r.tags.get("lr") == 0.01 or r.tags.get("ramp_max") == 1.0]
+        assert defaults and all(six.get((r.tags["method"], r.spec.seed)) == r.spec.key for r in defaults)
+        controls = [r for r in p7.runs if r.tags.get("schedule") == "none"]
+        assert controls and all(r.spec.config["lambda_max"] == 0.0 for r in controls)
+    paper = plan("07", "paper")
+    assert len(paper.specs) == (4 * 2 * 2 + 2 + 5) * 3  # lambda x schedule x lr + controls, IIMT ramps; 3 seeds
