@@ -23,7 +23,9 @@ Signs. Each rule returns its natural quantity: DEV's risk and the entropy are *l
 better*, the others *higher is better*. :data:`RULES` records the direction, and
 :func:`label_free_scores` / :func:`score_run` return *scores* oriented so that **higher is
 better for every rule** (DEV and the entropy enter negated), which is what :func:`pick`,
-:func:`regret` and :func:`rank_correlation` expect.
+:func:`regret` and :func:`rank_correlation` expect. :func:`scored_records` scores the stored
+runs of a grid (``dannlib.plan`` 07), :func:`judge_rules` turns them into per-seed regrets and
+rank correlations for :func:`dannlib.results.aggregate`.
 
 Held-out source split: a stored run's data spec already holds the source *test* split, which
 no method trains on; :func:`score_run` uses it as the labelled source validation set, and the
@@ -350,3 +352,48 @@ def score_run(stored, *, n: int | None = 2000, seed: int = 0, C: float = 1.0, da
     t_logits, _ = network_outputs(modules, target_test.x)
     scores[ORACLE] = oracle_target_accuracy(t_logits, target_test.y)
     return scores
+
+
+# -- tables for a grid of stored runs --------------------------------------------------------------
+def scored_records(runs, *, n: int | None = 2000, seed: int = 0, C: float = 1.0, data_root=None) -> list[dict]:
+    """One flat record per ``(tags, StoredRun)`` of ``runs`` (as :func:`dannlib.plan.fetch`
+    returns them): the run's record (:meth:`~dannlib.store.StoredRun.record` with its tags)
+    plus every rule's score and :data:`ORACLE` from :func:`score_run`."""
+    return [{**run.record(**tags), **score_run(run, n=n, seed=seed, C=C, data_root=data_root)} for tags, run in runs]
+
+
+def judge_rules(records, setting, *, by=("method", "pair"), rules=tuple(RULES), oracle: str = ORACLE) -> list[dict]:
+    """Each rule judged against the oracle, per group ``by`` and per seed: the grid of one
+    group and seed holds one record per setting (``setting``: the tag names that make a
+    grid cell, e.g. ``("schedule", "lambda_max", "lr")``; a name a record lacks reads as
+    None), each with the rules' scores (higher is better) and the oracle's target accuracy.
+
+    Returns one row per group, seed and rule: the group's keys, ``seed``, ``rule``, ``pick``
+    (the chosen setting as a dict), ``regret`` (:func:`regret`), ``spearman``
+    (:func:`rank_correlation`) and ``n_settings``; summarise over seeds with
+    :func:`dannlib.results.aggregate` (e.g. ``aggregate(rows, "regret", by=("method", "pair",
+    "rule"))``)."""
+    setting = tuple(setting)
+    grids: dict[tuple, dict[tuple, dict]] = {}
+    for r in records:
+        cell = tuple(r.get(k) for k in setting)
+        grid = grids.setdefault((tuple(r.get(k) for k in by), r.get("seed")), {})
+        if cell in grid:
+            raise ValueError(f"two records of one grid cell {dict(zip(setting, cell))} for "
+                             f"{dict(zip(by, tuple(r.get(k) for k in by)))}, seed {r.get('seed')}: "
+                             "add the tag that tells them apart to setting")
+        grid[cell] = r
+    rows = []
+    for (group, seed), grid in grids.items():
+        truth = {cell: r.get(oracle, float("nan")) for cell, r in grid.items()}
+        for rule in rules:
+            scores = {cell: r.get(rule, float("nan")) for cell, r in grid.items()}
+            try:
+                chosen = pick({c: v for c, v in scores.items() if c in _finite(truth, "the oracle")})
+                loss = regret(scores, truth)
+            except ValueError:  # no finite score in this grid
+                chosen, loss = None, float("nan")
+            rows.append({**dict(zip(by, group)), "seed": seed, "rule": rule,
+                         "pick": None if chosen is None else dict(zip(setting, chosen)), "regret": loss,
+                         "spearman": rank_correlation(scores, truth), "n_settings": len(grid)})
+    return rows

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dannlib import selection
-from dannlib.selection import (ORACLE, RULES, dev, dev_risk, importance_weights, information_maximisation,
+from dannlib.selection import (ORACLE, RULES, dev, dev_risk, importance_weights, information_maximisation, judge_rules,
                                label_free_scores, oracle_target_accuracy, per_sample_cross_entropy, pick,
                                prediction_entropy, rank_correlation, regret, reverse_validation, source_accuracy)
 
@@ -229,3 +229,28 @@ def test_plan_07_grid_shares_06_default_cells_and_has_the_no_reversal_control():
         assert controls and all(r.spec.config["lambda_max"] == 0.0 for r in controls)
     paper = plan("07", "paper")
     assert len(paper.specs) == (4 * 2 * 2 + 2 + 5) * 3  # lambda x schedule x lr + controls, IIMT ramps; 3 seeds
+
+
+def test_judge_rules_by_hand():
+    from dannlib.results import aggregate
+
+    def rec(seed, lam, acc, src, ent):
+        return {"method": "dann", "pair": "P", "seed": seed, "lambda_max": lam, ORACLE: acc,
+                "source_accuracy": src, "entropy": ent}
+
+    records = [rec(0, 0.1, 0.70, 0.99, -0.3), rec(0, 1.0, 0.80, 0.98, -0.2), rec(0, 3.0, 0.60, 0.97, -0.1),
+               rec(1, 0.1, 0.72, 0.97, float("nan")), rec(1, 1.0, 0.82, 0.99, -0.2), rec(1, 3.0, 0.50, 0.98, -0.1)]
+    rows = judge_rules(records, ("lambda_max",), rules=("source_accuracy", "entropy"))
+    got = {(r["seed"], r["rule"]): r for r in rows}
+    # seed 0: source accuracy picks 0.1 (0.80 - 0.70), entropy picks 3.0 (0.80 - 0.60)
+    assert got[0, "source_accuracy"]["pick"] == {"lambda_max": 0.1}
+    assert got[0, "source_accuracy"]["regret"] == pytest.approx(0.10)
+    assert got[0, "entropy"]["regret"] == pytest.approx(0.20)
+    assert got[0, "source_accuracy"]["spearman"] == pytest.approx(0.5)  # ranks (3,2,1) vs (2,3,1)
+    # seed 1: source accuracy picks 1.0 (regret 0); entropy skips the nan and picks 3.0
+    assert got[1, "source_accuracy"]["regret"] == pytest.approx(0.0)
+    assert got[1, "entropy"]["pick"] == {"lambda_max": 3.0} and got[1, "entropy"]["regret"] == pytest.approx(0.32)
+    (cell,) = [g for g in aggregate(rows, "regret", by=("method", "pair", "rule")) if g["rule"] == "entropy"]
+    assert cell["mean"] == pytest.approx(0.26) and cell["n"] == 2
+    with pytest.raises(ValueError, match="grid cell"):
+        judge_rules(records + [rec(0, 0.1, 0.7, 0.9, -0.1)], ("lambda_max",))
