@@ -137,7 +137,9 @@ def importance_weights(source_features, target_features, *, C: float = 1.0, max_
     with _one_thread():
         clf.fit(scale(x), d)
         logit = clf.decision_function(scale(fs))
-    return np.exp(logit) * len(fs) / len(ft)
+    # a logit clipped at +-50: a perfectly separable pair of samples would otherwise give an
+    # infinite weight (the risk is then dominated by the few source samples deepest in the target)
+    return np.exp(np.clip(logit, -50.0, 50.0)) * len(fs) / len(ft)
 
 
 def dev_risk(losses, weights) -> float:
@@ -273,7 +275,13 @@ def label_free_scores(source_logits, source_labels, source_features, target_logi
     """Every rule of :data:`RULES` as a score, **higher is better** (DEV's risk and the
     entropy negated). Inputs: the model's outputs on the held-out source split (``logits
     (N_s, n)``, ``labels (N_s,)``, ``features (N_s, D)``) and on unlabelled target images
-    (``logits (N_t, n)``, ``features (N_t, D)``). There is no target-label argument."""
+    (``logits (N_t, n)``, ``features (N_t, D)``). There is no target-label argument. A network
+    whose outputs are not finite (a diverged run) scores nan under every rule (:func:`pick`
+    skips it)."""
+    arrays = (source_logits, source_features, target_logits, target_features)
+    if not all(np.all(np.isfinite(a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)))
+               for a in arrays):
+        return {rule: float("nan") for rule in RULES}
     pseudo = _array("target_logits", target_logits, 2).argmax(1)
     return {
         "source_accuracy": source_accuracy(source_logits, source_labels),

@@ -254,3 +254,19 @@ def test_judge_rules_by_hand():
     assert cell["mean"] == pytest.approx(0.26) and cell["n"] == 2
     with pytest.raises(ValueError, match="grid cell"):
         judge_rules(records + [rec(0, 0.1, 0.7, 0.9, -0.1)], ("lambda_max",))
+
+
+def test_a_diverged_network_scores_nan_under_every_rule_and_is_never_picked():
+    ys = np.array([0, 1, 0, 1])
+    fs = np.array([[0.0], [1.0], [0.0], [1.0]])
+    bad = np.array([[np.nan, 0.0]] * 4)
+    scores = label_free_scores(bad, ys, fs, bad, fs)
+    assert set(scores) == set(RULES) and all(math.isnan(v) for v in scores.values())
+    assert pick({"diverged": scores["dev"], "ok": -1.0}) == "ok"
+
+
+def test_importance_weights_stay_finite_for_separable_domains():
+    xs, xt = np.zeros((5, 1)), np.full((5, 1), 100.0)
+    w = importance_weights(xs, xt, C=1e8)
+    assert np.all(np.isfinite(w)) and np.all(w < 1e-3)
+    assert math.isfinite(dev_risk(np.ones(5), w))
