@@ -107,6 +107,17 @@ def pca_embed(x, n_components: int = 2) -> np.ndarray:
         return PCA(n_components=n_components, svd_solver="full").fit_transform(x)
 
 
+def pca_explained(x, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pca_embed` of ``x (N, D)`` and the share of the variance each of its axes
+    explains: ``((N, n_components), (n_components,))``, for labelling a PCA plot's axes."""
+    from sklearn.decomposition import PCA
+
+    x = _as_2d("x", x)
+    with _one_thread():
+        pca = PCA(n_components=n_components, svd_solver="full")
+        return pca.fit_transform(x), pca.explained_variance_ratio_
+
+
 def tsne_embed(x, seed: int = 0, perplexity: float = 30.0, pca_dims: int | None = 50) -> np.ndarray:
     """t-SNE (van der Maaten & Hinton 2008; scikit-learn, PCA initialisation) of ``x (N, D)``
     -> ``(N, 2)``, after an optional PCA to ``pca_dims`` dimensions (speed; None: none).

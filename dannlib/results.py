@@ -36,9 +36,10 @@ PUBLISHED: dict[tuple[str, str], tuple[float, str]] = {
     ("usps->mnist", "adda_confusion"): (0.665, "Tzeng et al. 2017, table 2, domain confusion (?)"),
     ("usps->mnist", "adda_gan"): (0.901, "Tzeng et al. 2017, table 2 (ADDA)"),
     # The toys: no paper tabulates them (Ganin et al. 2016, sec. 5.1 shows the moons as figures
-    # only); these are seed 003's expectations for the blobs (REFERENCE sec. 2), target accuracy.
+    # only); these are the expectations of the (non-paper) source text the blobs toy was
+    # specified from, target accuracy.
     ("blobs", "source_only"): (0.5, "the toy's construction: about .5 (the shift crosses the boundary)"),
-    ("blobs", "dann"): (0.95, "seed 003's expectation (REFERENCE sec. 2), about .95: not a paper's table (?)"),
+    ("blobs", "dann"): (0.95, "the blobs toy's source text (a tutorial, not a paper), about .95 (?)"),
 }
 
 
@@ -196,23 +197,3 @@ def paired_differences(records: list[dict], metric: str, baseline: str, by: str 
             out.append({"group": g, by: variant, "mean": m, "std": s, "n": len(diffs), "diffs": diffs,
                         "seeds": [p[0] for p in pairs]})
     return out
-
-
-def describe_difference(row: dict, digits: int = 3) -> tuple[str, str]:
-    """A :func:`paired_differences` row in words: ``(verdict, text)``. ``verdict`` is
-    "higher" or "lower" when every seed's difference has that sign and the mean exceeds the
-    seed-to-seed spread, "equal" when every difference is zero, "unclear" otherwise, "one
-    seed" for n = 1 and "none" for n = 0; ``text`` is e.g.
-    ``"+0.123 ± 0.045 over 3 seeds (3 up, 0 down)"``."""
-    n, diffs = row["n"], row["diffs"]
-    if n == 0:
-        return "none", "no seed where both ran ok"
-    if n == 1:
-        return "one seed", f"{diffs[0]:+.{digits}f} on a single seed (no spread)"
-    up, down = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
-    text = f"{row['mean']:+.{digits}f} ± {row['std']:.{digits}f} over {n} seeds ({up} up, {down} down)"
-    if up == down == 0:
-        return "equal", text
-    if abs(row["mean"]) > row["std"] and n in (up, down):
-        return ("higher" if row["mean"] > 0 else "lower"), text
-    return "unclear", text

@@ -3,6 +3,7 @@
 - :func:`plot_adaptation_curves`: monitoring curves of stored runs, one row per domain pair,
   one column per logged key; every seed as a thin line and the mean over seeds as a thick
   line, coloured by a tag (e.g. ADDA's mapping loss, or ADDA against DANN);
+- :func:`adaptation_references`: the lines those curves are read against;
 - :func:`plot_loss_terms`: the terms of a composite loss (IIMT) against the step, as logged
   (per-sample values) and as weighted into the total, beside the weights' schedules.
 
@@ -15,7 +16,26 @@ import math
 
 import matplotlib.pyplot as plt
 
-__all__ = ["plot_adaptation_curves", "plot_loss_terms"]
+__all__ = ["plot_adaptation_curves", "plot_loss_terms", "adaptation_references"]
+
+
+def adaptation_references(records, runs, *, start: str = "adda_pretrain", metric: str = "target_test_acc") -> dict:
+    """The reference lines of :func:`plot_adaptation_curves` for every pair of ``records``:
+    the target accuracy the adaptation starts from (mean over the ok seeds of ``start``), the
+    discriminator's chance level (0.5) and, where the runs' config has one, the collapse
+    threshold of the predicted-class entropy (``collapse_entropy``)."""
+    from ..results import aggregate
+
+    ref = {}
+    for pair in dict.fromkeys(r["pair"] for r in records):
+        (src,) = aggregate([r for r in records if r["pair"] == pair and r["method"] == start] or [{}], metric)
+        if src["n"]:
+            ref[pair, metric] = (src["mean"], "source only (start)")
+        ref[pair, "d_acc"] = (0.5, "chance")
+        cfg = next((r.spec.config for t, r in runs if t["pair"] == pair), None)
+        if cfg and "collapse_entropy" in cfg:
+            ref[pair, "target_pred_entropy"] = (cfg["collapse_entropy"], "collapse threshold")
+    return ref
 
 
 def _mean_curve(histories: list[list[dict]], x: str, key: str):

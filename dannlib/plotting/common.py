@@ -98,13 +98,16 @@ def plot_method_curves(histories: dict, keys, *, x: str = "step", title: str | N
 
 
 def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str | None = None, order=None,
-                     hue_order=None, ylabel: str | None = None, title: str | None = None, reference: dict | None = None):
-    """Every seed as a point (seaborn strip plot) with the mean ± one standard deviation over
-    seeds beside it (point plot), one column per value of ``x`` (in ``order``), coloured by
-    ``hue`` (e.g. the domain pair). Only runs with status "ok" are drawn; the count of seeds
-    (and of failed runs) is written under each column. The y axis is scaled to the data, so a
-    difference of a few points is visible. ``reference``: horizontal lines (label -> y), e.g.
-    published numbers."""
+                     hue_order=None, ylabel: str | None = None, title: str | None = None, reference: dict | None = None,
+                     ylim: tuple | None = None):
+    """Every seed as a point (seaborn strip plot) with the **median and interquartile range**
+    over seeds beside it (a diamond and a bar), one column per value of ``x`` (in ``order``),
+    coloured by ``hue`` (e.g. the domain pair). Median and IQR, not mean ± sd: a spread that
+    is bimodal (most seeds at one level, a few at another) gets no bar reaching values no
+    seed took. Only runs with status "ok" are drawn; the count of seeds (and of failed runs)
+    is written under each column. The y axis is scaled to the data unless ``ylim`` is given
+    (e.g. a quantity's whole range). ``reference``: horizontal lines (label -> y), e.g.
+    published numbers, labelled at the right edge."""
     import numpy as np
     import pandas as pd
     import seaborn as sns
@@ -126,8 +129,8 @@ def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str 
         sns.stripplot(**kw, dodge=dodge, alpha=0.55, size=5, jitter=0.15, legend=False)
     finally:
         np.random.set_state(state)
-    sns.pointplot(**kw, dodge=0.4 if dodge else False, errorbar="sd", capsize=0.15, linestyle="none",
-                  markers="D", markersize=5, err_kws={"linewidth": 1.4})
+    sns.pointplot(**kw, estimator="median", errorbar=("pi", 50), dodge=0.4 if dodge else False, capsize=0.15,
+                  linestyle="none", markers="D", markersize=5, err_kws={"linewidth": 1.4})
     counts = {(g[x], g.get(hue)): g for g in aggregate(records, metric, [x] + ([hue] if hue else []))}
     labels = []
     for name in order:
@@ -141,10 +144,13 @@ def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str 
         ax.axhline(y, color="grey", linestyle="--", linewidth=1)
         ax.annotate(label, (1.0, y), xycoords=("axes fraction", "data"), xytext=(3, 0), textcoords="offset points",
                     fontsize=7, color="grey", va="center")
-    ax.set_ylabel(ylabel or metric)
+    ax.set_ylabel((ylabel or metric) + "\n(points: seeds; ◆ and bar: median, IQR)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    if hue:
-        ax.legend(title=hue, fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    if hue:  # under the axes: clear of the points and of the reference lines' labels at the right
+        ax.legend(title=hue, fontsize=8, title_fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.32),
+                  ncol=len(hue_order), frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
@@ -154,9 +160,12 @@ def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str 
 def plot_paired_differences(diffs: list, *, by: str = "method", baseline: str = "", title: str | None = None,
                             ylabel: str | None = None):
     """Per-seed paired differences against a baseline (``dannlib.results.paired_differences``
-    rows): each seed as a point, the mean ± std beside it, a zero line; one column per variant
-    (and per group, side by side, when rows carry a group)."""
+    rows): each seed as a point, the mean difference with its 95% paired t-interval beside it
+    (:func:`dannlib.stats.paired`, the interval every verdict rests on), a zero line; one column
+    per variant (and per group, side by side, when rows carry a group)."""
     import numpy as np
+
+    from ..stats import paired
 
     groups = list(dict.fromkeys(d.get("group") for d in diffs))
     names = list(dict.fromkeys(d[by] for d in diffs))
@@ -172,12 +181,18 @@ def plot_paired_differences(diffs: list, *, by: str = "method", baseline: str = 
             ax.scatter(np.full(len(row["diffs"]), x - width * 0.15), row["diffs"], s=16, alpha=0.6,
                        color=colours[g_i % len(colours)], label=str(g) if n_i == 0 and g is not None else None)
             if row["n"] > 1:
-                ax.errorbar([x + width * 0.15], [row["mean"]], yerr=[row["std"]], fmt="D", ms=5, capsize=3,
-                            color=colours[g_i % len(colours)])
+                c = paired(dict(enumerate(row["diffs"])), {i: 0.0 for i in range(row["n"])})
+                ax.errorbar([x + width * 0.15], [c.mean], yerr=[[c.mean - c.ci_low], [c.ci_high - c.mean]], fmt="D",
+                            ms=5, capsize=3, color=colours[g_i % len(colours)])
     ax.axhline(0.0, color="black", linewidth=0.8)
+    lo, hi = ax.get_ylim()
+    margin = 0.08 * (hi - lo)
+    ax.set_ylim(min(lo, -margin), max(hi, margin))  # zero, the line every verdict is read against, in view
+    ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel or f"difference to {baseline}, per seed")
+    ax.set_ylabel((ylabel or f"difference to {baseline}, per seed") + "\n(points: seeds; ◆ and bar: mean, 95% CI)",
+                  fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     if any(g is not None for g in groups):
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
@@ -187,3 +202,48 @@ def plot_paired_differences(diffs: list, *, by: str = "method", baseline: str = 
     return fig
 
 
+
+
+def plot_curve_grid(histories: dict, key: str, *, reference: str, x: str = "step", title: str | None = None,
+                    ylabel: str | None = None, ncols: int = 3):
+    """Small multiples, one panel per method of ``histories`` (name -> history records of all
+    its seeds, with ``seed``, ``x`` and ``key``) other than ``reference``: the method's seeds
+    as thin lines and their mean as a thick one, against the ``reference`` method's mean **on
+    the same seeds** (grey), so that each panel compares like with like. Panels share both axes."""
+    import numpy as np
+    import pandas as pd
+
+    names = [n for n in histories if n != reference]
+    ref = pd.DataFrame(histories[reference])
+    nrows = max(1, -(-len(names) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows + 0.6), sharex=True, sharey=True,
+                             squeeze=False)
+    colour = plt.rcParams["axes.prop_cycle"].by_key()["color"][1]
+    for ax, name in zip(axes.flat, names):
+        df = pd.DataFrame(histories[name])
+        seeds = sorted(df["seed"].unique())
+        for s in seeds:
+            one = df[df["seed"] == s].sort_values(x)
+            ax.plot(one[x], one[key], color=colour, linewidth=0.7, alpha=0.5)
+        mean = df.groupby(x)[key].mean()
+        ax.plot(mean.index, mean.to_numpy(), color=colour, linewidth=2.0, label=name)
+        same = ref[ref["seed"].isin(seeds)].groupby(x)[key].mean()
+        ax.plot(same.index, same.to_numpy(), color="grey", linewidth=1.6, linestyle="--",
+                label=f"{reference}, same seeds")
+        ax.set_title(f"{name} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''}: {', '.join(map(str, seeds))})",
+                     fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel(x)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel or key, fontsize=9)
+    fig.legend([plt.Line2D([], [], color=colour, linewidth=2.0), plt.Line2D([], [], color=colour, linewidth=0.7),
+                plt.Line2D([], [], color="grey", linewidth=1.6, linestyle="--")],
+               ["the variant: mean over its seeds", "the variant: one seed", f"{reference}: mean over the same seeds"],
+               loc="lower center", ncol=3, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1))
+    return fig

@@ -93,17 +93,19 @@ def plot_channel_histograms(histograms: dict, *, title: str = "Pixel values per 
 
 
 def plot_embeddings(embeddings: dict, classes, domains, *, domain_names=("source", "target"),
-                    title: str | None = None, point_size: float = 7.0):
+                    title: str | None = None, point_size: float = 7.0, axis_labels: dict | None = None):
     """One panel per 2-D embedding (``embeddings``: title -> array (N, 2), e.g. t-SNE or
     PCA of learned features), points coloured by class (``classes``: (N,) ints, tab10) and
     marked by domain (``domains``: (N,) 0/1; circles for ``domain_names[0]``, crosses for
-    ``domain_names[1]``)."""
+    ``domain_names[1]``). ``axis_labels``: title -> (x label, y label), e.g. each principal
+    axis with its share of the variance. The legend sits under the panels, clear of the points."""
     import numpy as np
     from matplotlib.lines import Line2D
 
     classes, domains = np.asarray(classes), np.asarray(domains)
     names = list(embeddings)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.4), squeeze=False)
+    axis_labels = axis_labels or {}
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 5.0), squeeze=False)
     cmap = plt.get_cmap("tab10")
     markers = ("o", "x")
     for ax, name in zip(axes[0], names):
@@ -115,12 +117,14 @@ def plot_embeddings(embeddings: dict, classes, domains, *, domain_names=("source
         ax.set_title(name, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
+        if name in axis_labels:
+            ax.set_xlabel(axis_labels[name][0], fontsize=9)
+            ax.set_ylabel(axis_labels[name][1], fontsize=9)
     handles = [Line2D([], [], marker=m, linestyle="", color="grey", label=n) for m, n in zip(markers, domain_names)]
-    handles += [Line2D([], [], marker="s", linestyle="", color=cmap(c), label=str(c)) for c in sorted(set(classes.tolist()))]
-    fig.legend(handles=handles, loc="center right", fontsize=8, title="domain / class")
+    handles += [Line2D([], [], marker="s", linestyle="", color=cmap(c), label=f"class {c}")
+                for c in sorted(set(classes.tolist()))]
+    fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    fig.tight_layout(rect=(0, 0.75 / fig.get_figheight(), 1, 1))
     return fig
-
-
