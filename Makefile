@@ -41,59 +41,59 @@ endif
 .PHONY: help install figures sweep test bench report lab clean distclean
 
 help:
-	@sed -n '3,10p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# *//'
+	@sed -n '3,10p' "$(firstword $(MAKEFILE_LIST))" | sed 's/^# *//'
 
 install: $(STAMP)
 
 # A real file target: redone when pyproject.toml changes; an existing venv is reused.
 $(STAMP): pyproject.toml
-	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install $(TORCH_SPEC)
-	$(VPY) -m pip install -e ".[test,dask]"
+	test -x "$(VPY)" || $(PYTHON) -m venv "$(VENV)"
+	"$(VPY)" -m pip install $(TORCH_SPEC)
+	"$(VPY)" -m pip install -e ".[test,dask]"
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  echo "make install: no Chromium here, so tests/test_browser.py will skip (CI installs it: apt-get install chromium)"
-	touch $@
+	touch "$@"
 
 # Only the committed profile (paper) executes notebooks/ and writes figures/ in place; another
 # profile writes its notebooks and figures to .tmp/<profile>/ unless IN_PLACE=1. Records go to
 # results/<profile>/ either way. Each notebook is a transaction (see python -m dannlib regenerate -h).
 figures: $(STAMP)
-	$(VPY) -m dannlib regenerate --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(IN_PLACE),--in-place) $(if $(PARTIAL),--partial)
+	"$(VPY)" -m dannlib regenerate --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(IN_PLACE),--in-place) $(if $(PARTIAL),--partial)
 
 sweep: $(STAMP)
-	$(VPY) -m dannlib sweep --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(TIME_LIMIT),--time-limit $(TIME_LIMIT))
+	"$(VPY)" -m dannlib sweep --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(TIME_LIMIT),--time-limit $(TIME_LIMIT))
 
 # nbval runs each notebook with its folder as working directory, on this venv's Python
 # (--nbval-current-env), under the smoke profile; outputs are not compared (--nbval-lax).
 # pytest's exit status 5 (nothing collected) fails like any other.
 test: $(STAMP)
-	rm -rf $(TEST_OUT)
-	mkdir -p $(TEST_OUT)
-	DANNLIB_PROFILE=smoke DANNLIB_FIGURES=$(TEST_OUT)/figures DANNLIB_RESULTS=$(TEST_OUT)/results \
-	  $(VPY) -m pytest tests --nbval-lax --nbval-current-env notebooks -p no:cacheprovider; \
+	rm -rf "$(TEST_OUT)"
+	mkdir -p "$(TEST_OUT)"
+	DANNLIB_PROFILE=smoke DANNLIB_FIGURES="$(TEST_OUT)/figures" DANNLIB_RESULTS="$(TEST_OUT)/results" \
+	  "$(VPY)" -m pytest tests --nbval-lax --nbval-current-env notebooks -p no:cacheprovider; \
 	  rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit status 5)" >&2; fi; \
 	  exit $$rc
 
 bench: $(STAMP)
-	$(VPY) -m dannlib bench
+	"$(VPY)" -m dannlib bench
 
 # The results tables (Markdown) of results/$(PROFILE)/, built from the notebooks' records.
 report: $(STAMP)
-	$(VPY) -m dannlib report --profile $(PROFILE)
+	"$(VPY)" -m dannlib report --profile $(PROFILE)
 
 # JupyterLab from the venv, serving the project root (open notebooks/01_toy_blobs.ipynb first).
 # The notebooks' profile comes from DANNLIB_PROFILE (default paper, the committed one): DANNLIB_PROFILE=smoke make lab.
 # LAB_ARGS adds options, e.g. make lab LAB_ARGS="--port=8899 --no-browser".
 LAB_ARGS ?=
 lab: $(STAMP)
-	cd $(CURDIR) && $(VPY) -m jupyter lab --ServerApp.root_dir=$(CURDIR) \
+	cd "$(CURDIR)" && "$(VPY)" -m jupyter lab --ServerApp.root_dir="$(CURDIR)" \
 	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:
 	rm -rf .tmp notebooks/.failed build *.egg-info
 	rm -f notebooks/.*.running.ipynb
-	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+	find . -path "./$(VENV)" -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf "$(VENV)"
