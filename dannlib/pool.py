@@ -9,15 +9,53 @@ import signal
 import sys
 import time
 
-from .store import RunSpec, _worker_compute
+from .store import RunSpec, Store, compute
+from .utils import configure_threads
+
+
+class RunError(RuntimeError):
+    """A run's exception that could not cross the process boundary back to the sweep (it
+    does not survive pickling), as its type's name and message. Without this stand-in the
+    parent could not read the worker's answer and would take the worker for dead."""
+
+    def __init__(self, type_name: str, message: str):
+        super().__init__(f"{type_name}: {message}")
+        self.type_name, self.message = type_name, message
+
+    def __reduce__(self):
+        return type(self), (self.type_name, self.message)
+
+
+def survives_pickling(exc: BaseException) -> bool:
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return False
+    return True
 
 
 def describe_failure(exc: BaseException) -> str:
-    """``"TypeName: message"`` of a run's exception (a worker's stand-in
-    :class:`~dannlib.store.RunError` already carries the original type's name)."""
-    from .store import RunError
-
+    """``"TypeName: message"`` of a run's exception (a worker's stand-in :class:`RunError`
+    already carries the original type's name)."""
     return str(exc) if isinstance(exc, RunError) else f"{type(exc).__name__}: {exc}"
+
+def _worker_compute(payload: dict, store_root: str, data_root: str | None, threads: int) -> dict:
+    """Entry point of a worker process (local pool or Dask): compute one run, return its
+    summary. Runs on one torch thread unless told otherwise. It always trains, even when a
+    record exists: the sweep hands out only runs to (re)train -- missing ones, dependencies
+    whose weights are missing (a fresh clone keeps records, not every weights file), or every
+    run under ``--recompute``."""
+    configure_threads(threads)
+    spec = RunSpec(payload["method"], payload["config"], payload["data"], payload["seed"], payload["monitor_size"])
+    try:
+        run = compute(spec, Store(store_root), data_root=data_root, progress=False)
+    except Exception as exc:
+        if survives_pickling(exc):
+            raise
+        raise RunError(type(exc).__name__, str(exc)) from None
+    return {"key": spec.key, "label": spec.label, "status": run.status, "seconds": run.seconds}
 
 
 def _payload(spec: RunSpec) -> dict:

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from .results import dumps
-from .utils import PROJECT_ROOT, atomic_path, atomic_write, configure_threads, machine_info, results_root
+from .utils import PROJECT_ROOT, atomic_path, atomic_write, machine_info, results_root
 
 STORE_FORMAT = 1
 STORE_ENV = "DANNLIB_STORE"
@@ -209,8 +209,35 @@ class StoredRun:
 
 
 def usable(stored: StoredRun | None) -> bool:
-    """A stored run another run can start from: finished, with its weights."""
+    """A stored run another run can start from: finished, with its weights (which
+    :meth:`Store.get` has checked to load)."""
     return stored is not None and stored.weights_path.is_file()
+
+
+#: Weights files found to load, by (path, size, mtime): each is read once per process.
+_WEIGHTS_OK: set[tuple[str, int, int]] = set()
+
+
+def _weights_problem(path: Path) -> str | None:
+    """Why the weights file at ``path`` does not load (truncated, not a torch archive, not a
+    dict of state dicts), or None when it loads or does not exist (weights are kept only where
+    needed; a consumer that needs absent weights retrains the run)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key in _WEIGHTS_OK:
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for damage
+        lines = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    if not isinstance(blob, dict) or not all(isinstance(v, dict) for v in blob.values()):
+        return f"it holds a {type(blob).__name__}, not the networks' state dicts"
+    _WEIGHTS_OK.add(key)
+    return None
 
 
 def _blank_modules(spec: RunSpec) -> dict[str, torch.nn.Module]:
@@ -274,14 +301,22 @@ class Store:
                 raise ValueError("its spec differs from the one asked for")
             if not isinstance(blob["final"], dict) or not isinstance(blob["history"], list):
                 raise ValueError("its final evaluation or history is malformed")
-            return StoredRun(spec=spec, final=blob["final"], history=blob["history"], seconds=blob["seconds"],
-                             code=blob.get("code", {}), machine=blob.get("machine", {}), path=path)
+            run = StoredRun(spec=spec, final=blob["final"], history=blob["history"], seconds=blob["seconds"],
+                            code=blob.get("code", {}), machine=blob.get("machine", {}), path=path)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             import warnings
 
             warnings.warn(f"ignoring the stored run {path} ({type(exc).__name__}: {exc}); it will be recomputed",
                           stacklevel=2)
             return None
+        problem = _weights_problem(run.weights_path)
+        if problem:
+            import warnings
+
+            warnings.warn(f"ignoring the stored run {path}: its weights {run.weights_path.name} do not load "
+                          f"({problem}); it will be recomputed", stacklevel=2)
+            return None
+        return run
 
     def put(self, spec: RunSpec, result, *, weights: bool = True) -> StoredRun:
         """Store a finished :class:`~dannlib.training.RunResult` of ``spec``: the weights
@@ -395,42 +430,3 @@ def _as_run_result(stored: StoredRun):
                      history=stored.history, final=stored.final, seconds=stored.seconds,
                      steps=stored.final.get("steps", 0), modules=stored.load_modules())
 
-
-def _worker_compute(payload: dict, store_root: str, data_root: str | None, threads: int) -> dict:
-    """Entry point of a worker process (local pool or Dask): compute one run, return its
-    summary. Runs on one torch thread unless told otherwise. It always trains, even when a
-    record exists: the sweep hands out only runs to (re)train -- missing ones, dependencies
-    whose weights are missing (a fresh clone keeps records, not every weights file), or every
-    run under ``--recompute``."""
-    configure_threads(threads)
-    spec = RunSpec(payload["method"], payload["config"], payload["data"], payload["seed"], payload["monitor_size"])
-    try:
-        run = compute(spec, Store(store_root), data_root=data_root, progress=False)
-    except Exception as exc:
-        if _survives_pickling(exc):
-            raise
-        raise RunError(type(exc).__name__, str(exc)) from None
-    return {"key": spec.key, "label": spec.label, "status": run.status, "seconds": run.seconds}
-
-
-class RunError(RuntimeError):
-    """A run's exception that could not cross the process boundary back to the sweep (it
-    does not survive pickling), as its type's name and message. Without this stand-in the
-    parent could not read the worker's answer and would take the worker for dead."""
-
-    def __init__(self, type_name: str, message: str):
-        super().__init__(f"{type_name}: {message}")
-        self.type_name, self.message = type_name, message
-
-    def __reduce__(self):
-        return type(self), (self.type_name, self.message)
-
-
-def _survives_pickling(exc: BaseException) -> bool:
-    import pickle
-
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:
-        return False
-    return True

@@ -20,8 +20,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .store import DANN_STEPS_PER_SECOND, RunSpec, usable, Store, StoredRun, _worker_compute, compute, estimate_seconds
-from .pool import _payload, _run_local, describe_failure  # noqa: F401  (the local worker pool)
+from .store import DANN_STEPS_PER_SECOND, RunSpec, usable, Store, StoredRun, compute, estimate_seconds
+from .pool import _payload, _run_local, _worker_compute, describe_failure  # noqa: F401  (the worker pool)
 from .settings import (SCHEDULER_ENV, WORKERS_ENV, check_scheduler, check_time_limit, check_workers,  # noqa: F401
                        check_writable, scheduler_setting)
 from .utils import atomic_write, progress_enabled

@@ -156,19 +156,33 @@ def test_stale_leftovers_are_removed_and_live_ones_kept(tmp_path):
     nbdir, figs, res = tmp_path / "notebooks", tmp_path / "figures", tmp_path / "results"
     for d in (nbdir, figs, res):
         d.mkdir()
-    dead, live = _dead_pid(), os.getpid()
+    # Live: a run holding its lock (here this process). Stale: a run whose lock file is left
+    # but not held, a run without a lock file, and an older version's pid-only names.
+    live = regen.RunLock([nbdir, figs, res])
+    dead = regen.new_run_id()
+    for folder in (nbdir, figs):
+        regen.transaction._lock_path(folder, dead).write_text("")  # left by a killed run, not held
+    old_pid = _dead_pid()
     stale = [nbdir / f".01_a.{dead}{regen.RUNNING_SUFFIX}", nbdir / f".02_b.k3x9_q{regen.RUNNING_SUFFIX}",
-             figs / f"{regen.STAGING_PREFIX}{dead}-01_a", res / f"{regen.STAGING_PREFIX}{dead}-01_a"]
-    kept = [nbdir / f".01_a.{live}{regen.RUNNING_SUFFIX}", figs / f"{regen.STAGING_PREFIX}{live}-01_a",
+             figs / f"{regen.STAGING_PREFIX}{dead}-01_a", res / f"{regen.STAGING_PREFIX}{dead}-01_a",
+             nbdir / f".01_a.{old_pid}{regen.RUNNING_SUFFIX}", figs / f"{regen.STAGING_PREFIX}{old_pid}-01_a",
+             nbdir / f".01_a.{os.getpid()}{regen.RUNNING_SUFFIX}"]
+    kept = [nbdir / f".01_a.{live.id}{regen.RUNNING_SUFFIX}", figs / f"{regen.STAGING_PREFIX}{live.id}-01_a",
             nbdir / "01_a.ipynb", figs / "01_a"]
     for p in stale + kept:
         if p.suffix == ".ipynb":
             p.write_text("{}")
         else:
             (p / "sub").mkdir(parents=True)
-    removed = regen.clean_stale([nbdir], [figs, res])
-    assert sorted(removed) == sorted(stale)
-    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    try:
+        removed = regen.clean_stale([nbdir], [figs, res])
+        assert sorted(removed) == sorted(stale)
+        assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+        locks = sorted(p.name for d in (nbdir, figs, res) for p in d.glob(f"{regen.RUN_LOCK_PREFIX}*"))
+        assert locks == [f"{regen.RUN_LOCK_PREFIX}{live.id}{regen.RUN_LOCK_SUFFIX}"] * 3  # the dead run's went
+    finally:
+        live.release()
+    assert not [p for d in (nbdir, figs, res) for p in d.glob(f"{regen.RUN_LOCK_PREFIX}*")]
 
 
 def test_an_unfinished_commit_is_completed_at_start(tmp_path):

@@ -14,7 +14,8 @@ import pytest
 import dannlib
 from dannlib.data.common import CacheNotWritableError, DataChecksumError, DataNotFoundError
 from dannlib.regenerate.common import Interrupted
-from dannlib.store import RunError, RunSpec, Store, digits_data
+from dannlib.pool import RunError
+from dannlib.store import RunSpec, Store, digits_data
 from dannlib.sweep import MissingRunsError, RunsFailedError, ensure
 
 #: One instance of every exception class defined in dannlib, by qualified name. A new class
@@ -27,7 +28,7 @@ EXAMPLES = {
     "dannlib.sweep.MissingRunsError": lambda: MissingRunsError("3 of 5 runs are not in the store"),
     "dannlib.sweep.RunsFailedError": lambda: RunsFailedError("all 2 runs failed"),
     "dannlib.regenerate.common.Interrupted": lambda: Interrupted(signal.SIGTERM),
-    "dannlib.store.RunError": lambda: RunError("SomeLibraryError", "it broke"),
+    "dannlib.pool.RunError": lambda: RunError("SomeLibraryError", "it broke"),
 }
 
 

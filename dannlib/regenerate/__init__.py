@@ -13,15 +13,19 @@ notebook's *staging* folders, ``DANNLIB_PROFILE`` the profile, ``DANNLIB_DATA`` 
 root of ``--data-root``, and ``DANNLIB_PROGRESS=0`` (with ``TQDM_DISABLE=1``) asks for no
 progress bars, so none ends up in a saved notebook.
 
-Transactions. A notebook writes its figures into ``<figures>/.staging-<pid>-NN_name/`` and
-its records into ``<results>/.staging-<pid>-NN_name/`` (which starts as a copy of
+Transactions. Each regeneration has a run id, ``<pid>-<16 random hex digits>`` (a pid alone
+is reused, e.g. by a container restarted in a fresh PID namespace), and holds a lock file
+``.regenerate-<run id>.lock`` in each output folder (``fcntl.flock``, for its whole life:
+the kernel releases it when the process dies, however it dies). A notebook writes its
+figures into ``<figures>/.staging-<run id>-NN_name/`` and its records into
+``<results>/.staging-<run id>-NN_name/`` (which starts as a copy of
 ``<results>/<profile>/``, so a notebook can read an earlier notebook's records and saved
-networks), and the executed notebook into ``.NN_name.<pid>.running.ipynb``. Only when every
-cell succeeded are they moved into place: each staged figure folder replaces its namesake
-as a whole, each new or changed results file replaces its namesake (``os.replace``), then
-the notebook. The moves are listed first in a journal (``.NN_name.<pid>.commit.json``
-beside the executed notebook), so a commit cut short by SIGKILL is completed by the next
-run. On a failure or an interruption the notebook, figures and records stay exactly as
+networks), and the executed notebook into ``.NN_name.<run id>.running.ipynb``. Only when
+every cell succeeded are they moved into place: each staged figure folder replaces its
+namesake as a whole, each new or changed results file replaces its namesake
+(``os.replace``), then the notebook. The moves are listed first in a journal
+(``.NN_name.<run id>.commit.json`` beside the executed notebook), so a commit cut short by
+SIGKILL is completed by the next run. On a failure or an interruption the notebook, figures and records stay exactly as
 they were; the partial execution of a failure is kept as ``.failed/NN_name.ipynb`` in the
 folder of the executed notebooks. Later notebooks still run after a failure.
 
@@ -39,9 +43,11 @@ known noise (tqdm's IProgress warning, progress-bar redraws, ipykernel's TCP war
 dropped, and the ``injected-parameters`` cell is tagged ``nbval-skip`` so that the test
 suite's nbval run takes its settings from the environment.
 
-Before any notebook starts, leftovers of killed runs (``.NN_name.*.running.ipynb``,
-staging folders of processes that no longer exist) are removed, unfinished commits are
-completed, and every output folder is checked for writability.
+Before any notebook starts, every output folder (the run store too, unless ``--partial``)
+and every setting is checked, then the leftovers of killed runs -- those whose lock nobody
+holds, whatever pid they name, and an older version's pid-only names -- are handled:
+unfinished commits are completed, executed-notebook temporaries, staging folders and lock
+files removed.
 
 ``<results>/<profile>/regeneration.json`` is rewritten (atomically) after each notebook and
 on interruption: per notebook the last attempt (status ``ok``, ``failed`` or
@@ -63,6 +69,6 @@ from .transaction import *  # noqa: F401,F403
 from .kernel import *  # noqa: F401,F403
 from .runner import *  # noqa: F401,F403
 from .common import (_PROGRESS_SEGMENT, _RUNNING_KERNELS)  # noqa: F401
-from .transaction import (_JOURNAL, _RUNNING, _STAGING, _apply_commit, _display, _is_stale, _owner_pid, _pid_alive, _plan_commit, _rel, _shadow_results, _signals_deferred)  # noqa: F401
+from .transaction import (_JOURNAL, _LOCK, _RUNNING, _STAGING, _apply_commit, _display, _is_stale, _owner_alive, _plan_commit, _rel, _shadow_results, _signals_deferred)  # noqa: F401
 from .kernel import (_describe_error, _kernel_manager_class, _kill_kernels, _peak_rss_mib)  # noqa: F401
 from .runner import (_HELP_PARAGRAPHS, _clean_signals, _now)  # noqa: F401

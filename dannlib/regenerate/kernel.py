@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 from ..profiles import DEFAULT_PROFILE, PROFILES, check_profile
 from ..utils import PROJECT_ROOT, atomic_write, machine_info
 from .common import CURRENT_ENV_KERNEL, FAILED_DIRNAME, Interrupted, JOURNAL_SUFFIX, KERNEL_ENV, NotebookRun, Outputs, RUNNING_SUFFIX, STAGING_PREFIX, _RUNNING_KERNELS, store_root  # noqa: F401
-from .transaction import _apply_commit, _display, _plan_commit, _rel, _shadow_results, clean_stale, path_replacements, tidy_notebook  # noqa: F401
+from .transaction import RunLock, _apply_commit, _display, _plan_commit, _rel, _shadow_results, clean_stale, path_replacements, tidy_notebook  # noqa: F401
 
 
 # ----------------------------------------------------------------------------- execution
@@ -145,21 +145,27 @@ def run_notebook(
     kernel_name: str | None = None,
     progress: bool = True,
     data_root: Path | None = None,
+    run_id: str | None = None,
 ) -> tuple[NotebookRun, dict | None]:
     """Execute one notebook with papermill (cwd = its folder) into staging; never raises for
     a failure inside the notebook, which is reported in the returned :class:`NotebookRun`.
     Returns the run and, on success, the commit plan (see :func:`_apply_commit`) that moves
     its outputs into place; raises :class:`Interrupted` (after cleaning up) on a signal.
 
-    ``kernel_name`` None: this interpreter; otherwise an installed kernelspec's name."""
+    ``kernel_name`` None: this interpreter; otherwise an installed kernelspec's name.
+    ``run_id``: the id of the :class:`RunLock` the caller holds over the output folders (its
+    staging folders and executed notebook are named by it); None: one held for this call."""
+    if run_id is None:
+        with RunLock([outputs.notebooks, outputs.figures, outputs.results]) as lock:
+            return run_notebook(path, parameters, outputs, profile, kernel_name, progress, data_root, lock.id)
     import nbformat
     import papermill
 
     path = Path(path).resolve()
-    tag = f"{os.getpid()}-{path.stem}"
+    tag = f"{run_id}-{path.stem}"
     target = outputs.notebooks / path.name
     outputs.notebooks.mkdir(parents=True, exist_ok=True)
-    executed = outputs.notebooks / f".{path.stem}.{os.getpid()}{RUNNING_SUFFIX}"
+    executed = outputs.notebooks / f".{path.stem}.{run_id}{RUNNING_SUFFIX}"
     fig_stage = outputs.figures / f"{STAGING_PREFIX}{tag}"
     res_stage = outputs.results / f"{STAGING_PREFIX}{tag}"
     env = {**KERNEL_ENV, "DANNLIB_FIGURES": str(fig_stage), "DANNLIB_RESULTS": str(res_stage),
@@ -228,10 +234,11 @@ def run_notebook(
     return run, plan
 
 
-def commit(plan: dict, journal_dir: Path, stem: str) -> None:
-    """Apply ``plan`` after writing it as a journal that the next run replays if this
-    process dies half-way (see :func:`clean_stale`)."""
-    journal = journal_dir / f".{stem}.{os.getpid()}{JOURNAL_SUFFIX}"
+def commit(plan: dict, journal_dir: Path, stem: str, run_id: str) -> None:
+    """Apply ``plan`` after writing it as a journal (named by the caller's :class:`RunLock`
+    id, ``run_id``) that the next run replays if this process dies half-way (see
+    :func:`clean_stale`)."""
+    journal = journal_dir / f".{stem}.{run_id}{JOURNAL_SUFFIX}"
     with atomic_write(journal) as fh:
         json.dump(plan, fh)
     _apply_commit(plan)

@@ -23,7 +23,7 @@ from ..profiles import DEFAULT_PROFILE, PROFILES, check_profile
 from ..utils import PROJECT_ROOT, atomic_write, machine_info
 from ..plan import parse_only, parse_seeds
 from .common import COMMITTED_PROFILE, CURRENT_ENV_KERNEL, Interrupted, KERNEL_ENV_DOC, NotebookRun, Outputs, REPORT_NAME, SIGNAL_EXIT, _RUNNING_KERNELS, check_outputs_writable, find_notebooks, resolve_outputs, select_notebooks, store_root  # noqa: F401
-from .transaction import _display, _signals_deferred, clean_stale  # noqa: F401
+from .transaction import RunLock, _display, _signals_deferred, clean_stale  # noqa: F401
 from .kernel import _kill_kernels, commit, run_notebook  # noqa: F401
 
 
@@ -74,8 +74,15 @@ def regenerate(
 
     workers = check_workers(workers, setting="--workers")
     check_outputs_writable(outputs, store=not partial)
-    clean_stale([notebooks_dir, outputs.notebooks], [outputs.figures, outputs.results])
+    with RunLock([outputs.notebooks, outputs.figures, outputs.results]) as lock:
+        clean_stale([notebooks_dir, outputs.notebooks], [outputs.figures, outputs.results])
+        return _regenerate(selected, profile, seeds, partial, sweep, outputs, data_root, kernel, progress, runs,
+                           workers, lock.id)
 
+
+def _regenerate(selected, profile, seeds, partial, sweep, outputs, data_root, kernel, progress, runs, workers,
+                run_id) -> list[NotebookRun]:
+    """:func:`regenerate` once its settings are checked and its :class:`RunLock` is held."""
     parameters = {"profile": profile}
     if seeds is not None:
         parameters["seeds"] = seeds
@@ -98,7 +105,7 @@ def regenerate(
             start = time.perf_counter()
             try:
                 run, plan = run_notebook(path, parameters, outputs, profile, kernel_name=kernel,
-                                         progress=progress, data_root=data_root)
+                                         progress=progress, data_root=data_root, run_id=run_id)
             except KeyboardInterrupt as exc:
                 signum = getattr(exc, "signum", signal.SIGINT)
                 with _signals_deferred():
@@ -108,7 +115,7 @@ def regenerate(
                 raise
             with _signals_deferred():  # a signal now waits until the notebook is in place and recorded
                 if plan is not None:
-                    commit(plan, outputs.notebooks, path.stem)
+                    commit(plan, outputs.notebooks, path.stem, run_id)
                 runs.append(run)
                 report.write(runs)
             current = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
+import fcntl
 import filecmp
 import json
 import os
@@ -15,72 +16,138 @@ import sys
 import tempfile
 import textwrap
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..profiles import DEFAULT_PROFILE, PROFILES, check_profile
 from ..utils import PROJECT_ROOT, atomic_write, machine_info
-from .common import JOURNAL_SUFFIX, KNOWN_STDERR_NOISE, REPORT_NAME, RUNNING_SUFFIX, STAGING_PREFIX, _PROGRESS_SEGMENT  # noqa: F401
+from .common import (JOURNAL_SUFFIX, KNOWN_STDERR_NOISE, REPORT_NAME, RUN_LOCK_PREFIX, RUN_LOCK_SUFFIX,  # noqa: F401
+                     RUNNING_SUFFIX, STAGING_PREFIX, _PROGRESS_SEGMENT)
 
 
 # ----------------------------------------------------------------------------- stale leftovers
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
+def new_run_id() -> str:
+    """A name unique to one regeneration: its pid (for a reader) and 16 random hex digits
+    (a pid alone is reused, e.g. by a container restarted in a fresh PID namespace)."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:16]}"
+
+
+def _lock_path(folder: Path, owner: str) -> Path:
+    return Path(folder) / f"{RUN_LOCK_PREFIX}{owner}{RUN_LOCK_SUFFIX}"
+
+
+class RunLock:
+    """One regeneration's identity (:attr:`id`, in the names of its staging folders, executed
+    notebooks and journals) and its liveness: a lock file ``.regenerate-<id>.lock`` in each of
+    its output folders, held with ``fcntl.flock`` for the run's life. The kernel releases a
+    flock when its holder dies, however it dies, so a leftover whose lock nobody holds is a
+    dead run's, whatever pid it names. A context manager; :meth:`release` removes the files."""
+
+    def __init__(self, folders: Sequence[Path], run_id: str | None = None):
+        self.id = run_id or new_run_id()
+        self._held: list[tuple[Path, int]] = []
+        try:
+            for folder in dict.fromkeys(Path(f) for f in folders):
+                folder.mkdir(parents=True, exist_ok=True)
+                path = _lock_path(folder, self.id)
+                fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+                self._held.append((path, fd))
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        for path, fd in self._held:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            os.close(fd)
+        self._held = []
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _owner_alive(folder: Path, owner: str | None) -> bool:
+    """Whether the regeneration ``owner`` (a run id) still holds its lock in ``folder``.
+    An older version's name holds a pid alone and no lock: it counts as live only while a
+    process of that pid exists and is not this one (this process never makes such names),
+    so that an upgrade does not remove a running older regeneration's staging."""
+    if owner and owner.isdigit():
+        pid = int(owner)
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
+    if not owner or not _RUN_ID.fullmatch(owner):
+        return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fd = os.open(_lock_path(folder, owner), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
         return False
-    except PermissionError:  # someone else's live process
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    return True
+    finally:
+        os.close(fd)  # (releases the lock just taken)
+    return False
 
 
-def _owner_pid(name: str, pattern: re.Pattern) -> int | None:
+_RUN_ID = re.compile(r"\d+-[0-9a-f]{16}")
+_RUNNING = re.compile(r"^\.(?P<stem>\d{2}_.+?)\.(?P<owner>[^.]+)" + re.escape(RUNNING_SUFFIX) + "$")
+_JOURNAL = re.compile(r"^\.(?P<stem>\d{2}_.+?)\.(?P<owner>[^.]+)" + re.escape(JOURNAL_SUFFIX) + "$")
+_STAGING = re.compile(r"^" + re.escape(STAGING_PREFIX) + r"(?P<owner>\d+(?:-[0-9a-f]{16})?)-(?P<stem>\d{2}_.+)$")
+_LOCK = re.compile(r"^" + re.escape(RUN_LOCK_PREFIX) + r"(?P<owner>.+)" + re.escape(RUN_LOCK_SUFFIX) + "$")
+
+
+def _is_stale(folder: Path, name: str, pattern: re.Pattern) -> bool:
     m = pattern.match(name)
-    return int(m["pid"]) if m and m["pid"] and m["pid"].isdigit() else None
-
-
-_RUNNING = re.compile(r"^\.(?P<stem>\d{2}_.+?)\.(?P<pid>[^.]+)" + re.escape(RUNNING_SUFFIX) + "$")
-_JOURNAL = re.compile(r"^\.(?P<stem>\d{2}_.+?)\.(?P<pid>\d+)" + re.escape(JOURNAL_SUFFIX) + "$")
-_STAGING = re.compile(r"^" + re.escape(STAGING_PREFIX) + r"(?P<pid>\d+)-.+$")
-
-
-def _is_stale(name: str, pattern: re.Pattern) -> bool:
-    if not pattern.match(name):
-        return False
-    pid = _owner_pid(name, pattern)
-    return pid is None or not _pid_alive(pid)  # no pid in the name: an older version's leftover
+    return bool(m) and not _owner_alive(folder, m["owner"])
 
 
 def clean_stale(notebook_dirs: Sequence[Path], staging_parents: Sequence[Path]) -> list[Path]:
     """Complete the commits that a killed run left unfinished, then remove the executed-
-    notebook temporaries and staging folders of processes that no longer exist. Returns
-    what was removed or completed."""
+    notebook temporaries and staging folders of runs that are over (their :class:`RunLock`
+    is not held: a dead process, whatever its pid) and their lock files. Returns what was
+    completed or removed (lock files not listed)."""
     done = []
     for folder in dict.fromkeys(notebook_dirs):
         if not folder.is_dir():
             continue
         for journal in sorted(folder.iterdir()):
-            if _is_stale(journal.name, _JOURNAL):
+            if _is_stale(folder, journal.name, _JOURNAL):
                 with contextlib.suppress(ValueError, OSError):
                     _apply_commit(json.loads(journal.read_text()))
                 journal.unlink(missing_ok=True)
                 done.append(journal)
         for running in sorted(folder.iterdir()):
-            if _is_stale(running.name, _RUNNING):
+            if _is_stale(folder, running.name, _RUNNING):
                 running.unlink(missing_ok=True)
                 done.append(running)
     for parent in dict.fromkeys(staging_parents):
         if not parent.is_dir():
             continue
         for staging in sorted(parent.iterdir()):
-            if staging.is_dir() and _is_stale(staging.name, _STAGING):
+            if staging.is_dir() and _is_stale(parent, staging.name, _STAGING):
                 shutil.rmtree(staging, ignore_errors=True)
                 done.append(staging)
+    for folder in dict.fromkeys([*notebook_dirs, *staging_parents]):
+        for lock in sorted(folder.glob(f"{RUN_LOCK_PREFIX}*{RUN_LOCK_SUFFIX}")) if folder.is_dir() else []:
+            if _is_stale(folder, lock.name, _LOCK):
+                lock.unlink(missing_ok=True)
     return done
 
 

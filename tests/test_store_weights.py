@@ -1,0 +1,83 @@
+"""A stored run is usable only when its record and its weights load (issue 24): a truncated
+``.pt`` beside a good record is warned about and recomputed, like a damaged record, both for
+a notebook's fetch and for ADDA's pre-training that a stage-2 run starts from."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import dannlib.methods
+import dannlib.store as store_mod
+from dannlib.plan import fetch
+from dannlib.store import RunSpec, Store, digits_data
+from dannlib.sweep import ensure
+from dannlib.training import Domain
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_notebook_fetch_recomputes_a_run_whose_weights_are_damaged(tmp_path):
+    store = Store(tmp_path / "store")
+    _, runs = fetch("01", "smoke", seeds=[0], store=store, workers=1, train_missing=True, progress=False)
+    _, victim = runs[0]
+    assert victim.weights_path.is_file()
+    _truncate(victim.weights_path)
+    with pytest.warns(UserWarning, match=r"its weights .*\.pt do not load .*it will be recomputed"):
+        _, again = fetch("01", "smoke", seeds=[0], store=store, workers=1, train_missing=True, progress=False)
+    summary = ensure.last_summary
+    assert summary.trained == 1 and summary.failed == [] and len(again) == len(runs)
+    rerun = dict((r.spec, r) for _, r in again)[victim.spec]
+    rerun.load_modules()  # loads now
+    same = lambda final: {k: v for k, v in final.items() if k != "seconds"}  # noqa: E731
+    assert same(rerun.final) == same(victim.final)  # same seed, same numbers
+
+
+def _bars(n, seed, shift=0.0):
+    """Synthetic digits: each class a bright bar on its own row (learnable in a few steps)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 10
+    x = torch.rand(n, 1, 28, 28, generator=g) * 0.2
+    for i in range(n):
+        x[i, 0, 2 + 2 * int(y[i]), 4:24] = 1.0
+    return (x + shift).clamp(0, 1), y
+
+
+def test_adda_recomputes_a_damaged_pretraining_before_its_dependant(tmp_path, monkeypatch):
+    def fake_load_data(data, data_root=None):
+        xs, ys = _bars(48, 0)
+        xt, yt = _bars(48, 1, 0.3)
+        xte, yte = _bars(40, 2, 0.3)
+        return (Domain("src", xs, ys), Domain("tgt", xt, yt),
+                {"source_test": Domain("src", xs[:40], ys[:40]), "target_test": Domain("tgt", xte, yte)})
+
+    monkeypatch.setattr(store_mod, "load_data", fake_load_data)
+    calls = []
+    real_train = dannlib.methods.train
+
+    def counting_train(method, *args, **kwargs):
+        calls.append((method, kwargs.get("pretrained") is not None))
+        return real_train(method, *args, **kwargs)
+
+    monkeypatch.setattr(dannlib.methods, "train", counting_train)
+    data = digits_data("mnist", "usps", n_source=48, n_target=48, n_test=40, channels=1)
+    common = dict(pretrain_steps=4, steps=2, batch_size=8, eval_every=2, monitor_size=40)
+    gan = RunSpec.make("adda_gan", data, 0, **common)
+    (pre,) = gan.dependencies()
+    store = Store(tmp_path)
+    ensure([gan], store=store, workers=1, progress=False)
+    first = store.get(pre)
+    _truncate(first.weights_path)
+
+    calls.clear()
+    minimax = RunSpec.make("adda_minimax", data, 0, **common)
+    with pytest.warns(UserWarning, match="do not load"):
+        out = ensure([gan, minimax], store=store, workers=1, progress=False)
+    summary = ensure.last_summary
+    assert summary.failed == [] and set(out) == {gan, minimax}, summary.failed
+    assert calls == [("adda_pretrain", False), ("adda_minimax", True)], calls
+    again = store.get(pre)
+    assert again is not None and again.history == first.history
+    assert again.load_modules()["classifier"] is not None
