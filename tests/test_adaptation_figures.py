@@ -69,3 +69,44 @@ def test_seed_points_are_the_same_figure_every_time():
     assert offsets() == first
     xs = [x for x, _ in first[0]]
     assert len(set(xs)) > 1  # jittered, not all on one line
+
+
+def test_seed_points_summarise_by_median_and_iqr():
+    """A bimodal spread (four seeds at 0.9, one at 0.1) is drawn at its median with the IQR,
+    not as a mean ± sd bar reaching values no seed took."""
+    import numpy as np
+
+    recs = [{"method": "m", "seed": s, "acc": v, "status": "ok"} for s, v in enumerate([0.9, 0.9, 0.9, 0.9, 0.1])]
+    fig = plot_seed_points(recs, "acc", x="method")
+    ax = fig.axes[0]
+    (diamond,) = [line for line in ax.get_lines() if line.get_marker() == "D"]
+    assert np.allclose(diamond.get_ydata(), 0.9)  # the median, not the mean 0.74
+    bars = np.concatenate([line.get_ydata() for line in ax.get_lines() if line.get_marker() != "D"])
+    assert np.nanmax(bars) <= 0.9 + 1e-9 and np.nanmin(bars) >= 0.9 - 1e-9  # the IQR [0.9, 0.9], not 0.74 ± 0.36
+    plt.close(fig)
+
+
+def test_curve_grid_compares_each_variant_with_the_reference_on_its_own_seeds():
+    from dannlib.plotting import plot_curve_grid
+
+    ref = [{"seed": s, "step": t, "acc": 0.1 * s} for s in range(5) for t in (1, 2)]
+    var = [{"seed": s, "step": t, "acc": 1.0} for s in (0, 1) for t in (1, 2)]
+    fig = plot_curve_grid({"ref": ref, "var": var}, "acc", reference="ref")
+    ax = fig.axes[0]
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 1 and list(dashed[0].get_ydata()) == pytest.approx([0.05, 0.05])  # seeds 0, 1 only
+    assert "2 seeds: 0, 1" in ax.get_title()
+    plt.close(fig)
+
+
+def test_paired_differences_figure_draws_the_t_interval():
+    from dannlib.plotting import plot_paired_differences
+
+    fig = plot_paired_differences([{"method": "m", "group": None, "diffs": [1.0, 2.0, 3.0], "n": 3, "mean": 2.0,
+                                    "std": 1.0}])
+    ax = fig.axes[0]
+    spans = [tuple(seg[:, 1]) for c in ax.containers for bars in c.lines[2] for seg in bars.get_segments()]
+    # mean 2, half-width t_{0.975,2} * 1 / sqrt(3) = 2.484 (not the sd, 1)
+    assert any(lo == pytest.approx(2 - 2.484138, abs=1e-4) and hi == pytest.approx(2 + 2.484138, abs=1e-4)
+               for lo, hi in spans)
+    plt.close(fig)
