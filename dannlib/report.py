@@ -10,7 +10,7 @@ copied from its output (a test checks every number), so each can be traced to a 
 results folder defaults to the project's ``results/`` wherever the command is run from.
 
 The notebooks call the same builders (:func:`notebook_comparisons`, :func:`published_table`,
-:func:`method_table`, :func:`threshold_counts`, :func:`last_logged`): no notebook builds its
+:func:`method_table`, :func:`threshold_counts`, :func:`last_logged`, :func:`final_trend`): no notebook builds its
 sentences itself, and a comparison reads the same in a notebook, the report and the README.
 """
 from __future__ import annotations
@@ -222,6 +222,27 @@ def last_logged(runs, keys) -> list[dict]:
         last = run.history[-1] if run.history else {}
         out.append({**tags, "seed": run.spec.seed, "status": run.status, **{k: last.get(k) for k in keys}})
     return out
+
+
+def final_trend(histories: dict, key: str, *, x: str = "step", fraction: float = 0.2, digits: int = 3):
+    """Is a monitored curve still moving at the end? A pandas DataFrame, one row per method of
+    ``histories`` (name -> history records of all its seeds): the mean over seeds of ``key`` at
+    the last logged ``x``, and its change over the last ``fraction`` of the logged points."""
+    import pandas as pd
+
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction!r}")
+    rows = {}
+    for name, hist in histories.items():
+        df = pd.DataFrame(hist)
+        if key not in df or df[key].isna().all():
+            continue
+        curve = df.groupby(x)[key].mean().dropna()
+        k = max(1, int(len(curve) * fraction)) if len(curve) > 1 else 0
+        rows[name] = {f"{key} at the last {x}": f"{curve.iloc[-1]:.{digits}f}",
+                      f"change over the last {curve.index[-1] - curve.index[-1 - k]:,} {x}s" if k else "change":
+                          f"{curve.iloc[-1] - curve.iloc[-1 - k]:+.{digits}f}" if k else "—"}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def method_table(records, metrics, *, order=None, names: dict | None = None, experiment: str | None = None,

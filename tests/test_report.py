@@ -151,3 +151,15 @@ def test_published_table_and_threshold_counts():
     counts = threshold_counts(recs, "target_test_acc", 0.65)
     assert counts.loc["dann", "target_test_acc"] == "2 of 2" and counts.loc["source_only", "target_test_acc"] == "0 of 2"
     assert threshold_counts(recs, "target_test_acc", 0.55, below=True).loc["source_only"].item() == "1 of 2"
+
+
+def test_final_trend_by_hand():
+    from dannlib.report import final_trend
+
+    hist = [{"seed": s, "step": t, "acc": 0.1 * t + s} for s in (0, 1) for t in range(1, 11)]
+    table = final_trend({"m": hist}, "acc", fraction=0.2)
+    # mean over seeds at step 10: 1.0 + 0.5; over the last 2 of 10 points (steps 8 -> 10): +0.2
+    assert table.loc["m", "acc at the last step"] == "1.500"
+    assert table.loc["m", "change over the last 2 steps"] == "+0.200"
+    with pytest.raises(ValueError, match="fraction"):
+        final_trend({"m": hist}, "acc", fraction=1.5)
