@@ -21,13 +21,14 @@ import hashlib
 import json
 import os
 import subprocess
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from .results import dumps
-from .utils import PROJECT_ROOT, atomic_path, atomic_write, machine_info, results_root
+from .utils import PROJECT_ROOT, atomic_path, atomic_write, machine_info, results_root, weights_problem
 
 STORE_FORMAT = 1
 STORE_ENV = "DANNLIB_STORE"
@@ -84,10 +85,9 @@ class RunSpec:
         cfg = make_config(method, **overrides)
         if isinstance(seed, bool) or int(seed) != seed or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        if isinstance(monitor_size, bool) or not hasattr(monitor_size, "__index__"):
-            raise ValueError(f"monitor_size must be an integer >= 1, got {monitor_size!r}")
-        return cls(method, json.loads(dumps(asdict(cfg))), json.loads(dumps(data)), int(seed),
-                   monitor_size.__index__())
+        if hasattr(monitor_size, "__index__") and not isinstance(monitor_size, bool):
+            monitor_size = monitor_size.__index__()  # numpy integers too; anything else is refused
+        return cls(method, json.loads(dumps(asdict(cfg))), json.loads(dumps(data)), int(seed), monitor_size)
 
     def payload(self) -> dict:
         return {"store_format": STORE_FORMAT, "method": self.method, "config": self.config, "data": self.data,
@@ -209,35 +209,8 @@ class StoredRun:
 
 
 def usable(stored: StoredRun | None) -> bool:
-    """A stored run another run can start from: finished, with its weights (which
-    :meth:`Store.get` has checked to load)."""
+    """A stored run another run can start from: finished, with its weights (checked to load)."""
     return stored is not None and stored.weights_path.is_file()
-
-
-#: Weights files found to load, by (path, size, mtime): each is read once per process.
-_WEIGHTS_OK: set[tuple[str, int, int]] = set()
-
-
-def _weights_problem(path: Path) -> str | None:
-    """Why the weights file at ``path`` does not load (truncated, not a torch archive, not a
-    dict of state dicts), or None when it loads or does not exist (weights are kept only where
-    needed; a consumer that needs absent weights retrains the run)."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key in _WEIGHTS_OK:
-        return None
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for damage
-        lines = str(exc).strip().splitlines()
-        return f"{type(exc).__name__}: {lines[0] if lines else ''}"
-    if not isinstance(blob, dict) or not all(isinstance(v, dict) for v in blob.values()):
-        return f"it holds a {type(blob).__name__}, not the networks' state dicts"
-    _WEIGHTS_OK.add(key)
-    return None
 
 
 def _blank_modules(spec: RunSpec) -> dict[str, torch.nn.Module]:
@@ -274,12 +247,15 @@ def code_version() -> dict:
 
 
 class Store:
-    """The folder of stored runs (default: ``$DANNLIB_STORE``, else ``<results>/runs``)."""
+    """The folder of stored runs (default: ``$DANNLIB_STORE``, else ``<results>/runs``).
+    ``data_root``: where the data of its runs is now (default: ``$DANNLIB_DATA``, else
+    data/), to compare with the data fingerprint a run was stored with."""
 
-    def __init__(self, root: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None):
         if root is None:
             root = os.environ.get(STORE_ENV) or results_root() / "runs"
         self.root = Path(root).expanduser()
+        self.data_root = data_root
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
@@ -288,8 +264,11 @@ class Store:
         return self.root / spec.method / f"{spec.key}.json"
 
     def get(self, spec: RunSpec) -> StoredRun | None:
-        """The stored run of ``spec``, or None (also for an unreadable or mismatched file,
-        with a warning: it will be recomputed)."""
+        """The stored run of ``spec``, or None (also, with a warning, for an unreadable or
+        mismatched record, weights that do not load, or a record whose ``data_fingerprint``
+        differs from the current data's: it will be recomputed)."""
+        from .data.fingerprint import current_fingerprint, fingerprint_mismatch
+
         path = self.path(spec)
         if not path.is_file():
             return None
@@ -304,23 +283,24 @@ class Store:
             run = StoredRun(spec=spec, final=blob["final"], history=blob["history"], seconds=blob["seconds"],
                             code=blob.get("code", {}), machine=blob.get("machine", {}), path=path)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            import warnings
-
             warnings.warn(f"ignoring the stored run {path} ({type(exc).__name__}: {exc}); it will be recomputed",
                           stacklevel=2)
             return None
-        problem = _weights_problem(run.weights_path)
+        problem = weights_problem(run.weights_path)
         if problem:
-            import warnings
-
-            warnings.warn(f"ignoring the stored run {path}: its weights {run.weights_path.name} do not load "
-                          f"({problem}); it will be recomputed", stacklevel=2)
+            problem = f"its weights {run.weights_path.name} do not load ({problem})"
+        elif blob.get("data_fingerprint"):
+            changed = fingerprint_mismatch(blob["data_fingerprint"], current_fingerprint(spec.data, self.data_root))
+            problem = changed and f"it was trained on other data than the data root now holds ({changed})"
+        if problem:
+            warnings.warn(f"ignoring the stored run {path}: {problem}; it will be recomputed", stacklevel=2)
             return None
         return run
 
-    def put(self, spec: RunSpec, result, *, weights: bool = True) -> StoredRun:
+    def put(self, spec: RunSpec, result, *, weights: bool = True, data_fingerprint: dict | None = None) -> StoredRun:
         """Store a finished :class:`~dannlib.training.RunResult` of ``spec``: the weights
-        first, then the JSON file (its presence is what marks the run finished)."""
+        first, then the JSON file (its presence is what marks the run finished), with the
+        fingerprint of the data it was trained on (:mod:`dannlib.data.fingerprint`) if given."""
         path = self.path(spec)
         if weights and result.modules:
             state = {name: {k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()}
@@ -329,6 +309,8 @@ class Store:
                 torch.save(state, tmp)
         blob = {"spec": spec.payload(), "key": spec.key, "final": result.final, "history": result.history,
                 "seconds": result.seconds, "code": code_version(), "machine": machine_info()}
+        if data_fingerprint:
+            blob["data_fingerprint"] = data_fingerprint
         with atomic_write(path) as fh:
             fh.write(dumps(blob) + "\n")
         return self.get(spec)
@@ -373,6 +355,13 @@ class Store:
         return gone
 
 
+def __getattr__(name):  # a sweep started before the worker entry point moved to dannlib.pool
+    if name == "_worker_compute":
+        from .pool import _worker_compute
+        return _worker_compute
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # -- computing one run ------------------------------------------------------------------------
 @functools.lru_cache(maxsize=4)
 def _load_data(data_json: str, data_root: str | None):
@@ -406,6 +395,7 @@ def load_data(data: dict, data_root=None):
 
 def compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = True) -> StoredRun:
     """Train ``spec`` (and, first, any missing run it depends on), store it, return it."""
+    from .data.fingerprint import current_fingerprint
     from .methods import ORACLES, train
 
     pretrained = None
@@ -415,12 +405,17 @@ def compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = Tru
             stored = compute(dep, store, data_root=data_root, progress=progress)
         pretrained = [_as_run_result(stored)]
     source, target, eval_sets = load_data(spec.data, data_root)
+    fingerprint = current_fingerprint(spec.data, data_root)
     if spec.method in ORACLES:
         source = target  # the labelled target training set: an upper bound, not adaptation
     (result,) = train(spec.method, source, target.unlabelled(), seeds=[spec.seed], eval_sets=eval_sets,
                       progress=progress, monitor_size=spec.monitor_size, pretrained=pretrained, together=False,
                       **spec.config)
-    return store.put(spec, result)
+    from .selection import SELECTION_FIELD, score_trained, scoreable
+
+    if spec.data["kind"] == "digits" and scoreable(result.modules):  # label-free scores and oracle (notebook 07)
+        result.final[SELECTION_FIELD] = score_trained(result.modules, eval_sets, target.unlabelled().x)
+    return store.put(spec, result, data_fingerprint=fingerprint)
 
 
 def _as_run_result(stored: StoredRun):

@@ -108,6 +108,8 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
     """
     train_missing = check_train_missing(train_missing)
     store = store or Store()
+    if data_root is not None and store.data_root is None:  # stored runs' data fingerprints compare with it
+        store = Store(store.root, data_root=data_root)
     specs = _unique(specs)
     if train_missing == "stored":
         ensure.last_summary = SweepSummary(total=len(specs))
@@ -283,13 +285,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "per core); 1 trains in this process")
     parser.add_argument("--scheduler", default=None,
                         help="a Dask distributed scheduler, tcp://HOST:PORT (default: $DANNLIB_SCHEDULER; "
-                             "unset: local processes). Start one with `dask scheduler` and `dask worker ADDR`")
+                             "unset: local processes). Start one with `dask scheduler` and `dask worker ADDR`; use only a "
+                             "scheduler and workers you trust (tls:// on networks you do not control): docs/dask.md")
     parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                         help="start no new run after this many minutes (runs in flight finish)")
     parser.add_argument("--recompute", action="store_true", help="retrain even the runs found in the store")
     parser.add_argument("--data-root", default=None, help="the data root (default: $DANNLIB_DATA, else data/)")
     parser.add_argument("--store", default=None, help="the run store (default: $DANNLIB_STORE, else results/runs)")
     parser.add_argument("--dry-run", action="store_true", help="only list what is missing and the estimate")
+    parser.add_argument("--backfill-fingerprints", action="store_true",
+                        help="train nothing; give the stored runs recorded without a data fingerprint the "
+                             "fingerprint of the data root's current files, each checked against its SHA256SUMS "
+                             "(the data they were trained on); with --dry-run, only count them")
     parser.add_argument("--prune", action="store_true",
                         help="train nothing; remove the stored runs that no notebook needs under any profile "
                              "(e.g. left behind when a config change gave runs new keys); with --dry-run, "
@@ -315,12 +322,29 @@ def _prune(store: Store, dry_run: bool) -> int:
     return 0
 
 
+def _backfill(store: Store, data_root, dry_run: bool) -> int:
+    from .data.common import DataChecksumError, DataNotFoundError, data_root as resolve
+    from .data.fingerprint import backfill_store
+
+    try:
+        out = backfill_store(store.root, data_root, dry_run=dry_run)
+    except (DataChecksumError, DataNotFoundError) as exc:
+        print(f"dannlib sweep --backfill-fingerprints: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    print(f"sweep --backfill-fingerprints: {len(out['added'])} record(s) "
+          + ("would get" if dry_run else "got") + f" the data fingerprint of {resolve(data_root)}; "
+          f"{out['had']} had one; {len(out['skipped'])} skipped; store {store.root}")
+    for path, why in out["skipped"]:
+        print(f"  skipped {path}: {why}")
+    return 0
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     from .plan import parse_only, parse_seeds, plan_specs, selected_notebooks
     from .utils import results_root
 
     # Every option and setting is checked before anything is trained, removed or written.
-    store = Store(args.store)
+    store = Store(args.store, data_root=args.data_root)
     try:
         only = parse_only(args.only)
         seeds = parse_seeds(args.seeds)
@@ -331,7 +355,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         scheduler, scheduler_from = scheduler_setting(args.scheduler)
         if not args.dry_run:
             check_writable(store.root, "--store or $DANNLIB_STORE")
-            if not args.prune:
+            if not (args.prune or args.backfill_fingerprints):
                 check_writable(results_root() / args.profile, "$DANNLIB_RESULTS (the sweep's summary)")
                 if scheduler:
                     check_scheduler(scheduler, setting=scheduler_from)
@@ -340,6 +364,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 2
     if args.prune:
         return _prune(store, args.dry_run)
+    if args.backfill_fingerprints:
+        return _backfill(store, args.data_root, args.dry_run)
     removed = store.clean_partial()
     missing = [s for p in _phases(specs, store, args.recompute) for s in p]
     print(f"sweep [{args.profile}] notebooks {', '.join(notebooks)}: {len(specs)} runs, {len(missing)} to train "

@@ -206,3 +206,28 @@ def machine_info(device: str | torch.device | None = None) -> dict:
     except Exception:  # pragma: no cover - torchvision is a dependency
         pass
     return info
+
+
+#: Weights files found to load, by (path, size, mtime): each is read once per process.
+_WEIGHTS_OK: set[tuple[str, int, int]] = set()
+
+
+def weights_problem(path: Path) -> str | None:
+    """Why the weights file at ``path`` does not load (truncated, not a torch archive, not state
+    dicts), or None when it loads or is absent (then a consumer that needs it retrains the run)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key in _WEIGHTS_OK:
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for damage
+        lines = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    if not isinstance(blob, dict) or not all(isinstance(v, dict) for v in blob.values()):
+        return f"it holds a {type(blob).__name__}, not the networks' state dicts"
+    _WEIGHTS_OK.add(key)
+    return None
