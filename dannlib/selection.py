@@ -355,19 +355,62 @@ def score_run(stored, *, n: int | None = 2000, seed: int = 0, C: float = 1.0, da
                          f"{stored.spec.label} has data kind {stored.spec.data.get('kind')!r}")
     modules = stored.load_modules()
     _, target, eval_sets = load_data(stored.spec.data, data_root)
+    return score_trained(modules, eval_sets, target.unlabelled().x, n=n, seed=seed, C=C)
+
+
+def scoreable(modules: Mapping[str, torch.nn.Module]) -> bool:
+    """Whether :func:`network_outputs` can read ``modules`` (a DANN-family ``net`` or an
+    ADDA-family ``encoder`` and ``classifier``)."""
+    return "net" in modules or {"encoder", "classifier"} <= set(modules)
+
+
+def score_trained(modules, eval_sets, target_x, *, n: int | None = 2000, seed: int = 0,
+                  C: float = 1.0) -> dict[str, float]:
+    """Every rule's score (higher is better) and :data:`ORACLE` for trained ``modules``:
+    the rules on at most ``n`` images of ``eval_sets["source_test"]`` (the held-out source
+    split, labelled) and of the unlabelled target training images ``target_x (N, C, H, W)``;
+    the oracle on the whole ``eval_sets["target_test"]`` (**target labels: the oracle only**).
+    :func:`dannlib.store.compute` stores this as a run's ``final["selection"]`` when it
+    trains a digits run, and :func:`score_run` computes the same numbers from saved weights."""
     source_val, target_test = eval_sets["source_test"], eval_sets["target_test"]
-    scores = score_modules(modules, source_val.x, source_val.y, target.unlabelled().x, n=n, seed=seed, C=C)
+    scores = score_modules(modules, source_val.x, source_val.y, target_x, n=n, seed=seed, C=C)
     t_logits, _ = network_outputs(modules, target_test.x)
     scores[ORACLE] = oracle_target_accuracy(t_logits, target_test.y)
     return scores
 
 
 # -- tables for a grid of stored runs --------------------------------------------------------------
+#: where :func:`dannlib.store.compute` stores :func:`score_trained`'s scores in a run's ``final``
+SELECTION_FIELD = "selection"
+
+
+def stored_scores(stored, *, n: int | None = 2000, seed: int = 0, C: float = 1.0,
+                  data_root=None) -> tuple[dict[str, float] | None, str]:
+    """``(scores, source)``: every rule's score and :data:`ORACLE` of a stored run, with where
+    they come from: ``"record"`` (``final["selection"]``, computed when the run was trained,
+    under these defaults of ``n``, ``seed`` and ``C``), ``"weights"`` (:func:`score_run` on its
+    saved weights: a run stored before the field, or other settings), or ``(None,
+    "missing")`` when neither is there (its weights are not kept; nothing is retrained)."""
+    kept = stored.final.get(SELECTION_FIELD)
+    if kept is not None and (n, seed, C) == (2000, 0, 1.0):
+        return {k: float(v) for k, v in kept.items()}, "record"
+    if stored.weights_path.is_file():
+        return score_run(stored, n=n, seed=seed, C=C, data_root=data_root), "weights"
+    return None, "missing"
+
+
 def scored_records(runs, *, n: int | None = 2000, seed: int = 0, C: float = 1.0, data_root=None) -> list[dict]:
     """One flat record per ``(tags, StoredRun)`` of ``runs`` (as :func:`dannlib.plan.fetch`
     returns them): the run's record (:meth:`~dannlib.store.StoredRun.record` with its tags)
-    plus every rule's score and :data:`ORACLE` from :func:`score_run`."""
-    return [{**run.record(**tags), **score_run(run, n=n, seed=seed, C=C, data_root=data_root)} for tags, run in runs]
+    plus every rule's score and :data:`ORACLE` (:func:`stored_scores`) and ``scores_from``
+    (``"record"``, ``"weights"`` or ``"missing"``: a missing run has no score and no oracle,
+    so :func:`judge_rules` leaves its cell out of the grid)."""
+    out = []
+    for tags, run in runs:
+        scores, source = stored_scores(run, n=n, seed=seed, C=C, data_root=data_root)
+        rec = {k: v for k, v in run.record(**tags).items() if k != SELECTION_FIELD}
+        out.append({**rec, **(scores or {}), "scores_from": source})
+    return out
 
 
 def judge_rules(records, setting, *, by=("method", "pair"), rules=tuple(RULES), oracle: str = ORACLE) -> list[dict]:
