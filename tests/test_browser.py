@@ -1,7 +1,8 @@
 """The study read as a person reads it: JupyterLab in a real (headless) browser.
 
 - every committed notebook opens in JupyterLab served from the project root and shows its
-  outputs and figures, with no error dialog, and is left as it was;
+  outputs and figures, with no error dialog, and is left as it was: its tab is not marked
+  modified once its kernel has started (the file is what JupyterLab would save);
 - Run All (Run menu) of notebook 01 in a copy of the project at another path runs every cell
   under the smoke profile taken from DANNLIB_PROFILE and writes its figures and records inside
   that copy only;
@@ -141,6 +142,12 @@ def _open(browser, lab, path):
     return page
 
 
+# The current tab shows unsaved changes (JupyterLab marks a notebook dirty as soon as its model
+# differs from the file, e.g. when the started kernel's kernelspec differs from the file's).
+DIRTY_JS = "() => !!document.querySelector('.lm-TabBar-tab.jp-mod-current.jp-mod-dirty')"
+DIRTY_WAIT_MS = 5_000  # after the kernel is idle, how long a late change may take to show
+
+
 def _wait(page, js, arg=None, timeout=WAIT_MS) -> bool:
     """Wait until ``js`` is true in the page; False when it is not within ``timeout`` ms (the
     assertions that follow then say what is missing)."""
@@ -197,6 +204,7 @@ def test_committed_notebook_renders_in_jupyterlab(browser, project_lab, shots, n
         _wait(page, f"(panel) => {{ const c = ({COUNT_JS})(panel); "
                     f"return c.code_cells >= {len(code)} && c.images_drawn >= {n_images}; }}", PANEL)
         seen = _counts(page)
+        dirty = _wait(page, DIRTY_JS, timeout=DIRTY_WAIT_MS)
         stem = name.removesuffix(".ipynb")
         _shot(page, shots / f"render-{stem}.png")
         _shot(page, shots / f"render-{stem}-figure.png", scroll_to=f"{PANEL} .jp-OutputArea-output img")
@@ -205,6 +213,8 @@ def test_committed_notebook_renders_in_jupyterlab(browser, project_lab, shots, n
         project_lab.shutdown_kernels()
 
     assert not seen["dialogs"], f"JupyterLab showed a dialog: {seen['dialogs']}"
+    assert not dirty, ("opening the notebook marked it modified (unsaved changes): the committed file is not what "
+                       "JupyterLab would save; `python -m dannlib regenerate --normalize` rewrites it so")
     assert seen["code_cells"] == len(code)
     if draws:  # a reader opening the notebook sees its figures without running it
         assert n_images > 0, f"code cells {draws} draw figures but the committed notebook stores none (not run?)"

@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 from ..profiles import DEFAULT_PROFILE, PROFILES, check_profile
 from ..utils import PROJECT_ROOT, atomic_write, machine_info
 from .common import CURRENT_ENV_KERNEL, FAILED_DIRNAME, Interrupted, JOURNAL_SUFFIX, KERNEL_ENV, NotebookRun, Outputs, RUNNING_SUFFIX, STAGING_PREFIX, _RUNNING_KERNELS, store_root  # noqa: F401
-from .transaction import RunLock, _apply_commit, _display, _plan_commit, _rel, _shadow_results, clean_stale, path_replacements, tidy_notebook  # noqa: F401
+from .transaction import RunLock, lab_kernelspec, _apply_commit, _display, _plan_commit, _rel, _shadow_results, clean_stale, path_replacements, tidy_notebook  # noqa: F401
 
 
 # ----------------------------------------------------------------------------- execution
@@ -210,7 +210,7 @@ def run_notebook(
             (Path.home(), "~"),
         ])
         nb = nbformat.read(executed, as_version=4)
-        tidy_notebook(nb, path.name, parameters, rules)
+        tidy_notebook(nb, path.name, parameters, rules, kernelspec=lab_kernelspec(kernel_name))
         nbformat.write(nb, str(executed))
         os.chmod(executed, stat.S_IMODE((target if target.exists() else path).stat().st_mode))
         plan = _plan_commit(executed, target, fig_stage, outputs.figures, res_stage, outputs.results)

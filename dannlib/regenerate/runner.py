@@ -316,6 +316,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "notebooks then train small missing sets themselves and stop on large ones")
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes of that sweep (default: $DANNLIB_WORKERS or one per core)")
+    parser.add_argument("--normalize", action="store_true",
+                        help="execute nothing: rewrite the selected notebooks (in --notebooks-dir) as JupyterLab "
+                             "would save them after opening them (this interpreter's kernelspec), so that opening "
+                             "one does not mark it modified")
     parser.add_argument("--partial", action="store_true",
                         help="train nothing: render the runs the store holds so far (e.g. while a long sweep "
                              "runs); each notebook says which runs are missing")
@@ -344,6 +348,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     """The ``regenerate`` subcommand: 0 all succeeded, 1 some notebook failed, 2 bad input,
     130/143 interrupted by SIGINT/SIGTERM."""
     runs: list[NotebookRun] = []
+    if getattr(args, "normalize", False):
+        return _normalize(args)
     try:
         with _clean_signals():
             regenerate(
@@ -369,4 +375,21 @@ def run_from_args(args: argparse.Namespace) -> int:
     if failed:
         print(f"regenerate: {len(failed)} of {len(runs)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _normalize(args: argparse.Namespace) -> int:
+    """``regenerate --normalize``: :func:`~dannlib.regenerate.transaction.normalize_notebook`
+    on the selected notebooks, in place; nothing is executed."""
+    from .transaction import normalize_notebook
+
+    try:
+        folder = Path(args.notebooks_dir).expanduser().resolve() if args.notebooks_dir else PROJECT_ROOT / "notebooks"
+        selected = select_notebooks(find_notebooks(folder), parse_only(args.only))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"regenerate: error: {exc}", file=sys.stderr)
+        return 2
+    changed = [p.name for p in selected if normalize_notebook(p, args.kernel)]
+    print(f"regenerate --normalize: {len(changed)} of {len(selected)} notebook(s) rewritten"
+          + (f": {', '.join(changed)}" if changed else ""))
     return 0

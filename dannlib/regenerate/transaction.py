@@ -251,12 +251,54 @@ def is_known_stderr_noise(text: str) -> bool:
     return not segments or all(_PROGRESS_SEGMENT.search(s) for s in segments) and "\r" in text
 
 
-def tidy_notebook(nb, name: str, parameters: dict, rules: Sequence[tuple[re.Pattern, str]]) -> None:
+def lab_kernelspec(kernel_name: str | None = None) -> dict:
+    """The ``kernelspec`` metadata JupyterLab writes into a notebook when it starts the kernel
+    (``name``, the kernelspec's ``display_name`` and ``language``): for ``kernel_name`` None,
+    ipykernel's ``python3`` spec of this interpreter, the one a lab served from this
+    environment starts. A notebook carrying another ``display_name`` is marked modified as soon
+    as JupyterLab opens it."""
+    if kernel_name is None:
+        import ipykernel.kernelspec
+
+        spec = ipykernel.kernelspec.get_kernel_dict()
+        return {"display_name": spec["display_name"], "language": spec["language"], "name": "python3"}
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec(kernel_name)
+    return {"display_name": spec.display_name, "language": spec.language, "name": kernel_name}
+
+
+def normalize_notebook(path: str | os.PathLike, kernel_name: str | None = None) -> bool:
+    """Rewrite the notebook at ``path`` (atomically) as JupyterLab would save it after opening
+    it: :func:`lab_kernelspec` as its kernelspec, nbformat's own serialisation (indent 1,
+    sorted keys, trailing newline). Executes nothing; True when the file changed."""
+    import nbformat
+
+    path = Path(path)
+    before = path.read_bytes()
+    nb = nbformat.reads(before.decode(), as_version=4)
+    nb.metadata["kernelspec"] = lab_kernelspec(kernel_name)
+    after = nbformat.writes(nb).rstrip("\n") + "\n"
+    if after.encode() == before:
+        return False
+    mode = stat.S_IMODE(path.stat().st_mode)
+    with atomic_write(path) as fh:
+        fh.write(after)
+    os.chmod(path, mode)
+    return True
+
+
+def tidy_notebook(nb, name: str, parameters: dict, rules: Sequence[tuple[re.Pattern, str]],
+                  kernelspec: dict | None = None) -> None:
     """In place: papermill's metadata without paths, paths in outputs rewritten by
     ``rules``, known stderr noise dropped, and the injected cell turned into a comment that
     records the parameters of this execution (tagged ``nbval-skip``): it assigns nothing, so a
     reader's Run All in JupyterLab takes the parameters cell (``$DANNLIB_PROFILE``, or its
-    default, the profile the committed notebooks carry) and nothing overrides it."""
+    default, the profile the committed notebooks carry) and nothing overrides it.
+    ``kernelspec`` (see :func:`lab_kernelspec`), when given, replaces the notebook's, so that
+    JupyterLab opens the saved file unmodified."""
+    if kernelspec is not None:
+        nb.metadata["kernelspec"] = dict(kernelspec)
     papermill_meta = nb.metadata.setdefault("papermill", {})
     papermill_meta["input_path"] = name
     papermill_meta["output_path"] = name
