@@ -50,6 +50,10 @@ def digits_data(source: str, target: str, *, n_source: int | None = None, n_targ
             "n_test": n_test, "subset_seed": subset_seed, "size": size, "channels": channels}
     if "mnist_m" in (source, target):
         spec["mnist_m"] = {"seed": mnist_m_seed, "format": MNIST_M_FORMAT_VERSION}
+    if "mnist_m_released" in (source, target):
+        from .data.mnist_m_released import RELEASED_FORMAT_VERSION
+
+        spec["mnist_m_released"] = {"format": RELEASED_FORMAT_VERSION}
     return spec
 
 

@@ -128,3 +128,40 @@ def plot_embeddings(embeddings: dict, classes, domains, *, domain_names=("source
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.75 / fig.get_figheight(), 1, 1))
     return fig
+
+
+def plot_build_gap(records: list, *, title: str = "MNIST-M builds against the released test split"):
+    """Notebook 02's factor figure from :func:`dannlib.mnist_m_gap.gap_records`: left, each
+    network's accuracy on each test set (one point per network, methods side by side, the
+    released set's means as dashed lines); right, the two-set classifier's held-out accuracy
+    against the released images (0.5: indistinguishable)."""
+    import numpy as np
+    import pandas as pd
+
+    df = pd.DataFrame(records)
+    sets = list(dict.fromkeys(df["test_set"]))
+    methods = list(dict.fromkeys(df["method"]))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 0.45 * len(sets) + 1.6), sharey=True,
+                                 gridspec_kw={"width_ratios": [2, 1]})
+    y_of = {s: i for i, s in enumerate(sets)}
+    for k, m in enumerate(methods):
+        d = df[df["method"] == m]
+        off = (k - (len(methods) - 1) / 2) * 0.25
+        color = f"C{k}"
+        ax.scatter(d["accuracy"], d["test_set"].map(y_of) + off, s=14, color=color, alpha=0.7, label=m)
+        means = d.groupby("test_set", sort=False)["accuracy"].mean()
+        ax.scatter(means.values, np.array([y_of[s] for s in means.index]) + off, marker="|", s=200, color=color)
+        ax.axvline(means["released"], color=color, linestyle="--", linewidth=1)
+    ax.set_yticks(range(len(sets)), sets)
+    ax.invert_yaxis()
+    ax.set_xlabel("test accuracy of the stored networks (| = mean; dashed: on the released set)")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=len(methods), frameon=False, fontsize=8)
+    clf = df.groupby("test_set", sort=False)["classifier_acc"].first()
+    shown = clf.dropna()
+    bx.barh([y_of[s] for s in shown.index], shown.values, color="grey")
+    bx.axvline(0.5, color="black", linewidth=1)
+    bx.set_xlim(0.4, 1.0)
+    bx.set_xlabel("classifier: this set vs released (held out)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
