@@ -298,6 +298,67 @@ def test_step_is_sgd_on_the_clipped_objective(clip):
                                    atol=1e-12, msg=k)
 
 
+def _hand_gradients(net, xs, ys, xt, p, gen_state, c: IIMTConfig, detach_pseudo_labels=True):
+    """The parameter gradients of IIMT's total loss, written out from the paper's definitions
+    apart from the method's code: the draws replayed in their documented order, the domain
+    loss behind a hand-made gradient reversal (value ``f``, gradient ``-lambda``, eq. 6's
+    lambda) and the pseudo-labels ``q_t`` computed under ``no_grad`` (targets, not functions of
+    the weights) or, with ``detach_pseudo_labels=False``, with their graph kept (a wrong step).
+    ``{name: gradient}`` for every parameter (zeros where the loss does not reach it)."""
+    g = torch.Generator().set_state(gen_state)
+    b, n = xs.shape[0], 10
+    augs = [augment(xt, g, c.max_shift, c.contrast, c.brightness) for _ in range(c.K)]
+    lam, lam_s, lam_t = (mixup_coefficient(c.alpha, g, (b,)).double() for _ in range(3))
+    perm_s, perm_t = torch.randperm(b, generator=g), torch.randperm(b, generator=g)
+    img, col = (lambda v: v.view(-1, 1, 1, 1)), (lambda v: v.view(-1, 1))
+    with torch.set_grad_enabled(not detach_pseudo_labels):
+        sharp = torch.stack([torch.softmax(net(a), -1) for a in augs]).mean(0) ** (1 / c.T)
+        q_t = sharp / sharp.sum(-1, keepdim=True)
+    assert q_t.requires_grad == (not detach_pseudo_labels)
+    y1 = F.one_hot(ys, n).double()
+    soft_ce = lambda logits, q: (-(q * torch.log_softmax(logits, -1)).sum(-1)).mean()  # noqa: E731
+    sq_err = lambda logits, q: ((torch.softmax(logits, -1) - q) ** 2).sum(-1).mean()  # noqa: E731
+    grl = 2 / (1 + math.exp(-c.gamma * p)) - 1
+    f = net.features(torch.cat([xs, xt]))
+    f_rev = f.detach() - grl * (f - f.detach())
+    ds = net.domain_classifier(f_rev).squeeze(-1)
+    d = torch.cat([torch.zeros(b), torch.ones(b)]).double()
+    domain = -(d * F.logsigmoid(ds) + (1 - d) * F.logsigmoid(-ds)).mean()
+    x_st, x_ts = img(lam) * xs + img(1 - lam) * xt, img(lam) * xt + img(1 - lam) * xs
+    inter = soft_ce(net(x_st), col(lam) * y1 + col(1 - lam) * q_t)
+    target_mix = sq_err(net(x_ts), col(lam) * q_t + col(1 - lam) * y1)
+    consistency = ((col(lam) * net.features(xs) + col(1 - lam) * net.features(xt) - net.features(x_st)) ** 2
+                   ).mean(1).mean()
+    x_ss, x_tt = img(lam_s) * xs + img(1 - lam_s) * xs[perm_s], img(lam_t) * xt + img(1 - lam_t) * xt[perm_t]
+    intra_source = soft_ce(net(x_ss), col(lam_s) * y1 + col(1 - lam_s) * y1[perm_s])
+    intra_target = sq_err(net(x_tt), col(lam_t) * q_t + col(1 - lam_t) * q_t[perm_t])
+    w = min(p / c.ramp_end, 1.0) * c.ramp_max
+    total = (soft_ce(net(xs), y1) + domain + c.w_intra_source * intra_source
+             + w * (c.w_inter * inter + c.w_target_mix * target_mix + c.w_consistency * consistency
+                    + c.w_intra_target * intra_target))
+    names, params = zip(*net.named_parameters())
+    grads = torch.autograd.grad(total, params, allow_unused=True)
+    return {k: torch.zeros_like(prm) if gr is None else gr for k, prm, gr in zip(names, params, grads)}
+
+
+def test_step_gradient_treats_the_pseudo_labels_as_constants():
+    """IIMT's pseudo-labels are targets: no gradient flows through ``q_t`` (they are computed
+    under ``no_grad``). The gradient the step applies equals the hand-written loss's gradient
+    with ``q_t`` detached, and differs from the one with ``q_t``'s graph kept (the test has
+    power: the three terms that use ``q_t`` would pull on the weights through it too)."""
+    m, xs, ys, xt = _iimt(grad_clip=None, **WEIGHTS)
+    net, p = m.nets[0], 0.3
+    state = m.generators[0].get_state()
+    detached = _hand_gradients(net, xs, ys, xt, p, state, m.config)
+    kept = _hand_gradients(net, xs, ys, xt, p, state, m.config, detach_pseudo_labels=False)
+    diff = torch.sqrt(sum(((detached[k] - kept[k]) ** 2).sum() for k in detached))
+    norm = torch.sqrt(sum((v ** 2).sum() for v in detached.values()))
+    assert diff > 0.01 * norm, "detaching q_t makes no difference here: the test would prove nothing"
+    m.step_one(0, xs, ys, xt, p)  # the step leaves its gradient in .grad (SGD does not touch it)
+    for k, prm in net.named_parameters():
+        torch.testing.assert_close(prm.grad, detached[k], rtol=1e-7, atol=1e-12, msg=lambda e, k=k: f"{k}: {e}")
+
+
 @pytest.mark.parametrize("bad", [0, -1.0, float("inf"), float("nan"), True, "10"])
 def test_grad_clip_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="grad_clip must be a finite number > 0"):

@@ -210,3 +210,78 @@ def test_digits_and_adda_modules_round_trip():
         predict = lambda x: a.modules["classifier"](a.modules["encoder"](x))  # noqa: E731
         torch.testing.assert_close(clf(enc(t.x)), predict(t.x), rtol=1e-5, atol=1e-6)  # channels_last vs contiguous
         assert accuracy(lambda x: clf(enc(x)), t.x, t.y).item() == pytest.approx(a.final["t_acc"])
+
+
+# -- evaluation: eval mode, and the final numbers on the whole of each set -------------------
+class _Fixed(Method):
+    """A method that does not learn: its one network ``net`` classifies; its step returns a
+    constant loss. ``modes`` records ``net.training`` at every ``predict`` call."""
+
+    def __init__(self, net, seeds=(0,)):
+        self.seeds, self.name, self.uses_target, self.net, self.modes = list(seeds), "fixed", False, net, []
+
+    def step(self, xs, ys, xt, p):
+        return {"loss": torch.tensor(0.0)}
+
+    def predict(self, x):
+        self.modes.append(self.net.training)
+        return self.net(x)
+
+    def modules(self, i):
+        return {"net": self.net}
+
+
+def _dropout_net():
+    """``x (N, 1) -> (N, 2)`` logits ``(-x, x)`` behind a dropout (p = 0.5): in eval mode it
+    classifies ``x > 0`` perfectly; in train mode the dropout zeroes about half the inputs,
+    their logits tie at 0 and argmax says class 0, so about half the class-1 samples are wrong."""
+    lin = nn.Linear(1, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[-1.0], [1.0]]))
+    return nn.Sequential(nn.Dropout(0.5), lin)
+
+
+def test_evaluate_runs_the_networks_in_eval_mode_then_back_to_train_mode():
+    """evaluate() measures the network as it will be used (dropout off): the accuracy is the
+    eval-mode one, 1.0 here, where a train-mode pass scores about 0.75. Called inside the loop,
+    it hands the networks back in train mode for the next step; fit leaves them in eval mode."""
+    from dannlib.training import evaluate
+
+    x = torch.linspace(-1, 1, 400).unsqueeze(1) + 1e-3  # no x == 0
+    d = Domain("d", x, (x[:, 0] > 0).long())
+    net = _dropout_net()
+    with seeded(0):  # the dropout masks
+        train_acc = accuracy(net.train(), x, d.y).item()
+    assert train_acc < 0.9  # the test has power: a train-mode evaluation scores lower
+    m = _Fixed(net)
+    with seeded(0):
+        accs = evaluate(m, {"t": d})
+    assert accs == {"t_acc": [1.0]}
+    assert m.modes and not any(m.modes)  # every prediction in eval mode
+    assert net.training and all(mod.training for mod in net.modules())  # back in train mode after
+    m2 = _Fixed(_dropout_net())
+    with seeded(0):
+        (r,) = fit(m2, d, None, steps=4, batch_size=8, eval_every=2, eval_sets={"t": d}, progress=False)
+    assert r.final["t_acc"] == 1.0 and [h["t_acc"] for h in r.history] == [1.0, 1.0]
+    assert m2.modes and not any(m2.modes)
+    assert not r.modules["net"].training  # fit hands the trained network back in eval mode
+
+
+def test_final_evaluation_uses_the_whole_test_set_and_monitoring_its_first_monitor_size():
+    """The monitoring records score the first ``monitor_size`` samples of each set; ``final``
+    (the numbers reported) scores all of them. A classifier that always says class 0, on a test
+    set whose first 50 samples are class 0 and whose other 150 are class 1: 1.0 on the
+    monitoring subset, 50 / 200 = 0.25 on the whole set."""
+    x = torch.randn(200, 1)
+    y = torch.cat([torch.zeros(50), torch.ones(150)]).long()
+    test = Domain("test", x, y)
+    always_0 = nn.Linear(1, 2)
+    with torch.no_grad():
+        always_0.weight.zero_()
+        always_0.bias.copy_(torch.tensor([1.0, 0.0]))
+    src = Domain("s", torch.randn(16, 1), torch.arange(16) % 2)
+    (r,) = fit(_Fixed(always_0), src, None, steps=4, batch_size=4, eval_every=2, eval_sets={"test": test},
+               monitor_size=50, progress=False)
+    assert [h["test_acc"] for h in r.history] == [1.0, 1.0]  # the first monitor_size samples
+    assert r.final["test_acc"] == 0.25  # every sample of the set
+    assert r.final["test_acc"] == accuracy(always_0, test.x, test.y).item()
