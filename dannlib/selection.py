@@ -421,9 +421,8 @@ def judge_rules(records, setting, *, by=("method", "pair"), rules=tuple(RULES), 
 
     Returns one row per group, seed and rule: the group's keys, ``seed``, ``rule``, ``pick``
     (the chosen setting as a dict), ``regret`` (:func:`regret`), ``spearman``
-    (:func:`rank_correlation`) and ``n_settings``; summarise over seeds with
-    :func:`dannlib.results.aggregate` (e.g. ``aggregate(rows, "regret", by=("method", "pair",
-    "rule"))``)."""
+    (:func:`rank_correlation`) and ``n_settings`` (the cells with an oracle); summarise over
+    seeds with :func:`dannlib.results.aggregate` (``aggregate(rows, "regret", by=(...))``)."""
     setting = tuple(setting)
     grids: dict[tuple, dict[tuple, dict]] = {}
     for r in records:
@@ -446,5 +445,6 @@ def judge_rules(records, setting, *, by=("method", "pair"), rules=tuple(RULES), 
                 chosen, loss = None, float("nan")
             rows.append({**dict(zip(by, group)), "seed": seed, "rule": rule,
                          "pick": None if chosen is None else dict(zip(setting, chosen)), "regret": loss,
-                         "spearman": rank_correlation(scores, truth), "n_settings": len(grid)})
+                         "spearman": rank_correlation(scores, truth),
+                         "n_settings": sum(math.isfinite(float(v)) for v in truth.values())})
     return rows

@@ -24,7 +24,7 @@ from .selection import ORACLE, RULES
 DEFAULT, RANDOM = "untuned default", "random pick (expected)"
 #: verdicts of :func:`trust_table`, from best to worst
 VERDICTS = ("trust", "picks well, ranks badly", "no better than the untuned default", "no better than a random pick",
-            "no score")
+            "fewer than two settings", "no score")
 
 
 def _grids(records, setting: Sequence[str], by: Sequence[str], oracle: str) -> dict:
@@ -73,7 +73,8 @@ def _pick_text(pick) -> str:
 
 
 def selection_table(rows, *, by=("method", "pair"), digits: int = 3):
-    """A pandas DataFrame indexed by ``by`` and rule: the **regret** (the oracle's best target
+    """A pandas DataFrame indexed by ``by`` and rule: the settings scored per seed (fewest to
+    most; with one, every regret is 0 by construction), the **regret** (the oracle's best target
     accuracy minus that of the rule's pick; mean ± sd over seeds, their number in brackets),
     the seeds on which the rule picked the oracle's best setting, the **Spearman** rank
     correlation of the rule's scores with the oracle over the grid (mean ± sd over seeds), and
@@ -91,7 +92,10 @@ def selection_table(rows, *, by=("method", "pair"), digits: int = 3):
         g, s = regret.get(key), spear.get(key)
         picks = [_pick_text(r["pick"]) for r in mine if r.get("pick")]
         common = max(dict.fromkeys(picks), key=picks.count) if picks else "—"
+        sizes = sorted({r["n_settings"] for r in mine if "n_settings" in r})
         out.append({**dict(zip(keys, key)),
+                    "settings scored per seed": "–".join(map(str, dict.fromkeys([sizes[0], sizes[-1]]))) if sizes
+                    else "—",
                     "regret (oracle best − pick)": format_cell(g["mean"], g["std"], g["n"], digits) if g else "—",
                     "picked the oracle's best": (f"{sum(v == 0 for v in g['values'])} of {g['n']}" if g else "—"),
                     "Spearman with the oracle": format_cell(s["mean"], s["std"], s["n"], digits) if s else "—",
@@ -106,7 +110,8 @@ def verdicts(rows, *, by=("method", "pair")) -> list[dict]:
     "no better than a random pick" (mean regret >= the random pick's); "no better than the
     untuned default" (>= the default's); "picks well, ranks badly" (below both, but a mean
     Spearman <= 0 or none: its good picks are not backed by its ranking of the grid); else
-    "trust". On few seeds: means, not tests."""
+    "trust". "fewer than two settings" comes first when no seed's grid had two settings
+    scored (nothing to choose between). On few seeds: means, not tests."""
     keys = list(by) + ["rule"]
     mean = {tuple(g[k] for k in keys): g for g in aggregate(_finite_rows(rows, "regret"), "regret", keys)}
     spear = {tuple(g[k] for k in keys): g for g in aggregate(_finite_rows(rows, "spearman"), "spearman", keys)}
@@ -121,6 +126,8 @@ def verdicts(rows, *, by=("method", "pair")) -> list[dict]:
             rho = s["mean"] if s else float("nan")
             if not g:
                 verdict = "no score"
+            elif max(r["n_settings"] for r in rows if tuple(r.get(k) for k in by) == group and r["rule"] == rule) < 2:
+                verdict = "fewer than two settings"  # nothing to choose between: regret 0 by construction
             elif not m < base[RANDOM]:  # also when the baseline is nan: nothing to beat is no evidence
                 verdict = "no better than a random pick"
             elif math.isfinite(base[DEFAULT]) and not m < base[DEFAULT]:

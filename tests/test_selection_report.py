@@ -162,3 +162,11 @@ def test_toy_runs_keep_no_selection_scores(tmp_path):
     spec = RunSpec.make("dann", toy_data("blobs", n=60, seed=0), 0, monitor_size=20, network="toy", steps=5,
                         batch_size=16, lr=0.01)
     assert selection.SELECTION_FIELD not in compute(spec, Store(tmp_path), progress=False).final
+
+
+def test_a_grid_of_one_setting_judges_nothing():
+    records = [{"method": "dann", "pair": "P", "seed": s, "lambda_max": 1.0, ORACLE: 0.8, "r": 0.5} for s in (0, 1)]
+    rows = judge_rules(records, SETTING, rules=("r",)) + baseline_rows(records, SETTING, {"dann": {"lambda_max": 1.0}})
+    (v,) = verdicts(rows)
+    assert v["regret"] == 0.0 and v["verdict"] == "fewer than two settings"
+    assert selection_table(rows).loc[("dann", "P", "r")]["settings scored per seed"] == "1"

@@ -62,6 +62,8 @@ def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = 
                        transform=ax.get_yaxis_transform(), clip_on=False)
         if log_x:
             ax.set_xscale("log")
+        if len(xs) == 1:  # one setting: a window around it, not the points' tiny spread
+            ax.set_xlim(*((xs[0] / 3, xs[0] * 3) if log_x and xs[0] > 0 else (xs[0] - 1, xs[0] + 1)))
         ax.set_xticks(xs)
         ax.set_xticklabels([f"{v:g}" for v in xs])
         ax.minorticks_off()
