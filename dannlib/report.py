@@ -199,7 +199,7 @@ def published_table(records, metric: str, *, group: str | None = None, experimen
     if not body:
         return "(no published number for these records)"
     return _table(([group] if group else []) + ["method", "ours, mean ± sd (n)", "published", "ours − published",
-                                                "published in ((?): quoted second-hand)"], body)
+                                                "published in"], body)
 
 
 def threshold_counts(records, metric: str, threshold: float, *, by=("method",), columns: str | None = None,
