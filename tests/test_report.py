@@ -114,7 +114,7 @@ def test_report_prints_the_paired_comparison_and_the_headline(tmp_path):
     # dann − source_only on seeds 0 and 1: differences 0.2 and 0.2, no spread: interval [0.2, 0.2]
     assert "| dann − source_only | 2 | +0.200 | [+0.200, +0.200] | 0.5 | higher |" in text
     # the headline: ours against the published number, and the gap
-    assert "| dann | 0.750 ± 0.071 (2) | .767 | -0.017 | Ganin & Lempitsky 2015, table 2 |" in text
+    assert "| dann | 0.750 ± 0.071 (2) | .767 | -0.017 | Ganin et al. 2016 (JMLR), table 2 |" in text
 
 
 def test_comparison_table_by_hand():
