@@ -16,7 +16,7 @@ import dannlib.store as store_mod
 from dannlib.plan import fetch
 from dannlib.store import RunSpec, Store, digits_data, load_data, toy_data
 from dannlib.sweep import MissingRunsError, ensure
-from dannlib.training import Domain
+from synthetic import bars_data  # tests/synthetic.py
 
 DATA = toy_data("blobs", n=60, seed=0)
 
@@ -246,25 +246,8 @@ def test_train_missing_rejects_other_values(value, tmp_path):
 
 
 # -- ADDA's shared pre-training -------------------------------------------------------------------
-def _bars(n, seed, shift=0.0):
-    """Synthetic digits: each class a bright bar on its own row (learnable in a few steps)."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 10
-    x = torch.rand(n, 1, 28, 28, generator=g) * 0.2
-    for i in range(n):
-        x[i, 0, 2 + 2 * int(y[i]), 4:24] = 1.0
-    return (x + shift).clamp(0, 1), y
-
-
 def test_adda_stage2_reuses_the_stored_pretraining(tmp_path, monkeypatch):
-    def fake_load_data(data, data_root=None):
-        xs, ys = _bars(48, 0)
-        xt, yt = _bars(48, 1, 0.3)
-        xte, yte = _bars(40, 2, 0.3)
-        return (Domain("src", xs, ys), Domain("tgt", xt, yt),
-                {"source_test": Domain("src", xs[:40], ys[:40]), "target_test": Domain("tgt", xte, yte)})
-
-    monkeypatch.setattr(store_mod, "load_data", fake_load_data)
+    monkeypatch.setattr(store_mod, "load_data", bars_data)
     calls = []
     real_train = dannlib.methods.train
 

@@ -4,14 +4,13 @@ a notebook's fetch and for ADDA's pre-training that a stage-2 run starts from.""
 from __future__ import annotations
 
 import pytest
-import torch
 
 import dannlib.methods
 import dannlib.store as store_mod
 from dannlib.plan import fetch
 from dannlib.store import RunSpec, Store, digits_data
 from dannlib.sweep import ensure
-from dannlib.training import Domain
+from synthetic import bars_data  # tests/synthetic.py
 
 
 def _truncate(path):
@@ -35,25 +34,8 @@ def test_a_notebook_fetch_recomputes_a_run_whose_weights_are_damaged(tmp_path):
     assert same(rerun.final) == same(victim.final)  # same seed, same numbers
 
 
-def _bars(n, seed, shift=0.0):
-    """Synthetic digits: each class a bright bar on its own row (learnable in a few steps)."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 10
-    x = torch.rand(n, 1, 28, 28, generator=g) * 0.2
-    for i in range(n):
-        x[i, 0, 2 + 2 * int(y[i]), 4:24] = 1.0
-    return (x + shift).clamp(0, 1), y
-
-
 def test_adda_recomputes_a_damaged_pretraining_before_its_dependant(tmp_path, monkeypatch):
-    def fake_load_data(data, data_root=None):
-        xs, ys = _bars(48, 0)
-        xt, yt = _bars(48, 1, 0.3)
-        xte, yte = _bars(40, 2, 0.3)
-        return (Domain("src", xs, ys), Domain("tgt", xt, yt),
-                {"source_test": Domain("src", xs[:40], ys[:40]), "target_test": Domain("tgt", xte, yte)})
-
-    monkeypatch.setattr(store_mod, "load_data", fake_load_data)
+    monkeypatch.setattr(store_mod, "load_data", bars_data)
     calls = []
     real_train = dannlib.methods.train
 

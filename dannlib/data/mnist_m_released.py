@@ -31,6 +31,7 @@ import numpy as np
 from ..utils import atomic_write
 from . import common
 from .common import DataChecksumError, DataNotFoundError, _check_split, cache_dir, data_root
+from .mnist_m import _array_sha256
 
 #: Version of the cache format of the released MNIST-M; bump it when the reading changes.
 RELEASED_FORMAT_VERSION = 1
@@ -164,13 +165,6 @@ def released_cache_path(split: str, cache=None) -> Path:
     return cache_dir(cache) / "mnist_m_released" / f"{split}.npz"
 
 
-def _arrays_sha256(images: np.ndarray, labels: np.ndarray) -> str:
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(images).reshape(-1).view(np.uint8))
-    h.update(np.ascontiguousarray(labels).reshape(-1).view(np.uint8))
-    return h.hexdigest()
-
-
 def _read_cache(path: Path, params: dict):
     if not path.is_file():
         return None
@@ -180,7 +174,7 @@ def _read_cache(path: Path, params: dict):
             if meta.get("params") != params:
                 return None
             images, labels = z["images"], z["labels"]
-        if _arrays_sha256(images, labels) != meta["sha256"]:
+        if _array_sha256(images, labels) != meta["sha256"]:
             warnings.warn(f"released MNIST-M cache {path} fails its checksum; reading the archive again", stacklevel=3)
             return None
         return images, labels
@@ -221,7 +215,7 @@ def load_mnist_m_released(split: str = "train", root=None, cache=None, *, limit:
     images, labels = _read_split(source, split)
     if common._writable(path.parent):
         with atomic_write(path, "wb") as fh:
-            meta = {"params": params, "sha256": _arrays_sha256(images, labels)}
+            meta = {"params": params, "sha256": _array_sha256(images, labels)}
             np.savez(fh, images=images, labels=labels, meta=np.array(json.dumps(meta, sort_keys=True)))
     else:
         warnings.warn(f"released MNIST-M read into memory and not cached: "
