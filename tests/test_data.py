@@ -353,7 +353,7 @@ def test_torchvision_md5_list_is_the_one_checked():
 
 
 def test_load_domain_rejects_unknown_name():
-    with pytest.raises(ValueError, match="mnist, mnist_m, usps"):
+    with pytest.raises(ValueError, match="mnist, mnist_m, mnist_m_released, usps"):
         D.load_domain("svhn", "train")
 
 
