@@ -24,3 +24,24 @@ def bars_data(data, data_root=None):
     xte, yte = bars(40, 2, 0.3)
     return (Domain("src", xs, ys), Domain("tgt", xt, yt),
             {"source_test": Domain("src", xs[:40], ys[:40]), "target_test": Domain("tgt", xte, yte)})
+
+
+def tiny_adda(monkeypatch):
+    """Patch the store to train on bars and to count the trainings: returns ``(calls, data,
+    settings)``, calls a list of ``(method, started from a pre-training)``, data a MNIST->USPS
+    spec and settings a tiny ADDA budget for ``RunSpec.make``."""
+    import dannlib.methods
+    import dannlib.store as store_mod
+    from dannlib.store import digits_data
+
+    monkeypatch.setattr(store_mod, "load_data", bars_data)
+    calls = []
+    real_train = dannlib.methods.train
+
+    def counting_train(method, *args, **kwargs):
+        calls.append((method, kwargs.get("pretrained") is not None))
+        return real_train(method, *args, **kwargs)
+
+    monkeypatch.setattr(dannlib.methods, "train", counting_train)
+    data = digits_data("mnist", "usps", n_source=48, n_target=48, n_test=40, channels=1)
+    return calls, data, dict(pretrain_steps=4, steps=2, batch_size=8, eval_every=2, monitor_size=40)

@@ -14,9 +14,9 @@ import torch
 import dannlib.methods
 import dannlib.store as store_mod
 from dannlib.plan import fetch
-from dannlib.store import RunSpec, Store, digits_data, load_data, toy_data
+from dannlib.store import RunSpec, Store, load_data, toy_data
 from dannlib.sweep import MissingRunsError, ensure
-from synthetic import bars_data  # tests/synthetic.py
+from synthetic import tiny_adda  # tests/synthetic.py
 
 DATA = toy_data("blobs", n=60, seed=0)
 
@@ -247,17 +247,7 @@ def test_train_missing_rejects_other_values(value, tmp_path):
 
 # -- ADDA's shared pre-training -------------------------------------------------------------------
 def test_adda_stage2_reuses_the_stored_pretraining(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_mod, "load_data", bars_data)
-    calls = []
-    real_train = dannlib.methods.train
-
-    def counting_train(method, *args, **kwargs):
-        calls.append((method, kwargs.get("pretrained") is not None))
-        return real_train(method, *args, **kwargs)
-
-    monkeypatch.setattr(dannlib.methods, "train", counting_train)
-    data = digits_data("mnist", "usps", n_source=48, n_target=48, n_test=40, channels=1)
-    common = dict(pretrain_steps=4, steps=2, batch_size=8, eval_every=2, monitor_size=40)
+    calls, data, common = tiny_adda(monkeypatch)
     gan = RunSpec.make("adda_gan", data, 0, **common)
     minimax = RunSpec.make("adda_minimax", data, 0, **common)
     (pre,) = gan.dependencies()

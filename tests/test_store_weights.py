@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-import dannlib.methods
-import dannlib.store as store_mod
 from dannlib.plan import fetch
-from dannlib.store import RunSpec, Store, digits_data
+from dannlib.store import RunSpec, Store
 from dannlib.sweep import ensure
-from synthetic import bars_data  # tests/synthetic.py
+from synthetic import tiny_adda  # tests/synthetic.py
 
 
 def _truncate(path):
@@ -35,17 +33,7 @@ def test_a_notebook_fetch_recomputes_a_run_whose_weights_are_damaged(tmp_path):
 
 
 def test_adda_recomputes_a_damaged_pretraining_before_its_dependant(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_mod, "load_data", bars_data)
-    calls = []
-    real_train = dannlib.methods.train
-
-    def counting_train(method, *args, **kwargs):
-        calls.append((method, kwargs.get("pretrained") is not None))
-        return real_train(method, *args, **kwargs)
-
-    monkeypatch.setattr(dannlib.methods, "train", counting_train)
-    data = digits_data("mnist", "usps", n_source=48, n_target=48, n_test=40, channels=1)
-    common = dict(pretrain_steps=4, steps=2, batch_size=8, eval_every=2, monitor_size=40)
+    calls, data, common = tiny_adda(monkeypatch)
     gan = RunSpec.make("adda_gan", data, 0, **common)
     (pre,) = gan.dependencies()
     store = Store(tmp_path)

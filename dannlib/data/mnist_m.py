@@ -221,9 +221,11 @@ def mnist_m_cache_path(split: str, seed: int = 0, size: int = 28, cache=None) ->
     return cache_dir(cache) / "mnist_m" / f"{split}_s{seed}_{size}.npz"
 
 
-def _read_mnist_m_cache(path: Path, params: dict) -> tuple[np.ndarray, np.ndarray] | None:
+def _read_mnist_m_cache(path: Path, params: dict, what: str = "MNIST-M",
+                        redo: str = "rebuilding") -> tuple[np.ndarray, np.ndarray] | None:
     """The cached arrays if the file is readable, was built with ``params`` and its checksum
-    holds; else None (with a warning saying why, unless the file does not exist)."""
+    holds; else None (with a warning naming ``what`` and saying why and ``redo``, unless the file
+    does not exist). Also reads the released MNIST-M's cache (``mnist_m_released``)."""
     if not path.is_file():
         return None
     try:
@@ -232,16 +234,16 @@ def _read_mnist_m_cache(path: Path, params: dict) -> tuple[np.ndarray, np.ndarra
             stored = {k: v for k, v in meta.get("params", {}).items() if k not in ("build_seconds", "n")}
             if stored != params:
                 diff = sorted(k for k in set(stored) | set(params) if stored.get(k) != params.get(k))
-                warnings.warn(f"MNIST-M cache {path} was built with other parameters ({', '.join(diff)}); rebuilding",
+                warnings.warn(f"{what} cache {path} was built with other parameters ({', '.join(diff)}); {redo}",
                               stacklevel=3)
                 return None
             images, labels = z["images"], z["labels"]
         if _array_sha256(images, labels) != meta["sha256"]:
-            warnings.warn(f"MNIST-M cache {path} fails its checksum; rebuilding", stacklevel=3)
+            warnings.warn(f"{what} cache {path} fails its checksum; {redo}", stacklevel=3)
             return None
         return images, labels
     except Exception as e:  # any unreadable cache is rebuilt, never a crash
-        warnings.warn(f"MNIST-M cache {path} is unreadable ({type(e).__name__}: {e}); rebuilding", stacklevel=3)
+        warnings.warn(f"{what} cache {path} is unreadable ({type(e).__name__}: {e}); {redo}", stacklevel=3)
         return None
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from ..utils import atomic_write
 from . import common
 from .common import DataChecksumError, DataNotFoundError, _check_split, cache_dir, data_root
-from .mnist_m import _array_sha256
+from .mnist_m import _array_sha256, _read_mnist_m_cache
 
 #: Version of the cache format of the released MNIST-M; bump it when the reading changes.
 RELEASED_FORMAT_VERSION = 1
@@ -165,25 +165,6 @@ def released_cache_path(split: str, cache=None) -> Path:
     return cache_dir(cache) / "mnist_m_released" / f"{split}.npz"
 
 
-def _read_cache(path: Path, params: dict):
-    if not path.is_file():
-        return None
-    try:
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"][()]))
-            if meta.get("params") != params:
-                return None
-            images, labels = z["images"], z["labels"]
-        if _array_sha256(images, labels) != meta["sha256"]:
-            warnings.warn(f"released MNIST-M cache {path} fails its checksum; reading the archive again", stacklevel=3)
-            return None
-        return images, labels
-    except Exception as e:  # an unreadable cache is read again, never a crash
-        warnings.warn(f"released MNIST-M cache {path} is unreadable ({type(e).__name__}: {e}); reading the archive "
-                      "again", stacklevel=3)
-        return None
-
-
 def load_mnist_m_released(split: str = "train", root=None, cache=None, *, limit: int | None = None,
                           download: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The released MNIST-M ``split`` as ``(images uint8 (N, 32, 32, 3), labels int64 (N,))``,
@@ -209,7 +190,7 @@ def load_mnist_m_released(split: str = "train", root=None, cache=None, *, limit:
         return _read_split(source, split, limit)
     params = {"format_version": RELEASED_FORMAT_VERSION, "split": split, "source_sha256": digest}
     path = released_cache_path(split, cache)
-    cached = _read_cache(path, params)
+    cached = _read_mnist_m_cache(path, params, "released MNIST-M", "reading the archive again")
     if cached is not None:
         return cached
     images, labels = _read_split(source, split)
