@@ -11,7 +11,7 @@ method: one module with a config dataclass and a :class:`dannlib.training.Method
 """
 from __future__ import annotations
 
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 
 from ..training import Domain, Method, RunResult, check_domains
 from ..utils import check_choice, check_seeds
