@@ -58,7 +58,6 @@ def plot_method_curves(histories: dict, keys, *, x: str = "step", title: str | N
     dicts with ``seed``, ``x`` and the keys) the mean over seeds against ``x`` with a
     mean ± std band. A method lacking a key is left out of that panel. ``labels`` renames
     panels (key -> title)."""
-    import numpy as np
     import pandas as pd
 
     keys = list(keys)
@@ -210,7 +209,6 @@ def plot_curve_grid(histories: dict, key: str, *, reference: str, x: str = "step
     its seeds, with ``seed``, ``x`` and ``key``) other than ``reference``: the method's seeds
     as thin lines and their mean as a thick one, against the ``reference`` method's mean **on
     the same seeds** (grey), so that each panel compares like with like. Panels share both axes."""
-    import numpy as np
     import pandas as pd
 
     names = [n for n in histories if n != reference]
