@@ -1,18 +1,7 @@
 """The timed variants of the step benchmark: the peer-style DataLoader baseline, dannlib's loop in each precision, optimiser-step counting, synthetic data."""
 from __future__ import annotations
 
-import argparse
 import contextlib
-import itertools
-import json
-import os
-import re
-import statistics
-import sys
-import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,8 +15,7 @@ from ..methods.adda import SourcePretrain
 from ..methods.common import PRECISIONS
 from ..schedules import annealed_lr, grl_lambda
 from ..training import Domain, fit
-from ..utils import (PROJECT_ROOT, atomic_write, check_choice, check_positive_int, check_seeds, configure_threads, machine_info,
-                    resolve_device, seeded)
+from ..utils import PROJECT_ROOT, check_choice, seeded
 
 
 
