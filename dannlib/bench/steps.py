@@ -6,7 +6,6 @@ import contextlib
 import itertools
 import json
 import os
-import re
 import statistics
 import sys
 import time
@@ -14,20 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from torch import nn
-
-from .. import methods, networks
-from ..grl import grad_reverse
-from ..methods.adda import SourcePretrain
-from ..methods.common import PRECISIONS
-from ..schedules import annealed_lr, grl_lambda
-from ..training import Domain, fit
-from ..utils import (PROJECT_ROOT, atomic_write, check_choice, check_positive_int, check_seeds, configure_threads, machine_info,
-                    resolve_device, seeded)
+from ..utils import (atomic_write, check_choice, check_positive_int, configure_threads, machine_info,
+                    resolve_device)
 from .variants import BATCH, BENCH_DIR, BENCH_PRECISIONS, IMAGE_SHAPE, N_IMAGES, TIMED_METHODS, _DataLoaderBaseline, _FitVariant, _synthetic  # noqa: F401
 
 
@@ -348,7 +337,3 @@ def print_table(record: dict) -> None:
                 for k, v in q.items() if k.endswith("_over_fp32")]
         if prec:
             print(f"threads={t}: precision / fp32 in steps/s (in steps per CPU second): " + ", ".join(prec))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
