@@ -2,34 +2,19 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import itertools
 import json
 import os
 import re
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-
-from torch import nn
-
-from .. import methods, networks
-from ..grl import grad_reverse
-from ..methods.adda import SourcePretrain
-from ..methods.common import PRECISIONS
-from ..schedules import annealed_lr, grl_lambda
-from ..training import Domain, fit
-from ..utils import (PROJECT_ROOT, atomic_write, check_choice, check_positive_int, check_seeds, configure_threads, machine_info,
-                    resolve_device, seeded)
+from ..utils import (atomic_write, check_positive_int, configure_threads, machine_info,
+                    resolve_device)
 from .variants import BENCH_DIR  # noqa: F401
-from .steps import bench_environment, ratios  # noqa: F401
+from .steps import bench_environment  # noqa: F401
 
 
 # -- processes against threads for a sweep ---------------------------------------------------
