@@ -1,27 +1,15 @@
 """Constants, data classes, notebook selection and output folders of the regeneration."""
 from __future__ import annotations
 
-import argparse
-import contextlib
-import datetime as _dt
-import filecmp
-import json
 import os
 import re
-import shutil
 import signal
-import stat
-import sys
-import tempfile
-import textwrap
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
-from ..profiles import DEFAULT_PROFILE, PROFILES, check_profile
 from ..settings import check_writable  # noqa: F401  (re-exported: regenerate.check_writable)
-from ..utils import PROJECT_ROOT, atomic_write, machine_info
+from ..utils import PROJECT_ROOT
 
 
 
