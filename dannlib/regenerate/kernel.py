@@ -1,26 +1,17 @@
 """Executing one notebook with papermill in a kernel of this interpreter, into staging folders."""
 from __future__ import annotations
 
-import argparse
 import contextlib
-import datetime as _dt
-import filecmp
 import json
 import os
-import re
 import shutil
 import signal
 import stat
-import sys
-import tempfile
-import textwrap
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
-from ..profiles import DEFAULT_PROFILE, PROFILES, check_profile
-from ..utils import PROJECT_ROOT, atomic_write, machine_info
+from ..utils import PROJECT_ROOT, atomic_write
 from .common import CURRENT_ENV_KERNEL, FAILED_DIRNAME, Interrupted, JOURNAL_SUFFIX, KERNEL_ENV, NotebookRun, Outputs, RUNNING_SUFFIX, STAGING_PREFIX, _RUNNING_KERNELS, store_root  # noqa: F401
 from .transaction import RunLock, lab_kernelspec, _apply_commit, _display, _plan_commit, _rel, _shadow_results, clean_stale, path_replacements, tidy_notebook  # noqa: F401
 
