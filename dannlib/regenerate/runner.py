@@ -4,18 +4,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
-import filecmp
 import json
 import os
-import re
-import shutil
 import signal
-import stat
 import sys
-import tempfile
 import textwrap
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator, Sequence
 
