@@ -1,9 +1,7 @@
 """The per-notebook transaction: stale leftovers, the journalled commit of a notebook's outputs, and tidying of executed notebooks (relative paths, no progress-bar noise)."""
 from __future__ import annotations
 
-import argparse
 import contextlib
-import datetime as _dt
 import fcntl
 import filecmp
 import json
@@ -12,17 +10,11 @@ import re
 import shutil
 import signal
 import stat
-import sys
-import tempfile
-import textwrap
-import time
 import uuid
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..profiles import DEFAULT_PROFILE, PROFILES, check_profile
-from ..utils import PROJECT_ROOT, atomic_write, machine_info
+from ..utils import atomic_write
 from .common import (JOURNAL_SUFFIX, KNOWN_STDERR_NOISE, REPORT_NAME, RUN_LOCK_PREFIX, RUN_LOCK_SUFFIX,  # noqa: F401
                      RUNNING_SUFFIX, STAGING_PREFIX, _PROGRESS_SEGMENT)
 
