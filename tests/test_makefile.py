@@ -56,7 +56,8 @@ def test_lab_serves_the_clone_from_a_path_with_spaces(clone):
 
 
 def test_test_target_writes_under_the_clone(clone):
-    (call,) = _make(clone, "test")
+    lint, call = _make(clone, "test")
+    assert lint["argv"] == ["-m", "ruff", "check", "dannlib", "tests", "benchmarks"] and lint["cwd"] == str(clone)
     assert call["argv"][:3] == ["-m", "pytest", "tests"]
     assert call["env"]["DANNLIB_FIGURES"] == f"{clone}/.tmp/test/figures"
     assert call["env"]["DANNLIB_RESULTS"] == f"{clone}/.tmp/test/results"
