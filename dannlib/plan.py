@@ -194,47 +194,80 @@ def _plan_06(profile, seeds):
 
 
 # -- 07: label-free model selection (issue 20) ---------------------------------------------------
-#: The grids that 07's selection rules (``dannlib.selection``) choose from, on MNIST->USPS with
-#: 06's data (so the default cells -- DANN at lambda_max 1 on the eq. 6 ramp, lr 0.01; IIMT at
-#: ramp_max 1 -- are 06's runs where the step counts agree). "none" is the no-reversal control:
-#: DANN's domain classifier trains, but lambda = 0 sends no gradient to the features.
+#: The grids that 07's selection rules (``dannlib.selection``) choose from. "none" is the
+#: no-reversal control: DANN's domain classifier trains, but lambda = 0 sends no gradient to the
+#: features. ADDA's grid is stage 2's learning rate crossed with its length (05's recipe
+#: otherwise: the shared 10,000-step pre-training, batches of 128).
 DANN_GRID = {"lambda_max": (0.1, 0.3, 1.0, 3.0), "lr": (0.01, 0.003),
              "schedule": {"ramp": "dann", "constant": "constant"}}
 IIMT_GRID = {"ramp_max": (0.1, 0.3, 1.0, 3.0, 10.0)}
+ADDA_GRID = {"lr": (2e-4, 5e-5), "stage2_steps": (3000, 10_000)}
+#: the untuned settings the other notebooks train (03's and 06's DANN, 06's IIMT, 05's ADDA-GAN)
+GRID_DEFAULTS = {"dann": {"schedule": "ramp", "lambda_max": 1.0, "lr": 0.01}, "iimt": {"ramp_max": 1.0},
+                 "adda_gan": {"lr": 2e-4, "stage2_steps": 10_000}}
+#: the tags that make one cell of 07's grids (a tag a method lacks reads as None)
+GRID_SETTING = ("schedule", "lambda_max", "lr", "ramp_max", "stage2_steps")
+
+
+def _grid_pairs(s):
+    """07's pairs: 06's MNIST->USPS data (ADDA's protocol sizes) and the released MNIST-M."""
+    usps = {**USPS_PAIRS["MNIST->USPS"], "n_test": s["n_test"]}
+    if s["n_cap"]:
+        usps = {**usps, "n_source": s["n_cap"], "n_target": s["n_cap"]}
+    released = digits_data("mnist", "mnist_m_released", n_source=s["n_cap"], n_target=s["n_cap"], n_test=s["n_test"])
+    return {"MNIST->USPS": usps, MNIST_M_PAIRS["mnist_m_released"]: released}
 
 
 def _plan_07(profile, seeds):
     s = {
         "smoke": {"n_seeds": 1, "steps": 6, "eval_every": 3, "monitor_size": 100, "n_cap": 200, "n_test": 100,
-                  "lambda_max": [0.1, 1.0], "lr": [0.01], "ramp_max": [0.1, 1.0]},
+                  "lambda_max": {"MNIST->USPS": [0.1, 1.0], "MNIST->MNIST-M (released)": [1.0]},
+                  "lr": {"MNIST->USPS": [0.01], "MNIST->MNIST-M (released)": [0.01]},
+                  "ramp_max": {"MNIST->USPS": [0.1, 1.0], "MNIST->MNIST-M (released)": [1.0]},
+                  "adda": {"lr": [2e-4, 5e-5], "stage2_steps": [4, 8], "pretrain_steps": 8, "batch_size": 32, "eval_every": 4}},
         "quick": {"n_seeds": 3, "steps": 1000, "eval_every": 100, "monitor_size": 2000, "n_cap": None,
-                  "n_test": None, "lambda_max": [0.1, 1.0, 3.0], "lr": [0.01], "ramp_max": [0.1, 1.0, 10.0]},
-        "paper": {"n_seeds": 3, "steps": 10_000, "eval_every": 250, "monitor_size": 2000, "n_cap": None,
-                  "n_test": None, "lambda_max": list(DANN_GRID["lambda_max"]), "lr": list(DANN_GRID["lr"]),
-                  "ramp_max": list(IIMT_GRID["ramp_max"])},
+                  "n_test": None, "lambda_max": {"MNIST->USPS": [0.1, 1.0, 3.0], "MNIST->MNIST-M (released)": []},
+                  "lr": {"MNIST->USPS": [0.01], "MNIST->MNIST-M (released)": []},
+                  "ramp_max": {"MNIST->USPS": [0.1, 1.0, 10.0], "MNIST->MNIST-M (released)": []},
+                  "adda": {"lr": [2e-4, 5e-5], "stage2_steps": [1000, 2000], "pretrain_steps": 1000, "batch_size": 64,
+                           "eval_every": 100}},
+        # paper: the grids' runs are 2,000 steps, a fifth of the study's paper length (budget: issue
+        # 20 gives 4 h of the 2-core machine to every grid together); ADDA's stage-2 length is itself
+        # a grid axis; the released MNIST-M grid keeps DANN's paper learning rate only
+        "paper": {"n_seeds": 3, "steps": 2000, "eval_every": 100, "monitor_size": 2000, "n_cap": None,
+                  "n_test": None,
+                  "lambda_max": {"MNIST->USPS": list(DANN_GRID["lambda_max"]),
+                                 "MNIST->MNIST-M (released)": list(DANN_GRID["lambda_max"])},
+                  "lr": {"MNIST->USPS": list(DANN_GRID["lr"]), "MNIST->MNIST-M (released)": [0.01]},
+                  "ramp_max": {"MNIST->USPS": list(IIMT_GRID["ramp_max"]),
+                               "MNIST->MNIST-M (released)": list(IIMT_GRID["ramp_max"])},
+                  "adda": {"lr": list(ADDA_GRID["lr"]), "stage2_steps": list(ADDA_GRID["stage2_steps"]),
+                           "pretrain_steps": 10_000, "batch_size": 128, "eval_every": 250}},
     }[profile]
     seeds = _seeds(s["n_seeds"], seeds)
-    pair = "MNIST->USPS"
-    data = {**USPS_PAIRS[pair], "n_test": s["n_test"]}
-    if s["n_cap"]:
-        data = {**data, "n_source": s["n_cap"], "n_target": s["n_cap"]}
+    pairs = _grid_pairs(s)
     common = dict(monitor_size=s["monitor_size"], steps=s["steps"], batch_size=32, eval_every=s["eval_every"])
-    cells = []  # (method, tags, config overrides); floats throughout (1 and 1.0 are different keys)
-    for lr in map(float, s["lr"]):
-        for schedule, name in DANN_GRID["schedule"].items():
-            for lam in map(float, s["lambda_max"]):
-                cells.append(("dann", {"schedule": schedule, "lambda_max": lam, "lr": lr},
-                              {"lambda_schedule": name, "lambda_max": lam, "lr": lr}))
-        cells.append(("dann", {"schedule": "none", "lambda_max": 0.0, "lr": lr},
-                      {"lambda_schedule": "constant", "lambda_max": 0.0, "lr": lr}))
-    for ramp in map(float, s["ramp_max"]):
-        cells.append(("iimt", {"ramp_max": ramp}, {"ramp_max": ramp}))
-    runs = [Planned(RunSpec.make(method, data, seed, **common, **overrides),
-                    {"pair": pair, "method": method, **tags})
-            for method, tags, overrides in cells for seed in seeds]
-    # the untuned settings the other notebooks train (06's DANN and IIMT rows): selection's baseline
-    defaults = {"dann": {"schedule": "ramp", "lambda_max": 1.0, "lr": 0.01}, "iimt": {"ramp_max": 1.0}}
-    return {**s, "pair": pair, "batch_size": 32, "defaults": defaults}, seeds, runs
+    cells = []  # (pair, method, tags, config overrides); floats throughout (1 and 1.0 are different keys)
+    for pair in pairs:
+        for lr in map(float, s["lr"][pair]):
+            for schedule, name in DANN_GRID["schedule"].items():
+                for lam in map(float, s["lambda_max"][pair]):
+                    cells.append((pair, "dann", {"schedule": schedule, "lambda_max": lam, "lr": lr},
+                                  {**common, "lambda_schedule": name, "lambda_max": lam, "lr": lr}))
+            cells.append((pair, "dann", {"schedule": "none", "lambda_max": 0.0, "lr": lr},
+                          {**common, "lambda_schedule": "constant", "lambda_max": 0.0, "lr": lr}))
+        for ramp in map(float, s["ramp_max"][pair]):
+            cells.append((pair, "iimt", {"ramp_max": ramp}, {**common, "ramp_max": ramp}))
+    a = s["adda"]  # on MNIST->USPS, ADDA's own pair
+    for lr in map(float, a["lr"]):
+        for steps in a["stage2_steps"]:
+            cells.append(("MNIST->USPS", "adda_gan", {"lr": lr, "stage2_steps": steps},
+                          {"monitor_size": s["monitor_size"], "pretrain_steps": a["pretrain_steps"], "steps": steps,
+                           "batch_size": a["batch_size"], "eval_every": a["eval_every"], "lr": lr}))
+    runs = [Planned(RunSpec.make(method, pairs[pair], seed, **overrides), {"pair": pair, "method": method, **tags})
+            for pair, method, tags, overrides in cells for seed in seeds]
+    return {**s, "pairs": list(pairs), "batch_size": 32, "defaults": GRID_DEFAULTS,
+            "setting": GRID_SETTING}, seeds, runs
 
 
 # -- 08: the shortfalls, each diagnosed by controlled runs ---------------------------------------
