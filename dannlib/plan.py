@@ -157,6 +157,10 @@ def _plan_05(profile, seeds):
                 if method == "adda_gan":  # the source-only row: the same pre-training
                     (pre,) = spec.dependencies()
                     runs.append(Planned(pre, {"pair": pair, "method": "adda_pretrain"}))
+    # ADDA-GAN at the stage-2 setting 07's label-free selection chose (SELECTED), 05's seeds
+    pairs = {pair: {**USPS_PAIRS[pair], "n_test": s["n_test"]} for pair in s["pairs"]}
+    runs += _selected_runs({"adda_gan": s["steps"]}, pairs, seeds[:s["methods"]["adda_gan"]], ["adda_gan"],
+                           {**common, "monitor_size": s["monitor_size"]})
     return s, seeds, runs
 
 
@@ -171,25 +175,33 @@ def _plan_06(profile, seeds):
         "quick": {"n_seeds": 3, "pairs": ["MNIST->USPS"], "steps": 2000, "eval_every": 100, "monitor_size": 2000,
                   "n_test": None, "n_cap": None, "headline": ["source_only", "dann", "iimt"], "ablations": [],
                   "n_ablation_seeds": 0},
-        "paper": {"n_seeds": 5, "pairs": ["MNIST->USPS", "MNIST->MNIST-M"], "steps": 10_000, "eval_every": 250,
-                  "monitor_size": 2000, "n_test": None, "n_cap": None, "headline": ["source_only", "dann", "iimt"],
-                  "ablations": [m for m in ABLATIONS if m != "iimt"], "n_ablation_seeds": 3},
+        "paper": {"n_seeds": 5, "pairs": ["MNIST->USPS", "MNIST->MNIST-M", "MNIST->MNIST-M (released)"],
+                  "steps": 10_000, "eval_every": 250, "monitor_size": 2000, "n_test": None, "n_cap": None,
+                  "headline": ["source_only", "dann", "iimt"], "ablations": [m for m in ABLATIONS if m != "iimt"],
+                  "n_ablation_seeds": 3},
     }[profile]
+    # on the released MNIST-M, 03's source-only and DANN runs (the untuned rows) and the selected ones
+    s = {**s, "released_methods": ["source_only", "dann"], "selected": ["dann_selected", "iimt_selected"]}
     seeds = _seeds(s["n_seeds"], seeds)
     pairs = {
         "MNIST->USPS": digits_data("mnist", "usps", n_source=s["n_cap"] or 2000, n_target=s["n_cap"] or 1800,
                                    n_test=s["n_test"], channels=1),
         "MNIST->MNIST-M": digits_data("mnist", "mnist_m", n_source=s["n_cap"], n_target=s["n_cap"],
                                       n_test=s["n_test"]),
+        MNIST_M_PAIRS["mnist_m_released"]: digits_data("mnist", "mnist_m_released", n_source=s["n_cap"],
+                                                       n_target=s["n_cap"], n_test=s["n_test"]),
     }
+    pairs = {pair: pairs[pair] for pair in s["pairs"]}
+    common = dict(monitor_size=s["monitor_size"], steps=s["steps"], batch_size=32, eval_every=s["eval_every"])
     runs = []
-    for pair in s["pairs"]:
-        for method in s["headline"] + s["ablations"]:
+    for pair in pairs:
+        methods = s["released_methods"] if pair == MNIST_M_PAIRS["mnist_m_released"] else s["headline"] + s["ablations"]
+        for method in methods:
             n = len(seeds) if method in s["headline"] else s["n_ablation_seeds"]
             for seed in seeds[:n]:
-                spec = RunSpec.make(method, pairs[pair], seed, monitor_size=s["monitor_size"], steps=s["steps"],
-                                    batch_size=32, eval_every=s["eval_every"])
-                runs.append(Planned(spec, {"pair": pair, "method": method}))
+                runs.append(Planned(RunSpec.make(method, pairs[pair], seed, **common), {"pair": pair, "method": method}))
+    # DANN and IIMT at the settings 07's label-free selection chose (SELECTED), on every seed
+    runs += _selected_runs({}, pairs, seeds, ["dann", "iimt"], common)
     return s, seeds, runs
 
 
@@ -207,6 +219,47 @@ GRID_DEFAULTS = {"dann": {"schedule": "ramp", "lambda_max": 1.0, "lr": 0.01}, "i
                  "adda_gan": {"lr": 2e-4, "stage2_steps": 10_000}}
 #: the tags that make one cell of 07's grids (a tag a method lacks reads as None)
 GRID_SETTING = ("schedule", "lambda_max", "lr", "ramp_max", "stage2_steps")
+
+
+#: The settings 07's label-free selection chose from the paper profile's grids, which 05 and 06
+#: train at full length as their "selected" rows: (method, pair) -> {"rule", "judged_on",
+#: "setting"} (:func:`dannlib.selection_report.selections`: the rule with the lowest mean regret
+#: on the *other* pair's grids, applied to this pair's rule scores; no target label of the pair).
+#: tests/test_selected.py recomputes them from the committed store.
+SELECTED: dict[tuple[str, str], dict] = {}
+
+
+def grid_config(method: str, setting: dict) -> dict:
+    """The run config of a grid cell's tags (07's ``setting``)."""
+    if method == "dann":
+        if setting["schedule"] == "none":
+            return {"lambda_schedule": "constant", "lambda_max": 0.0, "lr": setting["lr"]}
+        return {"lambda_schedule": DANN_GRID["schedule"][setting["schedule"]], "lambda_max": setting["lambda_max"],
+                "lr": setting["lr"]}
+    if method == "iimt":
+        return {"ramp_max": setting["ramp_max"]}
+    if method == "adda_gan":
+        return {"lr": setting["lr"], "steps": setting["stage2_steps"]}
+    raise ValueError(f"no grid for method {method!r}; grids: dann, iimt, adda_gan")
+
+
+def _selected_runs(profile_steps: dict, pairs: dict, seeds, methods, common: dict) -> list[Planned]:
+    """05's and 06's "selected" rows: ``methods`` at :data:`SELECTED`'s setting on each of
+    ``pairs`` that has one, tagged ``<method>_selected`` with the choice in ``chosen``."""
+    from .selection_report import chosen_text
+
+    runs = []
+    for pair, data in pairs.items():
+        for method in methods:
+            if (sel := SELECTED.get((method, pair))) is None:
+                continue
+            config = {**common, **grid_config(method, sel["setting"])}
+            if method == "adda_gan":  # the stage-2 length is a grid axis; smoke and quick scale it
+                config["steps"] = max(1, round(config["steps"] * profile_steps["adda_gan"] / 10_000))
+            for seed in seeds:
+                runs.append(Planned(RunSpec.make(method, data, seed, **config),
+                                    {"pair": pair, "method": f"{method}_selected", "chosen": chosen_text(sel)}))
+    return runs
 
 
 def _grid_pairs(s):
@@ -250,23 +303,24 @@ def _plan_07(profile, seeds):
     cells = []  # (pair, method, tags, config overrides); floats throughout (1 and 1.0 are different keys)
     for pair in pairs:
         for lr in map(float, s["lr"][pair]):
-            for schedule, name in DANN_GRID["schedule"].items():
+            for schedule in DANN_GRID["schedule"]:
                 for lam in map(float, s["lambda_max"][pair]):
-                    cells.append((pair, "dann", {"schedule": schedule, "lambda_max": lam, "lr": lr},
-                                  {**common, "lambda_schedule": name, "lambda_max": lam, "lr": lr}))
-            cells.append((pair, "dann", {"schedule": "none", "lambda_max": 0.0, "lr": lr},
-                          {**common, "lambda_schedule": "constant", "lambda_max": 0.0, "lr": lr}))
+                    cells.append((pair, "dann", {"schedule": schedule, "lambda_max": lam, "lr": lr}))
+            cells.append((pair, "dann", {"schedule": "none", "lambda_max": 0.0, "lr": lr}))
         for ramp in map(float, s["ramp_max"][pair]):
-            cells.append((pair, "iimt", {"ramp_max": ramp}, {**common, "ramp_max": ramp}))
+            cells.append((pair, "iimt", {"ramp_max": ramp}))
     a = s["adda"]  # on MNIST->USPS, ADDA's own pair
+    adda = {"monitor_size": s["monitor_size"], "pretrain_steps": a["pretrain_steps"], "batch_size": a["batch_size"],
+            "eval_every": a["eval_every"]}
     for lr in map(float, a["lr"]):
         for steps in a["stage2_steps"]:
-            cells.append(("MNIST->USPS", "adda_gan", {"lr": lr, "stage2_steps": steps},
-                          {"monitor_size": s["monitor_size"], "pretrain_steps": a["pretrain_steps"], "steps": steps,
-                           "batch_size": a["batch_size"], "eval_every": a["eval_every"], "lr": lr}))
-    runs = [Planned(RunSpec.make(method, pairs[pair], seed, **overrides), {"pair": pair, "method": method, **tags})
-            for pair, method, tags, overrides in cells for seed in seeds]
-    return {**s, "pairs": list(pairs), "batch_size": 32, "defaults": GRID_DEFAULTS,
+            cells.append(("MNIST->USPS", "adda_gan", {"lr": lr, "stage2_steps": steps}))
+    runs = [Planned(RunSpec.make(method, pairs[pair], seed, **(adda if method == "adda_gan" else common),
+                                 **grid_config(method, tags)), {"pair": pair, "method": method, **tags})
+            for pair, method, tags in cells for seed in seeds]
+    # ADDA's untuned cell is 05's stage-2 length in each profile (the grid's longest)
+    defaults = {**GRID_DEFAULTS, "adda_gan": {"lr": 2e-4, "stage2_steps": max(a["stage2_steps"])}}
+    return {**s, "pairs": list(pairs), "batch_size": 32, "defaults": defaults,
             "setting": GRID_SETTING}, seeds, runs
 
 

@@ -128,6 +128,14 @@ COMPARISONS: dict[str, tuple[str, str | None, list[tuple[str, str, str]]]] = {
                          + [("target_test_acc", "dann_lenet", "adda_gan")]),
     "06": ("06", "pair", [("target_test_acc", "iimt", "dann"), ("target_test_acc", "iimt", "source_only"),
                           ("target_test_acc", "dann", "source_only")]),
+    # the rows at the settings 07's label-free selection chose (dannlib.plan.SELECTED)
+    "06-selected": ("06", "pair", [("target_test_acc", "iimt_selected", "dann_selected"),
+                                   ("target_test_acc", "iimt_selected", "iimt"),
+                                   ("target_test_acc", "dann_selected", "dann"),
+                                   ("target_test_acc", "iimt_selected", "source_only")]),
+    "05-selected": ("05", "pair", [("target_test_acc", "adda_gan_selected", "adda_gan"),
+                                   ("target_test_acc", "adda_gan_selected", "adda_pretrain"),
+                                   ("target_test_acc", "dann_lenet", "adda_gan_selected")]),
     "06-ablation": ("06", "pair", [("target_test_acc", v, "iimt") for v in
                                    ("iimt_no_inter", "iimt_no_target_mix", "iimt_no_consistency", "iimt_no_intra",
                                     "iimt_no_adversarial")]),
@@ -175,6 +183,25 @@ def notebook_comparisons(records, name: str, *, names: dict | None = None, digit
     return (comparison_table(comparisons(records, name, names=names), group=group, digits=digits)
             + "\n\nPaired by seed (`dannlib.stats`): a − b on the seeds both ran ok; 95% paired t-interval; exact "
               "two-sided sign test; *higher*/*lower* only when the interval excludes 0.")
+
+
+def selected_table(records, metric: str = "target_test_acc", *, digits: int = 3):
+    """05's and 06's rows at the settings chosen without target labels (method names ending in
+    ``_selected``, tagged ``chosen``) beside their untuned rows: a pandas DataFrame indexed by
+    pair and method with the choice and ``metric`` (mean ± sd (n)) of both; None when no
+    record is a selected row."""
+    import pandas as pd
+
+    cells = {(g["pair"], g["method"]): format_cell(g["mean"], g["std"], g["n"], digits)
+             for g in aggregate(records, metric, ("pair", "method"))}
+    chosen = {(r["pair"], r["method"]): r.get("chosen", "—") for r in records if r["method"].endswith("_selected")}
+    if not chosen:
+        return None
+    rows = [{"pair": pair, "method": method.removesuffix("_selected"), "setting (selected row)": text,
+             f"{metric}, selected": cells.get((pair, method), "—"),
+             f"{metric}, untuned": cells.get((pair, method.removesuffix("_selected")), "— (not trained)")}
+            for (pair, method), text in chosen.items()]
+    return pd.DataFrame(rows).set_index(["pair", "method"])
 
 
 def published_table(records, metric: str, *, group: str | None = None, experiment=None,

@@ -180,3 +180,112 @@ def rule_glossary():
     rows.append({"rule": ORACLE, "what it measures": "target test accuracy: the oracle, never a rule",
                  "natural quantity": "higher is better", "reads target labels": "yes (oracle)"})
     return pd.DataFrame(rows).set_index("rule")
+
+
+# -- the picks that feed the other notebooks -------------------------------------------------------
+def rule_for_pair(rows, pair, *, rules=tuple(RULES)) -> tuple[str, list]:
+    """The label-free rule used to choose settings on ``pair``, and the pairs it was judged
+    on: the rule with the lowest mean regret over every method's grids on the **other** pairs
+    (``rows`` as :func:`~dannlib.selection.judge_rules` gives them, with a ``pair`` key). So no
+    target label of ``pair`` plays a part in choosing the rule or the setting. Ties go to the
+    first rule in ``rules``."""
+    others = [r for r in _finite_rows(rows, "regret") if r.get("pair") != pair and r["rule"] in rules]
+    if not others:
+        raise ValueError(f"no regret on a pair other than {pair!r}: judge the rules on a second pair first")
+    mean = {g["rule"]: g["mean"] for g in aggregate(others, "regret", ["rule"])}
+    best = min((r for r in rules if r in mean), key=lambda r: mean[r])
+    return best, sorted({r["pair"] for r in others})
+
+
+def select_setting(records, rule: str, setting, where: Mapping) -> dict:
+    """The grid cell with the highest score of ``rule``, averaged over the seeds that scored
+    it, among the ``records`` matching every key of ``where`` (e.g. method and pair). Reads the
+    rule's score only, never the oracle. Returns the cell as ``{tag: value}`` (tags a record
+    lacks left out)."""
+    setting = tuple(setting)
+    cells: dict[tuple, list[float]] = {}
+    for r in records:
+        if any(r.get(k) != v for k, v in where.items()):
+            continue
+        value = r.get(rule)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            cells.setdefault(tuple(r.get(k) for k in setting), []).append(float(value))
+    if not cells:
+        raise ValueError(f"no record matching {dict(where)} has a finite {rule!r} score")
+    best = max(cells, key=lambda c: sum(cells[c]) / len(cells[c]))
+    return {k: v for k, v in zip(setting, best) if v is not None}
+
+
+def selections(records, rows, setting, *, rules=tuple(RULES)) -> dict[tuple[str, str], dict]:
+    """Per (method, pair) of ``records``: the setting chosen without target labels, as
+    ``{"rule", "judged_on", "setting"}``: the rule of :func:`rule_for_pair` (judged on the
+    other pairs) applied by :func:`select_setting`."""
+    out = {}
+    for method, pair in dict.fromkeys((r["method"], r["pair"]) for r in records):
+        rule, judged_on = rule_for_pair(rows, pair, rules=rules)
+        out[(method, pair)] = {"rule": rule, "judged_on": judged_on,
+                               "setting": select_setting(records, rule, setting, {"method": method, "pair": pair})}
+    return out
+
+
+def chosen_text(selected: Mapping) -> str:
+    """"chosen by RULE on GRID" for one of :func:`selections`' entries."""
+    return (f"{_pick_text(selected['setting'])}: chosen by {selected['rule']} (the rule with the lowest mean regret "
+            f"on {', '.join(selected['judged_on'])}) on 07's grid")
+
+
+def grid_description(plan, paper) -> str:
+    """Markdown bullets: what 07's ``plan`` (a :class:`dannlib.plan.Plan`) trains, against the
+    paper profile's settings ``paper``."""
+    s = plan.settings
+    n_runs = {}
+    for p in plan.runs:
+        key = (p.tags["method"], p.tags["pair"])
+        n_runs[key] = n_runs.get(key, 0) + 1
+    lines = [f"- **{plan.profile}**: {len(plan.seeds)} seed(s) per cell, {len(plan.specs)} runs. DANN and IIMT: "
+             f"{s['steps']:,} steps per run, batches of {s['batch_size']} source + {s['batch_size']} target images."]
+    for pair in s["pairs"]:
+        if s["lr"][pair]:
+            lines.append(f"  - {pair}: DANN λ_max {s['lambda_max'][pair]} × learning rate {s['lr'][pair]} × "
+                         f"schedule (ramp, constant) + no reversal ({n_runs.get(('dann', pair), 0)} run(s))")
+        if s["ramp_max"][pair]:
+            lines.append(f"  - {pair}: IIMT ramp maximum {s['ramp_max'][pair]} ({n_runs.get(('iimt', pair), 0)} run(s))")
+    a = s["adda"]
+    if n_runs.get(("adda_gan", "MNIST->USPS")):
+        lines.append(f"  - MNIST->USPS: ADDA-GAN stage-2 learning rate {a['lr']} × stage-2 length {a['stage2_steps']} "
+                     f"steps (batches of {a['batch_size']}, after 05's {a['pretrain_steps']:,}-step source "
+                     f"pre-training; {n_runs[('adda_gan', 'MNIST->USPS')]} run(s))")
+    lines.append("- DANN's and IIMT's grid runs are **shorter than the study's paper length** (10,000 steps in 03 and "
+                 f"06): {s['steps']:,} steps in this profile, {paper['steps']:,} in the paper profile (the grids' "
+                 "budget). Their learning-rate and λ schedules run over the run's own length. The rules are judged at "
+                 "this length only; 05 and 06 train the chosen settings at full length.")
+    if s.get("n_cap"):
+        lines.append(f"- Training sets capped at {s['n_cap']} images, tests on the first {s['n_test']} test images.")
+    if plan.profile == "smoke":
+        lines.append("- **Smoke** checks the code path in seconds; its numbers mean nothing.")
+    return "\n".join(lines)
+
+
+def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
+    """07's table of the settings chosen for 05 and 06: per (method, pair), the label-free
+    choice (:func:`selections`), the oracle's best cell (seed-mean; for reading only), the
+    untuned default, and the setting ``committed`` (:data:`dannlib.plan.SELECTED`) holds for
+    05 and 06, with whether it is this choice. None when fewer than two pairs have judged grids (no rule can be judged on
+    another pair)."""
+    import pandas as pd
+
+    scored = [r for r in records if r.get("scores_from") != "missing"]
+    judged = [r for r in rows if r["rule"] in RULES and r["n_settings"] >= 2]
+    if len({r["pair"] for r in judged}) < 2:
+        return None
+    out = []
+    for (method, pair), c in selections(scored, judged, setting).items():
+        best = select_setting(scored, ORACLE, setting, {"method": method, "pair": pair})
+        kept = committed.get((method, pair))
+        state = ("—" if kept is None else
+                 _pick_text(kept["setting"]) + (" (the same)" if kept == c else " (differs from this choice)"))
+        out.append({"method": method, "pair": pair, "chosen (label-free)": chosen_text(c),
+                    "oracle's best cell (reading only)": _pick_text(best),
+                    "untuned default": _pick_text(defaults.get(method)),
+                    "trained in 05/06 (dannlib.plan.SELECTED, the paper grids' choice)": state})
+    return pd.DataFrame(out).set_index(["method", "pair"])

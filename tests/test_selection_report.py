@@ -170,3 +170,45 @@ def test_a_grid_of_one_setting_judges_nothing():
     (v,) = verdicts(rows)
     assert v["regret"] == 0.0 and v["verdict"] == "fewer than two settings"
     assert selection_table(rows).loc[("dann", "P", "r")]["settings scored per seed"] == "1"
+
+
+# -- the picks that feed 05 and 06 ---------------------------------------------------------------
+def _judged(pair, regrets):
+    """judge_rules-like rows on ``pair``: rule -> regrets over seeds."""
+    return [{"method": "dann", "pair": pair, "seed": i, "rule": rule, "regret": v, "spearman": 0.0,
+             "n_settings": 3, "pick": None} for rule, vs in regrets.items() for i, v in enumerate(vs)]
+
+
+def test_rule_for_a_pair_is_judged_on_the_other_pairs_only():
+    from dannlib.selection_report import rule_for_pair
+
+    rows = (_judged("A", {"entropy": [0.0, 0.0], "dev": [0.10, 0.20]})      # entropy wins on A
+            + _judged("B", {"entropy": [0.30, 0.10], "dev": [0.05, 0.05]}))  # dev wins on B (0.05 < 0.20)
+    assert rule_for_pair(rows, "A", rules=("entropy", "dev")) == ("dev", ["B"])
+    assert rule_for_pair(rows, "B", rules=("entropy", "dev")) == ("entropy", ["A"])
+    with pytest.raises(ValueError, match="other than 'A'"):
+        rule_for_pair(_judged("A", {"entropy": [0.0]}), "A")
+
+
+def test_select_setting_takes_the_best_seed_mean_score_and_never_the_oracle():
+    from dannlib.selection_report import select_setting
+
+    # entropy scores: lambda 0.1 -> mean(0.5, 0.1) = 0.3; 1.0 -> mean(0.2, 0.2) = 0.2; 3.0 -> mean(0.9, -0.9) = 0
+    scores = {"entropy": {0: {0.1: 0.5, 1.0: 0.2, 3.0: 0.9}, 1: {0.1: 0.1, 1.0: 0.2, 3.0: -0.9}}}
+    recs = _records(scores)
+    assert select_setting(recs, "entropy", SETTING, {"method": "dann", "pair": "P"}) == {"lambda_max": 0.1}
+    # the oracle's best (1.0) is not what it picks; another method's records are not read
+    recs.append({"method": "iimt", "pair": "P", "seed": 0, "lambda_max": 3.0, "entropy": 99.0})
+    assert select_setting(recs, "entropy", SETTING, {"method": "dann", "pair": "P"}) == {"lambda_max": 0.1}
+    with pytest.raises(ValueError, match="finite 'dev'"):
+        select_setting(recs, "dev", SETTING, {"method": "dann", "pair": "P"})
+
+
+def test_selections_apply_the_other_pairs_rule_to_each_method_and_pair():
+    from dannlib.selection_report import selections
+
+    recs = _records({"entropy": {0: {0.1: 0.5, 1.0: 0.2, 3.0: 0.9}, 1: {0.1: 0.1, 1.0: 0.2, 3.0: -0.9}},
+                     "dev": {0: {0.1: 0.0, 1.0: 0.0, 3.0: 1.0}, 1: {0.1: 0.0, 1.0: 0.0, 3.0: 1.0}}})
+    rows = _judged("Q", {"entropy": [0.2], "dev": [0.1]})  # judged on another pair: dev
+    out = selections(recs, rows, SETTING, rules=("entropy", "dev"))
+    assert out == {("dann", "P"): {"rule": "dev", "judged_on": ["Q"], "setting": {"lambda_max": 3.0}}}

@@ -44,7 +44,7 @@ def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = 
             colour = colours[i % len(colours)]
             cells = sorted(aggregate(rows, metric, by=(x,)), key=lambda g: float(g[x]))
             shift = 0.015 * span * (i - (len(hues) - 1) / 2)  # lines set apart, in axis units
-            for g in cells:
+            for g in (g for g in cells if g["values"]):  # a cell whose runs all failed has no point
                 offsets = np.linspace(-0.006, 0.006, len(g["values"])) * span if len(g["values"]) > 1 else [0.0]
                 at = [_move(float(g[x]), shift + o, log_x) for o in offsets]
                 ax.scatter(at, g["values"], s=14, color=colour, alpha=0.5, linewidths=0)
