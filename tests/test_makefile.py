@@ -68,11 +68,16 @@ def test_test_target_writes_under_the_clone(clone):
     ("figures", ["-m", "dannlib", "regenerate", "--profile", "quick"]),
     ("sweep", ["-m", "dannlib", "sweep", "--profile", "quick"]),
     ("report", ["-m", "dannlib", "report", "--profile", "quick"]),
-    ("bench", ["-m", "dannlib", "bench"]),
 ])
 def test_python_targets_run_from_a_path_with_spaces(clone, target, argv):
     (call,) = _make(clone, target)
     assert call["argv"] == argv and Path(call["cwd"]) == clone
+
+
+def test_bench_runs_dannlibs_benchmark_then_the_peers(clone):
+    ours, peer = _make(clone, "bench")
+    assert ours["argv"] == ["-m", "dannlib", "bench"] and Path(ours["cwd"]) == clone
+    assert peer["argv"] == ["benchmarks/peer/run_peer.py", "--install"] and Path(peer["cwd"]) == clone
 
 
 def test_help_and_clean_from_a_path_with_spaces(clone):
