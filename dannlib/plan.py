@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .profiles import check_profile
+from .grids import ADDA_GRID, DANN_GRID, GRID_DEFAULTS, GRID_SETTING, IIMT_GRID, SELECTED, grid_config
 from .store import RunSpec, digits_data, toy_data
 
 NOTEBOOKS = {
@@ -159,8 +160,8 @@ def _plan_05(profile, seeds):
                     runs.append(Planned(pre, {"pair": pair, "method": "adda_pretrain"}))
     # ADDA-GAN at the stage-2 setting 07's label-free selection chose (SELECTED), 05's seeds
     pairs = {pair: {**USPS_PAIRS[pair], "n_test": s["n_test"]} for pair in s["pairs"]}
-    runs += _selected_runs({"adda_gan": s["steps"]}, pairs, seeds[:s["methods"]["adda_gan"]], ["adda_gan"],
-                           {**common, "monitor_size": s["monitor_size"]})
+    runs += _selected_runs(pairs, seeds[:s["methods"]["adda_gan"]], ["adda_gan"],
+                           {**common, "monitor_size": s["monitor_size"]}, stage2_steps=s["steps"])
     return s, seeds, runs
 
 
@@ -201,51 +202,16 @@ def _plan_06(profile, seeds):
             for seed in seeds[:n]:
                 runs.append(Planned(RunSpec.make(method, pairs[pair], seed, **common), {"pair": pair, "method": method}))
     # DANN and IIMT at the settings 07's label-free selection chose (SELECTED), on every seed
-    runs += _selected_runs({}, pairs, seeds, ["dann", "iimt"], common)
+    runs += _selected_runs(pairs, seeds, ["dann", "iimt"], common)
     return s, seeds, runs
 
 
 # -- 07: label-free model selection (issue 20) ---------------------------------------------------
-#: The grids that 07's selection rules (``dannlib.selection``) choose from. "none" is the
-#: no-reversal control: DANN's domain classifier trains, but lambda = 0 sends no gradient to the
-#: features. ADDA's grid is stage 2's learning rate crossed with its length (05's recipe
-#: otherwise: the shared 10,000-step pre-training, batches of 128).
-DANN_GRID = {"lambda_max": (0.1, 0.3, 1.0, 3.0), "lr": (0.01, 0.003),
-             "schedule": {"ramp": "dann", "constant": "constant"}}
-IIMT_GRID = {"ramp_max": (0.1, 0.3, 1.0, 3.0, 10.0)}
-ADDA_GRID = {"lr": (2e-4, 5e-5), "stage2_steps": (3000, 10_000)}
-#: the untuned settings the other notebooks train (03's and 06's DANN, 06's IIMT, 05's ADDA-GAN)
-GRID_DEFAULTS = {"dann": {"schedule": "ramp", "lambda_max": 1.0, "lr": 0.01}, "iimt": {"ramp_max": 1.0},
-                 "adda_gan": {"lr": 2e-4, "stage2_steps": 10_000}}
-#: the tags that make one cell of 07's grids (a tag a method lacks reads as None)
-GRID_SETTING = ("schedule", "lambda_max", "lr", "ramp_max", "stage2_steps")
-
-
-#: The settings 07's label-free selection chose from the paper profile's grids, which 05 and 06
-#: train at full length as their "selected" rows: (method, pair) -> {"rule", "judged_on",
-#: "setting"} (:func:`dannlib.selection_report.selections`: the rule with the lowest mean regret
-#: on the *other* pair's grids, applied to this pair's rule scores; no target label of the pair).
-#: tests/test_selected.py recomputes them from the committed store.
-SELECTED: dict[tuple[str, str], dict] = {}
-
-
-def grid_config(method: str, setting: dict) -> dict:
-    """The run config of a grid cell's tags (07's ``setting``)."""
-    if method == "dann":
-        if setting["schedule"] == "none":
-            return {"lambda_schedule": "constant", "lambda_max": 0.0, "lr": setting["lr"]}
-        return {"lambda_schedule": DANN_GRID["schedule"][setting["schedule"]], "lambda_max": setting["lambda_max"],
-                "lr": setting["lr"]}
-    if method == "iimt":
-        return {"ramp_max": setting["ramp_max"]}
-    if method == "adda_gan":
-        return {"lr": setting["lr"], "steps": setting["stage2_steps"]}
-    raise ValueError(f"no grid for method {method!r}; grids: dann, iimt, adda_gan")
-
-
-def _selected_runs(profile_steps: dict, pairs: dict, seeds, methods, common: dict) -> list[Planned]:
+def _selected_runs(pairs: dict, seeds, methods, common: dict, stage2_steps: int = 10_000) -> list[Planned]:
     """05's and 06's "selected" rows: ``methods`` at :data:`SELECTED`'s setting on each of
-    ``pairs`` that has one, tagged ``<method>_selected`` with the choice in ``chosen``."""
+    ``pairs`` that has one, tagged ``<method>_selected`` with the choice in ``chosen``.
+    ``stage2_steps``: the profile's ADDA stage-2 length, against which a chosen ADDA length
+    (a paper-profile length) is scaled."""
     from .selection_report import chosen_text
 
     runs = []
@@ -255,7 +221,7 @@ def _selected_runs(profile_steps: dict, pairs: dict, seeds, methods, common: dic
                 continue
             config = {**common, **grid_config(method, sel["setting"])}
             if method == "adda_gan":  # the stage-2 length is a grid axis; smoke and quick scale it
-                config["steps"] = max(1, round(config["steps"] * profile_steps["adda_gan"] / 10_000))
+                config["steps"] = max(1, round(config["steps"] * stage2_steps / 10_000))
             for seed in seeds:
                 runs.append(Planned(RunSpec.make(method, data, seed, **config),
                                     {"pair": pair, "method": f"{method}_selected", "chosen": chosen_text(sel)}))

@@ -269,7 +269,7 @@ def grid_description(plan, paper) -> str:
 def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
     """07's table of the settings chosen for 05 and 06: per (method, pair), the label-free
     choice (:func:`selections`), the oracle's best cell (seed-mean; for reading only), the
-    untuned default, and the setting ``committed`` (:data:`dannlib.plan.SELECTED`) holds for
+    untuned default, and the setting ``committed`` (:data:`dannlib.grids.SELECTED`) holds for
     05 and 06, with whether it is this choice. None when fewer than two pairs have judged grids (no rule can be judged on
     another pair)."""
     import pandas as pd
@@ -287,5 +287,5 @@ def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
         out.append({"method": method, "pair": pair, "chosen (label-free)": chosen_text(c),
                     "oracle's best cell (reading only)": _pick_text(best),
                     "untuned default": _pick_text(defaults.get(method)),
-                    "trained in 05/06 (dannlib.plan.SELECTED, the paper grids' choice)": state})
+                    "trained in 05/06 (dannlib.grids.SELECTED, the paper grids' choice)": state})
     return pd.DataFrame(out).set_index(["method", "pair"])
