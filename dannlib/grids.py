@@ -11,6 +11,8 @@ DANN_GRID = {"lambda_max": (0.1, 0.3, 1.0, 3.0), "lr": (0.01, 0.003),
              "schedule": {"ramp": "dann", "constant": "constant"}}
 IIMT_GRID = {"ramp_max": (0.1, 0.3, 1.0, 3.0, 10.0)}
 ADDA_GRID = {"lr": (2e-4, 5e-5), "stage2_steps": (3000, 10_000)}
+#: ADDA's stage-2 length in the paper profile (05's), against which smoke and quick scale a chosen length
+ADDA_PAPER_STEPS = 10_000
 #: the untuned settings the other notebooks train (03's and 06's DANN, 06's IIMT, 05's ADDA-GAN)
 GRID_DEFAULTS = {"dann": {"schedule": "ramp", "lambda_max": 1.0, "lr": 0.01}, "iimt": {"ramp_max": 1.0},
                  "adda_gan": {"lr": 2e-4, "stage2_steps": 10_000}}
@@ -27,14 +29,16 @@ SELECTED: dict[tuple[str, str], dict] = {}
 
 
 def grid_config(method: str, setting: dict) -> dict:
-    """The run config of a grid cell's tags (07's ``setting``)."""
+    """The run config of a grid cell's tags (07's ``setting``). Rates and weights become
+    floats, lengths ints: a run's key hashes its config, where 1 and 1.0 differ."""
     if method == "dann":
+        lr = float(setting["lr"])
         if setting["schedule"] == "none":
-            return {"lambda_schedule": "constant", "lambda_max": 0.0, "lr": setting["lr"]}
-        return {"lambda_schedule": DANN_GRID["schedule"][setting["schedule"]], "lambda_max": setting["lambda_max"],
-                "lr": setting["lr"]}
+            return {"lambda_schedule": "constant", "lambda_max": 0.0, "lr": lr}
+        return {"lambda_schedule": DANN_GRID["schedule"][setting["schedule"]],
+                "lambda_max": float(setting["lambda_max"]), "lr": lr}
     if method == "iimt":
-        return {"ramp_max": setting["ramp_max"]}
+        return {"ramp_max": float(setting["ramp_max"])}
     if method == "adda_gan":
-        return {"lr": setting["lr"], "steps": setting["stage2_steps"]}
+        return {"lr": float(setting["lr"]), "steps": int(setting["stage2_steps"])}
     raise ValueError(f"no grid for method {method!r}; grids: dann, iimt, adda_gan")

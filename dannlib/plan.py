@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .profiles import check_profile
-from .grids import ADDA_GRID, DANN_GRID, GRID_DEFAULTS, GRID_SETTING, IIMT_GRID, SELECTED, grid_config
+from .grids import ADDA_GRID, ADDA_PAPER_STEPS, DANN_GRID, GRID_DEFAULTS, GRID_SETTING, IIMT_GRID, SELECTED, grid_config
 from .store import RunSpec, digits_data, toy_data
 
 NOTEBOOKS = {
@@ -182,7 +182,7 @@ def _plan_06(profile, seeds):
                   "n_ablation_seeds": 3},
     }[profile]
     # on the released MNIST-M, 03's source-only and DANN runs (the untuned rows) and the selected ones
-    s = {**s, "released_methods": ["source_only", "dann"], "selected": ["dann_selected", "iimt_selected"]}
+    s = {**s, "released_methods": ["source_only", "dann"]}
     seeds = _seeds(s["n_seeds"], seeds)
     pairs = {
         "MNIST->USPS": digits_data("mnist", "usps", n_source=s["n_cap"] or 2000, n_target=s["n_cap"] or 1800,
@@ -207,7 +207,7 @@ def _plan_06(profile, seeds):
 
 
 # -- 07: label-free model selection (issue 20) ---------------------------------------------------
-def _selected_runs(pairs: dict, seeds, methods, common: dict, stage2_steps: int = 10_000) -> list[Planned]:
+def _selected_runs(pairs: dict, seeds, methods, common: dict, stage2_steps: int = ADDA_PAPER_STEPS) -> list[Planned]:
     """05's and 06's "selected" rows: ``methods`` at :data:`SELECTED`'s setting on each of
     ``pairs`` that has one, tagged ``<method>_selected`` with the choice in ``chosen``.
     ``stage2_steps``: the profile's ADDA stage-2 length, against which a chosen ADDA length
@@ -221,7 +221,7 @@ def _selected_runs(pairs: dict, seeds, methods, common: dict, stage2_steps: int 
                 continue
             config = {**common, **grid_config(method, sel["setting"])}
             if method == "adda_gan":  # the stage-2 length is a grid axis; smoke and quick scale it
-                config["steps"] = max(1, round(config["steps"] * stage2_steps / 10_000))
+                config["steps"] = max(1, round(config["steps"] * stage2_steps / ADDA_PAPER_STEPS))
             for seed in seeds:
                 runs.append(Planned(RunSpec.make(method, data, seed, **config),
                                     {"pair": pair, "method": f"{method}_selected", "chosen": chosen_text(sel)}))

@@ -128,7 +128,7 @@ COMPARISONS: dict[str, tuple[str, str | None, list[tuple[str, str, str]]]] = {
                          + [("target_test_acc", "dann_lenet", "adda_gan")]),
     "06": ("06", "pair", [("target_test_acc", "iimt", "dann"), ("target_test_acc", "iimt", "source_only"),
                           ("target_test_acc", "dann", "source_only")]),
-    # the rows at the settings 07's label-free selection chose (dannlib.plan.SELECTED)
+    # the rows at the settings 07's label-free selection chose (dannlib.grids.SELECTED)
     "06-selected": ("06", "pair", [("target_test_acc", "iimt_selected", "dann_selected"),
                                    ("target_test_acc", "iimt_selected", "iimt"),
                                    ("target_test_acc", "dann_selected", "dann"),

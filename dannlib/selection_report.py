@@ -197,34 +197,39 @@ def rule_for_pair(rows, pair, *, rules=tuple(RULES)) -> tuple[str, list]:
     return best, sorted({r["pair"] for r in others})
 
 
-def select_setting(records, rule: str, setting, where: Mapping) -> dict:
-    """The grid cell with the highest score of ``rule``, averaged over the seeds that scored
-    it, among the ``records`` matching every key of ``where`` (e.g. method and pair). Reads the
-    rule's score only, never the oracle. Returns the cell as ``{tag: value}`` (tags a record
-    lacks left out)."""
+def select_setting(records, rule: str, setting, where: Mapping) -> dict | None:
+    """The grid cell with the highest score of ``rule``, averaged over seeds, among the
+    ``records`` matching every key of ``where`` (e.g. method and pair). Only cells scored on
+    **every** seed of the group (a finite score, status "ok") compete, so a cell that diverged
+    on some seed cannot win on its lucky ones. Reads the rule's score only, never the oracle.
+    Returns the cell as ``{tag: value}`` (tags a record lacks left out), or None when no cell
+    qualifies. Ties go to the first cell in record order."""
     setting = tuple(setting)
-    cells: dict[tuple, list[float]] = {}
-    for r in records:
-        if any(r.get(k) != v for k, v in where.items()):
-            continue
+    mine = [r for r in records if all(r.get(k) == v for k, v in where.items())]
+    seeds = {r.get("seed") for r in mine}
+    cells: dict[tuple, dict] = {}
+    for r in mine:
         value = r.get(rule)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            cells.setdefault(tuple(r.get(k) for k in setting), []).append(float(value))
-    if not cells:
-        raise ValueError(f"no record matching {dict(where)} has a finite {rule!r} score")
-    best = max(cells, key=lambda c: sum(cells[c]) / len(cells[c]))
+        ok = (r.get("status", "ok") == "ok" and isinstance(value, (int, float)) and math.isfinite(value))
+        cells.setdefault(tuple(r.get(k) for k in setting), {})[r.get("seed")] = float(value) if ok else None
+    full = {c: v for c, v in cells.items() if set(v) == seeds and all(x is not None for x in v.values())}
+    if not full:
+        return None
+    best = max(full, key=lambda c: sum(full[c].values()) / len(full[c]))
     return {k: v for k, v in zip(setting, best) if v is not None}
 
 
 def selections(records, rows, setting, *, rules=tuple(RULES)) -> dict[tuple[str, str], dict]:
     """Per (method, pair) of ``records``: the setting chosen without target labels, as
     ``{"rule", "judged_on", "setting"}``: the rule of :func:`rule_for_pair` (judged on the
-    other pairs) applied by :func:`select_setting`."""
+    other pairs) applied by :func:`select_setting`. A (method, pair) where no cell qualifies
+    is left out."""
     out = {}
     for method, pair in dict.fromkeys((r["method"], r["pair"]) for r in records):
         rule, judged_on = rule_for_pair(rows, pair, rules=rules)
-        out[(method, pair)] = {"rule": rule, "judged_on": judged_on,
-                               "setting": select_setting(records, rule, setting, {"method": method, "pair": pair})}
+        chosen = select_setting(records, rule, setting, {"method": method, "pair": pair})
+        if chosen is not None:
+            out[(method, pair)] = {"rule": rule, "judged_on": judged_on, "setting": chosen}
     return out
 
 
@@ -280,7 +285,7 @@ def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
         return None
     out = []
     for (method, pair), c in selections(scored, judged, setting).items():
-        best = select_setting(scored, ORACLE, setting, {"method": method, "pair": pair})
+        best = select_setting(scored, ORACLE, setting, {"method": method, "pair": pair}) or {}
         kept = committed.get((method, pair))
         state = ("—" if kept is None else
                  _pick_text(kept["setting"]) + (" (the same)" if kept == c else " (differs from this choice)"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from dannlib.results import dumps
+
 from dannlib.grids import GRID_SETTING, SELECTED, grid_config
 from dannlib.plan import plan
 
@@ -14,14 +16,42 @@ def test_selected_is_what_the_label_free_rules_choose_from_the_committed_paper_g
     from dannlib.selection import RULES, judge_rules, scored_records
     from dannlib.selection_report import selections
 
-    p, runs = fetch("07", "paper", train_missing="stored")
     if not SELECTED:
-        pytest.skip("dannlib.plan.SELECTED is empty: 07's paper grids have not chosen yet")
+        pytest.skip("dannlib.grids.SELECTED is empty: 07's paper grids have not chosen yet")
+    p, runs = fetch("07", "paper", train_missing="stored")
     assert len({r.spec for _, r in runs}) == len(p.specs), "the committed store lacks some of 07's paper runs"
     recs = scored_records(runs, data_root=real_data_root)
     assert all(r["scores_from"] != "missing" for r in recs)
     rows = [r for r in judge_rules(recs, GRID_SETTING) if r["rule"] in RULES and r["n_settings"] >= 2]
-    assert selections(recs, rows, GRID_SETTING) == SELECTED
+    chosen = selections(recs, rows, GRID_SETTING)
+    assert dumps(chosen_keys(chosen)) == dumps(chosen_keys(SELECTED))  # dumps: 1 and 1.0 differ, as in run keys
+
+
+def chosen_keys(selected):
+    return sorted((m, p, v["rule"], v["judged_on"], sorted(v["setting"].items())) for (m, p), v in selected.items())
+
+
+def test_a_selected_row_is_the_chosen_setting_at_the_profile_s_length(monkeypatch):
+    """With SELECTED filled by hand: 06 trains the choice at its own length on every seed (a
+    choice equal to the untuned setting is the untuned run itself), 05 scales ADDA's chosen
+    stage-2 length to the profile's."""
+    import dannlib.grids
+
+    monkeypatch.setitem(dannlib.grids.SELECTED, ("iimt", "MNIST->USPS"),
+                        {"rule": "dev", "judged_on": ["Q"], "setting": {"ramp_max": 1}})
+    monkeypatch.setitem(dannlib.grids.SELECTED, ("adda_gan", "MNIST->USPS"),
+                        {"rule": "entropy", "judged_on": ["Q"], "setting": {"lr": 5e-5, "stage2_steps": 3000}})
+    for profile, stage2 in (("smoke", 2), ("quick", 600), ("paper", 3000)):
+        p6, p5 = plan("06", profile), plan("05", profile)
+        sel = [r for r in p6.runs if r.tags["method"] == "iimt_selected"]
+        untuned = {r.spec.seed: r.spec.key for r in p6.runs if r.tags["method"] == "iimt"
+                   and r.tags["pair"] == "MNIST->USPS"}
+        assert sorted(r.spec.seed for r in sel) == p6.seeds
+        assert all(untuned[r.spec.seed] == r.spec.key for r in sel)  # ramp 1 (an int) is the untuned 1.0
+        assert all("chosen by dev" in r.tags["chosen"] for r in sel)
+        adda = [r for r in p5.runs if r.tags["method"] == "adda_gan_selected"]
+        assert adda and all(r.spec.config["steps"] == stage2 and r.spec.config["lr"] == 5e-5 for r in adda)
+        assert sorted(r.spec.seed for r in adda) == p5.seeds[:p5.settings["methods"]["adda_gan"]]
 
 
 @pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])

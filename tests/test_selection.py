@@ -215,20 +215,26 @@ def test_score_run_on_a_stored_run(tmp_path, real_data_root):
     assert all(math.isfinite(v) for v in scores.values())
 
 
-def test_plan_07_grid_shares_06_default_cells_and_has_the_no_reversal_control():
+def test_plan_07_grid_has_the_no_reversal_control_and_every_cell_on_both_pairs():
+    from dannlib.grids import ADDA_GRID, DANN_GRID, IIMT_GRID
     from dannlib.plan import plan
 
-    for profile in ("smoke", "paper"):
-        p7, p6 = plan("07", profile), plan("06", profile)
-        six = {(r.tags["method"], r.spec.seed): r.spec.key for r in p6.runs
-               if r.tags["method"] in ("dann", "iimt") and r.tags["pair"] == "MNIST->USPS"}
-        defaults = [r for r in p7.runs if r.tags.get("lambda_max") == 1.0 and r.tags.get("schedule") == "ramp"
-                    and r.tags.get("lr") == 0.01 or r.tags.get("ramp_max") == 1.0]
-        assert defaults and all(six.get((r.tags["method"], r.spec.seed)) == r.spec.key for r in defaults)
-        controls = [r for r in p7.runs if r.tags.get("schedule") == "none"]
+    for profile in ("smoke", "quick", "paper"):
+        controls = [r for r in plan("07", profile).runs if r.tags.get("schedule") == "none"]
         assert controls and all(r.spec.config["lambda_max"] == 0.0 for r in controls)
     paper = plan("07", "paper")
-    assert len(paper.specs) == (4 * 2 * 2 + 2 + 5) * 3  # lambda x schedule x lr + controls, IIMT ramps; 3 seeds
+    n_dann = len(DANN_GRID["lambda_max"]) * len(DANN_GRID["schedule"]) + 1  # + the control, per lr
+    usps = n_dann * len(DANN_GRID["lr"]) + len(IIMT_GRID["ramp_max"])
+    released = n_dann * 1 + len(IIMT_GRID["ramp_max"])  # the released MNIST-M keeps the paper lr only
+    adda = len(ADDA_GRID["lr"]) * len(ADDA_GRID["stage2_steps"])
+    assert len(paper.specs) == (usps + released + adda) * 3
+    # the paper grid's 2,000-step DANN/IIMT default cells on MNIST->USPS are quick 06's runs
+    six = {(r.tags["method"], r.spec.seed): r.spec.key for r in plan("06", "quick").runs
+           if r.tags["method"] in ("dann", "iimt") and r.tags["pair"] == "MNIST->USPS"}
+    defaults = [r for r in paper.runs if r.tags["pair"] == "MNIST->USPS" and (
+        r.tags.get("ramp_max") == 1.0 or (r.tags.get("lambda_max"), r.tags.get("schedule"), r.tags.get("lr"))
+        == (1.0, "ramp", 0.01))]
+    assert len(defaults) == 6 and all(six.get((r.tags["method"], r.spec.seed)) == r.spec.key for r in defaults)
 
 
 def test_judge_rules_by_hand():

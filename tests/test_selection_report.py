@@ -200,8 +200,19 @@ def test_select_setting_takes_the_best_seed_mean_score_and_never_the_oracle():
     # the oracle's best (1.0) is not what it picks; another method's records are not read
     recs.append({"method": "iimt", "pair": "P", "seed": 0, "lambda_max": 3.0, "entropy": 99.0})
     assert select_setting(recs, "entropy", SETTING, {"method": "dann", "pair": "P"}) == {"lambda_max": 0.1}
-    with pytest.raises(ValueError, match="finite 'dev'"):
-        select_setting(recs, "dev", SETTING, {"method": "dann", "pair": "P"})
+    assert select_setting(recs, "dev", SETTING, {"method": "dann", "pair": "P"}) is None  # no score at all
+
+
+def test_select_setting_needs_every_seed_scored_and_ok():
+    from dannlib.selection_report import select_setting
+
+    # lambda 3.0 has the best mean on the seed it scored (0.9) but diverged (nan) on seed 1;
+    # lambda 0.1 is best on seed 0 but its seed-1 run is not ok: 1.0 is the only full cell
+    recs = _records({"entropy": {0: {0.1: 0.6, 1.0: 0.2, 3.0: 0.9}, 1: {0.1: 0.6, 1.0: 0.2, 3.0: float("nan")}}})
+    for r in recs:
+        if r["seed"] == 1 and r["lambda_max"] == 0.1:
+            r["status"] = "collapsed"
+    assert select_setting(recs, "entropy", SETTING, {"method": "dann", "pair": "P"}) == {"lambda_max": 1.0}
 
 
 def test_selections_apply_the_other_pairs_rule_to_each_method_and_pair():
@@ -212,3 +223,6 @@ def test_selections_apply_the_other_pairs_rule_to_each_method_and_pair():
     rows = _judged("Q", {"entropy": [0.2], "dev": [0.1]})  # judged on another pair: dev
     out = selections(recs, rows, SETTING, rules=("entropy", "dev"))
     assert out == {("dann", "P"): {"rule": "dev", "judged_on": ["Q"], "setting": {"lambda_max": 3.0}}}
+    # a method none of whose cells is scored on every seed gets no choice (and no crash)
+    recs += [{"method": "iimt", "pair": "P", "seed": s, "ramp_max": 1.0, "dev": float("nan")} for s in (0, 1)]
+    assert ("iimt", "P") not in selections(recs, rows, SETTING, rules=("entropy", "dev"))
