@@ -183,13 +183,16 @@ def rule_glossary():
 
 
 # -- the picks that feed the other notebooks -------------------------------------------------------
-def rule_for_pair(rows, pair, *, rules=tuple(RULES)) -> tuple[str, list]:
+def rule_for_pair(rows, pair, *, methods=None, rules=tuple(RULES)) -> tuple[str, list]:
     """The label-free rule used to choose settings on ``pair``, and the pairs it was judged
-    on: the rule with the lowest mean regret over every method's grids on the **other** pairs
-    (``rows`` as :func:`~dannlib.selection.judge_rules` gives them, with a ``pair`` key). So no
-    target label of ``pair`` plays a part in choosing the rule or the setting. Ties go to the
-    first rule in ``rules``."""
-    others = [r for r in _finite_rows(rows, "regret") if r.get("pair") != pair and r["rule"] in rules]
+    on: the rule with the lowest mean regret over the grids on the **other** pairs of the
+    methods that also have a grid on ``pair`` (``methods``; default: those with rows on
+    ``pair``; ``rows`` as :func:`~dannlib.selection.judge_rules` gives them). So
+    no target label of ``pair`` plays a part in choosing the rule or the setting. Ties go to
+    the first rule in ``rules``."""
+    here = set(methods) if methods is not None else {r.get("method") for r in rows if r.get("pair") == pair}
+    others = [r for r in _finite_rows(rows, "regret")
+              if r.get("pair") != pair and r.get("method") in here and r["rule"] in rules]
     if not others:
         raise ValueError(f"no regret on a pair other than {pair!r}: judge the rules on a second pair first")
     mean = {g["rule"]: g["mean"] for g in aggregate(others, "regret", ["rule"])}
@@ -226,7 +229,8 @@ def selections(records, rows, setting, *, rules=tuple(RULES)) -> dict[tuple[str,
     is left out."""
     out = {}
     for method, pair in dict.fromkeys((r["method"], r["pair"]) for r in records):
-        rule, judged_on = rule_for_pair(rows, pair, rules=rules)
+        rule, judged_on = rule_for_pair(rows, pair, methods={r["method"] for r in records if r["pair"] == pair},
+                                        rules=rules)
         chosen = select_setting(records, rule, setting, {"method": method, "pair": pair})
         if chosen is not None:
             out[(method, pair)] = {"rule": rule, "judged_on": judged_on, "setting": chosen}

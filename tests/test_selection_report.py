@@ -186,6 +186,11 @@ def test_rule_for_a_pair_is_judged_on_the_other_pairs_only():
             + _judged("B", {"entropy": [0.30, 0.10], "dev": [0.05, 0.05]}))  # dev wins on B (0.05 < 0.20)
     assert rule_for_pair(rows, "A", rules=("entropy", "dev")) == ("dev", ["B"])
     assert rule_for_pair(rows, "B", rules=("entropy", "dev")) == ("entropy", ["A"])
+    # a method with a grid on the other pair only does not vote (pooled, iimt on B would make entropy win for A)
+    only_b = [{**r, "method": "iimt"} for r in _judged("B", {"entropy": [0.0, 0.0], "dev": [0.9, 0.9]})]
+    assert rule_for_pair(rows + only_b, "A", rules=("entropy", "dev")) == ("dev", ["B"])
+    assert rule_for_pair(rows + only_b, "B", rules=("entropy", "dev")) == ("entropy", ["A"])
+    assert rule_for_pair(rows + only_b, "A", methods={"dann", "iimt"}, rules=("entropy", "dev")) == ("entropy", ["B"])
     with pytest.raises(ValueError, match="other than 'A'"):
         rule_for_pair(_judged("A", {"entropy": [0.0]}), "A")
 
