@@ -110,6 +110,16 @@ def markdown_report(results_dir=None, profile: str = "quick") -> str:
                      f"steps {', '.join(map(str, steps)) or '—'}.\n\n{body}")
         for name in (n for n in COMPARISONS if COMPARISONS[n][0] == number):
             parts.append(f"Paired comparisons (`{name}`):\n\n" + notebook_comparisons(recs, name))
+    paths = sorted(folder.glob("07_*.jsonl"))
+    if paths:
+        from .grids import GRID_DEFAULTS, GRID_SETTING
+        from .selection_report import selection_markdown
+
+        recs = [r for p in paths for r in read_records(p) if r.get("scores_from") != "missing"]
+        parts.append("### Label-free model selection (notebook 07): regret of the trusted rule (oracle's best target "
+                     f"accuracy − the pick's)\n\n`{paths[0].name}`; seeds "
+                     f"{', '.join(map(str, sorted({r['seed'] for r in recs})))}.\n\n"
+                     + selection_markdown(recs, GRID_SETTING, GRID_DEFAULTS))
     return "\n\n".join(parts) + "\n"
 
 

@@ -298,3 +298,17 @@ def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
                     "untuned default": _pick_text(defaults.get(method)),
                     "trained in 05/06 (dannlib.grids.SELECTED, the paper grids' choice)": state})
     return pd.DataFrame(out).set_index(["method", "pair"])
+
+
+def selection_markdown(records, setting, defaults: Mapping, *, digits: int = 3) -> str:
+    """``make report``'s section for notebook 07, from its records (every rule's score and the
+    oracle kept in each): per method and pair, the rule to trust with its mean regret and
+    Spearman, and the untuned default's and a random pick's mean regret (:func:`trust_table`)."""
+    from .selection import judge_rules
+
+    rows = judge_rules(records, setting) + baseline_rows(records, setting, defaults)
+    table = trust_table(rows, digits=digits).reset_index()
+    cols = ["method", "pair", "rule to trust", "its mean regret", "its mean Spearman",
+            f"{DEFAULT}: mean regret", f"{RANDOM}: mean regret"]
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
+    return "\n".join([head] + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for _, r in table.iterrows()])
