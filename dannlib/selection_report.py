@@ -264,10 +264,12 @@ def grid_description(plan, paper) -> str:
         lines.append(f"  - MNIST->USPS: ADDA-GAN stage-2 learning rate {a['lr']} × stage-2 length {a['stage2_steps']} "
                      f"steps (batches of {a['batch_size']}, after 05's {a['pretrain_steps']:,}-step source "
                      f"pre-training; {n_runs[('adda_gan', 'MNIST->USPS')]} run(s))")
+    where = (f"{s['steps']:,} steps" if plan.profile == "paper" else
+             f"{s['steps']:,} steps in this profile, {paper['steps']:,} in the paper profile")
     lines.append("- DANN's and IIMT's grid runs are **shorter than the study's paper length** (10,000 steps in 03 and "
-                 f"06): {s['steps']:,} steps in this profile, {paper['steps']:,} in the paper profile (the grids' "
-                 "budget). Their learning-rate and λ schedules run over the run's own length. The rules are judged at "
-                 "this length only; 05 and 06 train the chosen settings at full length.")
+                 f"06): {where} (the grids' budget). Their learning-rate and λ schedules run over the run's own "
+                 "length. The rules are judged at this length only; 05 and 06 train the chosen settings at full "
+                 "length.")
     if s.get("n_cap"):
         lines.append(f"- Training sets capped at {s['n_cap']} images, tests on the first {s['n_test']} test images.")
     if plan.profile == "smoke":

@@ -22,9 +22,13 @@ def save_figure(fig, figures_dir, notebook: str, name: str, *, dpi: int = 110, f
     each file written to a temporary name and renamed, so a failure leaves the previous
     figure intact. The bytes are reproducible: the same figure saves identically every
     time (fixed ``svg.hashsalt``, no dates or version strings in the metadata). Returns
-    the written paths."""
+    the written paths. A name is made file-friendly: runs of spaces, parentheses and other
+    characters outside ``[A-Za-z0-9._-]`` become one underscore (e.g. a pair's label)."""
+    import re
+
     import matplotlib
 
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
     out = []
     for ext in formats:
         path = Path(figures_dir) / notebook / f"{name}.{ext}"
