@@ -191,8 +191,8 @@ def rule_for_pair(rows, pair, *, methods=None, rules=tuple(RULES)) -> tuple[str,
     no target label of ``pair`` plays a part in choosing the rule or the setting. Ties go to
     the first rule in ``rules``."""
     here = set(methods) if methods is not None else {r.get("method") for r in rows if r.get("pair") == pair}
-    others = [r for r in _finite_rows(rows, "regret")
-              if r.get("pair") != pair and r.get("method") in here and r["rule"] in rules]
+    others = [r for r in _finite_rows(rows, "regret") if r.get("pair") != pair and r.get("method") in here
+              and r["rule"] in rules and r.get("n_settings", 2) >= 2]  # one setting: regret 0 by construction
     if not others:
         raise ValueError(f"no regret on a pair other than {pair!r}: judge the rules on a second pair first")
     mean = {g["rule"]: g["mean"] for g in aggregate(others, "regret", ["rule"])}
@@ -290,7 +290,7 @@ def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
     if len({r["pair"] for r in judged}) < 2:
         return None
     out = []
-    for (method, pair), c in selections(scored, judged, setting).items():
+    for (method, pair), c in selections(scored, rows, setting).items():
         best = select_setting(scored, ORACLE, setting, {"method": method, "pair": pair}) or {}
         kept = committed.get((method, pair))
         state = ("—" if kept is None else
