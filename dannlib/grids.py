@@ -25,7 +25,13 @@ GRID_SETTING = ("schedule", "lambda_max", "lr", "ramp_max", "stage2_steps")
 #: "setting"} (:func:`dannlib.selection_report.selections`: the rule with the lowest mean regret
 #: on the *other* pair's grids, applied to this pair's rule scores; no target label of the pair).
 #: tests/test_selected.py recomputes them from the committed store.
-SELECTED: dict[tuple[str, str], dict] = {}
+SELECTED: dict[tuple[str, str], dict] = {
+    ('dann', 'MNIST->USPS'): {'rule': 'info_max', 'judged_on': ['MNIST->MNIST-M (released)'], 'setting': {'schedule': 'constant', 'lambda_max': 0.1, 'lr': 0.01}},
+    ('iimt', 'MNIST->USPS'): {'rule': 'info_max', 'judged_on': ['MNIST->MNIST-M (released)'], 'setting': {'ramp_max': 3.0}},
+    ('dann', 'MNIST->MNIST-M (released)'): {'rule': 'info_max', 'judged_on': ['MNIST->USPS'], 'setting': {'schedule': 'ramp', 'lambda_max': 0.1, 'lr': 0.01}},
+    ('iimt', 'MNIST->MNIST-M (released)'): {'rule': 'info_max', 'judged_on': ['MNIST->USPS'], 'setting': {'ramp_max': 0.3}},
+    ('adda_gan', 'MNIST->USPS'): {'rule': 'info_max', 'judged_on': ['MNIST->MNIST-M (released)'], 'setting': {'lr': 0.0002, 'stage2_steps': 10000}},
+}
 
 
 def grid_config(method: str, setting: dict) -> dict:

@@ -139,6 +139,25 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
+def domain_objective(domain_logits: torch.Tensor, n_source: int, weight: torch.Tensor | None = None):
+    """The domain classifier's loss and batch accuracy, ``(loss, acc)``: binary cross-entropy
+    on one logit per sample, ``domain_logits (N,)`` = the ``n_source`` source samples (label 0)
+    then the target ones (label 1). ``weight (N,)`` (optional, no gradient): per-sample
+    weights, normalised to sum to 1 within each domain, each domain then counting one half
+    (CDAN's entropy conditioning); None gives the plain batch mean (the same number when the
+    two domains have equal batches). The loss is taken in float32 at least."""
+    logits = _full(domain_logits)
+    # domain labels in the logits' dtype (float32 labels would round a float64 loss)
+    d = torch.cat([torch.zeros(n_source, device=logits.device, dtype=logits.dtype),
+                   torch.ones(logits.shape[-1] - n_source, device=logits.device, dtype=logits.dtype)])
+    acc = ((logits > 0).to(d.dtype) == d).float().mean().detach()
+    if weight is None:
+        return F.binary_cross_entropy_with_logits(logits, d), acc
+    w = weight.detach().to(logits.dtype)
+    w = torch.cat([w[:n_source] / w[:n_source].sum(), w[n_source:] / w[n_source:].sum()]) / 2
+    return (w * F.binary_cross_entropy_with_logits(logits, d, reduction="none")).sum(), acc
+
+
 def dann_objective(net: Callable, xs, ys, xt, lambda_: float, mode: str):
     """The loss of one step, Ganin & Lempitsky 2015, eq. 1/5, with batch means instead of
     sums.
@@ -155,13 +174,9 @@ def dann_objective(net: Callable, xs, ys, xt, lambda_: float, mode: str):
         return label_loss, {"label_loss": label_loss.detach()}
     ns = xs.shape[0]
     class_logits, domain_logits = net(torch.cat([xs, xt]), lambda_)
-    class_logits, domain_logits = _full(class_logits), _full(domain_logits)
-    # domain labels in the logits' dtype (float32 labels would round a float64 loss)
-    d = torch.cat([torch.zeros(ns, device=xs.device, dtype=domain_logits.dtype),
-                   torch.ones(xt.shape[0], device=xs.device, dtype=domain_logits.dtype)])
-    domain_loss = F.binary_cross_entropy_with_logits(domain_logits, d)
+    class_logits = _full(class_logits)
+    domain_loss, domain_acc = domain_objective(domain_logits, ns)
     label_loss = F.cross_entropy(class_logits[:ns], ys)
-    domain_acc = ((domain_logits > 0).to(d.dtype) == d).float().mean()
     total = domain_loss if mode == "domain_only" else label_loss + domain_loss
     return total, {"label_loss": label_loss.detach(), "domain_loss": domain_loss.detach(),
                    "domain_acc": domain_acc.detach()}
