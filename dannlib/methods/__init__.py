@@ -16,6 +16,7 @@ from dataclasses import asdict, fields
 from ..training import Domain, Method, RunResult, check_domains
 from ..utils import check_choice, check_seeds
 from .adda import ADDA, ADDAConfig, SourcePretrain, pretrain_source
+from .cdan import CDAN
 from .dann import DANN, DANNConfig
 from .iimt import ABLATIONS, IIMT, IIMTConfig
 
@@ -35,6 +36,7 @@ METHODS: dict[str, tuple[type[Method], dict]] = {
     "adda_confusion": (ADDA, {"mapping_loss": "confusion"}),
     "dann_lenet": (ADDA, {"stage2": "dann"}),   # DANN on ADDA's network, recipe and budget
     **{name: (IIMT, dict(fixed)) for name, fixed in ABLATIONS.items()},
+    "cdan": (CDAN, {}),  # conditional adversarial (Long et al. 2018); CDAN+E: entropy=True
 }
 
 #: methods whose "source" is the labelled target training set (upper bounds, not adaptation)
