@@ -84,12 +84,12 @@ def _plan_01(profile, seeds):
 def _settings_03(profile):
     return {
         "smoke": {"n_seeds": 1, "methods": ["source_only", "dann", "dann_adam", "train_on_target"],
-                  "released_methods": ["source_only", "dann", "train_on_target"],
+                  "released_methods": ["source_only", "dann", "cdan", "train_on_target"],
                   "n_train": 500, "n_test": 500, "steps": 30, "eval_every": 10, "monitor_size": 200},
         "quick": {"n_seeds": 3, "methods": ["source_only", "dann", "train_on_target"], "released_methods": [],
                   "n_train": None, "n_test": None, "steps": 10_000, "eval_every": 250, "monitor_size": 2000},
         "paper": {"n_seeds": 5, "methods": ["source_only", "dann", "dann_adam", "train_on_target"],
-                  "released_methods": ["source_only", "dann", "train_on_target"],
+                  "released_methods": ["source_only", "dann", "cdan", "train_on_target"],
                   "n_train": None, "n_test": None, "steps": 10_000, "eval_every": 250, "monitor_size": 2000},
     }[profile]
 

@@ -131,7 +131,8 @@ COMPARISONS: dict[str, tuple[str, str | None, list[tuple[str, str, str]]]] = {
     "01": ("01", "toy", [("target_acc", "dann", "source_only"), ("target_acc", "dann_deep", "source_only"),
                          ("target_acc", "dann_deep", "dann"), ("domain_probe_acc", "dann", "source_only"),
                          ("domain_probe_acc", "dann_deep", "dann")]),
-    "03": ("03", "pair", [("target_test_acc", "dann", "source_only"), ("target_test_acc", "dann_adam", "dann")]),
+    "03": ("03", "pair", [("target_test_acc", "dann", "source_only"), ("target_test_acc", "dann_adam", "dann"),
+                          ("target_test_acc", "cdan", "dann")]),
     "04": ("04", None, [("pad", "dann", "source_only"), ("pad", "source_only", "raw_pixels")]),
     "05": ("05", "pair", [("target_test_acc", m, "adda_pretrain")
                           for m in ("dann_lenet", "adda_gan", "adda_minimax", "adda_confusion")]
