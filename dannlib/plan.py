@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .profiles import check_profile
-from .grids import ADDA_GRID, ADDA_PAPER_STEPS, DANN_GRID, GRID_DEFAULTS, GRID_SETTING, IIMT_GRID, SELECTED, grid_config
+from .grids import (ADDA_GRID, ADDA_GRID_RELEASED, ADDA_PAPER_STEPS, DANN_GRID, GRID_DEFAULTS, GRID_SETTING, IIMT_GRID,
+                    SELECTED, grid_config)
 from .store import RunSpec, digits_data, toy_data
 
 NOTEBOOKS = {
@@ -243,13 +244,15 @@ def _plan_07(profile, seeds):
                   "lambda_max": {"MNIST->USPS": [0.1, 1.0], "MNIST->MNIST-M (released)": [1.0]},
                   "lr": {"MNIST->USPS": [0.01], "MNIST->MNIST-M (released)": [0.01]},
                   "ramp_max": {"MNIST->USPS": [0.1, 1.0], "MNIST->MNIST-M (released)": [1.0]},
-                  "adda": {"lr": [2e-4, 5e-5], "stage2_steps": [4, 8], "pretrain_steps": 8, "batch_size": 32, "eval_every": 4}},
+                  "adda": {"grid": {"MNIST->USPS": {"lr": [2e-4, 5e-5], "stage2_steps": [4, 8]},
+                                    "MNIST->MNIST-M (released)": {"lr": [2e-4], "stage2_steps": [4, 8]}},
+                           "pretrain_steps": 8, "batch_size": 32, "eval_every": 4}},
         "quick": {"n_seeds": 3, "steps": 1000, "eval_every": 100, "monitor_size": 2000, "n_cap": None,
                   "n_test": None, "lambda_max": {"MNIST->USPS": [0.1, 1.0, 3.0], "MNIST->MNIST-M (released)": []},
                   "lr": {"MNIST->USPS": [0.01], "MNIST->MNIST-M (released)": []},
                   "ramp_max": {"MNIST->USPS": [0.1, 1.0, 10.0], "MNIST->MNIST-M (released)": []},
-                  "adda": {"lr": [2e-4, 5e-5], "stage2_steps": [1000, 2000], "pretrain_steps": 1000, "batch_size": 64,
-                           "eval_every": 100}},
+                  "adda": {"grid": {"MNIST->USPS": {"lr": [2e-4, 5e-5], "stage2_steps": [1000, 2000]}},
+                           "pretrain_steps": 1000, "batch_size": 64, "eval_every": 100}},
         # paper: the grids' runs are 2,000 steps, a fifth of the study's paper length (budget: issue
         # 20 gives 4 h of the 2-core machine to every grid together); ADDA's stage-2 length is itself
         # a grid axis; the released MNIST-M grid keeps DANN's paper learning rate only
@@ -260,7 +263,8 @@ def _plan_07(profile, seeds):
                   "lr": {"MNIST->USPS": list(DANN_GRID["lr"]), "MNIST->MNIST-M (released)": [0.01]},
                   "ramp_max": {"MNIST->USPS": list(IIMT_GRID["ramp_max"]),
                                "MNIST->MNIST-M (released)": list(IIMT_GRID["ramp_max"])},
-                  "adda": {"lr": list(ADDA_GRID["lr"]), "stage2_steps": list(ADDA_GRID["stage2_steps"]),
+                  "adda": {"grid": {"MNIST->USPS": {k: list(v) for k, v in ADDA_GRID.items()},
+                                    "MNIST->MNIST-M (released)": {k: list(v) for k, v in ADDA_GRID_RELEASED.items()}},
                            "pretrain_steps": 10_000, "batch_size": 128, "eval_every": 250}},
     }[profile]
     seeds = _seeds(s["n_seeds"], seeds)
@@ -275,17 +279,19 @@ def _plan_07(profile, seeds):
             cells.append((pair, "dann", {"schedule": "none", "lambda_max": 0.0, "lr": lr}))
         for ramp in map(float, s["ramp_max"][pair]):
             cells.append((pair, "iimt", {"ramp_max": ramp}))
-    a = s["adda"]  # on MNIST->USPS, ADDA's own pair
+    a = s["adda"]  # ADDA's own pair, MNIST->USPS, and the released MNIST-M (shorter stage 2: the budget)
     adda = {"monitor_size": s["monitor_size"], "pretrain_steps": a["pretrain_steps"], "batch_size": a["batch_size"],
             "eval_every": a["eval_every"]}
-    for lr in map(float, a["lr"]):
-        for steps in a["stage2_steps"]:
-            cells.append(("MNIST->USPS", "adda_gan", {"lr": lr, "stage2_steps": steps}))
+    for pair, grid in a["grid"].items():
+        for lr in map(float, grid["lr"]):
+            for steps in grid["stage2_steps"]:
+                cells.append((pair, "adda_gan", {"lr": lr, "stage2_steps": steps}))
     runs = [Planned(RunSpec.make(method, pairs[pair], seed, **(adda if method == "adda_gan" else common),
                                  **grid_config(method, tags)), {"pair": pair, "method": method, **tags})
             for pair, method, tags in cells for seed in seeds]
-    # ADDA's untuned cell is 05's stage-2 length in each profile (the grid's longest)
-    defaults = {**GRID_DEFAULTS, "adda_gan": {"lr": 2e-4, "stage2_steps": max(a["stage2_steps"])}}
+    # ADDA's untuned cell: ADDA's learning rate at the grid's longest stage 2 (on MNIST->USPS 05's length)
+    defaults = {**{k: v for k, v in GRID_DEFAULTS.items() if isinstance(k, str)}, **{("adda_gan", pair) if pair != "MNIST->USPS" else "adda_gan":
+                                    {"lr": 2e-4, "stage2_steps": max(g["stage2_steps"])} for pair, g in a["grid"].items()}}
     return {**s, "pairs": list(pairs), "batch_size": 32, "defaults": defaults,
             "setting": GRID_SETTING}, seeds, runs
 

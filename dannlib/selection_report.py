@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
+from .grids import JUDGING_METHODS
 from .results import aggregate, format_cell
 from .selection import ORACLE, RULES
 
@@ -53,7 +54,7 @@ def baseline_rows(records, setting: Sequence[str], defaults: Mapping[str, Mappin
     for (group, seed), grid in _grids(records, setting, by, oracle).items():
         best = max(grid.values())
         base = {**dict(zip(by, group)), "seed": seed, "spearman": float("nan"), "n_settings": len(grid)}
-        default = defaults.get(group[0])
+        default = defaults.get(tuple(group), defaults.get(group[0]))
         if default is not None:
             cell = tuple(default.get(k) for k in setting)
             if cell in grid:
@@ -222,14 +223,15 @@ def select_setting(records, rule: str, setting, where: Mapping) -> dict | None:
     return {k: v for k, v in zip(setting, best) if v is not None}
 
 
-def selections(records, rows, setting, *, rules=tuple(RULES)) -> dict[tuple[str, str], dict]:
+def selections(records, rows, setting, *, rules=tuple(RULES), judging=None) -> dict[tuple[str, str], dict]:
     """Per (method, pair) of ``records``: the setting chosen without target labels, as
     ``{"rule", "judged_on", "setting"}``: the rule of :func:`rule_for_pair` (judged on the
-    other pairs) applied by :func:`select_setting`. A (method, pair) where no cell qualifies
-    is left out."""
+    other pairs' grids of the methods ``judging``; None: those with a grid on the pair)
+    applied by :func:`select_setting`. A (method, pair) where no cell qualifies is left out."""
     out = {}
     for method, pair in dict.fromkeys((r["method"], r["pair"]) for r in records):
-        rule, judged_on = rule_for_pair(rows, pair, methods={r["method"] for r in records if r["pair"] == pair},
+        here = {r["method"] for r in records if r["pair"] == pair}
+        rule, judged_on = rule_for_pair(rows, pair, methods=here if judging is None else here & set(judging),
                                         rules=rules)
         chosen = select_setting(records, rule, setting, {"method": method, "pair": pair})
         if chosen is not None:
@@ -260,10 +262,12 @@ def grid_description(plan, paper) -> str:
         if s["ramp_max"][pair]:
             lines.append(f"  - {pair}: IIMT ramp maximum {s['ramp_max'][pair]} ({n_runs.get(('iimt', pair), 0)} run(s))")
     a = s["adda"]
-    if n_runs.get(("adda_gan", "MNIST->USPS")):
-        lines.append(f"  - MNIST->USPS: ADDA-GAN stage-2 learning rate {a['lr']} × stage-2 length {a['stage2_steps']} "
-                     f"steps (batches of {a['batch_size']}, after 05's {a['pretrain_steps']:,}-step source "
-                     f"pre-training; {n_runs[('adda_gan', 'MNIST->USPS')]} run(s))")
+    for pair, grid in a["grid"].items():
+        if n_runs.get(("adda_gan", pair)):
+            pre = "05's" if pair == "MNIST->USPS" else "a"
+            lines.append(f"  - {pair}: ADDA-GAN stage-2 learning rate {grid['lr']} × stage-2 length "
+                         f"{grid['stage2_steps']} steps (batches of {a['batch_size']}, after {pre} "
+                         f"{a['pretrain_steps']:,}-step source pre-training; {n_runs[('adda_gan', pair)]} run(s))")
     where = (f"{s['steps']:,} steps" if plan.profile == "paper" else
              f"{s['steps']:,} steps in this profile, {paper['steps']:,} in the paper profile")
     lines.append("- DANN's and IIMT's grid runs are **shorter than the study's paper length** (10,000 steps in 03 and "
@@ -290,14 +294,14 @@ def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
     if len({r["pair"] for r in judged}) < 2:
         return None
     out = []
-    for (method, pair), c in selections(scored, rows, setting).items():
+    for (method, pair), c in selections(scored, rows, setting, judging=JUDGING_METHODS).items():
         best = select_setting(scored, ORACLE, setting, {"method": method, "pair": pair}) or {}
         kept = committed.get((method, pair))
         state = ("—" if kept is None else
                  _pick_text(kept["setting"]) + (" (the same)" if kept == c else " (differs from this choice)"))
         out.append({"method": method, "pair": pair, "chosen (label-free)": chosen_text(c),
                     "oracle's best cell (reading only)": _pick_text(best),
-                    "untuned default": _pick_text(defaults.get(method)),
+                    "untuned default": _pick_text(defaults.get((method, pair), defaults.get(method))),
                     "trained in 05/06 (dannlib.grids.SELECTED, the paper grids' choice)": state})
     return pd.DataFrame(out).set_index(["method", "pair"])
 

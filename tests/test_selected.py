@@ -7,7 +7,7 @@ import pytest
 
 from dannlib.results import dumps
 
-from dannlib.grids import GRID_SETTING, SELECTED, grid_config
+from dannlib.grids import GRID_SETTING, JUDGING_METHODS, SELECTED, grid_config
 from dannlib.plan import plan
 
 
@@ -23,7 +23,7 @@ def test_selected_is_what_the_label_free_rules_choose_from_the_committed_paper_g
     recs = scored_records(runs, data_root=real_data_root)
     assert all(r["scores_from"] != "missing" for r in recs)
     rows = [r for r in judge_rules(recs, GRID_SETTING) if r["rule"] in RULES and r["n_settings"] >= 2]
-    chosen = selections(recs, rows, GRID_SETTING)
+    chosen = selections(recs, rows, GRID_SETTING, judging=JUDGING_METHODS)
     assert dumps(chosen_keys(chosen)) == dumps(chosen_keys(SELECTED))  # dumps: 1 and 1.0 differ, as in run keys
 
 

@@ -216,7 +216,7 @@ def test_score_run_on_a_stored_run(tmp_path, real_data_root):
 
 
 def test_plan_07_grid_has_the_no_reversal_control_and_every_cell_on_both_pairs():
-    from dannlib.grids import ADDA_GRID, DANN_GRID, IIMT_GRID
+    from dannlib.grids import ADDA_GRID, ADDA_GRID_RELEASED, DANN_GRID, IIMT_GRID
     from dannlib.plan import plan
 
     for profile in ("smoke", "quick", "paper"):
@@ -226,8 +226,11 @@ def test_plan_07_grid_has_the_no_reversal_control_and_every_cell_on_both_pairs()
     n_dann = len(DANN_GRID["lambda_max"]) * len(DANN_GRID["schedule"]) + 1  # + the control, per lr
     usps = n_dann * len(DANN_GRID["lr"]) + len(IIMT_GRID["ramp_max"])
     released = n_dann * 1 + len(IIMT_GRID["ramp_max"])  # the released MNIST-M keeps the paper lr only
-    adda = len(ADDA_GRID["lr"]) * len(ADDA_GRID["stage2_steps"])
-    assert len(paper.specs) == (usps + released + adda) * 3
+    adda = len(ADDA_GRID["lr"]) * len(ADDA_GRID["stage2_steps"]) + len(ADDA_GRID_RELEASED["lr"]) * len(
+        ADDA_GRID_RELEASED["stage2_steps"])
+    assert len(paper.runs) == (usps + released + adda) * 3
+    assert {r.tags["pair"] for r in paper.runs if r.tags["method"] == "adda_gan"} == {
+        "MNIST->USPS", "MNIST->MNIST-M (released)"}
     # the paper grid's 2,000-step DANN/IIMT default cells on MNIST->USPS are quick 06's runs
     six = {(r.tags["method"], r.spec.seed): r.spec.key for r in plan("06", "quick").runs
            if r.tags["method"] in ("dann", "iimt") and r.tags["pair"] == "MNIST->USPS"}

@@ -123,9 +123,10 @@ def test_plan_07_defaults_are_cells_of_every_profile_grid():
 
     for profile in ("smoke", "quick", "paper"):
         p = plan("07", profile)
-        for method, cell in p.settings["defaults"].items():
-            assert any(r.tags["method"] == method and all(r.tags.get(k) == v for k, v in cell.items())
-                       for r in p.runs), (profile, method)
+        for key, cell in p.settings["defaults"].items():  # a method, or (method, pair) for one pair
+            method, pairs = (key, None) if isinstance(key, str) else (key[0], {key[1]})
+            assert any(r.tags["method"] == method and (pairs is None or r.tags["pair"] in pairs)
+                       and all(r.tags.get(k) == v for k, v in cell.items()) for r in p.runs), (profile, key)
 
 
 # -- the scores kept in a run's record ---------------------------------------------------------
