@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from .profiles import check_profile
-from .results import aggregate, format_cell, published, published_text, read_records
+from .results import aggregate, format_cell, markdown_table, published, published_text, read_records
 from .stats import compare_records
 from .utils import results_root
 
@@ -30,10 +30,7 @@ EXPERIMENT_OF_PAIR = {"MNIST->MNIST-M": "mnist->mnist_m", "MNIST->MNIST-M (relea
                       "MNIST->USPS": "mnist->usps", "USPS->MNIST": "usps->mnist"}
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+_table = markdown_table  # the one Markdown table writer (dannlib.results)
 
 
 def metric_table(records, keys, metric, *, digits=3, published: bool = True) -> str:

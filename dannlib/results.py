@@ -199,3 +199,10 @@ def paired_differences(records: list[dict], metric: str, baseline: str, by: str 
             out.append({"group": g, by: variant, "mean": m, "std": s, "n": len(diffs), "diffs": diffs,
                         "seeds": [p[0] for p in pairs]})
     return out
+
+
+def markdown_table(header: list[str], rows) -> str:
+    """A Markdown table: ``header`` and one row of cells per item of ``rows`` (cells as ``str``)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -18,7 +18,7 @@ import math
 from typing import Mapping, Sequence
 
 from .grids import JUDGING_METHODS
-from .results import aggregate, format_cell
+from .results import aggregate, format_cell, markdown_table
 from .selection import ORACLE, RULES
 
 #: the baselines' rule names in the rows and tables
@@ -316,5 +316,4 @@ def selection_markdown(records, setting, defaults: Mapping, *, digits: int = 3) 
     table = trust_table(rows, digits=digits).reset_index()
     cols = ["method", "pair", "rule to trust", "its mean regret", "its mean Spearman",
             f"{DEFAULT}: mean regret", f"{RANDOM}: mean regret"]
-    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
-    return "\n".join([head] + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for _, r in table.iterrows()])
+    return markdown_table(cols, ([r[c] for c in cols] for _, r in table.iterrows()))
