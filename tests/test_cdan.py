@@ -117,3 +117,33 @@ def test_cdan_trains_through_the_registry_and_rejects_bad_settings():
         make_config("cdan", conditioning="bilinear")
     with pytest.raises(ValueError, match="random_dim"):
         make_config("cdan", random_dim=0)
+
+
+def test_auto_rule_randomises_only_above_the_limit(monkeypatch):
+    """"auto" keeps the multilinear map at exactly the limit and randomises above it (the toy
+    network: 8 features x 2 classes = 16 inputs)."""
+    import dannlib.methods.cdan as cdan
+
+    assert cdan.MULTILINEAR_LIMIT == 4096
+    for limit, randomized in ((16, False), (15, True)):
+        monkeypatch.setattr(cdan, "MULTILINEAR_LIMIT", limit)
+        m, _, _, _ = _cdan()
+        assert m.maps[0].randomized is randomized
+
+
+def test_cdan_round_trips_through_the_run_store(tmp_path):
+    """The store rebuilds CDAN's networks from a blank instance and loads the saved weights
+    (the randomised map's fixed matrices included): the same predictions after loading."""
+    from dannlib.store import RunSpec, Store, compute, toy_data
+
+    spec = RunSpec.make("cdan", toy_data("blobs", n=64, seed=0), 0, steps=4, batch_size=8,
+                        network="toy", conditioning="randomized", random_dim=16, eval_every=2, monitor_size=32)
+    store = Store(tmp_path)
+    compute(spec, store, progress=False)
+    loaded = store.get(spec).load_modules()
+    blank = CDAN(make_config("cdan", **spec.config), *_domains(), [0])  # R drawn under the same seed
+    torch.testing.assert_close(loaded["map"].R_f, blank.maps[0].R_f)
+    assert loaded["map"].randomized and loaded["map"].R_f.shape == (8, 16)
+    x = torch.randn(5, 2)
+    trained = loaded["net"](x)
+    assert not torch.equal(trained, blank.nets[0](x))  # the trained weights, not the blank ones

@@ -9,10 +9,12 @@ classifier's prediction ``g = softmax(G_y(f))``, through the multilinear map
   ``R_f (d_f, d)`` and ``R_g (n_classes, d)`` (never trained), which the paper uses when
   ``d_f * n_classes`` exceeds 4,096; ``d = 1024``.
 
-The gradient reversal layer sits between ``f`` and the map; ``g`` enters as a constant
-(no gradient flows through the prediction into the domain loss, as in the authors' code).
+The gradient reversal layer sits between ``f`` and the map; ``g`` enters the map as a
+constant (no gradient flows through the prediction into the map, as in the authors' code).
 CDAN+E (``entropy=True``) weighs each sample's domain loss by ``1 + exp(-H(g))``, normalised
-within each domain, so that confident predictions count more. Everything else is DANN's
+within each domain (each domain counting one half, as in the authors' code), so that
+confident predictions count more. Here the weights carry no gradient (as in the authors'
+later library, tllib); the original code also sends a reversed gradient through the entropy. Everything else is DANN's
 recipe (:class:`~dannlib.methods.common.TrainConfig`: network, SGD, eq. 6 and 7), and the
 domain loss is DANN's (:func:`~dannlib.methods.common.domain_objective`).
 
@@ -141,11 +143,6 @@ class CDAN(PerSeedMethod):
 
     def predict_one(self, i, x):
         return self.nets[i](x)
-
-    def train(self, mode: bool = True):
-        for m in (*self.nets, *self.discs):
-            m.train(mode)
-        return self
 
     def modules(self, i: int) -> dict[str, nn.Module]:
         return {"net": self.nets[i], "discriminator": self.discs[i], "map": self.maps[i]}
