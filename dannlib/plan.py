@@ -338,6 +338,10 @@ def _plan_08(profile, seeds):
     _, _, runs_06 = _plan_06(profile, None)
     runs += [Planned(r.spec, {"diagnosis": "adda_gan_decay", **r.tags}) for r in runs_05
              if r.tags["method"] == "adda_gan"]
+    # ADDA-GAN's stage 2, controlled: 07's grid on MNIST->USPS (learning rate x length), read again
+    runs += [Planned(r.spec, {"diagnosis": "adda_stage2", "pair": r.tags["pair"],
+                              "method": f"lr {r.tags['lr']:g}, {r.tags['stage2_steps']:,} steps"})
+             for r in _plan_07(profile, None)[2] if r.tags["method"] == "adda_gan" and r.tags["pair"] == "MNIST->USPS"]
     runs += [Planned(r.spec, {"diagnosis": "baselines", "from": "06", **r.tags}) for r in runs_06
              if r.tags["pair"] == "MNIST->USPS" and r.tags["method"] in ("source_only", "dann", "iimt")]
     runs += [Planned(r.spec, {"diagnosis": "baselines", "from": "05", **r.tags}) for r in runs_05
