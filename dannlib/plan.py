@@ -343,7 +343,8 @@ def _plan_08(profile, seeds):
                               "method": f"lr {r.tags['lr']:g}, {r.tags['stage2_steps']:,} steps"})
              for r in _plan_07(profile, None)[2] if r.tags["method"] == "adda_gan" and r.tags["pair"] == "MNIST->USPS"]
     runs += [Planned(r.spec, {"diagnosis": "baselines", "from": "06", **r.tags}) for r in runs_06
-             if r.tags["pair"] == "MNIST->USPS" and r.tags["method"] in ("source_only", "dann", "iimt")]
+             if r.tags["pair"] == "MNIST->USPS"
+             and r.tags["method"] in ("source_only", "dann", "iimt", "dann_selected", "iimt_selected")]
     runs += [Planned(r.spec, {"diagnosis": "baselines", "from": "05", **r.tags}) for r in runs_05
              if r.tags["pair"] == "MNIST->USPS" and r.tags["method"] in ("adda_pretrain", "dann_lenet")]
     # DANN on the released data: 03's recipe (10,000 steps of 32 + 32 at 28 px; the length is ours,

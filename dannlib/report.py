@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .profiles import check_profile
 from .results import aggregate, format_cell, markdown_table, published, published_text, read_records
-from .stats import compare_records
+from .stats import compare_records, format_interval
 from .utils import results_root
 
 #: A pair (as records name it) -> its experiment in :data:`dannlib.results.PUBLISHED`. The papers measured
@@ -210,6 +210,24 @@ def selected_table(records, metric: str = "target_test_acc", *, digits: int = 3)
              f"{metric}, untuned": cells.get((pair, method.removesuffix("_selected")), "— (not trained)")}
             for (pair, method), text in chosen.items()]
     return pd.DataFrame(rows).set_index(["pair", "method"])
+
+
+def head_to_head(records, a: str, b: str, metric: str = "target_test_acc", *, group: str = "pair",
+                 digits: int = 3) -> str:
+    """Markdown bullets, one per value of ``group`` where ``a`` and ``b`` share a seed: whether
+    ``a`` beats ``b`` on ``metric``, as the paired comparison (:mod:`dannlib.stats`) says it:
+    "higher"/"lower" only when the 95% interval excludes 0, else "no clear difference"."""
+    records = list(records)
+    lines = []
+    for g in dict.fromkeys(r.get(group) for r in records):
+        c = compare_records(records, metric, a, b, where={group: g})
+        if not c.n:
+            continue
+        answer = {"higher": "yes", "lower": "no, lower"}.get(c.verdict, "not shown (no clear difference)")
+        lines.append(f"- **{g}**: {a} beats {b}? {answer}: {a} − {b} = {c.mean:+.{digits}f}, 95% CI "
+                     f"{format_interval(c.ci_low, c.ci_high, digits)}, {c.n} seeds ({c.n_higher} higher, "
+                     f"{c.n_lower} lower)")
+    return "\n".join(lines) or f"(no seed shared by {a} and {b})"
 
 
 def published_table(records, metric: str, *, group: str | None = None, experiment=None,

@@ -164,3 +164,17 @@ def test_final_trend_by_hand():
     assert table.loc["m", "change over the last 2 steps"] == "+0.200"
     with pytest.raises(ValueError, match="fraction"):
         final_trend({"m": hist}, "acc", fraction=1.5)
+
+
+def test_head_to_head_states_the_paired_verdict_per_pair():
+    from dannlib.report import head_to_head
+
+    recs = [{"pair": "P", "method": m, "seed": s, "target_test_acc": v, "status": "ok"}
+            for m, vals in (("a", [0.80, 0.82, 0.81]), ("b", [0.70, 0.71, 0.73])) for s, v in enumerate(vals)]
+    recs += [{"pair": "Q", "method": m, "seed": s, "target_test_acc": v, "status": "ok"}
+             for m, vals in (("a", [0.5, 0.7, 0.6]), ("b", [0.6, 0.6, 0.6])) for s, v in enumerate(vals)]
+    text = head_to_head(recs, "a", "b")
+    # P: diffs 0.10, 0.11, 0.08 -> mean +0.097, interval above 0; Q: diffs -0.1, 0.1, 0 -> no clear difference
+    assert "**P**: a beats b? yes: a − b = +0.097" in text and "3 seeds (3 higher, 0 lower)" in text
+    assert "**Q**: a beats b? not shown (no clear difference): a − b = +0.000" in text
+    assert head_to_head(recs, "a", "c") == "(no seed shared by a and c)"
