@@ -90,7 +90,8 @@ def _settings_03(profile):
         "quick": {"n_seeds": 3, "methods": ["source_only", "dann", "train_on_target"], "released_methods": [],
                   "n_train": None, "n_test": None, "steps": 10_000, "eval_every": 250, "monitor_size": 2000},
         "paper": {"n_seeds": 5, "methods": ["source_only", "dann", "dann_adam", "train_on_target"],
-                  "released_methods": ["source_only", "dann", "cdan", "train_on_target"],
+                  # CDAN (issue 23) runs in smoke; its paper rows are not trained yet (the budget went to 07)
+                  "released_methods": ["source_only", "dann", "train_on_target"],
                   "n_train": None, "n_test": None, "steps": 10_000, "eval_every": 250, "monitor_size": 2000},
     }[profile]
 
