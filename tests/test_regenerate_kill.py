@@ -113,7 +113,11 @@ def test_sigint_sigterm_keep_old_outputs_and_exit_cleanly(project, signum, statu
 
     assert proc.returncode == status, err
     name = signal.Signals(signum).name
-    assert err.strip().splitlines() == [
+    # regenerate's own stderr is one line. Under load the kernel may log "[IPKernelApp] ERROR |
+    # KeyboardInterrupt caught in kernel." when it is interrupted before regenerate kills it (a
+    # race seen once in CI beside training runs): jupyter's line, not regenerate's, so left out here.
+    ours = [line for line in err.strip().splitlines() if not line.startswith("[IPKernelApp]")]
+    assert ours == [
         f"regenerate: interrupted by {name} during 02_sleepy (left as it was); "
         "1 notebook(s) finished before: 01_first"
     ]
