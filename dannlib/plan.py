@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .profiles import check_profile
-from .grids import (ADDA_GRID, ADDA_GRID_RELEASED, ADDA_PAPER_STEPS, DANN_GRID, GRID_DEFAULTS, GRID_SETTING, IIMT_GRID,
+from .grids import (ADDA_GRID, ADDA_PAPER_STEPS, DANN_GRID, GRID_DEFAULTS, GRID_SETTING, IIMT_GRID,
                     SELECTED, grid_config)
 from .store import RunSpec, digits_data, toy_data
 
@@ -264,8 +264,9 @@ def _plan_07(profile, seeds):
                   "lr": {"MNIST->USPS": list(DANN_GRID["lr"]), "MNIST->MNIST-M (released)": [0.01]},
                   "ramp_max": {"MNIST->USPS": list(IIMT_GRID["ramp_max"]),
                                "MNIST->MNIST-M (released)": list(IIMT_GRID["ramp_max"])},
-                  "adda": {"grid": {"MNIST->USPS": {k: list(v) for k, v in ADDA_GRID.items()},
-                                    "MNIST->MNIST-M (released)": {k: list(v) for k, v in ADDA_GRID_RELEASED.items()}},
+                  # ADDA_GRID_RELEASED (the released MNIST-M) runs in smoke only so far: its paper runs
+                  # are partly trained (issue 20); add it here once all are stored
+                  "adda": {"grid": {"MNIST->USPS": {k: list(v) for k, v in ADDA_GRID.items()}},
                            "pretrain_steps": 10_000, "batch_size": 128, "eval_every": 250}},
     }[profile]
     seeds = _seeds(s["n_seeds"], seeds)
