@@ -30,9 +30,6 @@ EXPERIMENT_OF_PAIR = {"MNIST->MNIST-M": "mnist->mnist_m", "MNIST->MNIST-M (relea
                       "MNIST->USPS": "mnist->usps", "USPS->MNIST": "usps->mnist"}
 
 
-_table = markdown_table  # the one Markdown table writer (dannlib.results)
-
-
 def metric_table(records, keys, metric, *, digits=3, published: bool = True) -> str:
     """One Markdown row per group of ``keys``: the :func:`aggregate` cell, failed runs and,
     where the records carry a ``pair`` or ``toy``, the published number."""
@@ -46,7 +43,7 @@ def metric_table(records, keys, metric, *, digits=3, published: bool = True) -> 
             exp = EXPERIMENT_OF_PAIR.get(pair) if pair is not None else (g.get("toy") or "mnist->mnist_m")
             row.append(published_text(exp, g.get("method"), digits))
         rows.append(row)
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 SECTIONS = [  # (notebook number, title, keys, metric)
@@ -93,7 +90,7 @@ def markdown_report(results_dir=None, profile: str = "quick") -> str:
                         f"time (`wall_seconds` {wall:.0f}; started {scratch.get('started_at', '?')}; its sweep trained "
                         f"{sweep.get('trained', '?')} runs in {sweep.get('seconds', float('nan')) / 60:.1f} min)."
                         if wall else ""))
-        parts.append(_table(["notebook", "status", "seconds", "peak memory (MiB)"], rows))
+        parts.append(markdown_table(["notebook", "status", "seconds", "peak memory (MiB)"], rows))
     for number, title, keys, metric in SECTIONS:
         paths = sorted(folder.glob(f"{number}_*.jsonl"))
         if not paths:
@@ -182,7 +179,7 @@ def comparison_table(rows, *, group: str | None = None, digits: int = 3) -> str:
     for g, metric, c in rows:
         cells = c.as_row(digits)
         body.append(([g] if group else []) + ([metric] if len(metrics) > 1 else []) + [cells[k] for k in COMPARISON_HEADER])
-    return _table(header, body)
+    return markdown_table(header, body)
 
 
 def notebook_comparisons(records, name: str, *, names: dict | None = None, digits: int = 3) -> str:
@@ -251,7 +248,7 @@ def published_table(records, metric: str, *, group: str | None = None, experimen
                      gap, pub[1].replace(" (?)", "")])
     if not body:
         return "(no published number for these records)"
-    return _table(([group] if group else []) + ["method", "ours, mean ± sd (n)", "published", "ours − published",
+    return markdown_table(([group] if group else []) + ["method", "ours, mean ± sd (n)", "published", "ours − published",
                                                 "published in"], body)
 
 

@@ -40,6 +40,12 @@ def _grids(records, setting: Sequence[str], by: Sequence[str], oracle: str) -> d
     return grids
 
 
+def default_of(defaults: Mapping, method, pair=None):
+    """The untuned cell of ``method`` on ``pair`` in ``defaults``: a ``(method, pair)`` key
+    overrides the method's own (None when neither is there)."""
+    return defaults.get((method, pair), defaults.get(method))
+
+
 def baseline_rows(records, setting: Sequence[str], defaults: Mapping[str, Mapping], *, by=("method", "pair"),
                   oracle: str = ORACLE) -> list[dict]:
     """Per group ``by`` and seed: the regret of the untuned default cell (``defaults``: the
@@ -54,7 +60,7 @@ def baseline_rows(records, setting: Sequence[str], defaults: Mapping[str, Mappin
     for (group, seed), grid in _grids(records, setting, by, oracle).items():
         best = max(grid.values())
         base = {**dict(zip(by, group)), "seed": seed, "spearman": float("nan"), "n_settings": len(grid)}
-        default = defaults.get(tuple(group), defaults.get(group[0]))
+        default = default_of(defaults, *group[:2])
         if default is not None:
             cell = tuple(default.get(k) for k in setting)
             if cell in grid:
@@ -301,7 +307,7 @@ def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
                  _pick_text(kept["setting"]) + (" (the same)" if kept == c else " (differs from this choice)"))
         out.append({"method": method, "pair": pair, "chosen (label-free)": chosen_text(c),
                     "oracle's best cell (reading only)": _pick_text(best),
-                    "untuned default": _pick_text(defaults.get((method, pair), defaults.get(method))),
+                    "untuned default": _pick_text(default_of(defaults, method, pair)),
                     "trained in 05/06 (dannlib.grids.SELECTED, the paper grids' choice)": state})
     return pd.DataFrame(out).set_index(["method", "pair"])
 
