@@ -118,3 +118,39 @@ class LeNetEncoder(nn.Sequential):
 def adda_discriminator(in_features: int = 500, hidden: int = 500) -> nn.Sequential:
     """ADDA's discriminator: 500 -> 500 -> 500 -> 1 logit with ReLU (1 logit = P(source))."""
     return _mlp([in_features, hidden, hidden, 1])
+
+
+class GaussianNoise(nn.Module):
+    """Adds N(0, std^2) noise in training mode only (VADA's small network after each pooling)."""
+
+    def __init__(self, std: float = 1.0):
+        super().__init__()
+        self.std = std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.std * torch.randn_like(x) if self.training and self.std > 0 else x
+
+
+def _vada_block(in_channels: int) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for i in range(3):
+        layers += [nn.Conv2d(in_channels if i == 0 else 64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.LeakyReLU(0.1)]
+    return layers
+
+
+def vada_small_net(in_channels: int = 3, size: int = 28, n_classes: int = 10) -> DANNNet:
+    """The small digits network of VADA/DIRT-T (Shu et al. 2018), as its authors' code builds it
+    (docs/protocol.md, section 4): instance-normalised input, three blocks of three 3x3
+    convolutions (64 channels, batch norm, leaky ReLU 0.1); the first two blocks end in max-pool
+    2, dropout 0.5 and Gaussian noise (std 1), the third in global average pooling and a dense
+    layer to the classes. The domain classifier reads the output of the second block (the
+    code's ``--trim 5``): dense 100, ReLU, one logit."""
+    s = size // 4
+    features = nn.Sequential(
+        nn.InstanceNorm2d(in_channels),
+        *_vada_block(in_channels), nn.MaxPool2d(2), nn.Dropout(0.5), GaussianNoise(1.0),
+        *_vada_block(64), nn.MaxPool2d(2), nn.Dropout(0.5), GaussianNoise(1.0),
+    )
+    classifier = nn.Sequential(*_vada_block(64), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, n_classes))
+    domain = nn.Sequential(nn.Flatten(), _mlp([64 * s * s, 100, 1]))
+    return DANNNet(features, classifier, domain)

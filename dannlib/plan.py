@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .profiles import check_profile
-from .grids import (ADDA_GRID, ADDA_PAPER_STEPS, DANN_GRID, GRID_DEFAULTS, GRID_SETTING, IIMT_GRID,
+from .grids import (ADDA_GRID, ADDA_GRID_RELEASED, ADDA_PAPER_STEPS, DANN_GRID, GRID_DEFAULTS, GRID_SETTING, IIMT_GRID,
                     SELECTED, grid_config)
 from .store import RunSpec, digits_data, toy_data
 
@@ -90,8 +90,7 @@ def _settings_03(profile):
         "quick": {"n_seeds": 3, "methods": ["source_only", "dann", "train_on_target"], "released_methods": [],
                   "n_train": None, "n_test": None, "steps": 10_000, "eval_every": 250, "monitor_size": 2000},
         "paper": {"n_seeds": 5, "methods": ["source_only", "dann", "dann_adam", "train_on_target"],
-                  # CDAN (issue 23) runs in smoke; its paper rows are not trained yet (the budget went to 07)
-                  "released_methods": ["source_only", "dann", "train_on_target"],
+                  "released_methods": ["source_only", "dann", "cdan", "train_on_target"],
                   "n_train": None, "n_test": None, "steps": 10_000, "eval_every": 250, "monitor_size": 2000},
     }[profile]
 
@@ -264,9 +263,8 @@ def _plan_07(profile, seeds):
                   "lr": {"MNIST->USPS": list(DANN_GRID["lr"]), "MNIST->MNIST-M (released)": [0.01]},
                   "ramp_max": {"MNIST->USPS": list(IIMT_GRID["ramp_max"]),
                                "MNIST->MNIST-M (released)": list(IIMT_GRID["ramp_max"])},
-                  # ADDA_GRID_RELEASED (the released MNIST-M) runs in smoke only so far: its paper runs
-                  # are partly trained (issue 20); add it here once all are stored
-                  "adda": {"grid": {"MNIST->USPS": {k: list(v) for k, v in ADDA_GRID.items()}},
+                  "adda": {"grid": {"MNIST->USPS": {k: list(v) for k, v in ADDA_GRID.items()},
+                                    "MNIST->MNIST-M (released)": {k: list(v) for k, v in ADDA_GRID_RELEASED.items()}},
                            "pretrain_steps": 10_000, "batch_size": 128, "eval_every": 250}},
     }[profile]
     seeds = _seeds(s["n_seeds"], seeds)
@@ -313,11 +311,12 @@ IIMT_CONTROLS = {
 def _plan_08(profile, seeds):
     s = {
         "smoke": {"n_seeds": 1, "steps": 6, "eval_every": 3, "monitor_size": 100, "n_cap": 200, "n_test": 100,
-                  "long_steps": 12, "controls_seeds": {k: 1 for k in IIMT_CONTROLS}, "n_long_seeds": 1},
+                  "long_steps": 12, "controls_seeds": {k: 1 for k in IIMT_CONTROLS}, "n_long_seeds": 1,
+                  "n_network_seeds": 1},
         "quick": {"n_seeds": 0, "steps": 10_000, "eval_every": 250, "monitor_size": 2000, "n_cap": None,
-                  "n_test": None, "long_steps": 20_000, "controls_seeds": {}, "n_long_seeds": 0},
+                  "n_test": None, "long_steps": 20_000, "controls_seeds": {}, "n_long_seeds": 0, "n_network_seeds": 0},
         "paper": {"n_seeds": 3, "steps": 10_000, "eval_every": 250, "monitor_size": 2000, "n_cap": None,
-                  "n_test": None, "long_steps": 20_000, "n_long_seeds": 3,
+                  "n_test": None, "long_steps": 20_000, "n_long_seeds": 3, "n_network_seeds": 2,
                   "controls_seeds": {"no_adversarial": 3, "target_weights_0": 1, "source_intra_mixup": 3}},
     }[profile]
     seeds = _seeds(max(s["n_seeds"], 1), seeds)
@@ -344,6 +343,17 @@ def _plan_08(profile, seeds):
     runs += [Planned(r.spec, {"diagnosis": "adda_stage2", "pair": r.tags["pair"],
                               "method": f"lr {r.tags['lr']:g}, {r.tags['stage2_steps']:,} steps"})
              for r in _plan_07(profile, None)[2] if r.tags["method"] == "adda_gan" and r.tags["pair"] == "MNIST->USPS"]
+    # IIMT's network: 07's untuned DANN and IIMT cells on the released MNIST-M (2,000 steps) read
+    # again, against the same runs on VADA's small CNN (Shu et al. 2018) instead of the digits network
+    for r in _plan_07(profile, None)[2]:
+        t = r.tags
+        if (t["pair"] == "MNIST->MNIST-M (released)" and t["method"] in ("dann", "iimt")
+                and r.spec.seed in seeds[:s["n_network_seeds"]]
+                and all(t.get(k) == v for k, v in GRID_DEFAULTS[t["method"]].items())):
+            vada = RunSpec.make(r.spec.method, r.spec.data, r.spec.seed, monitor_size=r.spec.monitor_size,
+                                **{**r.spec.config, "network": "vada_small"})
+            runs += [Planned(spec, {"diagnosis": "iimt_network", "pair": t["pair"], "method": f"{t['method']} {net}"})
+                     for spec, net in ((r.spec, "digits"), (vada, "vada_small"))]
     runs += [Planned(r.spec, {"diagnosis": "baselines", "from": "06", **r.tags}) for r in runs_06
              if r.tags["pair"] == "MNIST->USPS"
              and r.tags["method"] in ("source_only", "dann", "iimt", "dann_selected", "iimt_selected")]

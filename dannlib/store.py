@@ -136,11 +136,13 @@ class RunSpec:
             if m == "adda_pretrain":
                 return c["pretrain_steps"] * scale * 57 / 45
             return c["steps"] * scale * 57 / 17.5
+        # VADA's small CNN (08's network check): about 20x the digits network's multiply-adds a step
+        net = 20 if c.get("network") == "vada_small" else 1
         if m.startswith("iimt"):  # its augmentations and mixes cost more on 3-channel images
             rate = 14 if self.data.get("channels", 3) == 3 else 24
-            return c["steps"] * c["batch_size"] / 32 * 57 / rate
+            return net * c["steps"] * c["batch_size"] / 32 * 57 / rate
         rate = 87 if c.get("mode") == "source_only" else 57
-        return c["steps"] * c["batch_size"] / 32 * 57 / rate
+        return net * c["steps"] * c["batch_size"] / 32 * 57 / rate
 
 
 DANN_STEPS_PER_SECOND = 57.0

@@ -131,6 +131,8 @@ NETWORKS: dict[str, Callable[[Domain, Domain | None], nn.Module]] = {
     "toy_wide": lambda s, t: _toy(s, t, deep=False, hidden=15),
     "toy_wide_deep": lambda s, t: _toy(s, t, deep=True, hidden=15),
     "digits": _digits,
+    # VADA/DIRT-T's small digit CNN (Shu et al. 2018): a candidate for IIMT's network (issue 19)
+    "vada_small": lambda s, t: networks.vada_small_net(s.x.shape[1], s.x.shape[2], max(10, s.n_classes)),
 }
 
 

@@ -173,8 +173,8 @@ class IIMTConfig(TrainConfig):
     def validate(self) -> "IIMTConfig":
         super().validate()
         check_positive_int("K", self.K)
-        if self.network != "digits":
-            raise ValueError(f"IIMT runs on the digits network (network='digits'), got {self.network!r}")
+        if self.network not in ("digits", "vada_small"):
+            raise ValueError(f"IIMT runs on an image network (network='digits' or 'vada_small'), got {self.network!r}")
         if not (0 < self.T <= 1):
             raise ValueError(f"T must lie in (0, 1], got {self.T}")
         if not (self.alpha > 0 and math.isfinite(self.alpha)):
