@@ -77,12 +77,13 @@ test: $(STAMP)
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit status 5)" >&2; fi; \
 	  exit $$rc
 
-# dannlib's step benchmark (results/bench/), then pytorch-adapt's DANN beside dannlib's on MNIST ->
-# MNIST-M (benchmarks/peer/peer-bench.{md,png,json}; first installs the peer's pinned versions into
-# benchmarks/peer/.peer-packages when that folder does not hold them). Without the peer or the data,
-# the second part prints "skipped: <reason>" and the target still succeeds.
+# The step benchmark (python -m benchmarks.bench, from the project root; records in results/bench/),
+# then pytorch-adapt's DANN beside dannlib's on MNIST -> MNIST-M (benchmarks/peer/peer-bench.{md,png,json};
+# first installs the peer's pinned versions into benchmarks/peer/.peer-packages when that folder does not
+# hold them). Without the peer or the data, the second part prints "skipped: <reason>" and the target
+# still succeeds.
 bench: $(STAMP)
-	"$(VPY)" -m dannlib bench
+	"$(VPY)" -m benchmarks.bench
 	"$(VPY)" benchmarks/peer/run_peer.py --install
 
 # The results tables (Markdown) of results/$(PROFILE)/, built from the notebooks' records.

@@ -1,4 +1,4 @@
-"""Command line: ``python -m dannlib {sweep,regenerate,report,bench} ...`` (also the ``dannlib`` script).
+"""Command line: ``python -m dannlib {sweep,regenerate,report} ...`` (also the ``dannlib`` script).
 
 A thin dispatcher; each subcommand lives in its own module.
 """
@@ -12,7 +12,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import regenerate, sweep
 
     parser = argparse.ArgumentParser(prog="python -m dannlib", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{sweep,regenerate,report,bench}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{sweep,regenerate,report}")
     sw = sub.add_parser(
         "sweep",
         help="train every run the selected notebooks need under a profile (resumable, parallel)",
@@ -31,8 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         "still run. Exit status: 0 all succeeded, 1 some notebook failed, 2 bad arguments.",
     )
     regenerate.add_arguments(regen)
-    # Everything after "bench" (including --help) is passed on to dannlib.bench.main.
-    sub.add_parser("bench", help="run the benchmarks (dannlib.bench)", add_help=False)
+    # Everything after "report" (including --help) is passed on to dannlib.report.main.
     sub.add_parser("report", help="print the results tables (Markdown) built from results/<profile>/",
                    add_help=False)
     return parser
@@ -41,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command not in ("bench", "report"):
+    if extra and args.command != "report":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "sweep":
         from .sweep import run_from_args as sweep_main
@@ -51,10 +50,6 @@ def main(argv: list[str] | None = None) -> int:
         from .regenerate import run_from_args
 
         return run_from_args(args)
-    if args.command == "bench":
-        from .bench import main as bench_main
-
-        return int(bench_main(extra) or 0)
     if args.command == "report":
         from .report import main as report_main
 

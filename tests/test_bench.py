@@ -1,4 +1,4 @@
-"""``python -m dannlib bench`` (dannlib.bench): a tiny invocation writes a complete JSON
+"""``python -m benchmarks.bench`` (benchmarks/bench/): a tiny invocation writes a complete JSON
 record whose ratios are the measured ones; every variant really performs its optimiser
 steps; the baseline's hand-written step is the DANN step. No speed assertions: speed is
 compared as ratios inside one benchmark run, never as limits in tests."""
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from dannlib import bench, methods
+from benchmarks import bench
+from dannlib import methods
 from dannlib.training import Domain
 from dannlib.utils import configure_threads
 

@@ -76,7 +76,7 @@ def test_python_targets_run_from_a_path_with_spaces(clone, target, argv):
 
 def test_bench_runs_dannlibs_benchmark_then_the_peers(clone):
     ours, peer = _make(clone, "bench")
-    assert ours["argv"] == ["-m", "dannlib", "bench"] and Path(ours["cwd"]) == clone
+    assert ours["argv"] == ["-m", "benchmarks.bench"] and Path(ours["cwd"]) == clone
     assert peer["argv"] == ["benchmarks/peer/run_peer.py", "--install"] and Path(peer["cwd"]) == clone
 
 

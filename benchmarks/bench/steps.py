@@ -1,4 +1,4 @@
-"""The step benchmark (``python -m dannlib bench``): settings, interleaved timing rounds, the record, the table."""
+"""The step benchmark (``python -m benchmarks.bench``): settings, interleaved timing rounds, the record, the table."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..utils import (atomic_write, check_choice, check_positive_int, configure_threads, machine_info,
+from dannlib.utils import (atomic_write, check_choice, check_positive_int, configure_threads, machine_info,
                     resolve_device)
 from .variants import BATCH, BENCH_DIR, BENCH_PRECISIONS, IMAGE_SHAPE, N_IMAGES, TIMED_METHODS, _DataLoaderBaseline, _FitVariant, _synthetic  # noqa: F401
 
@@ -56,8 +56,8 @@ def _parse_list(option: str, text: str, allowed=None, convert=str) -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dannlib bench", description=__doc__.splitlines()[0],
-                                epilog="python -m dannlib bench accuracy --help: the bf16 accuracy check")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0],
+                                epilog="python -m benchmarks.bench accuracy --help: the bf16 accuracy check")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: dannlib.utils.default_device())")
     p.add_argument("--steps", type=int, default=30, help="timed steps per variant per repeat (default 30)")
     p.add_argument("--seeds", type=int, default=5, help="K, the seeds of the multi-seed variant (default 5)")
@@ -254,7 +254,7 @@ def ratios(rows: list[dict], s: Settings) -> dict[str, dict]:
 
 def make_record(s: Settings, rows, setup, loads, tf32, threads_default) -> dict:
     return {
-        "benchmark": "dannlib bench: digits training throughput",
+        "benchmark": "benchmarks.bench: digits training throughput",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(s.device),
         "device": str(s.device),
@@ -282,7 +282,7 @@ def steps_main(argv: list[str] | None = None) -> int:
     try:
         s = parse_settings(argv)
     except ValueError as exc:
-        print(f"dannlib bench: {exc}", file=sys.stderr)
+        print(f"benchmarks.bench: {exc}", file=sys.stderr)
         return 2
     threads_default = torch.get_num_threads()
     with bench_environment(s.device) as tf32:

@@ -1,4 +1,4 @@
-"""``python -m dannlib bench accuracy``: DANN on MNIST -> MNIST-M in each precision, same steps and seeds."""
+"""``python -m benchmarks.bench accuracy``: DANN on MNIST -> MNIST-M in each precision, same steps and seeds."""
 from __future__ import annotations
 
 import argparse
@@ -10,10 +10,10 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import methods
-from ..methods.common import PRECISIONS
-from ..training import Domain, fit
-from ..utils import (atomic_write, check_positive_int, check_seeds, configure_threads, machine_info,
+from dannlib import methods
+from dannlib.methods.common import PRECISIONS
+from dannlib.training import Domain, fit
+from dannlib.utils import (atomic_write, check_positive_int, check_seeds, configure_threads, machine_info,
                     resolve_device)
 from .variants import BATCH, BENCH_DIR, BENCH_PRECISIONS, build_method  # noqa: F401
 from .steps import _int, _parse_list, bench_environment  # noqa: F401
@@ -21,7 +21,7 @@ from .steps import _int, _parse_list, bench_environment  # noqa: F401
 
 # -- bf16 accuracy: DANN on MNIST -> MNIST-M --------------------------------------------------
 def build_accuracy_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dannlib bench accuracy",
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench accuracy",
                                 description="DANN on MNIST -> MNIST-M in each precision, same steps and seeds: "
                                             "target test accuracy per run (does bf16 hold accuracy?)")
     p.add_argument("--steps", type=int, default=3000, help="training steps per run (default 3000)")
@@ -45,10 +45,10 @@ def accuracy_main(argv: list[str]) -> int:
         n_train = check_positive_int("--n-train", args.n_train)
         device = resolve_device(args.device)
     except ValueError as exc:
-        print(f"dannlib bench accuracy: {exc}", file=sys.stderr)
+        print(f"benchmarks.bench accuracy: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else BENCH_DIR / "precision-accuracy.json"
-    from ..data import load_domain
+    from dannlib.data import load_domain
 
     source = Domain("mnist", *load_domain("mnist", "train", None, n=n_train, seed=0, device=device))
     target = Domain("mnist_m", *load_domain("mnist_m", "train", None, n=n_train, seed=0, device=device))
@@ -56,9 +56,9 @@ def accuracy_main(argv: list[str]) -> int:
                  "source_test": Domain("mnist_test", *load_domain("mnist", "test", None, device=device))}
     with bench_environment(device):
         threads = configure_threads(args.threads)
-        record = {"benchmark": "dannlib bench accuracy: DANN MNIST -> MNIST-M, fp32 vs bf16 autocast",
+        record = {"benchmark": "benchmarks.bench accuracy: DANN MNIST -> MNIST-M, fp32 vs bf16 autocast",
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  "machine": machine_info(device), "command": "python -m dannlib bench accuracy " + " ".join(argv),
+                  "machine": machine_info(device), "command": "python -m benchmarks.bench accuracy " + " ".join(argv),
                   "settings": {"method": "dann", "steps": steps, "seeds": seeds, "precisions": precisions,
                                "threads": threads, "n_train_per_domain": n_train,
                                "eval": "full MNIST-M and MNIST test sets", "batch_per_domain": BATCH},

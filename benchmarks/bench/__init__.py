@@ -1,7 +1,7 @@
-"""``python -m dannlib bench``: training throughput of the digits networks, several ways,
+"""``python -m benchmarks.bench``: training throughput of the digits networks, several ways,
 measured in ONE run so that they can be compared as ratios on a shared, noisy machine.
 
-Throughput (``python -m dannlib bench [options]``):
+Throughput (``python -m benchmarks.bench [options]``):
 
 - (a) ``dataloader``: the usual peer-style pipeline, written here only as the baseline: a
   per-sample ``torch.utils.data.Dataset`` (uint8 image -> PIL -> ``to_tensor`` -> mean
@@ -37,11 +37,11 @@ with K seeds) and images/s (seed-steps x 2 x batch). With ``--threads 1,2`` ever
 also cycles through the thread counts. Threads are set through
 :func:`dannlib.utils.configure_threads` (default: its policy) and restored afterwards.
 
-Accuracy of bf16 (``python -m dannlib bench accuracy [options]``): DANN on MNIST ->
+Accuracy of bf16 (``python -m benchmarks.bench accuracy [options]``): DANN on MNIST ->
 MNIST-M trained in each precision for the same steps and seeds; the target test accuracy
 of every run goes to ``results/bench/precision-accuracy.json``.
 
-Processes against threads for a sweep (``python -m dannlib bench sweep [--runs 4] [--steps 400]
+Processes against threads for a sweep (``python -m benchmarks.bench sweep [--runs 4] [--steps 400]
 [--repeats 3] [--cores 2] [--data digits|toy]``): the same K short DANN runs (MNIST -> MNIST-M,
 ``--n-train`` 2000 images per domain, ``--n-test`` 500, batch 32, seeds 0..K-1) trained by
 :func:`dannlib.sweep.ensure` three ways, each into a fresh temporary store, interleaved round by
@@ -72,11 +72,11 @@ from .variants import _AutocastFeatures, _DataLoaderBaseline, _FitVariant, _Imag
 from .steps import _bar, _batch_of, _int, _parse_list, _row, _torchvision_version  # noqa: F401
 from .accuracy import _train_dann  # noqa: F401
 from .sweeps import _clear_data_caches, _cpu_seconds, _loadavg, _other_sweeps  # noqa: F401
-from ..training import fit  # noqa: F401
+from dannlib.training import fit  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dannlib bench [accuracy|sweep] ...``: the step benchmark, or one of the
+    """``python -m benchmarks.bench [accuracy|sweep] ...``: the step benchmark, or one of the
     other modes."""
     import sys
 

@@ -1,4 +1,4 @@
-"""``python -m dannlib bench sweep``: processes against threads for a sweep of runs."""
+"""``python -m benchmarks.bench sweep``: processes against threads for a sweep of runs."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..utils import (atomic_write, check_positive_int, configure_threads, machine_info,
+from dannlib.utils import (atomic_write, check_positive_int, configure_threads, machine_info,
                     resolve_device)
 from .variants import BENCH_DIR  # noqa: F401
 from .steps import bench_environment  # noqa: F401
@@ -26,7 +26,7 @@ SWEEP_RATIOS = (("processes", "threads"), ("processes", "serial"), ("threads", "
 
 def build_sweep_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m dannlib bench sweep",
+        prog="python -m benchmarks.bench sweep",
         description="The same K short runs trained by dannlib.sweep.ensure three ways, interleaved round by "
                     "round, each into a fresh temporary store: (a) processes: workers=CORES, one torch thread "
                     "each; (b) threads: workers=1 with CORES torch threads; (c) serial: workers=1, one thread. "
@@ -49,8 +49,8 @@ def build_sweep_parser() -> argparse.ArgumentParser:
 
 def sweep_specs(data: str, runs: int, steps: int, n_train: int = 2000, n_test: int = 500) -> list:
     """The K run specs every variant trains: DANN, batch 32, seeds 0..K-1."""
-    from ..plan import TOYS
-    from ..store import RunSpec, digits_data, toy_data
+    from dannlib.plan import TOYS
+    from dannlib.store import RunSpec, digits_data, toy_data
 
     if data == "toy":
         t = TOYS["blobs"]
@@ -67,7 +67,7 @@ def _clear_data_caches() -> None:
     each worker process) does, not only in the benchmark's first round."""
     import functools as ft
 
-    from .. import store
+    from dannlib import store
 
     for mod in [store] + [m for n, m in list(sys.modules.items()) if n.startswith("dannlib.data")]:
         for obj in vars(mod).values():
@@ -108,8 +108,8 @@ def time_sweep(name: str, specs: list, cores: int, tmp_root: str, data_root) -> 
     import shutil
     import tempfile
 
-    from .. import sweep  # here, not at the top: only the CLI imports dannlib.sweep at module level
-    from ..store import Store
+    from dannlib import sweep
+    from dannlib.store import Store
 
     workers, threads = SWEEP_VARIANTS[name](cores)
     root = tempfile.mkdtemp(prefix=f"bench-sweep-{name}-", dir=tmp_root)
@@ -178,14 +178,14 @@ def sweep_main(argv: list[str]) -> int:
         specs = sweep_specs(args.data, k, steps, check_positive_int("--n-train", args.n_train),
                             check_positive_int("--n-test", args.n_test))
     except ValueError as exc:
-        print(f"dannlib bench sweep: {exc}", file=sys.stderr)
+        print(f"benchmarks.bench sweep: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else BENCH_DIR / f"bench-sweep-{args.data}.json"
     device = resolve_device(None)
     names = list(SWEEP_VARIANTS)
-    record = {"benchmark": "dannlib bench sweep: a sweep's runs in worker processes vs torch threads",
+    record = {"benchmark": "benchmarks.bench sweep: a sweep's runs in worker processes vs torch threads",
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "command": "python -m dannlib bench sweep " + " ".join(argv),
+              "command": "python -m benchmarks.bench sweep " + " ".join(argv),
               "machine": machine_info(device), "cpu_affinity": len(os.sched_getaffinity(0))
               if hasattr(os, "sched_getaffinity") else None,
               "settings": {"runs_K": k, "steps": steps, "repeats": repeats, "cores": cores, "data": args.data,

@@ -9,13 +9,13 @@ import torch.nn.functional as F
 
 from torch import nn
 
-from .. import methods, networks
-from ..grl import grad_reverse
-from ..methods.adda import SourcePretrain
-from ..methods.common import PRECISIONS
-from ..schedules import annealed_lr, grl_lambda
-from ..training import Domain, fit
-from ..utils import PROJECT_ROOT, check_choice, seeded
+from dannlib import methods, networks
+from dannlib.grl import grad_reverse
+from dannlib.methods.adda import SourcePretrain
+from dannlib.methods.common import PRECISIONS
+from dannlib.schedules import annealed_lr, grl_lambda
+from dannlib.training import Domain, fit
+from dannlib.utils import PROJECT_ROOT, check_choice, seeded
 
 
 
