@@ -59,7 +59,7 @@ def main(argv=None) -> None:
     iimt.IIMT.step_one = observed
     config = {**spec.config, "eval_every": None, "grad_clip": a.clip or None}
     try:
-        train("iimt", source, target.unlabelled(), seeds=[a.seed], progress=True, together=False, **config)
+        train("iimt", source, target.unlabelled(), seeds=[a.seed], progress=True, **config)
     except _Stop:
         pass
     finally:

@@ -6,9 +6,8 @@ classifier ``G_d``, it lets one SGD step minimise the domain loss in ``G_d`` whi
 maximising it in ``G_f`` (the min-max of eq. 2/3).
 
 The autograd Function uses ``setup_context`` and ``generate_vmap_rule`` so that it works
-under ``torch.func`` transforms (``grad``, ``vmap``): several seeds can train as one batched
-model. The layer keeps no state: lambda is an argument of every call (no hidden step
-counter); the schedule of eq. 6 lives in :func:`dannlib.schedules.grl_lambda`.
+under ``torch.func`` transforms (``grad``, ``vmap``). The layer keeps no state: lambda is an
+argument of every call (no hidden step counter); the schedule of eq. 6 lives in :func:`dannlib.schedules.grl_lambda`.
 """
 from __future__ import annotations
 

@@ -415,8 +415,7 @@ def compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = Tru
     if spec.method in ORACLES:
         source = target  # the labelled target training set: an upper bound, not adaptation
     (result,) = train(spec.method, source, target.unlabelled(), seeds=[spec.seed], eval_sets=eval_sets,
-                      progress=progress, monitor_size=spec.monitor_size, pretrained=pretrained, together=False,
-                      **spec.config)
+                      progress=progress, monitor_size=spec.monitor_size, pretrained=pretrained, **spec.config)
     from .selection import SELECTION_FIELD, score_trained, scoreable
 
     if spec.data["kind"] == "digits" and scoreable(result.modules):  # label-free scores and oracle (notebook 07)

@@ -4,11 +4,10 @@
 watches for divergence and shows a progress bar. Methods differ in their step, not in
 copies of a loop.
 
-Several seeds can train together: a method built for ``K`` seeds receives batches shaped
-``(K, B, ...)`` (one independent batch per seed, each drawn from that seed's own generator)
-and returns per-seed losses of shape ``(K,)``. Seed ``k`` of a K-seed run draws exactly
-the batches a single-seed run with the same seed draws, so the two agree to float
-tolerance (``tests/test_multiseed.py``). Whatever the grouping, :func:`fit` returns one
+A training run is one seed (:meth:`Method.run` builds a method per seed). A
+:class:`PerSeedMethod` built for ``K`` seeds can also train them in one :func:`fit`: it
+receives batches shaped ``(K, B, ...)`` (seed ``k``'s are exactly those a single-seed run
+with that seed draws) and loops over the seeds. Either way :func:`fit` returns one
 :class:`RunResult` per seed.
 
 Data never leaves the training device: batches are gathered by index from tensors already
@@ -184,14 +183,15 @@ class Method:
 
     - ``step(xs, ys, xt, p) -> dict[str, Tensor]``: one update on a source batch
       ``xs (B, ...)``/``ys (B,)`` and a target batch ``xt (B, ...)`` (leading seed axis
-      ``K`` when ``len(seeds) > 1``); returns detached losses/metrics, scalars or ``(K,)``.
+      ``K`` when ``len(seeds) > 1``, :class:`PerSeedMethod`); returns detached
+      losses/metrics, scalars or ``(K,)``.
     - ``predict(x) -> logits``: ``(N, n_classes)``, or ``(K, N, n_classes)`` for K seeds.
     - ``schedule(p) -> dict``: the schedule values at progress p (e.g. lambda, lr), logged.
     - ``modules(i) -> dict[str, nn.Module]``: seed ``i``'s trained networks (for saving).
     - ``uses_target``: whether the loop must sample target batches.
 
     :meth:`run` is every method's one entry point for a training run (``dannlib.methods.train``
-    calls it): by default it builds the method for each group of seeds and calls :func:`fit`;
+    calls it): by default it builds the method for each seed and calls :func:`fit`;
     multi-stage methods (ADDA) override it.
     """
 
@@ -200,8 +200,6 @@ class Method:
     uses_target: bool = True
     config: object = None
     Config: type | None = None
-    #: whether several seeds can train as one vmapped model (``together=True``)
-    supports_together: bool = False
 
     def __init__(self, config, source: Domain, target: Domain | None, seeds, name: str | None = None):
         self.config = config.validate()
@@ -237,19 +235,12 @@ class Method:
 
     @classmethod
     def run(cls, config, source: Domain, target: Domain, seeds, *, eval_sets=None, progress=True,
-            together: bool | None = None, name: str | None = None, monitor_size: int = 2000) -> list["RunResult"]:
-        """Train ``config`` on ``source`` -> ``target`` for each seed; one :class:`RunResult`
-        per seed. ``together`` (methods with ``supports_together`` only): train the seeds as
-        one vmapped model; None: on CUDA only."""
-        seeds = check_seeds(seeds)
-        if together is None:
-            together = cls.supports_together and source.x.device.type == "cuda" and len(seeds) > 1
-        if together and not cls.supports_together:
-            raise ValueError(f"{cls.__name__} cannot train seeds together; pass together=False")
-        groups = [seeds] if together else [[s] for s in seeds]
+            name: str | None = None, monitor_size: int = 2000) -> list["RunResult"]:
+        """Train ``config`` on ``source`` -> ``target`` for each seed, one seed after another;
+        one :class:`RunResult` per seed."""
         results = []
-        for group in groups:
-            method = cls(config, source, target, group, name=name)
+        for seed in check_seeds(seeds):
+            method = cls(config, source, target, [seed], name=name)
             results += fit(method, source, target, steps=cls.total_steps(config), batch_size=config.batch_size,
                            eval_sets=eval_sets, eval_every=config.eval_every, progress=progress,
                            monitor_size=monitor_size)
@@ -258,9 +249,8 @@ class Method:
 
 class PerSeedMethod(Method):
     """A method that keeps one independent set of networks per seed and loops over the
-    seeds inside ``step`` (ADDA, IIMT: their steps draw per-seed random numbers that a
-    vmapped step does not express). Subclasses implement ``step_one(i, xs, ys, xt, p)`` for
-    seed index ``i`` on that seed's ``(B, ...)`` batches, and ``predict_one(i, x)``."""
+    seeds inside ``step`` (ADDA, CDAN, IIMT). Subclasses implement ``step_one(i, xs, ys, xt, p)``
+    for seed index ``i`` on that seed's ``(B, ...)`` batches, and ``predict_one(i, x)``."""
 
     def step_one(self, i: int, xs, ys, xt, p: float) -> dict:
         raise NotImplementedError

@@ -88,8 +88,7 @@ def dann_vs_watching(digits):
     source, target, xs_test, xt_test = digits
     out = {"dann": [], "lambda0": []}
     for name, extra in (("dann", {}), ("lambda0", {"lambda_max": 0.0})):
-        for res in train("dann", source, target, seeds=SEEDS, steps=STEPS, progress=False, together=False,
-                         **extra):
+        for res in train("dann", source, target, seeds=SEEDS, steps=STEPS, progress=False, **extra):
             net = res.modules["net"]
             pad = proxy_a_distance(features(net, xs_test), features(net, xt_test), seed=res.seed)["pad"]
             out[name].append({"gd_acc": _domain_classifier_accuracy(net, xs_test, xt_test), "pad": pad,

@@ -75,7 +75,7 @@ def test_make_rejects_bad_seeds():
 def _train(spec):
     source, target, evals = load_data(spec.data)
     (res,) = dannlib.methods.train(spec.method, source, target.unlabelled(), seeds=[spec.seed], eval_sets=evals,
-                                   progress=False, monitor_size=spec.monitor_size, together=False, **spec.config)
+                                   progress=False, monitor_size=spec.monitor_size, **spec.config)
     return res, evals
 
 

@@ -22,7 +22,7 @@ def _domains(problem):
 def _run(toy, method, steps, network, lr):
     s, t = _domains(toys.make_toy(toy, seed=0))
     results = methods.train(method, s, t, seeds=SEEDS, network=network, lr=lr, steps=steps, batch_size=32,
-                            eval_sets={"source": s, "target": t}, progress=False, together=True)
+                            eval_sets={"source": s, "target": t}, progress=False)
     assert [r.seed for r in results] == SEEDS
     return {"source_acc": [r.final["source_acc"] for r in results],
             "target_acc": [r.final["target_acc"] for r in results],

@@ -168,11 +168,10 @@ def _round_trip(net, fresh):
     return fresh.eval()
 
 
-@pytest.mark.parametrize("together", [False, True])
-def test_modules_are_the_trained_networks(together):
+def test_modules_are_the_trained_networks():
     s, t = _toy_domains()
     results = methods.train("dann", s, t, seeds=[0, 1], network="toy", steps=30, batch_size=16, lr=0.05,
-                            eval_sets={"target": t, "source": s}, progress=False, together=together)
+                            eval_sets={"target": t, "source": s}, progress=False)
     assert [r.seed for r in results] == [0, 1]
     for r in results:
         net = r.modules["net"].eval()

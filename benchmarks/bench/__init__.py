@@ -12,10 +12,8 @@ Throughput (``python -m benchmarks.bench [options]``):
 - (b) ``fit``: dannlib's default loop, :func:`dannlib.training.fit` with
   :class:`dannlib.methods.DANN` for one seed (eager; batches gathered by index from
   tensors already on the device).
-- (c) ``fit_K``: dannlib's fastest multi-seed mode on the device, for K seeds: the faster
-  of ``together`` (K seeds as one ``torch.func.vmap`` model, one ``fit``) and ``separate``
-  (K single-seed ``fit`` s one after another: the code path of (b), so its seed-steps/s
-  *is* (b)'s, not measured twice).
+- (c) ``fit_separate``: dannlib's multi-seed mode, for K seeds: K single-seed ``fit`` s one
+  after another (the code path of (b), so its seed-steps/s *is* (b)'s, not measured twice).
 - ``fit_contiguous``: (b) with ``channels_last=False``, to show what the channels_last
   convolution weights (DANN's default on the CPU) gain.
 - ``--precision fp32,bf16`` (the default): every timed method also in bfloat16 autocast

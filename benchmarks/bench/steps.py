@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="python -m benchmarks.bench accuracy --help: the bf16 accuracy check")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: dannlib.utils.default_device())")
     p.add_argument("--steps", type=int, default=30, help="timed steps per variant per repeat (default 30)")
-    p.add_argument("--seeds", type=int, default=5, help="K, the seeds of the multi-seed variant (default 5)")
+    p.add_argument("--seeds", type=int, default=5, help="K, the seeds of the fit_separate row (default 5)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per variant before the rounds (default 3)")
     p.add_argument("--threads", default=None,
@@ -137,8 +137,6 @@ def variant_factories(s: Settings) -> dict[str, object]:
                     lambda pr=precision: _FitVariant("iimt", source, target, [0], pr, channels_last=True))
     # (b) without the channels_last convolution weights that DANN uses on the CPU (the change's gain)
     out["fit_contiguous"] = lambda: _FitVariant("dann", source, target, [0], channels_last=False)
-    if s.k > 1:
-        out["fit_together"] = lambda: _FitVariant("dann", source, target, list(range(s.k)))
     return out
 
 
@@ -220,23 +218,20 @@ def _row(rows: list[dict], name: str, threads: int) -> dict | None:
 
 
 def ratios(rows: list[dict], s: Settings) -> dict[str, dict]:
-    """Per thread count, ratios of seed-steps/s: (b)/(a), (c)/(a), (c)/(b), together/(b),
-    channels_last's gain, and ``<method>_<precision>_over_fp32`` for each timed method (in
-    steps/s; ``..._cpu_time``: in steps per CPU second)."""
+    """Per thread count, ratios of seed-steps/s: (b)/(a), (c)/(a), (c)/(b), channels_last's gain,
+    and ``<method>_<precision>_over_fp32`` for each timed method (in steps/s; ``..._cpu_time``:
+    in steps per CPU second)."""
     out = {}
     for t in s.threads:
         get = lambda n: _row(rows, n, t)
         q = {}
         a, b = get("dataloader"), get("fit")
         if b is not None:
-            multi = [get(n) for n in ("fit_together", "fit_separate") if get(n) is not None]
-            c = max(multi, key=lambda r: r["seed_steps_per_s"]) if multi else b
+            c = get("fit_separate") or b
             q.update(c_is=c["variant"], b_over_a=b["seed_steps_per_s"] / a["seed_steps_per_s"],
                      c_over_a=c["seed_steps_per_s"] / a["seed_steps_per_s"],
                      c_over_b=c["seed_steps_per_s"] / b["seed_steps_per_s"],
                      b_over_fit_contiguous=b["seed_steps_per_s"] / get("fit_contiguous")["seed_steps_per_s"])
-            if get("fit_together") is not None:
-                q["together_over_b"] = get("fit_together")["seed_steps_per_s"] / b["seed_steps_per_s"]
         pairs = [(method, variant_name(method, "fp32"), variant_name(method, p), p) for method in s.methods
                  for p in s.precisions if p != "fp32"]
         if "iimt" in s.methods:  # channels_last IIMT against its own fp32, and fp32 channels_last against fp32
@@ -331,8 +326,7 @@ def print_table(record: dict) -> None:
         if "b_over_a" in q:
             print(f"threads={t}: (b)/(a) {q['b_over_a']:.2f}, (c)/(a) {q['c_over_a']:.2f}, "
                   f"(c)/(b) {q['c_over_b']:.2f} in seed-steps/s, (c) = {q['c_is']}, "
-                  f"channels_last gain {q['b_over_fit_contiguous']:.2f}"
-                  + (f", together/(b) {q['together_over_b']:.2f}" if "together_over_b" in q else ""))
+                  f"channels_last gain {q['b_over_fit_contiguous']:.2f}")
         prec = [f"{k.removesuffix('_over_fp32')} {v:.2f} ({q[k + '_cpu_time']:.2f})"
                 for k, v in q.items() if k.endswith("_over_fp32")]
         if prec:

@@ -57,15 +57,14 @@ def make_config(method: str, **overrides):
 
 
 def train(method: str, source: Domain, target: Domain | None, *, seeds=(0,), config=None,
-          eval_sets: dict[str, Domain] | None = None, progress: bool = True, together: bool | None = None,
-          monitor_size: int = 2000, pretrained=None, **overrides) -> list[RunResult]:
+          eval_sets: dict[str, Domain] | None = None, progress: bool = True, monitor_size: int = 2000,
+          pretrained=None, **overrides) -> list[RunResult]:
     """Train a registered ``method`` on ``source`` -> ``target`` for each seed; returns one
-    :class:`~dannlib.training.RunResult` per seed, whatever the device.
+    :class:`~dannlib.training.RunResult` per seed (the seeds train one after another).
 
     ``config`` (the method's config dataclass) and/or ``overrides`` (field=value) set the
-    settings. ``together=True`` trains the seeds as one vmapped model (DANN family only; the
-    default, None, does so on CUDA: on the CPU it measured slower than separate runs).
-    ``monitor_size``: how many samples of each evaluation set the monitoring curves use.
+    settings. ``monitor_size``: how many samples of each evaluation set the monitoring curves
+    use.
     ``pretrained`` (ADDA family): stage-1 results of :func:`pretrain_source` to share.
     The target's labels are never passed to the method: only ``eval_sets`` see them.
     """
@@ -85,8 +84,7 @@ def train(method: str, source: Domain, target: Domain | None, *, seeds=(0,), con
                              f"build it with make_config({method!r}, ...) or pick the method that matches")
     check_domains(source, target, eval_sets)  # before any network is built or stage trained
     target = target.unlabelled() if target is not None else None
-    kwargs = dict(eval_sets=eval_sets, progress=progress, together=together, name=method,
-                  monitor_size=monitor_size)
+    kwargs = dict(eval_sets=eval_sets, progress=progress, name=method, monitor_size=monitor_size)
     if pretrained is not None:
         if cls is not ADDA:
             raise ValueError(f"pretrained= is for the ADDA family, not {method!r}")

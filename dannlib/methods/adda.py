@@ -337,15 +337,13 @@ class ADDA(PerSeedMethod):
 
     @classmethod
     def run(cls, config: ADDAConfig, source: Domain, target: Domain, seeds, *, eval_sets=None, progress=True,
-            together=None, name=None, monitor_size: int = 2000, pretrained=None) -> list[RunResult]:
+            name=None, monitor_size: int = 2000, pretrained=None) -> list[RunResult]:
         """Both stages for each seed (or stage 2 only from ``pretrained``: per-seed
         :class:`RunResult` of :func:`pretrain_source`, to share one pre-training between
         stage-2 variants). Each result carries its stage-1 result in ``parts["pretrain"]``.
         After stage 2 each seed's history is checked by :func:`detect_collapse`."""
         config = config.validate()
         seeds = check_seeds(seeds)
-        if together:
-            raise ValueError("ADDA trains one seed at a time; pass together=False")
         check_source_labels(source, config.n_classes)
         if pretrained is None:
             pretrained = pretrain_source(source, config, seeds, eval_sets=eval_sets, progress=progress,

@@ -46,9 +46,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     gamma: float = 10.0            # eq. 6
     precision: str = "fp32"
-    # Convolution weights in channels_last memory format (single-seed runs); None: on the CPU,
-    # where mkldnn's convolutions and max-pooling run faster with it (measured in
-    # benchmarks/README.md). Same numbers to float tolerance, deterministic under a seed.
+    # Convolution weights in channels_last memory format; None: on the CPU, where mkldnn's
+    # convolutions and max-pooling run faster with it (measured in benchmarks/README.md). Same
+    # numbers to float tolerance, deterministic under a seed.
     channels_last: bool | None = None
     eval_every: int | None = None
 

@@ -10,15 +10,9 @@ tutorial variants):
 - ``dann``: eq. 1/5, ``E = L_y(source) + L_d(source, target)`` with the gradient reversal
   layer between features and domain classifier, lambda from eq. 6;
 - DANN with a deeper domain classifier (``network="toy_deep"``).
-
-Several seeds can train together through ``torch.func`` (``together=True``): the parameters
-of K independently initialised networks are stacked, the loss gradient is
-``vmap(grad(loss))``, and the stacked tensors are updated by the same ``torch.optim``
-optimiser (SGD and Adam are elementwise, so stacking changes nothing).
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -52,33 +46,24 @@ class DANNConfig(TrainConfig):
 
 
 class DANN(Method):
-    """Source-only / domain-only / DANN training of one network per seed (see module doc)."""
+    """Source-only / domain-only / DANN training of one network (see module doc). One seed per
+    object: :func:`dannlib.methods.train` builds one for each seed."""
 
     Config = DANNConfig
-    supports_together = True
 
     def __init__(self, config: DANNConfig, source: Domain, target: Domain | None, seeds, name: str | None = None):
         super().__init__(config, source, target, seeds, name=name or config.mode)
+        if self.batched:
+            raise ValueError(f"DANN trains one seed per object, got seeds {self.seeds}: build one per seed "
+                             "(dannlib.methods.train does)")
         config = self.config
         self.uses_target = config.mode != "source_only"
         self.device = source.x.device
-        build = NETWORKS[config.network]
-        nets = []
-        for s in self.seeds:
-            with seeded(s):
-                nets.append(build(source, target).to(self.device))  # input mean: both domains' images, no labels
-        self.nets = nets
-        if self.batched:
-            params, buffers = torch.func.stack_module_state(nets)
-            self.params = {k: v.detach() for k, v in params.items()}
-            self.buffers = buffers
-            self._base = copy.deepcopy(nets[0]).to("meta")
-            trainable = list(self.params.values())
-            self._grad_fn = torch.func.vmap(torch.func.grad(self._functional_loss, has_aux=True),
-                                            in_dims=(0, 0, 0, 0, 0 if self.uses_target else None, None))
-        else:
-            trainable = list(nets[0].parameters())
-            use_channels_last(config, nets[0], self.device)
+        with seeded(self.seeds[0]):  # the input mean: both domains' images, no labels
+            net = NETWORKS[config.network](source, target).to(self.device)
+        self.nets = [net]
+        trainable = list(net.parameters())
+        use_channels_last(config, net, self.device)
         self.optimizer = config.make_optimizer(trainable)
 
     # -- schedules ---------------------------------------------------------------------
@@ -93,46 +78,20 @@ class DANN(Method):
         return {"grl_lambda": self.grl_lambda(p), "lr": self.config.lr_at(p)}
 
     # -- the step ----------------------------------------------------------------------
-    def _functional_loss(self, params, buffers, xs, ys, xt, lambda_):
-        net = lambda x, lam=None: torch.func.functional_call(self._base, (params, buffers), (x, lam))
-        return dann_objective(net, xs, ys, xt, lambda_, self.config.mode)
-
     def step(self, xs, ys, xt, p: float) -> dict:
         lam = self.grl_lambda(p)
         set_lr(self.optimizer, self.config.lr_at(p))
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.config.precision, self.device):
-            if self.batched:
-                grads, parts = self._grad_fn(self.params, self.buffers, xs, ys, xt, lam)
-                for name, prm in self.params.items():
-                    prm.grad = grads[name]
-            else:
-                total, parts = dann_objective(self.nets[0], xs, ys, xt, lam, self.config.mode)
-                total.backward()
+            total, parts = dann_objective(self.nets[0], xs, ys, xt, lam, self.config.mode)
+            total.backward()
         self.optimizer.step()
         return parts
 
     # -- inference ---------------------------------------------------------------------
-    def _sync_nets(self) -> None:
-        """Copy the stacked parameters back into the per-seed modules (batched runs)."""
-        if self.batched:
-            with torch.no_grad():
-                for i, net in enumerate(self.nets):
-                    for name, prm in net.named_parameters():
-                        prm.copy_(self.params[name][i])
-
-    def train(self, mode: bool = True):
-        for n in self.nets:
-            n.train(mode)
-        return self
-
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.batched:
-            return self.nets[0](x)
-        f = torch.func.vmap(lambda p, b: torch.func.functional_call(self._base, (p, b), (x,)))
-        return f(self.params, self.buffers)
+        return self.nets[0](x)
 
     def modules(self, i: int) -> dict[str, nn.Module]:
-        self._sync_nets()
         return {"net": self.nets[i]}
