@@ -66,7 +66,8 @@ def train(method: str, source: Domain, target: Domain | None, *, seeds=(0,), con
     settings. ``together=True`` trains the seeds as one vmapped model (DANN family only; the
     default, None, does so on CUDA: on the CPU it measured slower than separate runs).
     ``monitor_size``: how many samples of each evaluation set the monitoring curves use.
-    ``pretrained`` (ADDA family): stage-1 results of :func:`pretrain_source` to share.
+    ``pretrained`` (methods whose class ``accepts_pretrained``, the ADDA family): the results of the
+    runs the method starts from (ADDA: stage 1, :func:`pretrain_source`) to share.
     The target's labels are never passed to the method: only ``eval_sets`` see them.
     """
     check_choice("method", method, METHODS)
@@ -88,8 +89,9 @@ def train(method: str, source: Domain, target: Domain | None, *, seeds=(0,), con
     kwargs = dict(eval_sets=eval_sets, progress=progress, together=together, name=method,
                   monitor_size=monitor_size)
     if pretrained is not None:
-        if cls is not ADDA:
-            raise ValueError(f"pretrained= is for the ADDA family, not {method!r}")
+        if not cls.accepts_pretrained:
+            family = ", ".join(sorted({c.__name__ for c, _ in METHODS.values() if c.accepts_pretrained}))
+            raise ValueError(f"pretrained= is for the {family} family, not {method!r}")
         kwargs["pretrained"] = pretrained
     return cls.run(cfg, source, target, seeds, **kwargs)
 
