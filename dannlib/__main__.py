@@ -9,7 +9,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import regenerate, sweep
+    from . import regenerate, sweep_command
 
     parser = argparse.ArgumentParser(prog="python -m dannlib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="{sweep,regenerate,report}")
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         "runs in flight; rerun it to continue. Exit status: 0 all ok, 1 some run failed, 2 bad arguments, "
         "130 interrupted.",
     )
-    sweep.add_arguments(sw)
+    sweep_command.add_arguments(sw)
     regen = sub.add_parser(
         "regenerate",
         help="execute notebooks/NN_*.ipynb in place with papermill (regenerates every figure)",
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "report":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "sweep":
-        from .sweep import run_from_args as sweep_main
+        from .sweep_command import run_from_args as sweep_main
 
         return sweep_main(args)
     if args.command == "regenerate":

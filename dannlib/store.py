@@ -111,38 +111,26 @@ class RunSpec:
     def label(self) -> str:
         return f"{self.method} seed {self.seed}"
 
-    def dependencies(self) -> list["RunSpec"]:
-        """Runs this one starts from: ADDA's stage 2 starts from its stage 1 (shared by the
-        stage-2 variants with the same pre-training settings)."""
+    def _method(self):
+        """``(the registered method's class, this run's config as its Config)``: the class
+        answers the store's questions about the run (:class:`dannlib.training.Method`'s hooks)."""
         from .methods import METHODS
-        from .methods.adda import ADDA, ADDAConfig
 
-        if METHODS[self.method][0] is ADDA:
-            cfg = ADDAConfig(**self.config)
-            return [RunSpec.make("adda_pretrain", self.data, self.seed, monitor_size=self.monitor_size,
-                                 **cfg.pretrain_settings())]
-        return []
+        cls = METHODS[self.method][0]
+        return cls, cls.Config(**self.config)
+
+    def dependencies(self) -> list["RunSpec"]:
+        """Runs this one starts from (the method's ``dependencies``, on the same data and seed;
+        e.g. ADDA's stage 2 starts from its stage 1, shared by the stage-2 variants with the
+        same pre-training settings)."""
+        cls, cfg = self._method()
+        return [RunSpec.make(method, self.data, self.seed, monitor_size=self.monitor_size, **settings)
+                for method, settings in cls.dependencies(cfg)]
 
     def cost_steps(self) -> float:
-        """Training cost in DANN-step equivalents (32 + 32 digits images on one CPU thread),
-        for time estimates: measured rates on the study's 2-core CPU (one thread): DANN about
-        57 steps/s, source-only about 87, IIMT about 14 on 3-channel images (MNIST-M) and 24
-        on 1-channel ones (USPS), ADDA (batch 128) about 17.5; toys about 2,000."""
-        c, m = self.config, self.method
-        if self.data.get("kind") == "toy":
-            return c["steps"] * 57 / 2000
-        if m.startswith("adda") or m == "dann_lenet":
-            scale = c["batch_size"] / 128
-            if m == "adda_pretrain":
-                return c["pretrain_steps"] * scale * 57 / 45
-            return c["steps"] * scale * 57 / 17.5
-        # VADA's small CNN (08's network check): about 20x the digits network's multiply-adds a step
-        net = 20 if c.get("network") == "vada_small" else 1
-        if m.startswith("iimt"):  # its augmentations and mixes cost more on 3-channel images
-            rate = 14 if self.data.get("channels", 3) == 3 else 24
-            return net * c["steps"] * c["batch_size"] / 32 * 57 / rate
-        rate = 87 if c.get("mode") == "source_only" else 57
-        return net * c["steps"] * c["batch_size"] / 32 * 57 / rate
+        """Training cost in DANN-step equivalents (the method's ``cost_steps``), for time estimates."""
+        cls, cfg = self._method()
+        return cls.cost_steps(cfg, self.data)
 
 
 DANN_STEPS_PER_SECOND = 57.0
@@ -220,21 +208,15 @@ def usable(stored: StoredRun | None) -> bool:
 
 
 def _blank_modules(spec: RunSpec) -> dict[str, torch.nn.Module]:
-    """Untrained networks of the spec's architecture (weights to be loaded)."""
-    from .methods import METHODS
-    from .methods.adda import ADDA, SourcePretrain
+    """Untrained networks of the spec's architecture (the method's ``blank``; weights to be loaded)."""
     from .training import Domain
 
-    cls, _ = METHODS[spec.method]
-    cfg = cls.Config(**spec.config)
+    cls, cfg = spec._method()
     d = spec.data
     shape = (2,) if d["kind"] == "toy" else (d["channels"], d["size"], d["size"])
     n = max(getattr(cfg, "batch_size", 2), 10)
     dummy = Domain("blank", torch.zeros(n, *shape), torch.arange(n) % (2 if d["kind"] == "toy" else 10))
-    if cls is ADDA:
-        pre = SourcePretrain(cfg, dummy, None, [spec.seed])
-        return ADDA(cfg, pre, [spec.seed]).modules(0)
-    return cls(cfg, dummy, dummy, [spec.seed]).modules(0)
+    return cls.blank(cfg, dummy, spec.seed)
 
 
 @functools.lru_cache(maxsize=1)

@@ -233,6 +233,36 @@ class Method:
         """How many steps :meth:`run` trains for (``config.steps`` unless a stage says otherwise)."""
         return config.steps
 
+    # -- what the run store (dannlib.store) asks of a method's class, given a config ------------
+    #: whether :meth:`run` takes ``pretrained=``: the results of the runs of :meth:`dependencies`
+    accepts_pretrained: bool = False
+
+    @classmethod
+    def dependencies(cls, config) -> list[tuple[str, dict]]:
+        """The runs a run of ``config`` starts from: ``(registered method, settings)`` on its data and seed."""
+        return []
+
+    @classmethod
+    def blank(cls, config, data: Domain, seed: int) -> dict[str, nn.Module]:
+        """Untrained networks of a run (seed ``seed``'s :meth:`modules`) for samples and classes like
+        ``data``'s, to load its stored weights into."""
+        return cls(config, data, data, [seed]).modules(0)
+
+    @classmethod
+    def steps_per_second(cls, config, data: dict) -> float:
+        """Measured on the study's CPU (one thread) at batch 32 + 32 on the digits network: DANN's 57."""
+        return 57
+
+    @classmethod
+    def cost_steps(cls, config, data: dict) -> float:
+        """A run's cost in DANN-step equivalents, for the sweep's estimates (``data``: its data spec):
+        the steps at :meth:`steps_per_second`, scaled by the batch size, times 20 on VADA's small CNN
+        (about 20x the digits network's multiply-adds a step); toys run about 2,000 steps a second."""
+        if data.get("kind") == "toy":
+            return config.steps * 57 / 2000
+        net = 20 if getattr(config, "network", None) == "vada_small" else 1
+        return net * config.steps * config.batch_size / 32 * 57 / cls.steps_per_second(config, data)
+
     @classmethod
     def run(cls, config, source: Domain, target: Domain, seeds, *, eval_sets=None, progress=True,
             name: str | None = None, monitor_size: int = 2000) -> list["RunResult"]:

@@ -64,8 +64,8 @@ def train(method: str, source: Domain, target: Domain | None, *, seeds=(0,), con
 
     ``config`` (the method's config dataclass) and/or ``overrides`` (field=value) set the
     settings. ``monitor_size``: how many samples of each evaluation set the monitoring curves
-    use.
-    ``pretrained`` (ADDA family): stage-1 results of :func:`pretrain_source` to share.
+    use. ``pretrained`` (methods whose class ``accepts_pretrained``, the ADDA family): the
+    results of the runs the method starts from (ADDA: stage 1, :func:`pretrain_source`) to share.
     The target's labels are never passed to the method: only ``eval_sets`` see them.
     """
     check_choice("method", method, METHODS)
@@ -86,8 +86,9 @@ def train(method: str, source: Domain, target: Domain | None, *, seeds=(0,), con
     target = target.unlabelled() if target is not None else None
     kwargs = dict(eval_sets=eval_sets, progress=progress, name=method, monitor_size=monitor_size)
     if pretrained is not None:
-        if cls is not ADDA:
-            raise ValueError(f"pretrained= is for the ADDA family, not {method!r}")
+        if not cls.accepts_pretrained:
+            family = ", ".join(sorted({c.__name__ for c, _ in METHODS.values() if c.accepts_pretrained}))
+            raise ValueError(f"pretrained= is for the {family} family, not {method!r}")
         kwargs["pretrained"] = pretrained
     return cls.run(cfg, source, target, seeds, **kwargs)
 

@@ -199,6 +199,11 @@ class SourcePretrain(PerSeedMethod):
     def total_steps(cls, config: ADDAConfig) -> int:
         return config.pretrain_steps
 
+    @classmethod
+    def cost_steps(cls, config: ADDAConfig, data: dict) -> float:
+        """The pre-training's cost: about 45 steps a second at batch 128 (see the base class)."""
+        return config.pretrain_steps * (config.batch_size / 128) * 57 / 45
+
     def schedule(self, p: float) -> dict:
         return {"lr": self.config.pretrain_lr}
 
@@ -231,6 +236,21 @@ class ADDA(PerSeedMethod):
     :func:`prediction_entropy`, on the target training batch: no labels)."""
 
     Config = ADDAConfig
+    accepts_pretrained = True
+
+    @classmethod
+    def dependencies(cls, config: ADDAConfig) -> list[tuple[str, dict]]:
+        """Stage 1, shared by the stage-2 variants with the same pre-training settings."""
+        return [("adda_pretrain", config.pretrain_settings())]
+
+    @classmethod
+    def blank(cls, config: ADDAConfig, data: Domain, seed: int) -> dict[str, nn.Module]:
+        return cls(config, SourcePretrain(config, data, None, [seed]), [seed]).modules(0)
+
+    @classmethod
+    def cost_steps(cls, config: ADDAConfig, data: dict) -> float:
+        """Stage 2's cost: about 17.5 steps a second at batch 128 (see the base class)."""
+        return config.steps * (config.batch_size / 128) * 57 / 17.5
 
     def __init__(self, config: ADDAConfig, pretrained, seeds=None, name: str | None = None):
         pairs = _pretrained_pairs(pretrained)

@@ -51,6 +51,10 @@ class DANN(Method):
 
     Config = DANNConfig
 
+    @classmethod
+    def steps_per_second(cls, config: DANNConfig, data: dict) -> float:
+        return 87 if config.mode == "source_only" else 57  # source-only: the source batch alone, no domain head
+
     def __init__(self, config: DANNConfig, source: Domain, target: Domain | None, seeds, name: str | None = None):
         super().__init__(config, source, target, seeds, name=name or config.mode)
         if self.batched:

@@ -217,6 +217,10 @@ class IIMT(PerSeedMethod):
 
     Config = IIMTConfig
 
+    @classmethod
+    def steps_per_second(cls, config: IIMTConfig, data: dict) -> float:
+        return 14 if data.get("channels", 3) == 3 else 24  # augmentations and mixes cost more on 3 channels
+
     def __init__(self, config: IIMTConfig, source: Domain, target: Domain, seeds, name: str | None = None):
         super().__init__(config, source, target, seeds, name=name or "iimt")
         self.n_classes = max(10, source.n_classes)
