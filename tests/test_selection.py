@@ -226,7 +226,7 @@ def test_plan_07_grid_has_the_no_reversal_control_and_every_cell_on_both_pairs()
     n_dann = len(DANN_GRID["lambda_max"]) * len(DANN_GRID["schedule"]) + 1  # + the control, per lr
     usps = n_dann * len(DANN_GRID["lr"]) + len(IIMT_GRID["ramp_max"])
     released = n_dann * 1 + len(IIMT_GRID["ramp_max"])  # the released MNIST-M keeps the paper lr only
-    adda = len(ADDA_GRID["lr"]) * len(ADDA_GRID["stage2_steps"])  # ADDA_GRID_RELEASED: smoke only so far
+    adda = sum(len(g["lr"]) * len(g["stage2_steps"]) for g in (ADDA_GRID, ADDA_GRID_RELEASED))
     assert len(paper.runs) == (usps + released + adda) * 3
     smoke = {r.tags["pair"] for r in plan("07", "smoke").runs if r.tags["method"] == "adda_gan"}
     assert smoke == {"MNIST->USPS", "MNIST->MNIST-M (released)"} and len(ADDA_GRID_RELEASED["lr"]) == 2
