@@ -39,6 +39,7 @@ SELECTED: dict[tuple[str, str], dict] = {
     ('dann', 'MNIST->MNIST-M (released)'): {'rule': 'info_max', 'judged_on': ['MNIST->USPS'], 'setting': {'schedule': 'ramp', 'lambda_max': 0.1, 'lr': 0.01}},
     ('iimt', 'MNIST->MNIST-M (released)'): {'rule': 'info_max', 'judged_on': ['MNIST->USPS'], 'setting': {'ramp_max': 0.3}},
     ('adda_gan', 'MNIST->USPS'): {'rule': 'info_max', 'judged_on': ['MNIST->MNIST-M (released)'], 'setting': {'lr': 0.0002, 'stage2_steps': 10000}},
+    ('adda_gan', 'MNIST->MNIST-M (released)'): {'rule': 'info_max', 'judged_on': ['MNIST->USPS'], 'setting': {'lr': 5e-05, 'stage2_steps': 3000}},
 }
 
 
