@@ -24,82 +24,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .domain import Domain, check_domains
 from .utils import check_positive_int, check_seeds, make_generator, progress_enabled
-
-
-@dataclass
-class Domain:
-    """One domain's images or points as tensors on the training device.
-
-    ``x``: ``(N, ...)`` float32, finite; ``y``: ``(N,)`` int64 labels in ``[0, n_classes)``,
-    or None where the labels are not to be used (unlabelled target)."""
-
-    name: str
-    x: torch.Tensor
-    y: torch.Tensor | None = None
-
-    def __post_init__(self):
-        if not isinstance(self.x, torch.Tensor) or self.x.ndim < 2:
-            shape = tuple(self.x.shape) if hasattr(self.x, "shape") else type(self.x).__name__
-            raise ValueError(f"domain {self.name!r}: x must be a tensor (N, ...) with N samples, got {shape}")
-        if len(self.x) == 0:
-            raise ValueError(f"domain {self.name!r} has no samples")
-        if not self.x.is_floating_point():
-            raise ValueError(f"domain {self.name!r}: x must be a float tensor, got {self.x.dtype}")
-        lo, hi = torch.aminmax(self.x)  # NaN propagates into both: one pass, no mask (60x isfinite().all())
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            n = int((~torch.isfinite(self.x)).flatten(1).any(1).sum())
-            raise ValueError(f"domain {self.name!r}: x holds NaN or infinite values in {n} of {len(self.x)} "
-                             "samples; clean or drop them before training or evaluating")
-        if self.y is not None:
-            if len(self.y) != len(self.x):
-                raise ValueError(f"domain {self.name!r}: {len(self.x)} inputs but {len(self.y)} labels")
-            if self.y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-                raise ValueError(f"domain {self.name!r}: labels y must be integers, got {self.y.dtype}")
-            if int(self.y.min()) < 0:
-                raise ValueError(f"domain {self.name!r}: labels y must be >= 0, got min {int(self.y.min())}")
-            self.y = self.y.long()
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    @property
-    def n_classes(self) -> int:
-        if self.y is None:
-            raise ValueError(f"domain {self.name!r} has no labels")
-        return int(self.y.max()) + 1
-
-    def to(self, device) -> "Domain":
-        return Domain(self.name, self.x.to(device), None if self.y is None else self.y.to(device))
-
-    def unlabelled(self) -> "Domain":
-        return Domain(self.name, self.x, None)
-
-
-def check_domains(source: Domain, target: Domain | None, eval_sets: dict | None = None) -> None:
-    """Up-front checks shared by every method: labelled source, matching sample shapes
-    between source, target and evaluation sets, and evaluation labels inside the source's
-    class range. Errors name the domain and the fix."""
-    if not isinstance(source, Domain):
-        raise ValueError(f"source must be a dannlib.training.Domain, got {type(source).__name__}")
-    if source.y is None:
-        raise ValueError(f"source domain {source.name!r} needs labels (y)")
-    shape = tuple(source.x.shape[1:])
-    others = ([("target", target)] if target is not None else []) + list((eval_sets or {}).items())
-    for role, d in others:
-        if not isinstance(d, Domain):
-            raise ValueError(f"{role} must be a dannlib.training.Domain, got {type(d).__name__}")
-        if tuple(d.x.shape[1:]) != shape:
-            raise ValueError(f"{role} {d.name!r} has samples of shape {tuple(d.x.shape[1:])} but the source "
-                             f"{source.name!r} has {shape}: put every domain on one size and channel count "
-                             "(e.g. load_domain(..., size=28, channels=3))")
-    n = source.n_classes
-    for name, d in (eval_sets or {}).items():
-        if d.y is None:
-            raise ValueError(f"evaluation set {name!r} needs labels")
-        if int(d.y.max()) >= n:
-            raise ValueError(f"evaluation set {name!r} has label {int(d.y.max())} but the source "
-                             f"{source.name!r} only has classes 0..{n - 1}")
 
 
 #: A logged loss (a key ending in "loss") above this counts as an explosion: the cross-entropies,
