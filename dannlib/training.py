@@ -15,6 +15,8 @@ there, no per-sample ``DataLoader``.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import sys
 import time
@@ -116,6 +118,12 @@ class Method:
     - ``modules(i) -> dict[str, nn.Module]``: seed ``i``'s trained networks (for saving).
     - ``uses_target``: whether the loop must sample target batches.
 
+    The recipe is the base's, not each method's (:meth:`update`, which :func:`fit` calls): the
+    learning rate ``config.lr_at(p)`` of every optimiser in :meth:`scheduled_optimizers` before each step
+    (where the config has ``lr_at``), bfloat16 autocast around the step for
+    ``config.precision == "bf16"``, and channels_last convolution weights for every network in
+    :meth:`networks` once construction ends (``config.channels_last``; None: on the CPU).
+
     :meth:`run` is every method's one entry point for a training run (``dannlib.methods.train``
     calls it): by default it builds the method for each seed and calls :func:`fit`;
     multi-stage methods (ADDA) override it.
@@ -131,6 +139,61 @@ class Method:
         self.config = config.validate()
         self.seeds = check_seeds(seeds)
         self.name = name or type(self).__name__.lower()
+
+    def __init_subclass__(cls, **kwargs):
+        # after the outermost __init__ of a method has built its networks: channels_last
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kw):
+            init(self, *args, **kw)
+            if type(self).__init__ is __init__:
+                self._use_channels_last()
+
+        cls.__init__ = __init__
+
+    def _use_channels_last(self) -> None:
+        nets = self.networks()
+        params = [p for net in nets for p in net.parameters()]
+        flag = getattr(self.config, "channels_last", None)
+        if flag is None:
+            flag = bool(params) and params[0].device.type == "cpu"
+        if flag:
+            for net in nets:
+                net.to(memory_format=torch.channels_last)
+
+    def networks(self) -> list[nn.Module]:
+        """Every network the method computes with (each once), for channels_last; default: every
+        seed's :meth:`modules`."""
+        nets = {id(m): m for i in range(len(self.seeds)) for m in self.modules(i).values()}
+        return list(nets.values())
+
+    def scheduled_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimisers whose learning rate :meth:`update` sets from ``config.lr_at``; default:
+        the method's attribute ``optimizer`` (one) and/or ``optimizers`` (one per seed)."""
+        one = getattr(self, "optimizer", None)
+        return ([one] if one is not None else []) + list(getattr(self, "optimizers", []))
+
+    def update(self, xs, ys, xt, p: float) -> dict:
+        """One training step with the recipe applied: the learning rates at ``p``, autocast per
+        ``config.precision``, then :meth:`step`."""
+        lr_at = getattr(self.config, "lr_at", None)
+        if lr_at is not None:
+            lr = lr_at(p)
+            for opt in self.scheduled_optimizers():
+                for group in opt.param_groups:
+                    group["lr"] = lr
+        with self.autocast(xs.device):
+            return self.step(xs, ys, xt, p)
+
+    def autocast(self, device: torch.device):
+        """bfloat16 autocast on ``device`` where ``config.precision == "bf16"``, else a no-op."""
+        if getattr(self.config, "precision", "fp32") == "bf16":
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     @property
     def batched(self) -> bool:
@@ -336,7 +399,7 @@ def fit(method: Method, source: Domain, target: Domain | None, *, steps: int, ba
     try:
         for step in range(steps):
             p = step / steps
-            window.add(method.step(*batches.next(), p))
+            window.add(method.update(*batches.next(), p))
             if (step + 1) % eval_every == 0 or step == steps - 1:
                 means = window.means()
                 accs = evaluate(method, eval_sets, monitor_size)

@@ -126,7 +126,7 @@ def test_dann_step_is_sgd_momentum_with_eq7_lr():
     w0 = {k: v.detach().clone() for k, v in net.named_parameters()}
 
     _, _, _, g1, _ = hand_gradients(net, xs1.double(), ys1, xt1.double(), grl_lambda(p1))
-    method.step(xs1, ys1, xt1, p1)
+    method.update(xs1, ys1, xt1, p1)
     lr1 = annealed_lr(p1, 0.05)
     assert method.optimizer.param_groups[0]["lr"] == lr1
     # first SGD step with momentum: buffer = g, update = lr * g
@@ -136,7 +136,7 @@ def test_dann_step_is_sgd_momentum_with_eq7_lr():
 
     w1 = {k: v.detach().clone() for k, v in net.named_parameters()}
     _, _, _, g2, _ = hand_gradients(net, xs2.double(), ys2, xt2.double(), grl_lambda(p2))
-    method.step(xs2, ys2, xt2, p2)
+    method.update(xs2, ys2, xt2, p2)
     lr2 = annealed_lr(p2, 0.05)
     # second step: buffer = 0.9 * g1 + g2
     for name, prm in net.named_parameters():

@@ -284,3 +284,24 @@ def test_final_evaluation_uses_the_whole_test_set_and_monitoring_its_first_monit
     assert [h["test_acc"] for h in r.history] == [1.0, 1.0]  # the first monitor_size samples
     assert r.final["test_acc"] == 0.25  # every sample of the set
     assert r.final["test_acc"] == accuracy(always_0, test.x, test.y).item()
+
+
+def test_the_loop_owns_the_recipe():
+    """fit (Method.update) sets every optimiser's learning rate from config.lr_at, enters bf16 autocast
+    per config.precision, and the base puts the networks in channels_last once built: a method's step
+    does none of it."""
+    from dannlib.methods import make_config
+    from dannlib.methods.cdan import CDAN
+
+    g = torch.Generator().manual_seed(0)
+    d = Domain("d", torch.rand(16, 3, 28, 28, generator=g), torch.randint(0, 10, (16,), generator=g))
+    cfg = make_config("cdan", steps=2, batch_size=4, precision="bf16", channels_last=True)
+    m = CDAN(cfg, d, d, [0, 1])
+    convs = [p for net in m.nets for p in net.parameters() if p.ndim == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    seen = []
+    step = m.step_one
+    m.step_one = lambda *a: seen.append(torch.is_autocast_enabled("cpu")) or step(*a)
+    m.update(d.x[:8].reshape(2, 4, 3, 28, 28), d.y[:8].reshape(2, 4), d.x[8:].reshape(2, 4, 3, 28, 28), 0.5)
+    assert seen == [True, True]
+    assert [o.param_groups[0]["lr"] for o in m.optimizers] == [cfg.lr_at(0.5)] * 2

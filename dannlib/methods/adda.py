@@ -45,7 +45,6 @@ from ..grl import grad_reverse
 from ..schedules import grl_lambda
 from ..training import Domain, PerSeedMethod, RunResult, fit
 from ..utils import check_choice, check_positive_int, check_positive_number, check_seeds, seeded
-from .common import use_channels_last
 
 MAPPING_LOSSES = ("gan", "minimax", "confusion")
 STAGE2 = ("adda", "dann")
@@ -189,7 +188,6 @@ class SourcePretrain(PerSeedMethod):
             with seeded(s):
                 enc = _build_encoder(source).to(device)
                 clf = nn.Linear(500, self.config.n_classes).to(device)
-            use_channels_last(self.config, enc, device)
             self.encoders.append(enc)
             self.classifiers.append(clf)
             self.optimizers.append(torch.optim.Adam(list(enc.parameters()) + list(clf.parameters()),
@@ -279,8 +277,6 @@ class ADDA(PerSeedMethod):
                 m_t = copy.deepcopy(enc)
                 m_t.requires_grad_(True)
             device = next(m_t.parameters()).device
-            for module in {id(m): m for m in (m_s, m_t)}.values():
-                use_channels_last(self.config, module, device)
             with seeded(s + 1_000_003):
                 d = networks.adda_discriminator(500, 500).to(device)
             self.source_encoders.append(m_s)
@@ -338,6 +334,10 @@ class ADDA(PerSeedMethod):
             ent = prediction_entropy(c(f[ns:]), self.config.n_classes)
         return {"d_loss": d_loss.detach(), "d_acc": d_acc.detach(), "label_loss": label_loss.detach(),
                 "target_pred_entropy": ent}
+
+    def networks(self) -> list[nn.Module]:
+        # the frozen source encoders too (not among the modules saved)
+        return [*{id(m): m for m in self.source_encoders}.values(), *super().networks()]
 
     def train(self, mode: bool = True):
         # ADDA: M_s and C stay in eval mode (frozen); only M_t and D switch.

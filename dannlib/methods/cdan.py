@@ -34,7 +34,7 @@ from ..grl import grad_reverse
 from ..networks import _mlp
 from ..training import Domain, PerSeedMethod
 from ..utils import check_choice, check_positive_int, seeded
-from .common import NETWORKS, TrainConfig, _full, autocast, domain_objective, set_lr, use_channels_last
+from .common import NETWORKS, TrainConfig, _full, domain_objective
 
 CONDITIONINGS = ("auto", "multilinear", "randomized")
 #: above this many multilinear inputs the paper switches to the randomised map (Long et al. 2018, sec. 3.3)
@@ -108,7 +108,6 @@ class CDAN(PerSeedMethod):
                 tmap = MultilinearMap(d_f, n_classes, randomized, c.random_dim).to(self.device)
                 disc = _mlp([tmap.out_features, c.hidden, 1]).to(self.device)
             net.domain_classifier = None  # DANN's unconditional head is not used
-            use_channels_last(c, net, self.device)
             self.nets.append(net)
             self.maps.append(tmap)
             self.discs.append(disc)
@@ -133,10 +132,8 @@ class CDAN(PerSeedMethod):
 
     def step_one(self, i, xs, ys, xt, p: float) -> dict:
         opt = self.optimizers[i]
-        set_lr(opt, self.config.lr_at(p))
         opt.zero_grad(set_to_none=True)
-        with autocast(self.config.precision, self.device):
-            total, parts = self.objective(i, xs, ys, xt, p)
+        total, parts = self.objective(i, xs, ys, xt, p)
         total.backward()
         opt.step()
         return parts

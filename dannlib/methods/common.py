@@ -7,7 +7,6 @@ from eq. 6. Adam at a constant rate is offered as a stated deviation.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -81,26 +80,6 @@ class TrainConfig:
         if self.optimizer == "sgd":
             return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-
-
-def use_channels_last(config: TrainConfig, net: nn.Module, device: torch.device) -> None:
-    """Put ``net``'s 4-D (convolution) weights in channels_last format where ``config`` asks
-    (None: on the CPU)."""
-    flag = config.channels_last if config.channels_last is not None else device.type == "cpu"
-    if flag:
-        net.to(memory_format=torch.channels_last)
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-def autocast(precision: str, device: torch.device):
-    """bfloat16 autocast on ``device`` for ``precision="bf16"``, else a no-op context."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 # -- networks ------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..training import Domain, Method
 from ..utils import check_choice, seeded
-from .common import NETWORKS, TrainConfig, autocast, dann_objective, set_lr, use_channels_last
+from .common import NETWORKS, TrainConfig, dann_objective
 
 MODES = ("source_only", "domain_only", "dann")
 LAMBDA_SCHEDULES = ("dann", "constant")
@@ -66,9 +66,7 @@ class DANN(Method):
         with seeded(self.seeds[0]):  # the input mean: both domains' images, no labels
             net = NETWORKS[config.network](source, target).to(self.device)
         self.nets = [net]
-        trainable = list(net.parameters())
-        use_channels_last(config, net, self.device)
-        self.optimizer = config.make_optimizer(trainable)
+        self.optimizer = config.make_optimizer(net.parameters())
 
     # -- schedules ---------------------------------------------------------------------
     def grl_lambda(self, p: float) -> float:
@@ -83,12 +81,9 @@ class DANN(Method):
 
     # -- the step ----------------------------------------------------------------------
     def step(self, xs, ys, xt, p: float) -> dict:
-        lam = self.grl_lambda(p)
-        set_lr(self.optimizer, self.config.lr_at(p))
         self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.config.precision, self.device):
-            total, parts = dann_objective(self.nets[0], xs, ys, xt, lam, self.config.mode)
-            total.backward()
+        total, parts = dann_objective(self.nets[0], xs, ys, xt, self.grl_lambda(p), self.config.mode)
+        total.backward()
         self.optimizer.step()
         return parts
 

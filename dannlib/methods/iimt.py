@@ -49,7 +49,7 @@ from torch import nn
 from ..schedules import linear_ramp
 from ..training import Domain, PerSeedMethod
 from ..utils import check_positive_int, check_positive_number, make_generator, seeded
-from .common import NETWORKS, TrainConfig, _full, autocast, dann_objective, set_lr, use_channels_last
+from .common import NETWORKS, TrainConfig, _full, dann_objective
 
 COMPONENTS = ("inter_mixup", "target_dominated_mixup", "consistency", "intra_source", "intra_target",
               "adversarial")
@@ -230,7 +230,6 @@ class IIMT(PerSeedMethod):
         for s in self.seeds:
             with seeded(s):
                 net = build(source, target).to(self.device)
-            use_channels_last(self.config, net, self.device)
             self.nets.append(net)
             self.optimizers.append(self.config.make_optimizer(net.parameters()))
             self.generators.append(make_generator(10_007 * s + 17, self.device))
@@ -295,10 +294,8 @@ class IIMT(PerSeedMethod):
 
     def step_one(self, i, xs, ys, xt, p: float) -> dict:
         opt = self.optimizers[i]
-        set_lr(opt, self.config.lr_at(p))
         opt.zero_grad(set_to_none=True)
-        with autocast(self.config.precision, self.device):
-            total, parts = self.objective(self.nets[i], xs, ys, xt, p, self.generators[i])
+        total, parts = self.objective(self.nets[i], xs, ys, xt, p, self.generators[i])
         total.backward()
         clip = self.config.grad_clip
         # the norm before clipping, logged either way; with no clipping the gradients are scaled by exactly 1
