@@ -143,6 +143,48 @@ def aggregate(records: Iterable[dict], metric: str, by: Sequence[str] = ("method
     return out
 
 
+def runs_of(records: Iterable[dict], by: str = "seed") -> list[list[dict]]:
+    """Pooled history records (several runs' ``RunResult.history`` together, as
+    :func:`dannlib.plan.histories` returns them) split back into one list per run (per ``by``)."""
+    runs: dict = {}
+    for r in records:
+        runs.setdefault(r.get(by), []).append(r)
+    return list(runs.values())
+
+
+def mean_curve(histories: Sequence[list[dict]], key: str, *, x: str = "step", statuses: Sequence[str] | None = None,
+               complete: bool = False) -> dict:
+    """The curves' aggregator: ``key`` against ``x`` over runs (``histories``: one list of
+    history records per run), the mean and the spread (sample std, NaN for one value, as
+    :func:`mean_std`) at each ``x`` (ascending) over the runs with status "ok", the runs the
+    tables keep (:func:`aggregate`). ``statuses``: each run's status (e.g. ``StoredRun.status``,
+    which knows ADDA's "collapsed"); None: each run's last record's ``status`` (fit marks
+    "diverged" there). ``complete``: only the x values every ok run with ``key`` logged.
+    Returns ``{"x", "mean", "std", "count": lists, "n": ok runs with the key, "failed": runs
+    left out}``."""
+    histories = [list(h) for h in histories]
+    if statuses is None:
+        statuses = [h[-1].get("status", "ok") if h else "ok" for h in histories]
+    ok = [h for h, status in zip(histories, statuses) if status == "ok"]
+    values: dict = {}
+    n = 0
+    for h in ok:
+        n += any(key in rec for rec in h)
+        for rec in h:
+            v = rec.get(key)
+            if rec.get(x) is not None and v is not None and not (isinstance(v, float) and math.isnan(v)):
+                values.setdefault(rec[x], []).append(float(v))
+    out = {"x": [], "mean": [], "std": [], "count": [], "n": n, "failed": len(histories) - len(ok)}
+    for at in sorted(values):
+        vs = values[at]
+        if complete and len(vs) != n:
+            continue
+        m, sd = mean_std(vs)
+        for name, v in (("x", at), ("mean", m), ("std", sd), ("count", len(vs))):
+            out[name].append(v)
+    return out
+
+
 def format_cell(mean: float, std: float, n: int, digits: int = 3) -> str:
     """``"0.745 ± 0.012 (5)"``; one seed: ``"0.745 (1 seed: no spread)"``; none: ``"—"``."""
     if n == 0:

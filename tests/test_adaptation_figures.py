@@ -110,3 +110,16 @@ def test_paired_differences_figure_draws_the_t_interval():
     assert any(lo == pytest.approx(2 - 2.484138, abs=1e-4) and hi == pytest.approx(2 + 2.484138, abs=1e-4)
                for lo, hi in spans)
     plt.close(fig)
+
+
+def test_mean_curve_leaves_out_runs_that_are_not_ok_like_the_tables():
+    from dannlib.results import mean_curve, runs_of
+
+    ok = [{"step": s, "seed": 0, "acc": 0.5, "status": "ok"} for s in (1, 2)]
+    ok2 = [{"step": s, "seed": 1, "acc": 0.7, "status": "ok"} for s in (1, 2)]
+    bad = [{"step": 1, "seed": 2, "acc": 0.0, "status": "ok"}, {"step": 2, "seed": 2, "acc": 9.0, "status": "diverged"}]
+    g = mean_curve(runs_of(ok + ok2 + bad), "acc")
+    assert g["x"] == [1, 2] and g["mean"] == pytest.approx([0.6, 0.6]) and g["n"] == 2 and g["failed"] == 1
+    g = mean_curve([ok, ok2[:1]], "acc", statuses=["ok", "ok"], complete=True)
+    assert g["x"] == [1] and g["count"] == [2]
+    assert mean_curve([ok, ok2], "acc", statuses=["ok", "collapsed"])["mean"] == [0.5, 0.5]

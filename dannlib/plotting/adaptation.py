@@ -16,6 +16,8 @@ import math
 
 import matplotlib.pyplot as plt
 
+from ..results import mean_curve
+
 __all__ = ["plot_adaptation_curves", "plot_loss_terms", "adaptation_references"]
 
 
@@ -36,18 +38,6 @@ def adaptation_references(records, runs, *, start: str = "adda_pretrain", metric
         if cfg and "collapse_entropy" in cfg:
             ref[pair, "target_pred_entropy"] = (cfg["collapse_entropy"], "collapse threshold")
     return ref
-
-
-def _mean_curve(histories: list[list[dict]], x: str, key: str):
-    """Mean over runs of ``key`` against ``x`` (at the x values every run logged)."""
-    import pandas as pd
-
-    frames = [pd.DataFrame(h)[[x, key]].dropna() for h in histories if h and key in h[0]]
-    if not frames:
-        return None
-    df = pd.concat([f.assign(run=i) for i, f in enumerate(frames)])
-    g = df.groupby(x)[key].agg(["mean", "std", "count"]).reset_index()
-    return g[g["count"] == len(frames)]
 
 
 def plot_adaptation_curves(runs, keys, *, colour_by: str = "method", row_by: str = "pair", x: str = "step",
@@ -85,12 +75,12 @@ def plot_adaptation_curves(runs, keys, *, colour_by: str = "method", row_by: str
                     ax.plot([h[x] for h in r.history], [h.get(key, math.nan) for h in r.history],
                             color=colour[c], linewidth=0.7, alpha=0.45 if ok else 0.8,
                             linestyle="-" if ok else "--")
-                ok_runs = [r.history for t, r in group if r.status == "ok"]
-                mean = _mean_curve(ok_runs, x, key)
-                if mean is not None and len(mean):
-                    line, = ax.plot(mean[x], mean["mean"], color=colour[c], linewidth=2.0)
-                    n_failed = len(group) - len(ok_runs)
-                    label = f"{names.get(c, c)}: mean of {len(ok_runs)} seed{'s' if len(ok_runs) != 1 else ''}"
+                mean = mean_curve([r.history for _, r in group], key, x=x, statuses=[r.status for _, r in group],
+                                  complete=True)
+                if mean["x"]:
+                    line, = ax.plot(mean["x"], mean["mean"], color=colour[c], linewidth=2.0)
+                    n_ok, n_failed = mean["n"], mean["failed"]
+                    label = f"{names.get(c, c)}: mean of {n_ok} seed{'s' if n_ok != 1 else ''}"
                     legend.setdefault(c, (line, label + (f" (+{n_failed} failed, dashed)" if n_failed else "")))
             if (row, key) in reference:
                 y, text = reference[row, key]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 from ..utils import atomic_path
 
@@ -60,9 +61,10 @@ def plot_method_curves(histories: dict, keys, *, x: str = "step", title: str | N
     """Training curves of several methods, one panel per key in ``keys``: for each method
     (``histories``: name -> history records, e.g. ``RunResult.history`` of all its seeds,
     dicts with ``seed``, ``x`` and the keys) the mean over seeds against ``x`` with a
-    mean ± std band. A method lacking a key is left out of that panel. ``labels`` renames
+    mean ± std band (:func:`dannlib.results.mean_curve`: seeds that did not end "ok" are left
+    out, as in the tables). A method lacking a key is left out of that panel. ``labels`` renames
     panels (key -> title)."""
-    import pandas as pd
+    from ..results import mean_curve, runs_of
 
     keys = list(keys)
     labels = labels or {}
@@ -70,17 +72,17 @@ def plot_method_curves(histories: dict, keys, *, x: str = "step", title: str | N
                              squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for m_i, (name, hist) in enumerate(histories.items()):
-        df = pd.DataFrame(hist)
+        runs = runs_of(hist)
         for ax, key in zip(axes[0], keys):
-            if key not in df or df[key].isna().all():
+            g = mean_curve(runs, key, x=x)
+            if not g["x"]:
                 continue
-            g = df.groupby(x)[key].agg(["mean", "std", "count"]).reset_index()
-            std = g["std"].fillna(0.0).to_numpy()
-            mean = g["mean"].to_numpy()
+            std = np.nan_to_num(np.asarray(g["std"]), nan=0.0)
+            mean = np.asarray(g["mean"])
             colour = colours[m_i % len(colours)]
-            n = int(df["seed"].nunique()) if "seed" in df else 1
-            ax.plot(g[x], mean, color=colour, label=f"{name} ({n} seed{'s' if n != 1 else ''})")
-            ax.fill_between(g[x], mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+            n = len([r for r in runs if r[-1].get("status", "ok") == "ok"])
+            ax.plot(g["x"], mean, color=colour, label=f"{name} ({n} seed{'s' if n != 1 else ''})")
+            ax.fill_between(g["x"], mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
     for ax, key in zip(axes[0], keys):
         ax.set_title(labels.get(key, key), fontsize=10)
         ax.set_xlabel(x)
