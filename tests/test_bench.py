@@ -152,7 +152,7 @@ def test_baseline_step_is_the_dann_step():
     xs, ys, xt = source.x[:8], source.y[:8], target.x[8:16]
     for p in (0.0, 0.3):
         loss = base.step(xs - net.input_mean, ys, xt - net.input_mean, p)
-        parts = dann.step(xs, ys, xt, p)
+        parts = dann.update(xs, ys, xt, p)  # the loop sets the learning rate, then steps
         assert loss.item() == pytest.approx((parts["label_loss"] + parts["domain_loss"]).item(), rel=1e-5)
     moved = 0.0
     for (name, a), b in zip(base.net.named_parameters(), net.parameters()):

@@ -284,7 +284,7 @@ def test_step_is_sgd_on_the_clipped_objective(clip):
     total, _ = m.objective(net, xs, ys, xt, 0.3, torch.Generator().set_state(state))
     grads = dict(zip(w0, torch.autograd.grad(total, list(net.parameters()), allow_unused=True)))
     norm = torch.sqrt(sum((g ** 2).sum() for g in grads.values() if g is not None)).item()
-    parts = m.step(xs, ys, xt, 0.3)
+    parts = m.update(xs, ys, xt, 0.3)  # the loop applies the learning rate, then the step
     assert parts["grad_norm"].item() == pytest.approx(norm, rel=1e-9)
     scale = 1.0 if clip is None else min(1.0, clip / norm)
     assert (scale < 1.0) == (clip == 1e-3)

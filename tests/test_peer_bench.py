@@ -108,7 +108,7 @@ def test_the_peer_loop_descends_dannlibs_objective(run_peer):
     start = {k: v.clone() for k, v in ours.nets[0].state_dict().items()}
     batches = Batches(source, target, [0], 8)
     for i in range(steps):
-        ours.step(*batches.next(), i / steps)
+        ours.update(*batches.next(), i / steps)
     peer_net = run_peer.build_network(source, target, 0)
     step, _ = run_peer.peer_trainer(pa, peer_net, config, channels_last=False)
     batches = Batches(source, target, [0], 8)
