@@ -26,8 +26,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .domain import Domain, check_domains
-from .utils import check_positive_int, check_seeds, make_generator, progress_enabled
+from .domain import Batches, Domain, check_domains
+from .utils import check_positive_int, check_seeds, progress_enabled
 
 
 #: A logged loss (a key ending in "loss") above this counts as an explosion: the cross-entropies,
@@ -55,54 +55,6 @@ def judge_history(history: list[dict]) -> str | None:
         if trouble:
             return f"{trouble} at step {h.get('step', '?')}"
     return None
-
-
-class IndexSampler:
-    """Shuffled epochs over ``n`` indices from one seeded generator, ``batch_size`` at a
-    time; the remainder of an epoch is dropped. Indices are drawn on ``device``."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, device):
-        if batch_size > n:
-            raise ValueError(f"batch_size {batch_size} exceeds the {n} samples of the domain; lower batch_size")
-        self.n, self.batch_size, self.device = n, batch_size, torch.device(device)
-        self.generator = make_generator(seed, self.device)
-        self._perm: torch.Tensor | None = None
-        self._pos = n
-
-    def next(self) -> torch.Tensor:
-        if self._pos + self.batch_size > self.n:
-            self._perm = torch.randperm(self.n, generator=self.generator, device=self.device)
-            self._pos = 0
-        idx = self._perm[self._pos:self._pos + self.batch_size]
-        self._pos += self.batch_size
-        return idx
-
-
-class Batches:
-    """The batches of a K-seed run: seed ``s`` draws its source batches from a generator
-    seeded ``2 s`` and its target batches from one seeded ``2 s + 1``. ``next()`` returns
-    ``(xs, ys, xt)``: ``(B, ...)`` tensors for one seed, ``(K, B, ...)`` for several;
-    ``xt`` is None when the method uses no target."""
-
-    def __init__(self, source: Domain, target: Domain | None, seeds: list[int], batch_size: int):
-        self.source, self.target, self.k, self.batch_size = source, target, len(seeds), batch_size
-        device = source.x.device
-        self.src = [IndexSampler(len(source), batch_size, 2 * s, device) for s in seeds]
-        self.tgt = [IndexSampler(len(target), batch_size, 2 * s + 1, device) for s in seeds] if target is not None else None
-
-    def _gather(self, domain: Domain, samplers, with_labels: bool):
-        if self.k == 1:
-            idx = samplers[0].next()
-            return domain.x[idx], (domain.y[idx] if with_labels else None)
-        idx = torch.stack([s.next() for s in samplers]).reshape(-1)  # (K * B,)
-        x = domain.x[idx].reshape(self.k, self.batch_size, *domain.x.shape[1:])
-        y = domain.y[idx].reshape(self.k, self.batch_size) if with_labels else None
-        return x, y
-
-    def next(self):
-        xs, ys = self._gather(self.source, self.src, True)
-        xt = self._gather(self.target, self.tgt, False)[0] if self.tgt is not None else None
-        return xs, ys, xt
 
 
 class Method:

@@ -14,7 +14,8 @@ from dannlib import methods, networks, toys
 from dannlib.networks import digits_net
 from dannlib.methods.adda import ADDAConfig, SourcePretrain
 from dannlib.methods.common import NETWORKS
-from dannlib.training import Domain, IndexSampler, Method, accuracy, fit
+from dannlib.domain import IndexSampler
+from dannlib.training import Domain, Method, accuracy, fit
 from dannlib.utils import seeded
 
 NS, NT, B = 10, 7, 3  # 3 source batches an epoch (1 image dropped), 2 target batches (1 dropped)
