@@ -1,4 +1,5 @@
-"""All notebooks in order: the sweep first, the report (regeneration.json), the command line."""
+"""One notebook in a kernel of this interpreter, all notebooks in order (the sweep first), the
+report (regeneration.json) and the command line."""
 from __future__ import annotations
 
 import argparse
@@ -6,130 +7,310 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import shutil
 import signal
+import stat
 import sys
 import textwrap
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
-from ..profiles import DEFAULT_PROFILE, PROFILES, check_profile
-from ..utils import PROJECT_ROOT, atomic_write, machine_info
 from ..plan import parse_only, parse_seeds
-from .common import COMMITTED_PROFILE, CURRENT_ENV_KERNEL, Interrupted, KERNEL_ENV_DOC, NotebookRun, Outputs, REPORT_NAME, SIGNAL_EXIT, _RUNNING_KERNELS, check_outputs_writable, find_notebooks, resolve_outputs, select_notebooks, store_root  # noqa: F401
-from .transaction import RunLock, _display, _signals_deferred, clean_stale  # noqa: F401
-from .kernel import _kill_kernels, commit, run_notebook  # noqa: F401
+from ..profiles import DEFAULT_PROFILE, PROFILES, check_profile
+from ..settings import check_workers, check_writable
+from ..utils import PROJECT_ROOT, atomic_write, machine_info
+from .transaction import (REPORT_NAME, RUNNING_SUFFIX, STAGING_PREFIX, JOURNAL_SUFFIX, RunLock, _apply_commit,
+                          _plan_commit, _signals_deferred, clean_stale, lab_kernelspec, normalize_notebook,
+                          path_replacements, tidy_notebook)
+
+COMMITTED_PROFILE = "paper"  # the profile the committed notebooks and figures/ carry: only it works in place
+CURRENT_ENV_KERNEL = "python3"  # the name papermill is given when no --kernel is asked for
+FAILED_DIRNAME, TMP_DIRNAME = ".failed", ".tmp"
+PROGRESS_ENV = "DANNLIB_PROGRESS"
+KERNEL_ENV = {PROGRESS_ENV: "0", "TQDM_DISABLE": "1"}  # no progress bars (tqdm >= 4.66 reads TQDM_* defaults)
+KERNEL_ENV_DOC = (
+    "The kernel's environment: DANNLIB_FIGURES and DANNLIB_RESULTS (the notebook's staging "
+    "folders), DANNLIB_PROFILE, DANNLIB_DATA (from --data-root, else as inherited), "
+    f"{PROGRESS_ENV}=0 and TQDM_DISABLE=1 (no progress bars in saved notebooks)."
+)
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_RUNNING_KERNELS: list = []  # the kernel managers of the notebook now running (a signal kills their kernels)
 
 
-# ----------------------------------------------------------------------------- all notebooks
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``signum`` says which."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
 
 
-def regenerate(
-    profile: str | None = None,
-    only: str | Sequence[str] | None = None,
-    notebooks_dir: str | os.PathLike | None = None,
-    figures_dir: str | os.PathLike | None = None,
-    results_dir: str | os.PathLike | None = None,
-    seeds: str | Sequence[int] | None = None,
-    data_root: str | os.PathLike | None = None,
-    kernel: str | None = None,
-    progress: bool = True,
-    in_place: bool = False,
-    runs: list | None = None,
-    sweep: bool = True,
-    workers: int | None = None,
-    partial: bool = False,
-) -> list[NotebookRun]:
-    """Execute the selected notebooks in order under ``profile`` and keep the report.
+@dataclass
+class NotebookRun:
+    """The outcome of executing one notebook."""
 
-    Defaults: ``profile`` $DANNLIB_PROFILE else "quick"; ``notebooks_dir`` the project's
-    ``notebooks/``; output folders as :func:`resolve_outputs`. ``seeds`` is injected only
-    when given, ``data_root`` reaches the kernel as $DANNLIB_DATA. Raises ValueError for an
-    unknown profile, a bad ``only`` or ``seeds``, FileNotFoundError for a missing notebooks
-    folder, PermissionError for an output folder that cannot be written, and
-    :class:`Interrupted` (a KeyboardInterrupt) when interrupted, after recording it.
-    ``partial``: train nothing (no sweep) and inject ``train_missing="stored"``, so the
-    notebooks render the runs the store holds so far and say which are missing.
-    Returns one :class:`NotebookRun` per executed notebook (also appended to ``runs``)."""
+    notebook: str  # file stem, e.g. "03_dann_vs_source_only"
+    status: str  # "ok", "failed" or "interrupted"
+    seconds: float
+    error: str | None = None  # "ExceptionName: message" of a failure
+    failed_copy: str | None = None  # where the failed execution was kept (relative to the project)
+    peak_rss_mib: float | None = None  # the kernel's peak resident memory (Linux VmHWM)
+
+
+@dataclass
+class Outputs:
+    """Where one regeneration writes; ``project`` (the notebooks folder's parent) holds .tmp/."""
+
+    notebooks: Path
+    figures: Path
+    results: Path
+    in_place: bool
+    project: Path
+    store: Path  # the run store the notebooks read: $DANNLIB_STORE, else <results>/runs
+
+
+def find_notebooks(notebooks_dir: str | os.PathLike) -> list[Path]:
+    """The notebooks ``NN_*.ipynb`` (two-digit prefix) in ``notebooks_dir``, in order."""
+    if not Path(notebooks_dir).is_dir():
+        raise FileNotFoundError(f"notebooks_dir {str(notebooks_dir)!r} is not a directory (option --notebooks-dir)")
+    return sorted(p for p in Path(notebooks_dir).glob("[0-9][0-9]_?*.ipynb") if p.is_file())
+
+
+def select_notebooks(notebooks: Sequence[Path], only: Sequence[str] | None) -> list[Path]:
+    """The notebooks whose number is in ``only`` (all for None); ValueError naming those available."""
+    available = sorted({p.name[:2] for p in notebooks})
+    unknown = [n for n in only or [] if n not in available]
+    if unknown:
+        raise ValueError(f"unknown notebook number(s) for only: {', '.join(unknown)}; "
+                         f"available: {', '.join(available) or '(no notebooks)'}")
+    return [p for p in notebooks if only is None or p.name[:2] in only]
+
+
+def resolve_outputs(profile: str, notebooks_dir: Path, figures_dir=None, results_dir=None,
+                    in_place: bool = False) -> Outputs:
+    """figures: ``figures_dir`` > $DANNLIB_FIGURES > ``figures/`` (committed profile or ``in_place``)
+    > ``.tmp/<profile>/figures``; results: ``results_dir`` > $DANNLIB_RESULTS > ``results/``."""
+    in_place, scratch = bool(in_place) or profile == COMMITTED_PROFILE, notebooks_dir.parent / TMP_DIRNAME / profile
+    figures = figures_dir if figures_dir is not None else os.environ.get("DANNLIB_FIGURES") or None
+    figures = Path(figures).expanduser().resolve() if figures else (PROJECT_ROOT if in_place else scratch) / "figures"
+    results = results_dir if results_dir is not None else os.environ.get("DANNLIB_RESULTS") or None
+    results = Path(results).expanduser().resolve() if results else PROJECT_ROOT / "results"
+    return Outputs(notebooks_dir if in_place else scratch / "notebooks", figures, results, in_place,
+                   notebooks_dir.parent, Path(os.environ.get("DANNLIB_STORE") or results / "runs"))
+
+
+def _display(path: str | os.PathLike, project: Path) -> str:
+    """``path`` relative to ``project``, else its last two parts: no machine path in a report."""
+    path = Path(path)
+    if path.is_relative_to(project):
+        return path.relative_to(project).as_posix() or "."
+    return "…/" + "/".join(path.parts[-2:])
+
+
+def _kernel_manager_class(current_env: bool, env: dict):
+    """A kernel manager that adds ``env`` to the kernel's environment, encrypts its sockets (no
+    ipykernel warning about plain TCP), keeps its peak resident memory (``peak``, MiB, Linux
+    ``VmHWM`` at shutdown; getrusage would count a forked child's copy of this process) and, when
+    ``current_env``, answers ``python3`` with this interpreter (ipykernel's own spec, as nbval's
+    --nbval-current-env: an installed ``python3`` kernelspec may start another Python)."""
+    import zmq
+    from ipykernel.kernelspec import RESOURCES, get_kernel_dict
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.kernelspec import KernelSpec
+
+    class Manager(AsyncKernelManager):
+        peak = None
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            _RUNNING_KERNELS.append(self)
+            if zmq.has("curve"):
+                self.transport_encryption = "auto"
+
+        async def _async_pre_start_kernel(self, **kw):
+            if current_env and self.kernel_name == CURRENT_ENV_KERNEL:
+                self._kernel_spec = KernelSpec(resource_dir=RESOURCES, **get_kernel_dict())
+            return await super()._async_pre_start_kernel(**{**kw, "env": {**kw.get("env", os.environ), **env}})
+
+        async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            with contextlib.suppress(OSError, AttributeError, TypeError):
+                status = Path(f"/proc/{self.provisioner.pid}/status").read_text()
+                self.peak = int(status.split("VmHWM:")[1].split()[0]) / 1024  # kB
+            await super().shutdown_kernel(now=now, restart=restart)
+
+    return Manager
+
+
+def _kill_kernels() -> None:
+    """SIGKILL the running notebook's kernels (each its own process group) on an interruption."""
+    while _RUNNING_KERNELS:
+        km = _RUNNING_KERNELS.pop()
+        with contextlib.suppress(Exception):
+            os.killpg(km.provisioner.pgid, signal.SIGKILL)
+            km.provisioner.process.wait()
+        km.cleanup_connection_file()
+
+
+def run_notebook(path: str | os.PathLike, parameters: dict, outputs: Outputs, profile: str,
+                 kernel_name: str | None = None, progress: bool = True, data_root: Path | None = None,
+                 run_id: str | None = None) -> tuple[NotebookRun, dict | None]:
+    """Execute one notebook with papermill (cwd its folder; ``kernel_name`` None: this interpreter)
+    into staging folders named by ``run_id`` (the caller's :class:`RunLock`). Returns the
+    :class:`NotebookRun` (a failure inside the notebook included) and, on success, the commit
+    plan; an interruption kills the kernel, removes the staging and propagates."""
+    import nbformat
+    import papermill
+
+    path = Path(path).resolve()
+    target, executed = outputs.notebooks / path.name, outputs.notebooks / f".{path.stem}.{run_id}{RUNNING_SUFFIX}"
+    fig_stage, res_stage = (d / f"{STAGING_PREFIX}{run_id}-{path.stem}" for d in (outputs.figures, outputs.results))
+    env = {**KERNEL_ENV, "DANNLIB_FIGURES": str(fig_stage), "DANNLIB_RESULTS": str(res_stage),
+           "DANNLIB_PROFILE": profile, "DANNLIB_STORE": str(outputs.store)}
+    if data_root is not None:
+        env["DANNLIB_DATA"] = str(data_root)
+    data = env.get("DANNLIB_DATA") or os.environ.get("DANNLIB_DATA")
+    mode = stat.S_IMODE((target if target.exists() else path).stat().st_mode)
+    run, plan, start = NotebookRun(path.stem, "ok", 0.0), None, time.perf_counter()
+    _RUNNING_KERNELS.clear()
+    try:
+        for folder in (outputs.notebooks, fig_stage, res_stage):
+            folder.mkdir(parents=True, exist_ok=True)
+        if (outputs.results / profile).is_dir():  # earlier notebooks' records and networks, to read
+            shutil.copytree(outputs.results / profile, res_stage / profile, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns(".*", REPORT_NAME))
+        papermill.execute_notebook(
+            str(path), str(executed), parameters=parameters, kernel_name=kernel_name or CURRENT_ENV_KERNEL,
+            cwd=str(path.parent), kernel_manager_class=_kernel_manager_class(kernel_name is None, env),
+            progress_bar={"desc": path.stem, "position": 1, "leave": False} if progress else False)
+        rel = [(stage, os.path.relpath(final, path.parent)) for stage, final in [
+            (fig_stage, outputs.figures), (res_stage, outputs.results), (outputs.project, outputs.project),
+            (PROJECT_ROOT, PROJECT_ROOT)]]
+        rules = path_replacements([*rel, *([(data, "$DANNLIB_DATA")] if data else []), (Path.home(), "~")])
+        nb = nbformat.read(executed, as_version=4)
+        tidy_notebook(nb, path.name, parameters, rules, kernelspec=lab_kernelspec(kernel_name))
+        nbformat.write(nb, str(executed))
+        os.chmod(executed, mode)
+        plan = _plan_commit(executed, target, fig_stage, outputs.figures, res_stage, outputs.results)
+    except KeyboardInterrupt:
+        _kill_kernels()
+        raise
+    except Exception as exc:  # a failing notebook must not stop the others
+        run.status, run.error = "failed", f"{type(exc).__name__}: {str(exc).strip().partition(chr(10))[0]}"
+        if hasattr(exc, "ename"):  # papermill.PapermillExecutionError: the notebook's own exception
+            run.error = f"cell [{exc.exec_count}] {exc.ename}: {exc.evalue}"
+        if executed.exists() and executed.stat().st_size > 0:  # papermill saved the partial execution
+            failed = outputs.notebooks / FAILED_DIRNAME / path.name
+            failed.parent.mkdir(exist_ok=True)
+            os.chmod(executed, mode)
+            os.replace(executed, failed)
+            run.failed_copy = _display(failed, outputs.project)
+    finally:
+        run.seconds = round(time.perf_counter() - start, 2)
+        if plan is None:
+            shutil.rmtree(fig_stage, ignore_errors=True)
+            shutil.rmtree(res_stage, ignore_errors=True)
+            executed.unlink(missing_ok=True)
+    peaks = [km.peak for km in _RUNNING_KERNELS if km.peak]
+    run.peak_rss_mib = round(max(peaks), 1) if peaks else None
+    return run, plan
+
+
+def commit(plan: dict, journal_dir: Path, stem: str, run_id: str) -> None:
+    """Apply ``plan`` after journalling it (replayed by :func:`clean_stale` if this process dies)."""
+    journal = journal_dir / f".{stem}.{run_id}{JOURNAL_SUFFIX}"
+    with atomic_write(journal) as fh:
+        json.dump(plan, fh)
+    _apply_commit(plan)
+    journal.unlink(missing_ok=True)
+
+
+def regenerate(profile: str | None = None, only: str | Sequence[str] | None = None,
+               notebooks_dir: str | os.PathLike | None = None, figures_dir: str | os.PathLike | None = None,
+               results_dir: str | os.PathLike | None = None, seeds: str | Sequence[int] | None = None,
+               data_root: str | os.PathLike | None = None, kernel: str | None = None, progress: bool = True,
+               in_place: bool = False, runs: list | None = None, sweep: bool = True, workers: int | None = None,
+               partial: bool = False) -> list[NotebookRun]:
+    """Execute the selected notebooks in order under ``profile`` (default $DANNLIB_PROFILE, else
+    "quick") and keep the report. Raises ValueError, FileNotFoundError or PermissionError for a
+    bad setting before anything starts, :class:`Interrupted` after recording an interruption.
+    ``partial``: no sweep, ``train_missing="stored"`` (render the runs stored so far). Returns one
+    :class:`NotebookRun` per executed notebook (also appended to ``runs``)."""
+    from tqdm.auto import tqdm
+
     profile = check_profile(profile if profile is not None else os.environ.get("DANNLIB_PROFILE", DEFAULT_PROFILE))
-    only = parse_only(only)
-    seeds = parse_seeds(seeds)
-    notebooks_dir = Path(notebooks_dir).expanduser().resolve() if notebooks_dir is not None else PROJECT_ROOT / "notebooks"
+    only, seeds = parse_only(only), parse_seeds(seeds)
+    notebooks_dir = Path(notebooks_dir).expanduser().resolve() if notebooks_dir is not None else \
+        PROJECT_ROOT / "notebooks"
     notebooks = find_notebooks(notebooks_dir)
     if not notebooks:
         raise FileNotFoundError(f"no notebooks named NN_*.ipynb in {notebooks_dir} (option --notebooks-dir)")
     selected = select_notebooks(notebooks, only)
     outputs = resolve_outputs(profile, notebooks_dir, figures_dir, results_dir, in_place)
-    if data_root is not None:
-        data_root = Path(data_root).expanduser().resolve()
-        if not data_root.is_dir():
-            raise FileNotFoundError(f"data root {data_root} is not a folder (option --data-root)")
-    from ..settings import check_workers
-
+    data_root = Path(data_root).expanduser().resolve() if data_root is not None else None
+    if data_root is not None and not data_root.is_dir():
+        raise FileNotFoundError(f"data root {data_root} is not a folder (option --data-root)")
     workers = check_workers(workers, setting="--workers")
-    check_outputs_writable(outputs, store=not partial)
+    check_writable(outputs.notebooks, "--notebooks-dir (or, for a profile other than "
+                   f"{COMMITTED_PROFILE!r} without --in-place, the folder {TMP_DIRNAME}/ beside the notebooks)")
+    check_writable(outputs.figures, "--figures-dir or $DANNLIB_FIGURES")
+    check_writable(outputs.results, "--results-dir or $DANNLIB_RESULTS")
+    if not partial:
+        check_writable(outputs.store, "$DANNLIB_STORE (default: <results>/runs)")
+    parameters = {"profile": profile, **({"seeds": seeds} if seeds is not None else {}),
+                  **({"train_missing": "stored"} if partial else {})}
+    runs = [] if runs is None else runs
+    info = {"started_at": _now(), "parameters": parameters, "in_place": outputs.in_place,
+            "kernel": kernel or f"{CURRENT_ENV_KERNEL} (this interpreter, {_display(sys.executable, PROJECT_ROOT)})",
+            "outputs": {k: _display(getattr(outputs, k), outputs.project) for k in ("notebooks", "figures", "results")},
+            "machine": machine_info()}
+    t0 = time.monotonic()  # wall_seconds: the sweep and every notebook
+
+    def report(interrupted=None):
+        write_report(outputs.results / profile / REPORT_NAME, profile, runs, {
+            **info, "finished_at": _now(), "wall_seconds": round(time.monotonic() - t0, 1),
+            **({"interrupted": interrupted} if interrupted else {})})
+
     with RunLock([outputs.notebooks, outputs.figures, outputs.results]) as lock:
         clean_stale([notebooks_dir, outputs.notebooks], [outputs.figures, outputs.results])
-        return _regenerate(selected, profile, seeds, partial, sweep, outputs, data_root, kernel, progress, runs,
-                           workers, lock.id)
-
-
-def _regenerate(selected, profile, seeds, partial, sweep, outputs, data_root, kernel, progress, runs, workers,
-                run_id) -> list[NotebookRun]:
-    """:func:`regenerate` once its settings are checked and its :class:`RunLock` is held."""
-    parameters = {"profile": profile}
-    if seeds is not None:
-        parameters["seeds"] = seeds
-    if partial:
-        parameters["train_missing"] = "stored"
-        sweep = False
-
-    from tqdm.auto import tqdm
-
-    runs = [] if runs is None else runs
-    report = RunReport(outputs, profile, parameters, kernel)
-    if sweep:
-        report.info["sweep"] = run_sweep(selected, profile, seeds, outputs, data_root, workers, progress)
-    bar = tqdm(selected, desc=f"regenerate ({profile})", unit="notebook", position=0, disable=not progress)
-    current = None
-    try:
-        for path in bar:
-            current = path
-            bar.set_postfix_str(path.stem)
-            start = time.perf_counter()
-            try:
-                run, plan = run_notebook(path, parameters, outputs, profile, kernel_name=kernel,
-                                         progress=progress, data_root=data_root, run_id=run_id)
-            except KeyboardInterrupt as exc:
-                signum = getattr(exc, "signum", signal.SIGINT)
-                with _signals_deferred():
+        if sweep and not partial:
+            info["sweep"] = run_sweep(selected, profile, seeds, outputs, data_root, workers, progress)
+        bar = tqdm(selected, desc=f"regenerate ({profile})", unit="notebook", position=0, disable=not progress)
+        try:
+            for path in bar:
+                bar.set_postfix_str(path.stem)
+                start = time.perf_counter()
+                try:
+                    run, plan = run_notebook(path, parameters, outputs, profile, kernel_name=kernel,
+                                             progress=progress, data_root=data_root, run_id=lock.id)
+                except KeyboardInterrupt as exc:
                     runs.append(NotebookRun(path.stem, "interrupted", round(time.perf_counter() - start, 2),
-                                            error=f"interrupted by {signal.Signals(signum).name}"))
-                    report.write(runs, interrupted=signal.Signals(signum).name)
-                raise
-            with _signals_deferred():  # a signal now waits until the notebook is in place and recorded
-                if plan is not None:
-                    commit(plan, outputs.notebooks, path.stem, run_id)
-                runs.append(run)
-                report.write(runs)
-            current = None
-            if run.status != "ok":
-                tqdm.write(f"FAILED {run.notebook}: {run.error}", file=sys.stderr)
-    except KeyboardInterrupt as exc:
-        if current is None:  # between notebooks
+                                            error=f"interrupted by {_signal_name(exc)}"))
+                    raise
+                with _signals_deferred():  # a signal now waits until the notebook is in place and recorded
+                    if plan is not None:
+                        commit(plan, outputs.notebooks, path.stem, lock.id)
+                    runs.append(run)
+                    report()
+                if run.status != "ok":
+                    tqdm.write(f"FAILED {run.notebook}: {run.error}", file=sys.stderr)
+        except KeyboardInterrupt as exc:
             with _signals_deferred():
-                report.write(runs, interrupted=signal.Signals(getattr(exc, "signum", signal.SIGINT)).name)
-        raise
-    finally:
-        bar.close()
+                report(interrupted=_signal_name(exc))
+            raise
+        finally:
+            bar.close()
     return runs
 
 
+def _signal_name(exc: BaseException) -> str:
+    return signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
+
+
 def run_sweep(selected, profile, seeds, outputs, data_root, workers, progress) -> dict:
-    """Train the runs the selected notebooks need (:func:`dannlib.sweep.ensure`, worker
-    processes, a progress bar over the runs) before any notebook starts, so the notebooks
-    only render. Returns the sweep's summary for the report."""
+    """Train the runs the selected notebooks need (:func:`dannlib.sweep.ensure`) before any
+    notebook starts, so the notebooks only render. Returns the sweep's summary for the report."""
     from ..plan import NOTEBOOKS, plan_specs
     from ..store import Store
     from ..sweep import ensure
@@ -138,7 +319,7 @@ def run_sweep(selected, profile, seeds, outputs, data_root, workers, progress) -
     specs = list(dict.fromkeys(s for n in numbers for s in plan_specs(n, profile, seeds)))
     if not specs:
         return {"total": 0}
-    store = Store(store_root(outputs))
+    store = Store(outputs.store)
     store.clean_partial()
     ensure(specs, store=store, workers=workers, data_root=data_root, progress=progress)
     summary = ensure.last_summary
@@ -153,85 +334,41 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-class RunReport:
-    """``results/<profile>/regeneration.json`` of one regeneration, rewritten atomically."""
-
-    def __init__(self, outputs: Outputs, profile: str, parameters: dict, kernel: str | None):
-        self.path = outputs.results / profile / REPORT_NAME
-        self.profile = profile
-        self.started_at = _now()
-        self.t0 = time.monotonic()  # wall_seconds: the sweep and every notebook, from here
-        self.info = {
-            "started_at": self.started_at,
-            "kernel": kernel or f"{CURRENT_ENV_KERNEL} (this interpreter, {_display(sys.executable, PROJECT_ROOT)})",
-            "parameters": dict(parameters),
-            "in_place": outputs.in_place,
-            "outputs": {k: _display(getattr(outputs, k), outputs.project)
-                        for k in ("notebooks", "figures", "results")},
-            "machine": machine_info(),
-        }
-
-    def write(self, runs: Sequence[NotebookRun], interrupted: str | None = None) -> Path:
-        wall = round(time.monotonic() - self.t0, 1)
-        return write_report(self.path, self.profile, runs, {**self.info, "finished_at": _now(), "wall_seconds": wall,
-                                                              **({"interrupted": interrupted} if interrupted else {})})
-
-
 def write_report(path: Path, profile: str, runs: Sequence[NotebookRun], run_info: dict) -> Path:
-    """Merge ``runs`` into the report at ``path`` (atomically).
-
-    Per notebook: the last attempt's fields (``status``, ``seconds``, ``error``,
-    ``failed_copy``, ``peak_rss_mib``, ``run``: the key of its entry in ``runs``) and
-    ``last_ok``: the same fields of the last successful attempt (null if none), whose
-    outputs are the ones in place. Entries of notebooks not run now are kept (e.g. after
-    ``--only``); ``runs`` keeps the runs still referenced, with their machine.
-    ``peak_rss_mib`` is the peak resident set of the notebook's kernel process (Linux
-    ``VmHWM``; null where not measurable; DataLoader workers not included)."""
-    report = {"profile": profile, "notebooks": {}, "runs": {}}
-    old_from_scratch = None
-    if path.exists():
-        with contextlib.suppress(ValueError, OSError):
-            old = json.loads(path.read_text())
-            if isinstance(old, dict) and old.get("profile") == profile:
-                report["notebooks"].update(old.get("notebooks", {}))
-                report["runs"].update(old.get("runs", {}))
-                # (also found in a report written before from_scratch existed)
-                old_from_scratch = _from_scratch(report, old.get("from_scratch"))
+    """Merge ``runs`` into the report at ``path`` (atomically). Per notebook: the last attempt
+    (``status``, ``seconds``, ``error``, ``failed_copy``, ``peak_rss_mib``, ``run``: its key in
+    ``runs``) and ``last_ok``, the last success, whose outputs are in place. Other notebooks'
+    entries are kept; ``runs`` keeps the regenerations still referenced; ``from_scratch`` the
+    latest that trained every run it needed and executed every notebook (what ``make figures``
+    costs from an empty store), kept through later renders."""
+    old = {}
+    with contextlib.suppress(ValueError, OSError):
+        old = json.loads(path.read_text())
+    old = old if isinstance(old, dict) and old.get("profile") == profile else {}
+    report = {"profile": profile, "notebooks": dict(old.get("notebooks", {})), "runs": dict(old.get("runs", {}))}
+    scratch = _from_scratch(report, old.get("from_scratch"))  # (found in a report written before it existed too)
     key = run_info["started_at"]
     report["runs"][key] = run_info
     for run in runs:
         previous = report["notebooks"].get(run.notebook, {})
-        if "last_ok" in previous:
-            last_ok = previous["last_ok"]
-        else:  # a report of an older version: its entry is its last attempt
-            last_ok = {k: v for k, v in previous.items() if k != "last_ok"} if previous.get("status") == "ok" else None
+        last_ok = previous.get("last_ok", previous if previous.get("status") == "ok" else None)  # (older: no last_ok)
         entry = {**asdict(run), "run": key}
         report["notebooks"][run.notebook] = {**entry, "last_ok": dict(entry) if run.status == "ok" else last_ok}
-    report["from_scratch"] = _from_scratch(report, old_from_scratch)
-    used = set()
-    for entry in report["notebooks"].values():
-        used.add(entry.get("run"))
-        if entry.get("last_ok"):
-            used.add(entry["last_ok"].get("run"))
+    report["from_scratch"] = _from_scratch(report, scratch)
+    used = {r for e in report["notebooks"].values() for r in (e.get("run"), (e.get("last_ok") or {}).get("run"))}
     report["runs"] = {k: v for k, v in report["runs"].items() if k in used}
     report["notebooks"] = dict(sorted(report["notebooks"].items()))
     with atomic_write(path) as fh:
-        json.dump(report, fh, indent=2, sort_keys=False)
-        fh.write("\n")
+        fh.write(json.dumps(report, indent=2) + "\n")
     return path
 
 
-def _from_scratch(report: dict, previous: dict | None) -> dict | None:
-    """The latest regeneration that trained every run it needed (its sweep found none in the
-    store, failed none) and executed every notebook successfully: what ``make figures`` costs
-    from an empty store, kept (with its ``wall_seconds``) even after later regenerations that
-    only render. ``previous`` is the entry already in the report."""
-    best = previous
-    notebooks = report["notebooks"].values()
+def _from_scratch(report: dict, best: dict | None) -> dict | None:
+    entries = report["notebooks"].values()
     for key, info in report["runs"].items():
         sweep = info.get("sweep") or {}
-        complete = bool(notebooks) and all(e.get("run") == key and e.get("status") == "ok" for e in notebooks)
-        if (complete and sweep.get("found") == 0 and sweep.get("trained", 0) > 0 and not sweep.get("failed")
+        if (entries and all(e.get("run") == key and e.get("status") == "ok" for e in entries)
+                and sweep.get("found") == 0 and sweep.get("trained", 0) > 0 and not sweep.get("failed")
                 and not info.get("interrupted") and (best is None or key > best.get("started_at", ""))):
             best = info
     return best
@@ -240,18 +377,9 @@ def _from_scratch(report: dict, previous: dict | None) -> dict | None:
 def format_summary(runs: Sequence[NotebookRun]) -> str:
     """A plain-text table: notebook, status, seconds (and the error of a failure)."""
     width = max([len("notebook")] + [len(r.notebook) for r in runs])
-    lines = [f"{'notebook':<{width}}  {'status':<6}  {'seconds':>8}"]
-    for r in runs:
-        line = f"{r.notebook:<{width}}  {r.status:<6}  {r.seconds:>8.1f}"
-        if r.error:
-            line += f"  {r.error}"
-        if r.failed_copy:
-            line += f"  (kept as {r.failed_copy})"
-        lines.append(line)
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- command line
+    return "\n".join([f"{'notebook':<{width}}  {'status':<6}  {'seconds':>8}"] + [
+        f"{r.notebook:<{width}}  {r.status:<6}  {r.seconds:>8.1f}" + (f"  {r.error}" if r.error else "")
+        + (f"  (kept as {r.failed_copy})" if r.failed_copy else "") for r in runs])
 
 
 _HELP_PARAGRAPHS = (
@@ -271,120 +399,85 @@ _HELP_PARAGRAPHS = (
     "Exit status: 0 all succeeded, 1 some notebook failed, 2 bad arguments or an unwritable "
     "output folder, 130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM.",
 )
-HELP_EPILOG = "\n\n".join(textwrap.fill(p, 88) for p in _HELP_PARAGRAPHS)
-
-
-HELP_DESCRIPTION = textwrap.fill(
-    "Execute notebooks/NN_*.ipynb in number order with papermill, each notebook as a "
-    "transaction (see below); the kernel is this interpreter, its working directory the "
-    "notebooks folder.", 88)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.description = HELP_DESCRIPTION
-    parser.epilog = HELP_EPILOG
-    parser.add_argument(
-        "--profile", default=None,
-        help=f"one of {', '.join(PROFILES)} (default: $DANNLIB_PROFILE, else {DEFAULT_PROFILE})",
-    )
-    parser.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 01,03 (default: all)")
-    parser.add_argument("--notebooks-dir", default=None, help="folder of NN_*.ipynb (default: the project's notebooks/)")
-    parser.add_argument("--figures-dir", default=None,
-                        help="default: $DANNLIB_FIGURES, else the project's figures/ (profile "
-                             f"{COMMITTED_PROFILE} or --in-place) or .tmp/<profile>/figures")
-    parser.add_argument("--results-dir", default=None, help="default: $DANNLIB_RESULTS, else the project's results/")
-    parser.add_argument("--in-place", action="store_true",
-                        help=f"execute the notebooks in place and write figures/ also for a profile other than "
-                             f"{COMMITTED_PROFILE} (overwrites the committed notebooks)")
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2 (default: each profile's)")
-    parser.add_argument("--data-root", default=None,
-                        help="data root, given to the kernel as $DANNLIB_DATA (default: the notebooks use "
-                             "$DANNLIB_DATA, else data/)")
-    parser.add_argument(
-        "--kernel", default=None,
-        help="an installed jupyter kernelspec name (default: this interpreter, %s)" % sys.executable,
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    parser.add_argument("--no-sweep", action="store_true",
-                        help="do not train the notebooks' missing runs first (python -m dannlib sweep); the "
-                             "notebooks then train small missing sets themselves and stop on large ones")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="worker processes of that sweep (default: $DANNLIB_WORKERS or one per core)")
-    parser.add_argument("--normalize", action="store_true",
-                        help="execute nothing: rewrite the selected notebooks (in --notebooks-dir) as JupyterLab "
-                             "would save them after opening them (this interpreter's kernelspec), so that opening "
-                             "one does not mark it modified")
-    parser.add_argument("--partial", action="store_true",
-                        help="train nothing: render the runs the store holds so far (e.g. while a long sweep "
-                             "runs); each notebook says which runs are missing")
+    parser.description = textwrap.fill(
+        "Execute notebooks/NN_*.ipynb in number order with papermill, each notebook as a transaction (see "
+        "below); the kernel is this interpreter, its working directory the notebooks folder.", 88)
+    parser.epilog = "\n\n".join(textwrap.fill(p, 88) for p in _HELP_PARAGRAPHS)
+    add = parser.add_argument
+    add("--profile", default=None, help=f"one of {', '.join(PROFILES)} (default: $DANNLIB_PROFILE, else "
+                                        f"{DEFAULT_PROFILE})")
+    add("--only", default=None, help="comma-separated notebook numbers, e.g. 01,03 (default: all)")
+    add("--notebooks-dir", default=None, help="folder of NN_*.ipynb (default: the project's notebooks/)")
+    add("--figures-dir", default=None, help="default: $DANNLIB_FIGURES, else the project's figures/ (profile "
+                                            f"{COMMITTED_PROFILE} or --in-place) or .tmp/<profile>/figures")
+    add("--results-dir", default=None, help="default: $DANNLIB_RESULTS, else the project's results/")
+    add("--in-place", action="store_true", help="execute the notebooks in place and write figures/ also for a "
+        f"profile other than {COMMITTED_PROFILE} (overwrites the committed notebooks)")
+    add("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2 (default: each profile's)")
+    add("--data-root", default=None, help="data root, given to the kernel as $DANNLIB_DATA (default: the "
+                                          "notebooks use $DANNLIB_DATA, else data/)")
+    add("--kernel", default=None, help=f"an installed jupyter kernelspec name (default: this interpreter, "
+                                       f"{sys.executable})")
+    add("--no-progress", action="store_true", help="hide the progress bars")
+    add("--no-sweep", action="store_true", help="do not train the notebooks' missing runs first (python -m "
+        "dannlib sweep); the notebooks then train small missing sets themselves and stop on large ones")
+    add("--workers", type=int, default=None, help="worker processes of that sweep (default: $DANNLIB_WORKERS or "
+                                                  "one per core)")
+    add("--normalize", action="store_true", help="execute nothing: rewrite the selected notebooks (in "
+        "--notebooks-dir) as JupyterLab would save them after opening them (this interpreter's kernelspec), so "
+        "that opening one does not mark it modified")
+    add("--partial", action="store_true", help="train nothing: render the runs the store holds so far (e.g. "
+        "while a long sweep runs); each notebook says which runs are missing")
 
 
-@contextlib.contextmanager
-def _clean_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM raise :class:`Interrupted` in the main thread for the block."""
-
-    def handler(signum, _frame):
-        # A second signal while cleaning up is ignored: the clean-up is short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _kill_kernels(_RUNNING_KERNELS)
-        raise Interrupted(signum)
-
-    old = {s: signal.signal(s, handler) for s in SIGNAL_EXIT}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+def _on_signal(signum, _frame):
+    """SIGINT/SIGTERM: kill the kernels now (before papermill could interrupt them and leave
+    tracebacks), ignore a second signal during the short clean-up, raise :class:`Interrupted`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _kill_kernels()
+    raise Interrupted(signum)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """The ``regenerate`` subcommand: 0 all succeeded, 1 some notebook failed, 2 bad input,
     130/143 interrupted by SIGINT/SIGTERM."""
     runs: list[NotebookRun] = []
-    if getattr(args, "normalize", False):
-        return _normalize(args)
+    old = {s: signal.signal(s, _on_signal) for s in SIGNAL_EXIT}
     try:
-        with _clean_signals():
-            regenerate(
-                profile=args.profile, only=args.only, notebooks_dir=args.notebooks_dir,
-                figures_dir=args.figures_dir, results_dir=args.results_dir, seeds=args.seeds,
-                data_root=args.data_root, kernel=args.kernel, progress=not args.no_progress,
-                in_place=getattr(args, "in_place", False), runs=runs, sweep=not getattr(args, "no_sweep", False),
-                workers=getattr(args, "workers", None), partial=getattr(args, "partial", False),
-            )
+        if args.normalize:
+            folder = Path(args.notebooks_dir).expanduser().resolve() if args.notebooks_dir else \
+                PROJECT_ROOT / "notebooks"
+            selected = select_notebooks(find_notebooks(folder), parse_only(args.only))
+            changed = [p.name for p in selected if normalize_notebook(p, args.kernel)]
+            print(f"regenerate --normalize: {len(changed)} of {len(selected)} notebook(s) rewritten"
+                  + (f": {', '.join(changed)}" if changed else ""))
+            return 0
+        regenerate(profile=args.profile, only=args.only, notebooks_dir=args.notebooks_dir,
+                   figures_dir=args.figures_dir, results_dir=args.results_dir, seeds=args.seeds,
+                   data_root=args.data_root, kernel=args.kernel, progress=not args.no_progress,
+                   in_place=args.in_place, runs=runs, sweep=not args.no_sweep, workers=args.workers,
+                   partial=args.partial)
     except KeyboardInterrupt as exc:
-        signum = getattr(exc, "signum", signal.SIGINT)
         done = [r.notebook for r in runs if r.status != "interrupted"]
         stopped = [r.notebook for r in runs if r.status == "interrupted"]
-        print(f"regenerate: interrupted by {signal.Signals(signum).name}"
+        print(f"regenerate: interrupted by {_signal_name(exc)}"
               + (f" during {stopped[0]} (left as it was)" if stopped else "")
               + f"; {len(done)} notebook(s) finished before: {', '.join(done) or 'none'}", file=sys.stderr)
-        return SIGNAL_EXIT.get(signum, 130)
+        return SIGNAL_EXIT.get(getattr(exc, "signum", signal.SIGINT), 130)
     except (ValueError, FileNotFoundError, PermissionError) as exc:
         print(f"regenerate: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
     print(format_summary(runs))
     failed = [r.notebook for r in runs if r.status != "ok"]
     if failed:
         print(f"regenerate: {len(failed)} of {len(runs)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
-    return 0
-
-
-def _normalize(args: argparse.Namespace) -> int:
-    """``regenerate --normalize``: :func:`~dannlib.regenerate.transaction.normalize_notebook`
-    on the selected notebooks, in place; nothing is executed."""
-    from .transaction import normalize_notebook
-
-    try:
-        folder = Path(args.notebooks_dir).expanduser().resolve() if args.notebooks_dir else PROJECT_ROOT / "notebooks"
-        selected = select_notebooks(find_notebooks(folder), parse_only(args.only))
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"regenerate: error: {exc}", file=sys.stderr)
-        return 2
-    changed = [p.name for p in selected if normalize_notebook(p, args.kernel)]
-    print(f"regenerate --normalize: {len(changed)} of {len(selected)} notebook(s) rewritten"
-          + (f": {', '.join(changed)}" if changed else ""))
     return 0
