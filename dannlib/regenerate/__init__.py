@@ -21,7 +21,7 @@ from ..settings import check_writable  # noqa: F401
 from ..utils import PROJECT_ROOT  # noqa: F401
 from . import runner, transaction  # noqa: F401
 from .runner import (COMMITTED_PROFILE, KERNEL_ENV, KERNEL_ENV_DOC, Interrupted, NotebookRun, Outputs,  # noqa: F401
-                     add_arguments, find_notebooks, format_summary, regenerate, resolve_outputs, run_from_args,
+                     add_arguments, find_notebooks, regenerate, resolve_outputs, run_from_args,
                      run_notebook, select_notebooks, write_report)
 from .transaction import (JOURNAL_SUFFIX, REPORT_NAME, RUN_LOCK_PREFIX, RUN_LOCK_SUFFIX,  # noqa: F401
                           RUNNING_SUFFIX, STAGING_PREFIX, RunLock, _apply_commit, _plan_commit, clean_stale,

@@ -1,5 +1,4 @@
-"""One notebook in a kernel of this interpreter, all notebooks in order (the sweep first), the
-report (regeneration.json) and the command line."""
+"""One notebook in a kernel, all notebooks in order (the sweep first), regeneration.json, the command line."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +12,7 @@ import stat
 import sys
 import textwrap
 import time
+from collections import namedtuple
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -21,20 +21,16 @@ from ..plan import parse_only, parse_seeds
 from ..profiles import DEFAULT_PROFILE, PROFILES, check_profile
 from ..settings import check_workers, check_writable
 from ..utils import PROJECT_ROOT, atomic_write, machine_info
-from .transaction import (REPORT_NAME, RUNNING_SUFFIX, STAGING_PREFIX, JOURNAL_SUFFIX, RunLock, _apply_commit,
+from .transaction import (JOURNAL_SUFFIX, REPORT_NAME, RUNNING_SUFFIX, STAGING_PREFIX, RunLock, _apply_commit,
                           _plan_commit, _signals_deferred, clean_stale, lab_kernelspec, normalize_notebook,
                           path_replacements, tidy_notebook)
 
 COMMITTED_PROFILE = "paper"  # the profile the committed notebooks and figures/ carry: only it works in place
 CURRENT_ENV_KERNEL = "python3"  # the name papermill is given when no --kernel is asked for
-FAILED_DIRNAME, TMP_DIRNAME = ".failed", ".tmp"
-PROGRESS_ENV = "DANNLIB_PROGRESS"
-KERNEL_ENV = {PROGRESS_ENV: "0", "TQDM_DISABLE": "1"}  # no progress bars (tqdm >= 4.66 reads TQDM_* defaults)
-KERNEL_ENV_DOC = (
-    "The kernel's environment: DANNLIB_FIGURES and DANNLIB_RESULTS (the notebook's staging "
-    "folders), DANNLIB_PROFILE, DANNLIB_DATA (from --data-root, else as inherited), "
-    f"{PROGRESS_ENV}=0 and TQDM_DISABLE=1 (no progress bars in saved notebooks)."
-)
+KERNEL_ENV = {"DANNLIB_PROGRESS": "0", "TQDM_DISABLE": "1"}  # no progress bars (tqdm >= 4.66 reads TQDM_*)
+KERNEL_ENV_DOC = ("The kernel's environment: DANNLIB_FIGURES and DANNLIB_RESULTS (the notebook's staging folders), "
+                  "DANNLIB_PROFILE, DANNLIB_DATA (from --data-root, else as inherited), DANNLIB_PROGRESS=0 and "
+                  "TQDM_DISABLE=1 (no progress bars in saved notebooks).")
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _RUNNING_KERNELS: list = []  # the kernel managers of the notebook now running (a signal kills their kernels)
 
@@ -49,26 +45,19 @@ class Interrupted(KeyboardInterrupt):
 
 @dataclass
 class NotebookRun:
-    """The outcome of executing one notebook."""
+    """The outcome of executing one notebook (``status``: "ok", "failed" or "interrupted")."""
 
-    notebook: str  # file stem, e.g. "03_dann_vs_source_only"
-    status: str  # "ok", "failed" or "interrupted"
+    notebook: str
+    status: str
     seconds: float
-    error: str | None = None  # "ExceptionName: message" of a failure
-    failed_copy: str | None = None  # where the failed execution was kept (relative to the project)
+    error: str | None = None
+    failed_copy: str | None = None  # the failed execution, kept (relative to the project)
     peak_rss_mib: float | None = None  # the kernel's peak resident memory (Linux VmHWM)
 
 
-@dataclass
-class Outputs:
-    """Where one regeneration writes; ``project`` (the notebooks folder's parent) holds .tmp/."""
-
-    notebooks: Path
-    figures: Path
-    results: Path
-    in_place: bool
-    project: Path
-    store: Path  # the run store the notebooks read: $DANNLIB_STORE, else <results>/runs
+# Where one regeneration writes: ``project`` (the notebooks folder's parent) holds .tmp/, ``store`` is the run
+# store the notebooks read ($DANNLIB_STORE, else <results>/runs).
+Outputs = namedtuple("Outputs", "notebooks figures results in_place project store")
 
 
 def find_notebooks(notebooks_dir: str | os.PathLike) -> list[Path]:
@@ -81,8 +70,7 @@ def find_notebooks(notebooks_dir: str | os.PathLike) -> list[Path]:
 def select_notebooks(notebooks: Sequence[Path], only: Sequence[str] | None) -> list[Path]:
     """The notebooks whose number is in ``only`` (all for None); ValueError naming those available."""
     available = sorted({p.name[:2] for p in notebooks})
-    unknown = [n for n in only or [] if n not in available]
-    if unknown:
+    if unknown := [n for n in only or [] if n not in available]:
         raise ValueError(f"unknown notebook number(s) for only: {', '.join(unknown)}; "
                          f"available: {', '.join(available) or '(no notebooks)'}")
     return [p for p in notebooks if only is None or p.name[:2] in only]
@@ -92,10 +80,10 @@ def resolve_outputs(profile: str, notebooks_dir: Path, figures_dir=None, results
                     in_place: bool = False) -> Outputs:
     """figures: ``figures_dir`` > $DANNLIB_FIGURES > ``figures/`` (committed profile or ``in_place``)
     > ``.tmp/<profile>/figures``; results: ``results_dir`` > $DANNLIB_RESULTS > ``results/``."""
-    in_place, scratch = bool(in_place) or profile == COMMITTED_PROFILE, notebooks_dir.parent / TMP_DIRNAME / profile
-    figures = figures_dir if figures_dir is not None else os.environ.get("DANNLIB_FIGURES") or None
+    in_place, scratch = bool(in_place) or profile == COMMITTED_PROFILE, notebooks_dir.parent / ".tmp" / profile
+    figures = figures_dir if figures_dir is not None else os.environ.get("DANNLIB_FIGURES")
     figures = Path(figures).expanduser().resolve() if figures else (PROJECT_ROOT if in_place else scratch) / "figures"
-    results = results_dir if results_dir is not None else os.environ.get("DANNLIB_RESULTS") or None
+    results = results_dir if results_dir is not None else os.environ.get("DANNLIB_RESULTS")
     results = Path(results).expanduser().resolve() if results else PROJECT_ROOT / "results"
     return Outputs(notebooks_dir if in_place else scratch / "notebooks", figures, results, in_place,
                    notebooks_dir.parent, Path(os.environ.get("DANNLIB_STORE") or results / "runs"))
@@ -104,17 +92,16 @@ def resolve_outputs(profile: str, notebooks_dir: Path, figures_dir=None, results
 def _display(path: str | os.PathLike, project: Path) -> str:
     """``path`` relative to ``project``, else its last two parts: no machine path in a report."""
     path = Path(path)
-    if path.is_relative_to(project):
-        return path.relative_to(project).as_posix() or "."
-    return "…/" + "/".join(path.parts[-2:])
+    return (path.relative_to(project).as_posix() or ".") if path.is_relative_to(project) else \
+        "…/" + "/".join(path.parts[-2:])
 
 
 def _kernel_manager_class(current_env: bool, env: dict):
     """A kernel manager that adds ``env`` to the kernel's environment, encrypts its sockets (no
-    ipykernel warning about plain TCP), keeps its peak resident memory (``peak``, MiB, Linux
-    ``VmHWM`` at shutdown; getrusage would count a forked child's copy of this process) and, when
-    ``current_env``, answers ``python3`` with this interpreter (ipykernel's own spec, as nbval's
-    --nbval-current-env: an installed ``python3`` kernelspec may start another Python)."""
+    ipykernel warning about plain TCP), keeps the kernel's peak resident memory (``peak``, MiB:
+    Linux ``VmHWM`` at shutdown; getrusage would count a forked child's copy of this process) and,
+    when ``current_env``, starts ``python3`` as this interpreter (ipykernel's own spec, as nbval's
+    --nbval-current-env: an installed ``python3`` kernelspec may be another Python)."""
     import zmq
     from ipykernel.kernelspec import RESOURCES, get_kernel_dict
     from jupyter_client import AsyncKernelManager
@@ -135,7 +122,7 @@ def _kernel_manager_class(current_env: bool, env: dict):
             return await super()._async_pre_start_kernel(**{**kw, "env": {**kw.get("env", os.environ), **env}})
 
         async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
-            with contextlib.suppress(OSError, AttributeError, TypeError):
+            with contextlib.suppress(OSError, AttributeError, IndexError, ValueError):
                 status = Path(f"/proc/{self.provisioner.pid}/status").read_text()
                 self.peak = int(status.split("VmHWM:")[1].split()[0]) / 1024  # kB
             await super().shutdown_kernel(now=now, restart=restart)
@@ -157,9 +144,9 @@ def run_notebook(path: str | os.PathLike, parameters: dict, outputs: Outputs, pr
                  kernel_name: str | None = None, progress: bool = True, data_root: Path | None = None,
                  run_id: str | None = None) -> tuple[NotebookRun, dict | None]:
     """Execute one notebook with papermill (cwd its folder; ``kernel_name`` None: this interpreter)
-    into staging folders named by ``run_id`` (the caller's :class:`RunLock`). Returns the
-    :class:`NotebookRun` (a failure inside the notebook included) and, on success, the commit
-    plan; an interruption kills the kernel, removes the staging and propagates."""
+    into staging named by ``run_id`` (the caller's :class:`RunLock`). Returns the run (a failure
+    inside the notebook included) and, on success, the commit plan; an interruption kills the
+    kernel, removes the staging and propagates."""
     import nbformat
     import papermill
 
@@ -167,9 +154,8 @@ def run_notebook(path: str | os.PathLike, parameters: dict, outputs: Outputs, pr
     target, executed = outputs.notebooks / path.name, outputs.notebooks / f".{path.stem}.{run_id}{RUNNING_SUFFIX}"
     fig_stage, res_stage = (d / f"{STAGING_PREFIX}{run_id}-{path.stem}" for d in (outputs.figures, outputs.results))
     env = {**KERNEL_ENV, "DANNLIB_FIGURES": str(fig_stage), "DANNLIB_RESULTS": str(res_stage),
-           "DANNLIB_PROFILE": profile, "DANNLIB_STORE": str(outputs.store)}
-    if data_root is not None:
-        env["DANNLIB_DATA"] = str(data_root)
+           "DANNLIB_PROFILE": profile, "DANNLIB_STORE": str(outputs.store),
+           **({"DANNLIB_DATA": str(data_root)} if data_root is not None else {})}
     data = env.get("DANNLIB_DATA") or os.environ.get("DANNLIB_DATA")
     mode = stat.S_IMODE((target if target.exists() else path).stat().st_mode)
     run, plan, start = NotebookRun(path.stem, "ok", 0.0), None, time.perf_counter()
@@ -184,10 +170,10 @@ def run_notebook(path: str | os.PathLike, parameters: dict, outputs: Outputs, pr
             str(path), str(executed), parameters=parameters, kernel_name=kernel_name or CURRENT_ENV_KERNEL,
             cwd=str(path.parent), kernel_manager_class=_kernel_manager_class(kernel_name is None, env),
             progress_bar={"desc": path.stem, "position": 1, "leave": False} if progress else False)
-        rel = [(stage, os.path.relpath(final, path.parent)) for stage, final in [
-            (fig_stage, outputs.figures), (res_stage, outputs.results), (outputs.project, outputs.project),
-            (PROJECT_ROOT, PROJECT_ROOT)]]
-        rules = path_replacements([*rel, *([(data, "$DANNLIB_DATA")] if data else []), (Path.home(), "~")])
+        rules = path_replacements([(fig_stage, os.path.relpath(outputs.figures, path.parent)),
+                                   (res_stage, os.path.relpath(outputs.results, path.parent)),
+                                   *((p, os.path.relpath(p, path.parent)) for p in (outputs.project, PROJECT_ROOT)),
+                                   *([(data, "$DANNLIB_DATA")] if data else []), (Path.home(), "~")])
         nb = nbformat.read(executed, as_version=4)
         tidy_notebook(nb, path.name, parameters, rules, kernelspec=lab_kernelspec(kernel_name))
         nbformat.write(nb, str(executed))
@@ -201,7 +187,7 @@ def run_notebook(path: str | os.PathLike, parameters: dict, outputs: Outputs, pr
         if hasattr(exc, "ename"):  # papermill.PapermillExecutionError: the notebook's own exception
             run.error = f"cell [{exc.exec_count}] {exc.ename}: {exc.evalue}"
         if executed.exists() and executed.stat().st_size > 0:  # papermill saved the partial execution
-            failed = outputs.notebooks / FAILED_DIRNAME / path.name
+            failed = outputs.notebooks / ".failed" / path.name
             failed.parent.mkdir(exist_ok=True)
             os.chmod(executed, mode)
             os.replace(executed, failed)
@@ -215,15 +201,6 @@ def run_notebook(path: str | os.PathLike, parameters: dict, outputs: Outputs, pr
     peaks = [km.peak for km in _RUNNING_KERNELS if km.peak]
     run.peak_rss_mib = round(max(peaks), 1) if peaks else None
     return run, plan
-
-
-def commit(plan: dict, journal_dir: Path, stem: str, run_id: str) -> None:
-    """Apply ``plan`` after journalling it (replayed by :func:`clean_stale` if this process dies)."""
-    journal = journal_dir / f".{stem}.{run_id}{JOURNAL_SUFFIX}"
-    with atomic_write(journal) as fh:
-        json.dump(plan, fh)
-    _apply_commit(plan)
-    journal.unlink(missing_ok=True)
 
 
 def regenerate(profile: str | None = None, only: str | Sequence[str] | None = None,
@@ -241,10 +218,8 @@ def regenerate(profile: str | None = None, only: str | Sequence[str] | None = No
 
     profile = check_profile(profile if profile is not None else os.environ.get("DANNLIB_PROFILE", DEFAULT_PROFILE))
     only, seeds = parse_only(only), parse_seeds(seeds)
-    notebooks_dir = Path(notebooks_dir).expanduser().resolve() if notebooks_dir is not None else \
-        PROJECT_ROOT / "notebooks"
-    notebooks = find_notebooks(notebooks_dir)
-    if not notebooks:
+    notebooks_dir = Path(notebooks_dir or PROJECT_ROOT / "notebooks").expanduser().resolve()
+    if not (notebooks := find_notebooks(notebooks_dir)):
         raise FileNotFoundError(f"no notebooks named NN_*.ipynb in {notebooks_dir} (option --notebooks-dir)")
     selected = select_notebooks(notebooks, only)
     outputs = resolve_outputs(profile, notebooks_dir, figures_dir, results_dir, in_place)
@@ -252,8 +227,8 @@ def regenerate(profile: str | None = None, only: str | Sequence[str] | None = No
     if data_root is not None and not data_root.is_dir():
         raise FileNotFoundError(f"data root {data_root} is not a folder (option --data-root)")
     workers = check_workers(workers, setting="--workers")
-    check_writable(outputs.notebooks, "--notebooks-dir (or, for a profile other than "
-                   f"{COMMITTED_PROFILE!r} without --in-place, the folder {TMP_DIRNAME}/ beside the notebooks)")
+    check_writable(outputs.notebooks, f"--notebooks-dir (or, for a profile other than {COMMITTED_PROFILE!r} "
+                                      "without --in-place, the folder .tmp/ beside the notebooks)")
     check_writable(outputs.figures, "--figures-dir or $DANNLIB_FIGURES")
     check_writable(outputs.results, "--results-dir or $DANNLIB_RESULTS")
     if not partial:
@@ -268,9 +243,10 @@ def regenerate(profile: str | None = None, only: str | Sequence[str] | None = No
     t0 = time.monotonic()  # wall_seconds: the sweep and every notebook
 
     def report(interrupted=None):
-        write_report(outputs.results / profile / REPORT_NAME, profile, runs, {
-            **info, "finished_at": _now(), "wall_seconds": round(time.monotonic() - t0, 1),
-            **({"interrupted": interrupted} if interrupted else {})})
+        with _signals_deferred():
+            write_report(outputs.results / profile / REPORT_NAME, profile, runs, {
+                **info, "finished_at": _now(), "wall_seconds": round(time.monotonic() - t0, 1),
+                **({"interrupted": interrupted} if interrupted else {})})
 
     with RunLock([outputs.notebooks, outputs.figures, outputs.results]) as lock:
         clean_stale([notebooks_dir, outputs.notebooks], [outputs.figures, outputs.results])
@@ -289,15 +265,18 @@ def regenerate(profile: str | None = None, only: str | Sequence[str] | None = No
                                             error=f"interrupted by {_signal_name(exc)}"))
                     raise
                 with _signals_deferred():  # a signal now waits until the notebook is in place and recorded
-                    if plan is not None:
-                        commit(plan, outputs.notebooks, path.stem, lock.id)
+                    if plan is not None:  # journalled first: clean_stale replays it if this process dies
+                        journal = outputs.notebooks / f".{path.stem}.{lock.id}{JOURNAL_SUFFIX}"
+                        with atomic_write(journal) as fh:
+                            json.dump(plan, fh)
+                        _apply_commit(plan)
+                        journal.unlink()
                     runs.append(run)
                     report()
                 if run.status != "ok":
                     tqdm.write(f"FAILED {run.notebook}: {run.error}", file=sys.stderr)
         except KeyboardInterrupt as exc:
-            with _signals_deferred():
-                report(interrupted=_signal_name(exc))
+            report(interrupted=_signal_name(exc))
             raise
         finally:
             bar.close()
@@ -308,6 +287,10 @@ def _signal_name(exc: BaseException) -> str:
     return signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
 
 
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def run_sweep(selected, profile, seeds, outputs, data_root, workers, progress) -> dict:
     """Train the runs the selected notebooks need (:func:`dannlib.sweep.ensure`) before any
     notebook starts, so the notebooks only render. Returns the sweep's summary for the report."""
@@ -316,8 +299,7 @@ def run_sweep(selected, profile, seeds, outputs, data_root, workers, progress) -
     from ..sweep import ensure
 
     numbers = [p.name[:2] for p in selected if p.stem in NOTEBOOKS.values()]
-    specs = list(dict.fromkeys(s for n in numbers for s in plan_specs(n, profile, seeds)))
-    if not specs:
+    if not (specs := list(dict.fromkeys(s for n in numbers for s in plan_specs(n, profile, seeds)))):
         return {"total": 0}
     store = Store(outputs.store)
     store.clean_partial()
@@ -330,29 +312,23 @@ def run_sweep(selected, profile, seeds, outputs, data_root, workers, progress) -
             "failed": len(summary.failed), "seconds": round(summary.seconds, 1)}
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def write_report(path: Path, profile: str, runs: Sequence[NotebookRun], run_info: dict) -> Path:
     """Merge ``runs`` into the report at ``path`` (atomically). Per notebook: the last attempt
-    (``status``, ``seconds``, ``error``, ``failed_copy``, ``peak_rss_mib``, ``run``: its key in
-    ``runs``) and ``last_ok``, the last success, whose outputs are in place. Other notebooks'
-    entries are kept; ``runs`` keeps the regenerations still referenced; ``from_scratch`` the
-    latest that trained every run it needed and executed every notebook (what ``make figures``
-    costs from an empty store), kept through later renders."""
+    (:class:`NotebookRun`'s fields and ``run``, its key in ``runs``) and ``last_ok``, the last
+    success, whose outputs are in place; other notebooks' entries are kept, ``runs`` keeps the
+    regenerations still referenced, ``from_scratch`` the latest that trained every run it needed
+    and executed every notebook (what ``make figures`` costs from an empty store)."""
     old = {}
     with contextlib.suppress(ValueError, OSError):
         old = json.loads(path.read_text())
     old = old if isinstance(old, dict) and old.get("profile") == profile else {}
     report = {"profile": profile, "notebooks": dict(old.get("notebooks", {})), "runs": dict(old.get("runs", {}))}
-    scratch = _from_scratch(report, old.get("from_scratch"))  # (found in a report written before it existed too)
-    key = run_info["started_at"]
-    report["runs"][key] = run_info
+    scratch = _from_scratch(report, old.get("from_scratch"))  # (also in a report written before it existed)
+    report["runs"][run_info["started_at"]] = run_info
     for run in runs:
         previous = report["notebooks"].get(run.notebook, {})
-        last_ok = previous.get("last_ok", previous if previous.get("status") == "ok" else None)  # (older: no last_ok)
-        entry = {**asdict(run), "run": key}
+        last_ok = previous.get("last_ok", previous if previous.get("status") == "ok" else None)  # (older: none)
+        entry = {**asdict(run), "run": run_info["started_at"]}
         report["notebooks"][run.notebook] = {**entry, "last_ok": dict(entry) if run.status == "ok" else last_ok}
     report["from_scratch"] = _from_scratch(report, scratch)
     used = {r for e in report["notebooks"].values() for r in (e.get("run"), (e.get("last_ok") or {}).get("run"))}
@@ -374,69 +350,56 @@ def _from_scratch(report: dict, best: dict | None) -> dict | None:
     return best
 
 
-def format_summary(runs: Sequence[NotebookRun]) -> str:
-    """A plain-text table: notebook, status, seconds (and the error of a failure)."""
-    width = max([len("notebook")] + [len(r.notebook) for r in runs])
-    return "\n".join([f"{'notebook':<{width}}  {'status':<6}  {'seconds':>8}"] + [
-        f"{r.notebook:<{width}}  {r.status:<6}  {r.seconds:>8.1f}" + (f"  {r.error}" if r.error else "")
-        + (f"  (kept as {r.failed_copy})" if r.failed_copy else "") for r in runs])
-
-
 _HELP_PARAGRAPHS = (
-    f"Where outputs go: only the profile the committed notebooks carry ({COMMITTED_PROFILE!r}, "
-    "COMMITTED_PROFILE) executes notebooks/ in place and writes figures/. Any other profile "
-    "writes its executed notebooks to .tmp/<profile>/notebooks/ and its figures to "
-    ".tmp/<profile>/figures/ (.tmp/ beside the notebooks folder), unless --in-place is given or "
-    "--figures-dir/$DANNLIB_FIGURES names the figures folder. Records always go to "
-    "<results>/<profile>/, with regeneration.json (per notebook: the last attempt and, as "
-    "'last_ok', the last success).",
-    "Each notebook is a transaction: it writes into staging folders, and only when it succeeds "
-    "are its notebook, its figure folder and its records moved into place. A failing or "
-    "interrupted notebook leaves the previous ones exactly as they were (a failure's partial "
-    "run is kept in .failed/ beside the executed notebooks); later notebooks still run. "
-    "Leftovers of killed runs are cleaned up at the start.",
+    f"Where outputs go: only the profile the committed notebooks carry ({COMMITTED_PROFILE!r}, COMMITTED_PROFILE) "
+    "executes notebooks/ in place and writes figures/. Any other profile writes its executed notebooks to "
+    ".tmp/<profile>/notebooks/ and its figures to .tmp/<profile>/figures/ (.tmp/ beside the notebooks folder), "
+    "unless --in-place is given or --figures-dir/$DANNLIB_FIGURES names the figures folder. Records always go to "
+    "<results>/<profile>/, with regeneration.json (per notebook: the last attempt and, as 'last_ok', the last "
+    "success).",
+    "Each notebook is a transaction: it writes into staging folders, and only when it succeeds are its notebook, "
+    "its figure folder and its records moved into place. A failing or interrupted notebook leaves the previous "
+    "ones exactly as they were (a failure's partial run is kept in .failed/ beside the executed notebooks); later "
+    "notebooks still run. Leftovers of killed runs are cleaned up at the start.",
     "Papermill injects only profile (and seeds), never a path. " + KERNEL_ENV_DOC,
-    "Exit status: 0 all succeeded, 1 some notebook failed, 2 bad arguments or an unwritable "
-    "output folder, 130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM.",
+    "Exit status: 0 all succeeded, 1 some notebook failed, 2 bad arguments or an unwritable output folder, 130 "
+    "interrupted by SIGINT (Ctrl-C), 143 by SIGTERM.",
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = textwrap.fill(
-        "Execute notebooks/NN_*.ipynb in number order with papermill, each notebook as a transaction (see "
-        "below); the kernel is this interpreter, its working directory the notebooks folder.", 88)
+        "Execute notebooks/NN_*.ipynb in number order with papermill, each notebook as a transaction (see below); "
+        "the kernel is this interpreter, its working directory the notebooks folder.", 88)
     parser.epilog = "\n\n".join(textwrap.fill(p, 88) for p in _HELP_PARAGRAPHS)
     add = parser.add_argument
-    add("--profile", default=None, help=f"one of {', '.join(PROFILES)} (default: $DANNLIB_PROFILE, else "
-                                        f"{DEFAULT_PROFILE})")
-    add("--only", default=None, help="comma-separated notebook numbers, e.g. 01,03 (default: all)")
-    add("--notebooks-dir", default=None, help="folder of NN_*.ipynb (default: the project's notebooks/)")
-    add("--figures-dir", default=None, help="default: $DANNLIB_FIGURES, else the project's figures/ (profile "
-                                            f"{COMMITTED_PROFILE} or --in-place) or .tmp/<profile>/figures")
-    add("--results-dir", default=None, help="default: $DANNLIB_RESULTS, else the project's results/")
+    add("--profile", help=f"one of {', '.join(PROFILES)} (default: $DANNLIB_PROFILE, else {DEFAULT_PROFILE})")
+    add("--only", help="comma-separated notebook numbers, e.g. 01,03 (default: all)")
+    add("--notebooks-dir", help="folder of NN_*.ipynb (default: the project's notebooks/)")
+    add("--figures-dir", help=f"default: $DANNLIB_FIGURES, else the project's figures/ (profile {COMMITTED_PROFILE} "
+                              "or --in-place) or .tmp/<profile>/figures")
+    add("--results-dir", help="default: $DANNLIB_RESULTS, else the project's results/")
     add("--in-place", action="store_true", help="execute the notebooks in place and write figures/ also for a "
         f"profile other than {COMMITTED_PROFILE} (overwrites the committed notebooks)")
-    add("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2 (default: each profile's)")
-    add("--data-root", default=None, help="data root, given to the kernel as $DANNLIB_DATA (default: the "
-                                          "notebooks use $DANNLIB_DATA, else data/)")
-    add("--kernel", default=None, help=f"an installed jupyter kernelspec name (default: this interpreter, "
-                                       f"{sys.executable})")
+    add("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: each profile's)")
+    add("--data-root", help="data root, given to the kernel as $DANNLIB_DATA (default: the notebooks use "
+                            "$DANNLIB_DATA, else data/)")
+    add("--kernel", help=f"an installed jupyter kernelspec name (default: this interpreter, {sys.executable})")
     add("--no-progress", action="store_true", help="hide the progress bars")
-    add("--no-sweep", action="store_true", help="do not train the notebooks' missing runs first (python -m "
-        "dannlib sweep); the notebooks then train small missing sets themselves and stop on large ones")
-    add("--workers", type=int, default=None, help="worker processes of that sweep (default: $DANNLIB_WORKERS or "
-                                                  "one per core)")
+    add("--no-sweep", action="store_true", help="do not train the notebooks' missing runs first (python -m dannlib "
+        "sweep); the notebooks then train small missing sets themselves and stop on large ones")
+    add("--workers", type=int, help="worker processes of that sweep (default: $DANNLIB_WORKERS or one per core)")
     add("--normalize", action="store_true", help="execute nothing: rewrite the selected notebooks (in "
-        "--notebooks-dir) as JupyterLab would save them after opening them (this interpreter's kernelspec), so "
-        "that opening one does not mark it modified")
-    add("--partial", action="store_true", help="train nothing: render the runs the store holds so far (e.g. "
-        "while a long sweep runs); each notebook says which runs are missing")
+        "--notebooks-dir) as JupyterLab would save them after opening them (this interpreter's kernelspec), so that "
+        "opening one does not mark it modified")
+    add("--partial", action="store_true", help="train nothing: render the runs the store holds so far (e.g. while a "
+        "long sweep runs); each notebook says which runs are missing")
 
 
 def _on_signal(signum, _frame):
-    """SIGINT/SIGTERM: kill the kernels now (before papermill could interrupt them and leave
-    tracebacks), ignore a second signal during the short clean-up, raise :class:`Interrupted`."""
+    """Kill the kernels at once (before papermill could interrupt them and leave tracebacks),
+    ignore a second signal during the short clean-up, raise :class:`Interrupted`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _kill_kernels()
@@ -447,37 +410,34 @@ def run_from_args(args: argparse.Namespace) -> int:
     """The ``regenerate`` subcommand: 0 all succeeded, 1 some notebook failed, 2 bad input,
     130/143 interrupted by SIGINT/SIGTERM."""
     runs: list[NotebookRun] = []
-    old = {s: signal.signal(s, _on_signal) for s in SIGNAL_EXIT}
+    old_handlers = {s: signal.signal(s, _on_signal) for s in SIGNAL_EXIT}
     try:
-        if args.normalize:
-            folder = Path(args.notebooks_dir).expanduser().resolve() if args.notebooks_dir else \
-                PROJECT_ROOT / "notebooks"
+        if args.normalize:  # execute nothing: normalize_notebook on the selected notebooks
+            folder = Path(args.notebooks_dir or PROJECT_ROOT / "notebooks").expanduser().resolve()
             selected = select_notebooks(find_notebooks(folder), parse_only(args.only))
             changed = [p.name for p in selected if normalize_notebook(p, args.kernel)]
             print(f"regenerate --normalize: {len(changed)} of {len(selected)} notebook(s) rewritten"
                   + (f": {', '.join(changed)}" if changed else ""))
             return 0
-        regenerate(profile=args.profile, only=args.only, notebooks_dir=args.notebooks_dir,
-                   figures_dir=args.figures_dir, results_dir=args.results_dir, seeds=args.seeds,
-                   data_root=args.data_root, kernel=args.kernel, progress=not args.no_progress,
-                   in_place=args.in_place, runs=runs, sweep=not args.no_sweep, workers=args.workers,
-                   partial=args.partial)
+        regenerate(args.profile, args.only, args.notebooks_dir, args.figures_dir, args.results_dir, args.seeds,
+                   args.data_root, args.kernel, progress=not args.no_progress, in_place=args.in_place, runs=runs,
+                   sweep=not args.no_sweep, workers=args.workers, partial=args.partial)
     except KeyboardInterrupt as exc:
-        done = [r.notebook for r in runs if r.status != "interrupted"]
-        stopped = [r.notebook for r in runs if r.status == "interrupted"]
-        print(f"regenerate: interrupted by {_signal_name(exc)}"
-              + (f" during {stopped[0]} (left as it was)" if stopped else "")
-              + f"; {len(done)} notebook(s) finished before: {', '.join(done) or 'none'}", file=sys.stderr)
+        done, stopped = ([r.notebook for r in runs if (r.status == "interrupted") == s] for s in (False, True))
+        print(f"regenerate: interrupted by {_signal_name(exc)}" + (f" during {stopped[0]} (left as it was)" if stopped
+              else "") + f"; {len(done)} notebook(s) finished before: {', '.join(done) or 'none'}", file=sys.stderr)
         return SIGNAL_EXIT.get(getattr(exc, "signum", signal.SIGINT), 130)
     except (ValueError, FileNotFoundError, PermissionError) as exc:
         print(f"regenerate: error: {exc}", file=sys.stderr)
         return 2
     finally:
-        for s, h in old.items():
+        for s, h in old_handlers.items():
             signal.signal(s, h)
-    print(format_summary(runs))
-    failed = [r.notebook for r in runs if r.status != "ok"]
-    if failed:
+    width = max([8] + [len(r.notebook) for r in runs])
+    print("\n".join([f"{'notebook':<{width}}  status   seconds"] + [
+        f"{r.notebook:<{width}}  {r.status:<6}  {r.seconds:>8.1f}" + (f"  {r.error}" if r.error else "")
+        + (f"  (kept as {r.failed_copy})" if r.failed_copy else "") for r in runs]))
+    if failed := [r.notebook for r in runs if r.status != "ok"]:
         print(f"regenerate: {len(failed)} of {len(runs)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0

@@ -22,11 +22,9 @@ REPORT_NAME = "regeneration.json"
 # A leftover's owner (a run id): in an executed notebook or journal, a staging folder, a lock file.
 _LEFTOVER = re.compile(r"\.(?:\d{2}_.+?\.(?P<nb>[^.]+)(?P<kind>\.running\.ipynb|\.commit\.json)"
                        r"|staging-(?P<stage>\d+(?:-[0-9a-f]{16})?)-\d{2}_.+|regenerate-(?P<lock>.+)\.lock)")
-# stderr outputs that are exactly one of these (or only progress-bar redraws) are dropped.
-KNOWN_STDERR_NOISE = (
-    re.compile(r"\A[^\n]*TqdmWarning: IProgress not found\.[^\n]*\n(?:[ \t]+[^\n]*\n?)?\Z"),
-    re.compile(r"\A[^\n]*Kernel is running over TCP without encryption\.[^\n]*\n?\Z"),
-)
+# A stderr output that is exactly one of these known warnings is dropped (as are progress-bar redraws).
+_NOISE = re.compile(r"[^\n]*(?:TqdmWarning: IProgress not found\.[^\n]*\n(?:[ \t]+[^\n]*\n?)?"
+                    r"|Kernel is running over TCP without encryption\.[^\n]*\n?)")
 
 
 def new_run_id() -> str:
@@ -163,25 +161,20 @@ def _scrub(text, rules):
     return text
 
 
-def is_known_stderr_noise(text: str) -> bool:
-    """True for a stderr output that is only a known warning or progress-bar redraws."""
+def _is_noise(text: str) -> bool:
     segments = [s for s in re.split(r"[\r\n]", text) if s.strip()]
-    return (any(p.match(text) for p in KNOWN_STDERR_NOISE) or not segments
+    return (bool(_NOISE.fullmatch(text)) or not segments
             or "\r" in text and all(re.search(r"\d{1,3}%\|", s) for s in segments))
 
 
 def lab_kernelspec(kernel_name: str | None = None) -> dict:
     """The ``kernelspec`` JupyterLab writes into a notebook whose kernel it starts (None: this
     interpreter's ``python3``); a notebook with another one is marked modified when opened."""
-    if kernel_name is None:
-        import ipykernel.kernelspec
-
-        spec = ipykernel.kernelspec.get_kernel_dict()
-        return {"display_name": spec["display_name"], "language": spec["language"], "name": "python3"}
+    from ipykernel.kernelspec import get_kernel_dict
     from jupyter_client.kernelspec import KernelSpecManager
 
-    spec = KernelSpecManager().get_kernel_spec(kernel_name)
-    return {"display_name": spec.display_name, "language": spec.language, "name": kernel_name}
+    spec = get_kernel_dict() if kernel_name is None else KernelSpecManager().get_kernel_spec(kernel_name).to_dict()
+    return {"display_name": spec["display_name"], "language": spec["language"], "name": kernel_name or "python3"}
 
 
 def normalize_notebook(path: str | os.PathLike, kernel_name: str | None = None) -> bool:
@@ -223,7 +216,7 @@ def tidy_notebook(nb, name: str, parameters: dict, rules: Sequence[tuple[re.Patt
                 cell["id"] = "injected-parameters"
         if cell.cell_type != "code":
             continue
-        cell.outputs = [o for o in cell.outputs if not (o.get("name") == "stderr" and is_known_stderr_noise(o.text))]
+        cell.outputs = [o for o in cell.outputs if not (o.get("name") == "stderr" and _is_noise(o.text))]
         for container in [*cell.outputs, *(o.get("data", {}) for o in cell.outputs)]:
             for key in ("text", "evalue", "traceback", "text/plain", "text/markdown", "text/html"):
                 if key in container:
