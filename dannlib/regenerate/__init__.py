@@ -20,7 +20,7 @@ from ..plan import parse_only, parse_seeds  # noqa: F401
 from ..settings import check_writable  # noqa: F401
 from ..utils import PROJECT_ROOT  # noqa: F401
 from . import runner, transaction  # noqa: F401
-from .runner import (COMMITTED_PROFILE, KERNEL_ENV, KERNEL_ENV_DOC, Interrupted, NotebookRun, Outputs,  # noqa: F401
+from .runner import (COMMITTED_PROFILE, KERNEL_ENV, Interrupted, NotebookRun, Outputs,  # noqa: F401
                      add_arguments, find_notebooks, regenerate, resolve_outputs, run_from_args,
                      run_notebook, select_notebooks, write_report)
 from .transaction import (JOURNAL_SUFFIX, REPORT_NAME, RUN_LOCK_PREFIX, RUN_LOCK_SUFFIX,  # noqa: F401

@@ -28,9 +28,6 @@ from .transaction import (JOURNAL_SUFFIX, REPORT_NAME, RUNNING_SUFFIX, STAGING_P
 COMMITTED_PROFILE = "paper"  # the profile the committed notebooks and figures/ carry: only it works in place
 CURRENT_ENV_KERNEL = "python3"  # the name papermill is given when no --kernel is asked for
 KERNEL_ENV = {"DANNLIB_PROGRESS": "0", "TQDM_DISABLE": "1"}  # no progress bars (tqdm >= 4.66 reads TQDM_*)
-KERNEL_ENV_DOC = ("The kernel's environment: DANNLIB_FIGURES and DANNLIB_RESULTS (the notebook's staging folders), "
-                  "DANNLIB_PROFILE, DANNLIB_DATA (from --data-root, else as inherited), DANNLIB_PROGRESS=0 and "
-                  "TQDM_DISABLE=1 (no progress bars in saved notebooks).")
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _RUNNING_KERNELS: list = []  # the kernel managers of the notebook now running (a signal kills their kernels)
 
@@ -361,7 +358,9 @@ _HELP_PARAGRAPHS = (
     "its figure folder and its records moved into place. A failing or interrupted notebook leaves the previous "
     "ones exactly as they were (a failure's partial run is kept in .failed/ beside the executed notebooks); later "
     "notebooks still run. Leftovers of killed runs are cleaned up at the start.",
-    "Papermill injects only profile (and seeds), never a path. " + KERNEL_ENV_DOC,
+    "Papermill injects only profile (and seeds), never a path. The kernel's environment: DANNLIB_FIGURES and "
+    "DANNLIB_RESULTS (the notebook's staging folders), DANNLIB_PROFILE, DANNLIB_DATA (from --data-root, else as "
+    "inherited), DANNLIB_PROGRESS=0 and TQDM_DISABLE=1 (no progress bars in saved notebooks).",
     "Exit status: 0 all succeeded, 1 some notebook failed, 2 bad arguments or an unwritable output folder, 130 "
     "interrupted by SIGINT (Ctrl-C), 143 by SIGTERM.",
 )

@@ -36,49 +36,36 @@ def _lock_path(folder: Path, owner: str) -> Path:
     return Path(folder) / f"{RUN_LOCK_PREFIX}{owner}{RUN_LOCK_SUFFIX}"
 
 
-class RunLock:
+class RunLock(contextlib.ExitStack):
     """A regeneration's :attr:`id` and liveness: ``.regenerate-<id>.lock`` in each folder, held
     with ``fcntl.flock`` (released by the kernel however the process dies). A context manager;
     :meth:`release` removes the files."""
 
     def __init__(self, folders: Sequence[Path], run_id: str | None = None):
-        self.id, self._held = run_id or new_run_id(), []
+        super().__init__()
+        self.id = run_id or new_run_id()
         try:
             for folder in dict.fromkeys(map(Path, folders)):
                 folder.mkdir(parents=True, exist_ok=True)
-                path = _lock_path(folder, self.id)
-                self._held.append((path, os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)))
-                fcntl.flock(self._held[-1][1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fd = os.open(_lock_path(folder, self.id), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+                self.callback(os.close, fd)
+                self.callback(_lock_path(folder, self.id).unlink, missing_ok=True)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BaseException:
-            self.release()
+            self.close()
             raise
 
-    def release(self) -> None:
-        for path, fd in self._held:
-            path.unlink(missing_ok=True)
-            os.close(fd)
-        self._held = []
-
-    def __enter__(self) -> RunLock:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
+    release = contextlib.ExitStack.close
 
 
 def _owner_alive(folder: Path, owner: str) -> bool:
     """Whether the run ``owner`` holds its lock in ``folder`` (an older version's pid-only name has none)."""
     try:
-        fd = os.open(_lock_path(folder, owner), os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
+        with open(_lock_path(folder, owner)) as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        return isinstance(exc, BlockingIOError)
+    return False
 
 
 def clean_stale(notebook_dirs: Sequence[Path], staging_parents: Sequence[Path]) -> list[Path]:
@@ -93,10 +80,8 @@ def clean_stale(notebook_dirs: Sequence[Path], staging_parents: Sequence[Path]) 
             with contextlib.suppress(ValueError, OSError):
                 _apply_commit(json.loads(path.read_text()))
     for path, _ in stale:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (shutil.rmtree if path.is_dir() else os.unlink)(path)
     return [p for p, m in stale if not m["lock"]]
 
 
