@@ -1,16 +1,8 @@
-"""Regenerate every figure: ``python -m dannlib regenerate`` executes ``notebooks/NN_*.ipynb``
-with papermill, in number order, each notebook as a transaction (the help epilog,
-``_HELP_PARAGRAPHS``, says where outputs go, the kernel's environment and the exit statuses).
-
-A regeneration has a run id (:func:`new_run_id`) and holds a :class:`RunLock` in each output
-folder. A notebook writes into ``.staging-<run id>-NN_name/`` folders (its records' one starts as
-a copy of ``<results>/<profile>/``) and ``.NN_name.<run id>.running.ipynb``; only when every cell
-succeeded are they moved into place, after the moves are listed in a journal
-(``.NN_name.<run id>.commit.json``) that the next run replays if this one is killed. Before any
-notebook starts, settings and output folders are checked and the leftovers of runs whose lock
-nobody holds are completed or removed (:func:`clean_stale`). Saved notebooks are tidied
-(:func:`tidy_notebook`). SIGINT/SIGTERM kill the kernel, drop the staging, print one line and
-exit 130/143.
+"""Regenerate every figure: ``python -m dannlib regenerate`` executes ``notebooks/NN_*.ipynb`` with
+papermill in number order, each notebook a transaction (see the help, ``runner._HELP_PARAGRAPHS``, for
+where outputs go, the kernel's environment and the exit statuses). A run holds a :class:`RunLock`; a
+notebook writes into staging named by its id, moved into place (after a journal lists the moves) only
+when every cell succeeded; :func:`clean_stale` completes or removes a killed run's leftovers first.
 """
 from __future__ import annotations
 
