@@ -1,5 +1,4 @@
-"""Figures of adaptation runs (notebooks 05 and 06), from what :func:`dannlib.plan.fetch` returns
-(``[(tags, StoredRun), ...]``) or the runs' histories."""
+"""Figures of adaptation runs (notebooks 05 and 06) from :func:`dannlib.plan.fetch` or the runs' histories."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -7,13 +6,12 @@ import numpy as np
 import pandas as pd
 
 from ..results import aggregate
-from .common import palette, seed_lines
+from .common import finish, palette, seed_lines
 
 
 def adaptation_references(records, runs, *, start: str = "adda_pretrain", metric: str = "target_test_acc") -> dict:
-    """The reference lines of :func:`plot_adaptation_curves` per pair of ``records``: the target accuracy the
-    adaptation starts from (mean over the ok seeds of ``start``), the discriminator's chance level (0.5) and,
-    where the runs' config has one, the collapse threshold of the predicted-class entropy."""
+    """:func:`plot_adaptation_curves`'s lines per pair: the target accuracy the adaptation starts from (ok seeds
+    of ``start``), the discriminator's chance (0.5), the config's ``collapse_entropy`` where it has one."""
     ref = {}
     for pair in dict.fromkeys(r["pair"] for r in records):
         (src,) = aggregate([r for r in records if r["pair"] == pair and r["method"] == start] or [{}], metric)
@@ -29,11 +27,9 @@ def adaptation_references(records, runs, *, start: str = "adda_pretrain", metric
 def plot_adaptation_curves(runs, keys, *, colour_by: str = "method", row_by: str = "pair", x: str = "step",
                            labels: dict | None = None, names: dict | None = None, order=None,
                            reference: dict | None = None, title: str | None = None):
-    """Monitoring curves of stored runs (``[(tags, StoredRun), ...]``): one row per ``tags[row_by]``, one
-    column per history key in ``keys``; each run a thin line (dashed, and left out of the mean, where its
-    status is not "ok"), the mean of each colour (``tags[colour_by]``, in ``order``) a thick line over the
-    steps every ok run logged. ``labels``: key -> panel title; ``names``: colour -> legend name;
-    ``reference``: ``{(row, key): (y, label)}`` horizontal lines. The legend sits under the panels."""
+    """Curves of stored runs (``[(tags, StoredRun), ...]``), a row per ``tags[row_by]``, a column per history
+    key: :func:`seed_lines` per ``tags[colour_by]`` (in ``order``), the mean over the steps every ok run logged.
+    ``labels``: key -> title; ``names``: colour -> legend name; ``reference``: ``{(row, key): (y, label)}``."""
     runs = [(t, r) for t, r in runs if r.history]
     keys, labels, names, reference = list(keys), labels or {}, names or {}, reference or {}
     rows = list(dict.fromkeys(t.get(row_by) for t, _ in runs)) or [None]
@@ -70,18 +66,14 @@ def plot_adaptation_curves(runs, keys, *, colour_by: str = "method", row_by: str
         shown = [legend[c] for c in colours_in if c in legend]
         shown.append((plt.Line2D([], [], color="grey", linewidth=0.7, alpha=0.6), "one seed"))
         fig.legend(*zip(*shown), loc="lower center", ncol=min(4, len(shown)), fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.3 / (2.9 * len(rows) + 0.6), 1, 1))
-    return fig
+    return finish(fig, title, (0, 0.3 / (2.9 * len(rows) + 0.6), 1, 1), fontsize=10)
 
 
 def plot_loss_terms(histories: list[dict], terms, *, weights: dict | None = None, schedules=("ramp",),
                     x: str = "step", labels: dict | None = None, title: str | None = None):
-    """The terms of a composite loss (IIMT) against ``x`` from one method's history records over seeds:
-    (1) each term as logged, mean ± std over seeds (log scale when they span more than a decade); (2) each
-    term times its weight (``weights``: term -> a history key, e.g. ``"ramp"``, or a number; absent: 1), mean
-    over seeds; (3) the ``schedules`` (history keys), mean over seeds. Terms the history lacks are left out."""
+    """A composite loss's terms (IIMT) against ``x`` over seeds' history records: as logged (mean ± std, log
+    scale past a decade); times their weight (``weights``: term -> a history key or a number; absent: 1); and
+    the ``schedules``, each a mean over seeds. Terms the history lacks are left out."""
     labels, weights, df = labels or {}, weights or {}, pd.DataFrame(histories)
     terms = [t for t in terms if t in df and not df[t].isna().all()]
     schedules = [s for s in schedules if s in df and not df[s].isna().all()]
@@ -117,7 +109,4 @@ def plot_loss_terms(histories: list[dict], terms, *, weights: dict | None = None
         fig.legend(handles, texts, loc="lower center", ncol=min(6, len(texts)), fontsize=8, frameon=False)
     if schedules:
         axes[2].legend(fontsize=8, loc="lower right", frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.09, 1, 1))
-    return fig
+    return finish(fig, title, (0, 0.09, 1, 1), fontsize=10)

@@ -1,7 +1,5 @@
-"""Saving, schedules, training curves over seeds, per-seed points, paired differences, setting sweeps.
-
-No ``matplotlib.use`` at import: the notebook or the regeneration command picks the backend.
-"""
+"""Saving, schedules, training curves over seeds, per-seed points, paired differences, setting sweeps. No
+``matplotlib.use`` here: the notebook or the regeneration command picks the backend."""
 from __future__ import annotations
 
 import math
@@ -23,9 +21,8 @@ _METADATA = {"svg": {"Date": None, "Creator": None}, "png": {"Software": None},
 
 
 def save_figure(fig, figures_dir, notebook: str, name: str, *, dpi: int = 110, formats=FIGURE_FORMATS) -> list[Path]:
-    """Write ``fig`` as ``figures_dir/notebook/name.{png,svg}``, each to a temporary file renamed into place,
-    with the same bytes every time (fixed ``svg.hashsalt``, no dates or versions). Runs of characters outside
-    ``[A-Za-z0-9._-]`` in ``name`` become one underscore. Returns the written paths."""
+    """Write ``fig`` atomically as ``figures_dir/notebook/name.{png,svg}`` (runs of characters outside
+    ``[A-Za-z0-9._-]`` in ``name``: one ``_``), the same bytes every time. Returns the written paths."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
     out = []
     for ext in formats:
@@ -42,9 +39,17 @@ def palette() -> list:
     return plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
+def finish(fig, title: str | None = None, rect=(0, 0, 1, 1), **title_kw):
+    """``fig`` titled (where there is a title) and laid out within ``rect`` (figure fractions)."""
+    if title:
+        fig.suptitle(title, **title_kw)
+    fig.tight_layout(rect=rect)
+    return fig
+
+
 def seed_lines(ax, runs, statuses, key: str, x: str, colour, *, alpha: float = 0.45, complete: bool = False):
-    """Each run's ``key`` against ``x`` as a thin line (dashed where its status is not "ok") and the mean over
-    the ok runs (:func:`dannlib.results.mean_curve`) as a thick one. Returns (the thick line or None, the mean)."""
+    """Each run's ``key`` against ``x`` thin (dashed if its status is not "ok"), the mean over the ok runs
+    (:func:`dannlib.results.mean_curve`) thick. Returns (the thick line or None, the mean)."""
     for run, status in zip(runs, statuses):
         ok = status == "ok"
         ax.plot([h[x] for h in run], [h.get(key, math.nan) for h in run], color=colour, linewidth=0.7,
@@ -58,19 +63,15 @@ def plot_schedules(progress, series: dict, *, title: str = "Schedules against tr
     fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.2), squeeze=False)
     for ax, (name, values) in zip(axes[0], series.items()):
         ax.plot(progress, values)
-        ax.set_xlabel("training progress p")
-        ax.set_title(name)
+        ax.set(xlabel="training progress p", title=name)
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return finish(fig, title)
 
 
 def plot_method_curves(histories: dict, keys, *, x: str = "step", title: str | None = None,
                        labels: dict | None = None):
-    """One panel per key in ``keys`` (``labels``: key -> title): for each method (``histories``: name -> the
-    history records of all its seeds) the mean ± std over its seeds that ended "ok" against ``x``
-    (:func:`dannlib.results.mean_curve`); a method lacking a key is left out of that panel."""
+    """One panel per key (``labels``: key -> title): each method's (name -> history records of all its seeds)
+    mean ± std over its "ok" seeds against ``x`` (:func:`dannlib.results.mean_curve`), where it has the key."""
     keys, labels = list(keys), labels or {}
     fig, axes = plt.subplots(1, len(keys), figsize=(max(6.5, 3.9 * len(keys)), 3.3 if len(keys) > 1 else 4.0),
                              squeeze=False)
@@ -86,24 +87,20 @@ def plot_method_curves(histories: dict, keys, *, x: str = "step", title: str | N
     legend = {}
     for ax, key in zip(axes[0], keys):
         ax.set_title(labels.get(key, key), fontsize=10)
-        ax.set_xlabel(x)
+        ax.set(xlabel=x)
         ax.grid(alpha=0.3)
         for h, n in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(n, h)
     if legend:
         fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(4, len(legend)), fontsize=8,
                    bbox_to_anchor=(0.5, -0.02))
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    return fig
+    return finish(fig, title, (0, 0.08, 1, 1))
 
 
 def plot_curve_grid(histories: dict, key: str, *, reference: str, x: str = "step", title: str | None = None,
                     ylabel: str | None = None, ncols: int = 3):
-    """Small multiples, one panel per method of ``histories`` (name -> history records of all its seeds) but
-    ``reference``: its seeds as thin lines, their mean as a thick one (:func:`seed_lines`: runs that ended "ok"),
-    against the mean of ``reference`` on the same ok seeds (grey dashed). Panels share both axes."""
+    """One panel per method (name -> history records of all its seeds) but ``reference``: its seeds and their
+    mean (:func:`seed_lines`) against the mean of ``reference`` on the same ok seeds (grey dashed)."""
     names = [n for n in histories if n != reference]
     nrows = max(1, -(-len(names) // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows + 0.6), sharex=True, sharey=True,
@@ -130,19 +127,15 @@ def plot_curve_grid(histories: dict, key: str, *, reference: str, x: str = "step
                 plt.Line2D([], [], color="grey", linewidth=1.6, linestyle="--")],
                ["the variant: mean over its seeds", "the variant: one seed", f"{reference}: mean over the same seeds"],
                loc="lower center", ncol=3, fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1))
-    return fig
+    return finish(fig, title, (0, 0.35 / fig.get_figheight(), 1, 1), fontsize=10)
 
 
 def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str | None = None, order=None,
                      hue_order=None, ylabel: str | None = None, title: str | None = None, reference: dict | None = None,
                      ylim: tuple | None = None):
-    """Every seed with status "ok" as a point (seaborn strip plot, jitter seeded per call) beside the **median
-    and interquartile range** over seeds (a diamond and a bar: a bimodal spread gets no bar reaching values no
-    seed took), one column per ``x`` (in ``order``), coloured by ``hue``; the counts of seeds (and failed runs)
-    under each column. ``reference``: labelled horizontal lines (label -> y); ``ylim``: else the data's."""
+    """Every "ok" seed a point (seaborn strip plot, jitter seeded per call) beside the **median and IQR** over
+    seeds (a bimodal spread gets no bar reaching values no seed took), one column per ``x`` (in ``order``),
+    coloured by ``hue``, counts of seeds (and failed runs) below. ``reference``: label -> y, drawn as lines."""
     import seaborn as sns
 
     df = pd.DataFrame([r for r in records if r.get("status", "ok") == "ok" and r.get(metric) is not None])
@@ -166,8 +159,7 @@ def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str 
         parts = [f"{c['n']}" + (f"+{c['failed']}✗" if c["failed"] else "")
                  for c in (counts[name, h] for h in (hue_order or [None]) if (name, h) in counts)]
         labels.append(f"{name}\n(n={'/'.join(parts)})")
-    ax.set_xticks(range(len(order)))
-    ax.set_xticklabels(labels, rotation=25, ha="right", fontsize=8)
+    ax.set_xticks(range(len(order)), labels, rotation=25, ha="right", fontsize=8)
     ax.set_xlabel("")
     for label, y in (reference or {}).items():
         ax.axhline(y, color="grey", linestyle="--", linewidth=1)
@@ -182,15 +174,13 @@ def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str 
                   ncol=len(hue_order), frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def plot_paired_differences(diffs: list, *, by: str = "method", baseline: str = "", title: str | None = None,
                             ylabel: str | None = None):
-    """Per-seed paired differences against a baseline (``dannlib.results.paired_differences`` rows): the seeds
-    as points beside the mean with its 95% paired t-interval (:func:`dannlib.stats.paired`), a zero line; one
-    column per variant (and per group, side by side, when rows carry one)."""
+    """Per-seed paired differences (``dannlib.results.paired_differences`` rows) as points beside their mean and
+    95% paired t-interval (:func:`dannlib.stats.paired`), one column per variant (and group), a zero line."""
     from ..stats import paired
 
     groups, names = list(dict.fromkeys(d.get("group") for d in diffs)), list(dict.fromkeys(d[by] for d in diffs))
@@ -213,8 +203,7 @@ def plot_paired_differences(diffs: list, *, by: str = "method", baseline: str = 
     lo, hi = ax.get_ylim()
     ax.set_ylim(min(lo, -0.08 * (hi - lo)), max(hi, 0.08 * (hi - lo)))  # zero, what every verdict reads, in view
     ax.set_xlim(-0.6, len(names) - 0.4)
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
     ax.set_ylabel((ylabel or f"difference to {baseline}, per seed") + "\n(points: seeds; ◆ and bar: mean, 95% CI)",
                   fontsize=9)
     ax.grid(axis="y", alpha=0.3)
@@ -222,18 +211,16 @@ def plot_paired_differences(diffs: list, *, by: str = "method", baseline: str = 
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = None, panel: str | None = None,
                        control: dict | None = None, control_label: str = "control", log_x: bool = True,
                        ylabel: str | None = None, title: str | None = None):
-    """``metric`` against the setting ``x`` (notebook 07's grids, e.g. ``lambda_max``): one line per ``hue``
-    through the mean over the ok seeds of each setting, every ok seed a point (set apart per line in a fixed
-    pattern), one panel per ``panel``; the runs not ok counted in the legend. ``control`` (tag -> value) picks
-    a control's records: a grey dashed line at their mean, their seeds as points at the right edge. ``log_x``:
-    a logarithmic ``x`` axis."""
+    """``metric`` against the setting ``x`` (notebook 07's grids): a line per ``hue`` through the means over the
+    ok seeds, every ok seed a point (set apart per line, no random jitter), a panel per ``panel``, runs not ok
+    counted in the legend. ``control`` (tag -> value) picks a control: grey dashed at its mean, seeds at the
+    right edge."""
     def is_control(r):
         return control is not None and all(r.get(k) == v for k, v in control.items())
 
@@ -275,8 +262,7 @@ def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = 
             ax.set_xscale("log")
         if len(xs) == 1:  # one setting: a window around it, not the points' tiny spread
             ax.set_xlim(*((xs[0] / 3, xs[0] * 3) if log_x and xs[0] > 0 else (xs[0] - 1, xs[0] + 1)))
-        ax.set_xticks(xs)
-        ax.set_xticklabels([f"{v:g}" for v in xs])
+        ax.set_xticks(xs, [f"{v:g}" for v in xs])
         ax.minorticks_off()
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
@@ -284,7 +270,4 @@ def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = 
             ax.set_title(f"{panel} = {p}", fontsize=9)
         ax.legend(fontsize=7, loc="best")
     axes[0][0].set_ylabel((ylabel or metric) + "\n(points: seeds; line: mean)", fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, title, fontsize=10)

@@ -1,11 +1,11 @@
-"""Figures of images and embeddings: sample grids, MNIST-M's blend steps and construction gap, channel
-histograms, 2-D embeddings of features coloured by class and marked by domain."""
+"""Image grids, MNIST-M's blend steps and build gap, channel histograms, 2-D embeddings of features."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .common import finish
 from .toys import legend_below, scatter_domains
 
 
@@ -13,8 +13,7 @@ def _show_image(ax, image, title=None):
     """A uint8 (H, W) grey or (H, W, 3) RGB image without ticks."""
     image = np.asarray(image)
     ax.imshow(image, **({"cmap": "gray", "vmin": 0, "vmax": 255} if image.ndim == 2 else {}), interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     if title:
         ax.set_title(title, fontsize=9)
 
@@ -29,15 +28,11 @@ def plot_image_grid(rows: dict, *, n_cols: int = 10, title: str | None = None, c
         for ax in ax_row[len(images):]:
             ax.axis("off")
         ax_row[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return finish(fig, title)
 
 
 def plot_blend_steps(steps: list, *, title: str = "MNIST-M, step by step: |patch - binarised digit|"):
-    """One row per digit of ``dannlib.data.mnist_m_blend_steps``: the digit, binarised, the BSDS500 background
-    with the crop drawn, the patch, the blend."""
+    """A row per digit of ``dannlib.data.mnist_m_blend_steps``: digit, binarised, background and crop, patch, blend."""
     from matplotlib.patches import Rectangle
 
     cols = {"digit": "MNIST digit", "binarised": "binarised (>127)", "background": "background + crop",
@@ -51,54 +46,42 @@ def plot_blend_steps(steps: list, *, title: str = "MNIST-M, step by step: |patch
                                    fill=False, edgecolor="red", linewidth=1.5))
         row[2].set_xlabel(f"background {s['background_index']}, crop at ({s['top']}, {s['left']})", fontsize=8)
         row[0].set_ylabel(f"digit {s['index']}", fontsize=9)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return finish(fig, title)
 
 
 def plot_channel_histograms(histograms: dict, *, title: str = "Pixel values per channel", density: bool = True):
-    """One panel per data set (name -> counts (C, 256), ``dannlib.data.channel_histograms``), a line per
-    channel (grey, or R, G, B) over pixel values, log y axis."""
+    """A panel per data set (name -> counts (C, 256), ``dannlib.data.channel_histograms``), a line per channel."""
     fig, axes = plt.subplots(1, len(histograms), figsize=(4.4 * len(histograms), 3.2), squeeze=False, sharey=True)
     for ax, (name, counts) in zip(axes[0], histograms.items()):
         counts = np.asarray(counts, dtype=float)
         rgb = [("tab:red", "R"), ("tab:green", "G"), ("tab:blue", "B")]
         for c, (colour, label) in zip(counts, [("black", "grey")] if len(counts) == 1 else rgb):
             ax.plot(np.arange(256), c / c.sum() if density else c, color=colour, label=label, linewidth=1.0)
-        ax.set_yscale("log")
-        ax.set_xlabel("pixel value")
-        ax.set_title(name)
+        ax.set(yscale="log", xlabel="pixel value", title=name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("fraction of pixels" if density else "pixels")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return finish(fig, title)
 
 
 def plot_embeddings(embeddings: dict, classes, domains, *, domain_names=("source", "target"),
                     title: str | None = None, point_size: float = 7.0, axis_labels: dict | None = None):
-    """One panel per 2-D embedding (title -> (N, 2), e.g. t-SNE or PCA of features): colour = class
-    (``classes (N,)``), marker = domain (``domains (N,)`` 0/1). ``axis_labels``: title -> (x label, y label)."""
+    """A panel per 2-D embedding (title -> (N, 2)), colour = class (``classes (N,)``), marker = domain
+    (``domains (N,)`` 0/1). ``axis_labels``: title -> (x label, y label)."""
     fig, axes = plt.subplots(1, len(embeddings), figsize=(4.6 * len(embeddings), 5.0), squeeze=False)
     for ax, (name, e) in zip(axes[0], embeddings.items()):
         scatter_domains(ax, e, classes, domains, s=point_size, lw=0.6, alpha=0.7)
         ax.set_title(name, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
         if name in (axis_labels or {}):
             ax.set_xlabel(axis_labels[name][0], fontsize=9)
             ax.set_ylabel(axis_labels[name][1], fontsize=9)
-    if title:
-        fig.suptitle(title)
-    legend_below(fig, classes, domain_names, bottom=0.75, ncol=6, anchor=None)
-    return fig
+    return legend_below(fig, classes, domain_names, title, bottom=0.75, ncol=6, anchor=None)
 
 
 def plot_build_gap(records: list, *, title: str = "MNIST-M builds against the released test split"):
-    """Notebook 02's factor figure (:func:`dannlib.mnist_m_gap.gap_records`): left each network's accuracy
-    per test set (methods side by side, dashed: the released set's means); right the two-set classifier's
-    held-out accuracy against the released images (0.5: indistinguishable)."""
+    """Notebook 02's factor figure (:func:`dannlib.mnist_m_gap.gap_records`): each network's accuracy per test
+    set; the two-set classifier's held-out accuracy against the released images (0.5: indistinguishable)."""
     df = pd.DataFrame(records)
     sets, methods = list(dict.fromkeys(df["test_set"])), list(dict.fromkeys(df["method"]))
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 0.45 * len(sets) + 1.6), sharey=True,
@@ -120,6 +103,4 @@ def plot_build_gap(records: list, *, title: str = "MNIST-M builds against the re
     bx.axvline(0.5, color="black", linewidth=1)
     bx.set_xlim(0.4, 1.0)
     bx.set_xlabel("classifier: this set vs released (held out)")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return finish(fig, title)

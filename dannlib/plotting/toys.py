@@ -1,11 +1,12 @@
-"""The 2-D toy problems (notebook 01), and per training mode the learned features (PCA) beside the decision
-boundary. Every panel: colour = class (tab10), marker = domain (source 'o', target 'x'; target labels are
-drawn for reading only, training never sees them); legends sit below the panels, clear of the points."""
+"""The 2-D toy problems (notebook 01) and per training mode the learned features beside the decision boundary.
+Colour = class (tab10), marker = domain (source 'o', target 'x': its labels shown, never trained on)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
+
+from .common import finish
 
 MARKERS = ("o", "x")
 
@@ -19,10 +20,10 @@ def scatter_domains(ax, points, classes, domains, *, s: float = 8.0, lw: float =
                    marker=marker, s=s, linewidths=lw if marker == "x" else 0, alpha=alpha)
 
 
-def legend_below(fig, classes, domain_names, *, bottom: float = 0.45, top: float = 0.0, boundary: bool = False,
-                 ncol=None, anchor=(0.5, 0.0)):
-    """A figure legend (domains, classes, optionally the boundary) in a strip ``bottom`` inches high kept free
-    under the panels, and ``top`` inches kept free above them for the title."""
+def legend_below(fig, classes, domain_names, title=None, *, bottom: float = 0.45, top: float = 0.0,
+                 boundary: bool = False, ncol=None, anchor=(0.5, 0.0), **title_kw):
+    """:func:`finish` ``fig`` with a legend of domains and classes in a strip ``bottom`` inches high below the
+    panels (``top`` inches kept free above them)."""
     cmap = plt.get_cmap("tab10")
     handles = [Line2D([], [], marker=m, linestyle="", color="grey", label=n) for m, n in zip(MARKERS, domain_names)]
     handles += [Line2D([], [], marker="s", linestyle="", color=cmap(int(c) % 10), label=f"class {int(c)}")
@@ -31,8 +32,7 @@ def legend_below(fig, classes, domain_names, *, bottom: float = 0.45, top: float
         handles.append(Line2D([], [], color="k", linewidth=1.2, label="decision boundary (P(class 1) = 0.5)"))
     fig.legend(handles=handles, loc="lower center", ncol=ncol or len(handles), fontsize=8, frameon=False,
                bbox_to_anchor=anchor)
-    h = fig.get_figheight()
-    fig.tight_layout(rect=(0, bottom / h, 1, 1 - top / h))
+    return finish(fig, title, (0, bottom / fig.get_figheight(), 1, 1 - top / fig.get_figheight()), **title_kw)
 
 
 def _toy_points(ax, xs, ys, xt, yt):
@@ -50,17 +50,13 @@ def plot_toy_problems(problems: dict, *, title: str | None = None, domain_names=
         _toy_points(ax, p["xs"], p["ys"], p["xt"], p["yt"])
         ax.set_title(name + (f"\n{p['caption']}" if p.get("caption") else ""), fontsize=9)
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    legend_below(fig, np.concatenate([np.asarray(p["ys"]) for p in problems.values()]), domain_names)
-    return fig
+    return legend_below(fig, np.concatenate([np.asarray(p["ys"]) for p in problems.values()]), domain_names, title,
+                        fontsize=10)
 
 
 def plot_toy_modes(rows: dict, *, title: str | None = None, domain_names=("source", "target")):
-    """One row per training mode (``rows`` from :func:`toy_mode_rows`): left the PCA of the learned features
-    (``embedding (N, 2)``, ``classes``, ``domains``, ``variance``: each axis's share), right the label
-    predictor's P(class 1) over the input plane (``surface`` from :func:`dannlib.evaluate.decision_surface`,
-    blue 0 to red 1, its 0.5 level black) under the points ``xs``, ``ys``, ``xt``, ``yt``."""
+    """A row per training mode (from :func:`toy_mode_rows`): the PCA of the features (``embedding (N, 2)``), and
+    P(class 1) over the input plane (``surface`` of :func:`dannlib.evaluate.decision_surface`, 0.5 in black)."""
     fig, axes = plt.subplots(len(rows), 2, figsize=(9.0, 3.5 * len(rows) + 1.2), squeeze=False)
     for (ax, bx), (label, row) in zip(axes, rows.items()):
         scatter_domains(ax, row["embedding"], row["classes"], row["domains"])
@@ -77,18 +73,14 @@ def plot_toy_modes(rows: dict, *, title: str | None = None, domain_names=("sourc
             bx.contour(surface["xx"], surface["yy"], prob, levels=[0.5], colors="k", linewidths=1.2)
         _toy_points(bx, row["xs"], row["ys"], row["xt"], row["yt"])
         bx.set_title(f"{label}: decision boundary", fontsize=9)
-    if title:
-        fig.suptitle(title + "\nleft: PCA of the learned features G_f(x); right: the label predictor over the "
-                     "input plane", fontsize=10)
-    legend_below(fig, np.concatenate([np.asarray(r["classes"]) for r in rows.values()]), domain_names,
-                 top=0.1 if title else 0.0, boundary=True)
-    return fig
+    return legend_below(fig, np.concatenate([np.asarray(r["classes"]) for r in rows.values()]), domain_names,
+                        title and title + "\nleft: PCA of the learned features G_f(x); right: the label predictor "
+                        "over the input plane", top=0.1 if title else 0.0, boundary=True, fontsize=10)
 
 
 def toy_mode_rows(runs, records, source, target, seed) -> dict:
-    """The rows of :func:`plot_toy_modes` for one ``seed`` of one toy: ``runs`` its stored runs (``(tags,
-    StoredRun)``, ``tags["method"]`` the mode), ``records`` their records, ``source``/``target`` its Domains.
-    The PCA is of the pooled source + target features."""
+    """:func:`plot_toy_modes`'s rows for one ``seed`` of a toy's ``runs`` (``(tags, StoredRun)``, mode
+    ``tags["method"]``) and ``records``; the PCA is of the pooled ``source`` + ``target`` features."""
     import torch
 
     from ..evaluate import decision_surface, features, pca_explained
