@@ -46,21 +46,18 @@ def plot_adaptation_curves(runs, keys, *, colour_by: str = "method", row_by: str
                 line, mean = seed_lines(ax, [r.history for r in group], [r.status for r in group], key, x, colour[c],
                                         complete=True)
                 if line is not None:
-                    n = mean["n"]
-                    label = f"{names.get(c, c)}: mean of {n} seed{'s' if n != 1 else ''}"
-                    legend.setdefault(c, (line, label + (f" (+{mean['failed']} failed, dashed)" if mean["failed"]
-                                                         else "")))
+                    n, failed = mean["n"], mean["failed"]
+                    legend.setdefault(c, (line, f"{names.get(c, c)}: mean of {n} seed{'s' if n != 1 else ''}"
+                                          + (f" (+{failed} failed, dashed)" if failed else "")))
             if (row, key) in reference:
                 y, text = reference[row, key]
-                lo, hi = ax.get_ylim()
-                lo, hi = min(lo, y), max(hi, y)
+                lo, hi = min(ax.get_ylim()[0], y), max(ax.get_ylim()[1], y)
                 ax.set_ylim(lo - 0.04 * (hi - lo), hi + 0.12 * (hi - lo))  # room for the line's label
                 ax.axhline(y, color="grey", linestyle=":", linewidth=1.2)
                 ax.annotate(text, (0.99, y), xycoords=("axes fraction", "data"), xytext=(0, 2),
                             textcoords="offset points", fontsize=7, color="dimgrey", va="bottom", ha="right")
             ax.set_title((f"{row}: " if row is not None and len(rows) > 1 else "") + labels.get(key, key), fontsize=9)
-            ax.set_xlabel(x if r_i == len(rows) - 1 else "")
-            ax.set_ylabel(labels.get(key, key) if k_i == 0 and len(keys) == 1 else "")
+            ax.set(xlabel=x if r_i == len(rows) - 1 else "", ylabel=labels.get(key, key) if len(keys) == 1 else "")
             ax.grid(alpha=0.3)
     if legend:
         shown = [legend[c] for c in colours_in if c in legend]
