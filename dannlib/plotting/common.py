@@ -1,123 +1,142 @@
-"""Plotting helpers. Each returns a matplotlib Figure; ``save_figure`` writes it.
-
-No ``matplotlib.use`` at import: the notebook or the regeneration command picks the backend.
-"""
+"""Saving, schedules, training curves over seeds, per-seed points, paired differences, setting sweeps. No
+``matplotlib.use`` here: the notebook or the regeneration command picks the backend."""
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
+from ..results import aggregate, mean_curve, runs_of
 from ..utils import atomic_path
 
 FIGURE_FORMATS = ("png", "svg")
-# Fixed so that the same figure gives the same bytes on every run (matplotlib otherwise
-# salts the SVG element ids at random); saved with no date or software version either.
-SVG_HASHSALT = "dannlib"
-_FIGURE_METADATA = {"svg": {"Date": None, "Creator": None}, "png": {"Software": None}, "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
+SVG_HASHSALT = "dannlib"  # fixed, or matplotlib salts the SVG element ids at random
+_METADATA = {"svg": {"Date": None, "Creator": None}, "png": {"Software": None},
+             "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
 
 
 def save_figure(fig, figures_dir, notebook: str, name: str, *, dpi: int = 110, formats=FIGURE_FORMATS) -> list[Path]:
-    """Write ``fig`` as ``figures_dir/notebook/name.{png,svg}`` (deterministic names),
-    each file written to a temporary name and renamed, so a failure leaves the previous
-    figure intact. The bytes are reproducible: the same figure saves identically every
-    time (fixed ``svg.hashsalt``, no dates or version strings in the metadata). Returns
-    the written paths. A name is made file-friendly: runs of spaces, parentheses and other
-    characters outside ``[A-Za-z0-9._-]`` become one underscore (e.g. a pair's label)."""
-    import re
-
-    import matplotlib
-
+    """Write ``fig`` atomically as ``figures_dir/notebook/name.{png,svg}`` (runs of characters outside
+    ``[A-Za-z0-9._-]`` in ``name``: one ``_``), the same bytes every time. Returns the written paths."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
     out = []
     for ext in formats:
-        path = Path(figures_dir) / notebook / f"{name}.{ext}"
+        out.append(Path(figures_dir) / notebook / f"{name}.{ext}")
         kwargs = {"dpi": dpi} if ext == "png" else {}
-        if ext in _FIGURE_METADATA:
-            kwargs["metadata"] = dict(_FIGURE_METADATA[ext])
-        with atomic_path(path) as tmp, matplotlib.rc_context({"svg.hashsalt": SVG_HASHSALT}):
+        if ext in _METADATA:
+            kwargs["metadata"] = dict(_METADATA[ext])
+        with atomic_path(out[-1]) as tmp, matplotlib.rc_context({"svg.hashsalt": SVG_HASHSALT}):
             fig.savefig(tmp, format=ext, bbox_inches="tight", **kwargs)
-        out.append(path)
     return out
+
+
+def palette() -> list:
+    return plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def finish(fig, title: str | None = None, rect=(0, 0, 1, 1), **title_kw):
+    """``fig`` titled (where there is a title) and laid out within ``rect`` (figure fractions)."""
+    if title:
+        fig.suptitle(title, **title_kw)
+    fig.tight_layout(rect=rect)
+    return fig
+
+
+def seed_lines(ax, runs, statuses, key: str, x: str, colour, *, alpha: float = 0.45, complete: bool = False):
+    """Each run's ``key`` against ``x`` thin (dashed if its status is not "ok"), the mean over the ok runs
+    (:func:`dannlib.results.mean_curve`) thick. Returns (the thick line or None, the mean)."""
+    for run, status in zip(runs, statuses):
+        ok = status == "ok"
+        ax.plot([h[x] for h in run], [h.get(key, math.nan) for h in run], color=colour, linewidth=0.7,
+                alpha=alpha if ok else 0.8, linestyle="-" if ok else "--")
+    g = mean_curve(runs, key, x=x, statuses=statuses, complete=complete)
+    return (ax.plot(g["x"], g["mean"], color=colour, linewidth=2.0)[0] if g["x"] else None), g
 
 
 def plot_schedules(progress, series: dict, *, title: str = "Schedules against training progress p"):
     """One panel per named series (e.g. ``{"lambda_p (eq. 6)": ..., "mu_p (eq. 7)": ...}``)."""
-    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.2))
-    axes = [axes] if len(series) == 1 else list(axes)
-    for ax, (name, values) in zip(axes, series.items()):
+    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.2), squeeze=False)
+    for ax, (name, values) in zip(axes[0], series.items()):
         ax.plot(progress, values)
-        ax.set_xlabel("training progress p")
-        ax.set_title(name)
+        ax.set(xlabel="training progress p", title=name)
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return finish(fig, title)
 
 
 def plot_method_curves(histories: dict, keys, *, x: str = "step", title: str | None = None,
                        labels: dict | None = None):
-    """Training curves of several methods, one panel per key in ``keys``: for each method
-    (``histories``: name -> history records, e.g. ``RunResult.history`` of all its seeds,
-    dicts with ``seed``, ``x`` and the keys) the mean over seeds against ``x`` with a
-    mean ± std band (:func:`dannlib.results.mean_curve`: seeds that did not end "ok" are left
-    out, as in the tables). A method lacking a key is left out of that panel. ``labels`` renames
-    panels (key -> title)."""
-    from ..results import mean_curve, runs_of
-
-    keys = list(keys)
-    labels = labels or {}
+    """One panel per key (``labels``: key -> title): each method's (name -> history records of all its seeds)
+    mean ± std over its "ok" seeds against ``x`` (:func:`dannlib.results.mean_curve`), where it has the key."""
+    keys, labels = list(keys), labels or {}
     fig, axes = plt.subplots(1, len(keys), figsize=(max(6.5, 3.9 * len(keys)), 3.3 if len(keys) > 1 else 4.0),
                              squeeze=False)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for m_i, (name, hist) in enumerate(histories.items()):
         runs = runs_of(hist)
         for ax, key in zip(axes[0], keys):
             g = mean_curve(runs, key, x=x)
-            if not g["x"]:
-                continue
-            std = np.nan_to_num(np.asarray(g["std"]), nan=0.0)
-            mean = np.asarray(g["mean"])
-            colour = colours[m_i % len(colours)]
-            n = len([r for r in runs if r[-1].get("status", "ok") == "ok"])
-            ax.plot(g["x"], mean, color=colour, label=f"{name} ({n} seed{'s' if n != 1 else ''})")
-            ax.fill_between(g["x"], mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+            if g["x"]:
+                mean, std = np.asarray(g["mean"]), np.nan_to_num(np.asarray(g["std"]), nan=0.0)
+                colour, n = palette()[m_i % len(palette())], len(runs) - g["failed"]
+                ax.plot(g["x"], mean, color=colour, label=f"{name} ({n} seed{'s' if n != 1 else ''})")
+                ax.fill_between(g["x"], mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+    legend = {}
     for ax, key in zip(axes[0], keys):
         ax.set_title(labels.get(key, key), fontsize=10)
-        ax.set_xlabel(x)
+        ax.set(xlabel=x)
         ax.grid(alpha=0.3)
-    handles, names = [], []
-    for ax in axes[0]:
         for h, n in zip(*ax.get_legend_handles_labels()):
-            if n not in names:
-                handles.append(h)
-                names.append(n)
-    if handles:
-        fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=8,
+            legend.setdefault(n, h)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(4, len(legend)), fontsize=8,
                    bbox_to_anchor=(0.5, -0.02))
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    return fig
+    return finish(fig, title, (0, 0.08, 1, 1))
+
+
+def plot_curve_grid(histories: dict, key: str, *, reference: str, x: str = "step", title: str | None = None,
+                    ylabel: str | None = None, ncols: int = 3):
+    """One panel per method (name -> history records of all its seeds) but ``reference``: its seeds and their
+    mean (:func:`seed_lines`) against the mean of ``reference`` on the same ok seeds (grey dashed)."""
+    names = [n for n in histories if n != reference]
+    nrows = max(1, -(-len(names) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows + 0.6), sharex=True, sharey=True,
+                             squeeze=False)
+    colour = palette()[1]
+    for ax, name in zip(axes.flat, names):
+        runs = [sorted(r, key=lambda h: h[x]) for r in sorted(runs_of(histories[name]), key=lambda r: r[0]["seed"])]
+        statuses = [r[-1].get("status", "ok") for r in runs]
+        seed_lines(ax, runs, statuses, key, x, colour, alpha=0.5)
+        ok = {r[0]["seed"] for r, status in zip(runs, statuses) if status == "ok"}
+        same = mean_curve([r for r in runs_of(histories[reference]) if r[0]["seed"] in ok], key, x=x)
+        ax.plot(same["x"], same["mean"], color="grey", linewidth=1.6, linestyle="--")
+        seeds = [r[0]["seed"] for r in runs]
+        ax.set_title(f"{name} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''}: {', '.join(map(str, seeds))})",
+                     fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel(x)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel or key, fontsize=9)
+    fig.legend([plt.Line2D([], [], color=colour, linewidth=2.0), plt.Line2D([], [], color=colour, linewidth=0.7),
+                plt.Line2D([], [], color="grey", linewidth=1.6, linestyle="--")],
+               ["the variant: mean over its seeds", "the variant: one seed", f"{reference}: mean over the same seeds"],
+               loc="lower center", ncol=3, fontsize=8, frameon=False)
+    return finish(fig, title, (0, 0.35 / fig.get_figheight(), 1, 1), fontsize=10)
 
 
 def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str | None = None, order=None,
                      hue_order=None, ylabel: str | None = None, title: str | None = None, reference: dict | None = None,
                      ylim: tuple | None = None):
-    """Every seed as a point (seaborn strip plot) with the **median and interquartile range**
-    over seeds beside it (a diamond and a bar), one column per value of ``x`` (in ``order``),
-    coloured by ``hue`` (e.g. the domain pair). Median and IQR, not mean ± sd: a spread that
-    is bimodal (most seeds at one level, a few at another) gets no bar reaching values no
-    seed took. Only runs with status "ok" are drawn; the count of seeds (and of failed runs)
-    is written under each column. The y axis is scaled to the data unless ``ylim`` is given
-    (e.g. a quantity's whole range). ``reference``: horizontal lines (label -> y), e.g.
-    published numbers, labelled at the right edge."""
-    import numpy as np
-    import pandas as pd
+    """Every "ok" seed a point (seaborn strip plot, jitter seeded per call) beside the **median and IQR** over
+    seeds (a bimodal spread gets no bar reaching values no seed took), one column per ``x`` (in ``order``),
+    coloured by ``hue``, counts of seeds (and failed runs) below. ``reference``: label -> y, drawn as lines."""
     import seaborn as sns
-
-    from ..results import aggregate
 
     df = pd.DataFrame([r for r in records if r.get("status", "ok") == "ok" and r.get(metric) is not None])
     order = list(order) if order is not None else list(dict.fromkeys(r[x] for r in records))
@@ -126,9 +145,7 @@ def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str 
     fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(order) * (len(hue_order) if hue else 1) + 2.0), 3.8))
     kw = dict(data=df, x=x, y=metric, order=order, hue=hue, hue_order=hue_order, ax=ax)
     dodge = bool(hue) and len(hue_order) > 1  # seaborn divides by (levels - 1): one level cannot dodge
-    # seaborn jitters with numpy's global generator: seed it for this call (and restore it), so
-    # the same records always give the same figure file
-    state = np.random.get_state()
+    state = np.random.get_state()  # seaborn jitters with numpy's global generator: seed it, then restore it
     try:
         np.random.seed(0)
         sns.stripplot(**kw, dodge=dodge, alpha=0.55, size=5, jitter=0.15, legend=False)
@@ -139,11 +156,10 @@ def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str 
     counts = {(g[x], g.get(hue)): g for g in aggregate(records, metric, [x] + ([hue] if hue else []))}
     labels = []
     for name in order:
-        parts = [f"{counts[(name, h)]['n']}" + (f"+{counts[(name, h)]['failed']}✗" if counts[(name, h)]["failed"] else "")
-                 for h in (hue_order or [None]) if (name, h) in counts]
+        parts = [f"{c['n']}" + (f"+{c['failed']}✗" if c["failed"] else "")
+                 for c in (counts[name, h] for h in (hue_order or [None]) if (name, h) in counts)]
         labels.append(f"{name}\n(n={'/'.join(parts)})")
-    ax.set_xticks(range(len(order)))
-    ax.set_xticklabels(labels, rotation=25, ha="right", fontsize=8)
+    ax.set_xticks(range(len(order)), labels, rotation=25, ha="right", fontsize=8)
     ax.set_xlabel("")
     for label, y in (reference or {}).items():
         ax.axhline(y, color="grey", linestyle="--", linewidth=1)
@@ -158,44 +174,36 @@ def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str 
                   ncol=len(hue_order), frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def plot_paired_differences(diffs: list, *, by: str = "method", baseline: str = "", title: str | None = None,
                             ylabel: str | None = None):
-    """Per-seed paired differences against a baseline (``dannlib.results.paired_differences``
-    rows): each seed as a point, the mean difference with its 95% paired t-interval beside it
-    (:func:`dannlib.stats.paired`, the interval every verdict rests on), a zero line; one column
-    per variant (and per group, side by side, when rows carry a group)."""
-    import numpy as np
-
+    """Per-seed paired differences (``dannlib.results.paired_differences`` rows) as points beside their mean and
+    95% paired t-interval (:func:`dannlib.stats.paired`), one column per variant (and group), a zero line."""
     from ..stats import paired
 
-    groups = list(dict.fromkeys(d.get("group") for d in diffs))
-    names = list(dict.fromkeys(d[by] for d in diffs))
+    groups, names = list(dict.fromkeys(d.get("group") for d in diffs)), list(dict.fromkeys(d[by] for d in diffs))
     width = 0.8 / max(1, len(groups))
     fig, ax = plt.subplots(figsize=(max(4.5, 0.8 * len(names) * len(groups) + 2.0), 3.6))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for g_i, g in enumerate(groups):
+        colour = palette()[g_i % len(palette())]
         for n_i, name in enumerate(names):
             row = next((d for d in diffs if d[by] == name and d.get("group") == g), None)
             if row is None or not row["diffs"]:
                 continue
             x = n_i + (g_i - (len(groups) - 1) / 2) * width
-            ax.scatter(np.full(len(row["diffs"]), x - width * 0.15), row["diffs"], s=16, alpha=0.6,
-                       color=colours[g_i % len(colours)], label=str(g) if n_i == 0 and g is not None else None)
+            ax.scatter(np.full(len(row["diffs"]), x - width * 0.15), row["diffs"], s=16, alpha=0.6, color=colour,
+                       label=str(g) if n_i == 0 and g is not None else None)
             if row["n"] > 1:
                 c = paired(dict(enumerate(row["diffs"])), {i: 0.0 for i in range(row["n"])})
                 ax.errorbar([x + width * 0.15], [c.mean], yerr=[[c.mean - c.ci_low], [c.ci_high - c.mean]], fmt="D",
-                            ms=5, capsize=3, color=colours[g_i % len(colours)])
+                            ms=5, capsize=3, color=colour)
     ax.axhline(0.0, color="black", linewidth=0.8)
     lo, hi = ax.get_ylim()
-    margin = 0.08 * (hi - lo)
-    ax.set_ylim(min(lo, -margin), max(hi, margin))  # zero, the line every verdict is read against, in view
+    ax.set_ylim(min(lo, -0.08 * (hi - lo)), max(hi, 0.08 * (hi - lo)))  # zero, what every verdict reads, in view
     ax.set_xlim(-0.6, len(names) - 0.4)
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
     ax.set_ylabel((ylabel or f"difference to {baseline}, per seed") + "\n(points: seeds; ◆ and bar: mean, 95% CI)",
                   fontsize=9)
     ax.grid(axis="y", alpha=0.3)
@@ -203,51 +211,63 @@ def plot_paired_differences(diffs: list, *, by: str = "method", baseline: str = 
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
+def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = None, panel: str | None = None,
+                       control: dict | None = None, control_label: str = "control", log_x: bool = True,
+                       ylabel: str | None = None, title: str | None = None):
+    """``metric`` against the setting ``x`` (notebook 07's grids): a line per ``hue`` through the means over the
+    ok seeds, every ok seed a point (set apart per line, no random jitter), a panel per ``panel``, runs not ok
+    counted in the legend. ``control`` (tag -> value) picks a control: grey dashed at its mean, seeds at the
+    right edge."""
+    def is_control(r):
+        return control is not None and all(r.get(k) == v for k, v in control.items())
 
+    def move(value, shift):  # ``shift`` in axis units (decades on a log axis)
+        return value * 10 ** shift if log_x else value + shift
 
-def plot_curve_grid(histories: dict, key: str, *, reference: str, x: str = "step", title: str | None = None,
-                    ylabel: str | None = None, ncols: int = 3):
-    """Small multiples, one panel per method of ``histories`` (name -> history records of all
-    its seeds, with ``seed``, ``x`` and ``key``) other than ``reference``: the method's seeds
-    as thin lines and their mean as a thick one, against the ``reference`` method's mean **on
-    the same seeds** (grey), so that each panel compares like with like. Panels share both axes."""
-    import pandas as pd
-
-    names = [n for n in histories if n != reference]
-    ref = pd.DataFrame(histories[reference])
-    nrows = max(1, -(-len(names) // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows + 0.6), sharex=True, sharey=True,
-                             squeeze=False)
-    colour = plt.rcParams["axes.prop_cycle"].by_key()["color"][1]
-    for ax, name in zip(axes.flat, names):
-        df = pd.DataFrame(histories[name])
-        seeds = sorted(df["seed"].unique())
-        for s in seeds:
-            one = df[df["seed"] == s].sort_values(x)
-            ax.plot(one[x], one[key], color=colour, linewidth=0.7, alpha=0.5)
-        mean = df.groupby(x)[key].mean()
-        ax.plot(mean.index, mean.to_numpy(), color=colour, linewidth=2.0, label=name)
-        same = ref[ref["seed"].isin(seeds)].groupby(x)[key].mean()
-        ax.plot(same.index, same.to_numpy(), color="grey", linewidth=1.6, linestyle="--",
-                label=f"{reference}, same seeds")
-        ax.set_title(f"{name} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''}: {', '.join(map(str, seeds))})",
-                     fontsize=9)
-        ax.grid(alpha=0.3)
-    for ax in axes.flat[len(names):]:
-        ax.set_visible(False)
-    for ax in axes[-1]:
+    grid = [r for r in records if not is_control(r) and r.get(metric) is not None]
+    ctrl = [r for r in records if is_control(r) and r.get(metric) is not None]
+    panels = list(dict.fromkeys(r.get(panel) for r in records)) if panel else [None]
+    hues = list(dict.fromkeys(r.get(hue) for r in grid)) if hue else [None]
+    xs = sorted({float(r[x]) for r in grid})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), sharey=True, squeeze=False)
+    span = (math.log10(max(xs) / min(xs)) if log_x and xs and min(xs) > 0 and max(xs) > min(xs) else
+            (max(xs) - min(xs) if len(xs) > 1 else 1.0))
+    for ax, p in zip(axes[0], panels):
+        for i, h in enumerate(hues):
+            rows = [r for r in grid if (panel is None or r.get(panel) == p) and (hue is None or r.get(hue) == h)]
+            if not rows:
+                continue
+            colour = palette()[i % len(palette())]
+            cells = sorted(aggregate(rows, metric, by=(x,)), key=lambda g: float(g[x]))
+            shift = 0.015 * span * (i - (len(hues) - 1) / 2)
+            for g in (g for g in cells if g["values"]):  # a cell whose runs all failed has no point
+                offsets = np.linspace(-0.006, 0.006, len(g["values"])) * span if len(g["values"]) > 1 else [0.0]
+                ax.scatter([move(float(g[x]), shift + o) for o in offsets], g["values"], s=14, color=colour,
+                           alpha=0.5, linewidths=0)
+            failed = sum(g["failed"] for g in cells)
+            ax.plot([move(float(g[x]), shift) for g in cells if g["n"]], [g["mean"] for g in cells if g["n"]], "-o",
+                    color=colour, markersize=4,
+                    label=(f"{hue} = {h}" if hue else metric) + (f" ({failed} run(s) not ok)" if failed else ""))
+        c_rows = [r for r in ctrl if panel is None or r.get(panel) == p]
+        c = aggregate(c_rows, metric, by=())[0] if c_rows else None
+        if c and c["n"]:
+            ax.axhline(c["mean"], color="grey", linestyle="--", linewidth=1.2,
+                       label=f"{control_label} (mean of {c['n']} seed(s))")
+            ax.scatter([1.02] * c["n"], c["values"], s=14, color="grey", alpha=0.6, linewidths=0,
+                       transform=ax.get_yaxis_transform(), clip_on=False)
+        if log_x:
+            ax.set_xscale("log")
+        if len(xs) == 1:  # one setting: a window around it, not the points' tiny spread
+            ax.set_xlim(*((xs[0] / 3, xs[0] * 3) if log_x and xs[0] > 0 else (xs[0] - 1, xs[0] + 1)))
+        ax.set_xticks(xs, [f"{v:g}" for v in xs])
+        ax.minorticks_off()
         ax.set_xlabel(x)
-    for ax in axes[:, 0]:
-        ax.set_ylabel(ylabel or key, fontsize=9)
-    fig.legend([plt.Line2D([], [], color=colour, linewidth=2.0), plt.Line2D([], [], color=colour, linewidth=0.7),
-                plt.Line2D([], [], color="grey", linewidth=1.6, linestyle="--")],
-               ["the variant: mean over its seeds", "the variant: one seed", f"{reference}: mean over the same seeds"],
-               loc="lower center", ncol=3, fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1))
-    return fig
+        ax.grid(alpha=0.3)
+        if panel:
+            ax.set_title(f"{panel} = {p}", fontsize=9)
+        ax.legend(fontsize=7, loc="best")
+    axes[0][0].set_ylabel((ylabel or metric) + "\n(points: seeds; line: mean)", fontsize=9)
+    return finish(fig, title, fontsize=10)
