@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _stats
 
-
 def curve_summary(runs, metric: str = "target_test_acc", companion: str | None = None) -> pd.DataFrame:
     """One row per stored run ``(tags, run)``: tags, seed, ``metric``'s peak (value, step), last
     value and fall; with ``companion`` (a label-free logged value, e.g. ``d_acc``) its value at the
@@ -31,7 +30,6 @@ def curve_summary(runs, metric: str = "target_test_acc", companion: str | None =
         rows.append(row)
     return pd.DataFrame(rows)
 
-
 def recipe_table(specs: dict, fields=None) -> pd.DataFrame:
     """Settings of runs side by side (``specs``: label -> :class:`~dannlib.store.RunSpec`): one row
     per config or data field in which they differ (all of ``fields`` when given)."""
@@ -42,7 +40,6 @@ def recipe_table(specs: dict, fields=None) -> pd.DataFrame:
             else [k for k in fields if k in keys])
     return pd.DataFrame({label: [c.get(k, "—") for k in keys] for label, c in cols.items()}, index=keys).astype(str)
 
-
 def against(records, metric: str, reference: str, others, where: dict | None = None, digits: int = 3) -> str:
     """A Markdown table of paired comparisons (:mod:`dannlib.stats`): each of ``others`` minus
     ``reference`` on ``metric``, on the seeds both share, among the records matching ``where``."""
@@ -51,7 +48,6 @@ def against(records, metric: str, reference: str, others, where: dict | None = N
 
     rows = [(None, metric, compare_records(records, metric, o, reference, where=where)) for o in others]
     return comparison_table([r for r in rows if r[2].n], digits=digits)
-
 
 def max_history_difference(run_a, run_b, keys=("target_test_acc", "source_test_acc", "label_loss")) -> float:
     """The largest absolute difference of two runs' logged ``keys`` at the same steps (0.0: identical logs)."""

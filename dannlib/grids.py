@@ -2,6 +2,7 @@
 chose for 05's and 06's "selected" rows. :mod:`dannlib.plan` turns them into runs."""
 from __future__ import annotations
 
+_U, _R = "MNIST->USPS", "MNIST->MNIST-M (released)"
 #: "none" is the no-reversal control (lambda = 0: the domain classifier trains, the features get no
 #: gradient). ADDA: stage 2's learning rate x its length, after the shared 10,000-step pre-training.
 DANN_GRID = {"lambda_max": (0.1, 0.3, 1.0, 3.0), "lr": (0.01, 0.003),
@@ -15,24 +16,24 @@ ADDA_PAPER_STEPS = 10_000
 #: the untuned settings the other notebooks train; a (method, pair) key overrides the method's
 GRID_DEFAULTS = {"dann": {"schedule": "ramp", "lambda_max": 1.0, "lr": 0.01}, "iimt": {"ramp_max": 1.0},
                  "adda_gan": {"lr": 2e-4, "stage2_steps": 10_000},
-                 ("adda_gan", "MNIST->MNIST-M (released)"): {"lr": 2e-4, "stage2_steps": 3000}}
+                 ("adda_gan", _R): {"lr": 2e-4, "stage2_steps": 3000}}
 #: the methods whose grids on the other pair judge a pair's rule (both pairs' grids when SELECTED was computed)
 JUDGING_METHODS = ("dann", "iimt")
 #: the tags that make one cell of 07's grids (a tag a method lacks reads as None)
 GRID_SETTING = ("schedule", "lambda_max", "lr", "ramp_max", "stage2_steps")
 
-
 #: The settings 07's label-free selection chose from the paper grids (:func:`dannlib.selection_report.selections`),
 #: which 05 and 06 train at full length as "selected" rows; tests/test_selected.py recomputes them.
 SELECTED: dict[tuple[str, str], dict] = {
-    ('dann', 'MNIST->USPS'): {'rule': 'info_max', 'judged_on': ['MNIST->MNIST-M (released)'], 'setting': {'schedule': 'constant', 'lambda_max': 0.1, 'lr': 0.01}},
-    ('iimt', 'MNIST->USPS'): {'rule': 'info_max', 'judged_on': ['MNIST->MNIST-M (released)'], 'setting': {'ramp_max': 3.0}},
-    ('dann', 'MNIST->MNIST-M (released)'): {'rule': 'info_max', 'judged_on': ['MNIST->USPS'], 'setting': {'schedule': 'ramp', 'lambda_max': 0.1, 'lr': 0.01}},
-    ('iimt', 'MNIST->MNIST-M (released)'): {'rule': 'info_max', 'judged_on': ['MNIST->USPS'], 'setting': {'ramp_max': 0.3}},
-    ('adda_gan', 'MNIST->USPS'): {'rule': 'info_max', 'judged_on': ['MNIST->MNIST-M (released)'], 'setting': {'lr': 0.0002, 'stage2_steps': 10000}},
-    ('adda_gan', 'MNIST->MNIST-M (released)'): {'rule': 'info_max', 'judged_on': ['MNIST->USPS'], 'setting': {'lr': 5e-05, 'stage2_steps': 3000}},
+    ("dann", _U): {"rule": "info_max", "judged_on": [_R], "setting": {"schedule": "constant", "lambda_max": 0.1,
+                                                                       "lr": 0.01}},
+    ("iimt", _U): {"rule": "info_max", "judged_on": [_R], "setting": {"ramp_max": 3.0}},
+    ("dann", _R): {"rule": "info_max", "judged_on": [_U], "setting": {"schedule": "ramp", "lambda_max": 0.1,
+                                                                       "lr": 0.01}},
+    ("iimt", _R): {"rule": "info_max", "judged_on": [_U], "setting": {"ramp_max": 0.3}},
+    ("adda_gan", _U): {"rule": "info_max", "judged_on": [_R], "setting": {"lr": 0.0002, "stage2_steps": 10000}},
+    ("adda_gan", _R): {"rule": "info_max", "judged_on": [_U], "setting": {"lr": 5e-05, "stage2_steps": 3000}},
 }
-
 
 def grid_config(method: str, setting: dict) -> dict:
     """The run config of a grid cell's tags: rates floats, lengths ints (a run key tells 1 from 1.0)."""

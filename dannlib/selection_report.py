@@ -1,17 +1,15 @@
 """Notebook 07's tables: the label-free rules (:mod:`dannlib.selection`) judged against the oracle
-over a grid, summarised over seeds (:func:`dannlib.results.aggregate`), beside two baselines that
-read no label either: the **untuned default** cell (scored as if a rule picked it on every seed)
-and a **random pick** (the expected regret of a uniformly drawn cell). Rows are
-:func:`~dannlib.selection.judge_rules`'s plus :func:`baseline_rows`'.
-"""
+over a grid and summarised over seeds, beside two baselines that read no label either: the
+**untuned default** cell and a **random pick** (the expected regret of a uniformly drawn cell)."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Mapping, Sequence
 
 from .grids import JUDGING_METHODS
 from .results import aggregate, format_cell, markdown_table
-from .selection import ORACLE, RULES
+from .selection import ORACLE, RULES, judge_rules
 
 #: the baselines' rule names in the rows and tables
 DEFAULT, RANDOM = "untuned default", "random pick (expected)"
@@ -19,60 +17,46 @@ DEFAULT, RANDOM = "untuned default", "random pick (expected)"
 VERDICTS = ("trust", "picks well, ranks badly", "no better than the untuned default", "no better than a random pick",
             "fewer than two settings", "no score")
 
-
 def default_of(defaults: Mapping, method, pair=None):
     """The untuned cell of ``method`` on ``pair``: a ``(method, pair)`` key overrides the method's."""
     return defaults.get((method, pair), defaults.get(method))
 
-
 def baseline_rows(records, setting: Sequence[str], defaults: Mapping[str, Mapping], *, by=("method", "pair"),
                   oracle: str = ORACLE) -> list[dict]:
-    """Per group ``by`` and seed, rows like ``judge_rules``' (``spearman`` nan): the regret of the
-    untuned cell (``defaults``: ``by[0]``'s value -> its cell as tag -> value; none when it has no
-    finite oracle) as :data:`DEFAULT`, and the mean regret over the cells as :data:`RANDOM`.
-    Cells without a finite oracle are not in the grid."""
-    setting, grids = tuple(setting), {}
+    """Rows like ``judge_rules``' per group ``by`` and seed, over the cells with a finite oracle: the
+    regret of the untuned cell (``defaults``: ``by[0]``'s value -> {tag: value}) as :data:`DEFAULT`
+    and the mean regret over the cells as :data:`RANDOM`."""
+    setting, grids, rows = tuple(setting), {}, []
     for r in records:
-        value = r.get(oracle)
-        if value is not None and not isinstance(value, str) and math.isfinite(float(value)):
-            key = (tuple(r.get(k) for k in by), r.get("seed"))
-            grids.setdefault(key, {})[tuple(r.get(k) for k in setting)] = float(value)
-    rows = []
+        if (v := r.get(oracle)) is not None and not isinstance(v, str) and math.isfinite(float(v)):
+            grids.setdefault((tuple(r.get(k) for k in by), r.get("seed")), {})[tuple(r.get(k) for k in setting)] = float(v)
     for (group, seed), grid in grids.items():
         best = max(grid.values())
         base = {**dict(zip(by, group)), "seed": seed, "spearman": float("nan"), "n_settings": len(grid)}
-        default = default_of(defaults, *group[:2])
-        if default is not None and (cell := tuple(default.get(k) for k in setting)) in grid:
+        if (default := default_of(defaults, *group[:2])) is not None and (
+                cell := tuple(default.get(k) for k in setting)) in grid:
             rows.append({**base, "rule": DEFAULT, "pick": dict(default), "regret": best - grid[cell]})
         rows.append({**base, "rule": RANDOM, "pick": None, "regret": sum(best - v for v in grid.values()) / len(grid)})
     return rows
 
-
 def _finite_rows(rows, metric):
     return [r for r in rows if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
 
-
 def _summaries(rows, metric, keys) -> dict:
-    """key tuple -> :func:`aggregate` group of ``metric`` over the rows where it is finite."""
     return {tuple(g[k] for k in keys): g for g in aggregate(_finite_rows(rows, metric), metric, keys)}
-
 
 def _pick_text(pick) -> str:
     return "—" if not pick else ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                                           for k, v in pick.items() if v is not None)
 
-
 def selection_table(rows, *, by=("method", "pair"), digits: int = 3):
-    """A DataFrame indexed by ``by`` and rule: settings scored per seed, the **regret** (oracle's
-    best target accuracy minus that of the pick; mean ± sd (seeds)), the seeds on which the pick
-    was the oracle's best, the **Spearman** correlation with the oracle, the most frequent pick,
-    and the seeds on which the rule scored nothing (``no score``)."""
+    """A DataFrame per ``by`` and rule: settings scored per seed, **regret** (the oracle's best target
+    accuracy minus the pick's; mean ± sd (seeds)), seeds picking the oracle's best, **Spearman** with
+    the oracle, the most frequent pick, and the seeds on which the rule scored nothing."""
     import pandas as pd
-
-    keys = list(by) + ["rule"]
+    keys, out = list(by) + ["rule"], []
     regret, spear = _summaries(rows, "regret", keys), _summaries(rows, "spearman", keys)
     order = list(dict.fromkeys(tuple(r.get(k) for k in by) for r in rows))  # each group's rules together
-    out = []
     for key in sorted(dict.fromkeys(tuple(r.get(k) for k in keys) for r in rows), key=lambda k: order.index(k[:-1])):
         mine = [r for r in rows if tuple(r.get(k) for k in keys) == key]
         g, s = regret.get(key), spear.get(key)
@@ -89,75 +73,57 @@ def selection_table(rows, *, by=("method", "pair"), digits: int = 3):
                     "no score": len(mine) - (g["n"] if g else 0)})
     return pd.DataFrame(out).set_index(keys)
 
-
 def verdicts(rows, *, by=("method", "pair")) -> list[dict]:
-    """Per group ``by`` and label-free rule: mean regret and Spearman over seeds, the baselines'
-    mean regrets and a verdict (:data:`VERDICTS`), the first that holds of: "no score";
-    "fewer than two settings" (on every seed); "no better than a random pick" (mean regret >=
-    its); "no better than the untuned default"; "picks well, ranks badly" (mean Spearman <= 0
-    or none); "trust". Means over few seeds, not tests."""
-    keys = list(by) + ["rule"]
+    """Per group ``by`` and label-free rule: mean regret and Spearman over seeds, the baselines' mean
+    regrets and the first verdict (:data:`VERDICTS`) that holds: "no score"; "fewer than two
+    settings" (on every seed); "no better than a random pick" (mean regret >= its); "no better than
+    the untuned default"; "picks well, ranks badly" (mean Spearman <= 0 or none); "trust"."""
+    keys, out = list(by) + ["rule"], []
     mean, spear = _summaries(rows, "regret", keys), _summaries(rows, "spearman", keys)
-    out = []
     for group in dict.fromkeys(tuple(r.get(k) for k in by) for r in rows):
         base = {b: mean.get(group + (b,), {}).get("mean", float("nan")) for b in (DEFAULT, RANDOM)}
         mine = [r for r in rows if tuple(r.get(k) for k in by) == group]
         for rule in dict.fromkeys(r["rule"] for r in mine if r["rule"] not in (DEFAULT, RANDOM, ORACLE)):
             g, s = mean.get(group + (rule,)), spear.get(group + (rule,))
             m, rho = g["mean"] if g else float("nan"), s["mean"] if s else float("nan")
-            if not g:
-                verdict = "no score"
-            elif max(r["n_settings"] for r in mine if r["rule"] == rule) < 2:
-                verdict = "fewer than two settings"  # nothing to choose between: regret 0 by construction
-            elif not m < base[RANDOM]:  # also when the baseline is nan: nothing to beat is no evidence
-                verdict = "no better than a random pick"
-            elif math.isfinite(base[DEFAULT]) and not m < base[DEFAULT]:
-                verdict = "no better than the untuned default"
-            else:
-                verdict = "trust" if rho > 0 else "picks well, ranks badly"
+            verdict = ("no score" if not g else
+                       "fewer than two settings" if max(r["n_settings"] for r in mine if r["rule"] == rule) < 2 else
+                       "no better than a random pick" if not m < base[RANDOM] else  # a nan baseline: no evidence
+                       "no better than the untuned default" if math.isfinite(base[DEFAULT]) and not m < base[DEFAULT]
+                       else "trust" if rho > 0 else "picks well, ranks badly")
             out.append({**dict(zip(by, group)), "rule": rule, "regret": m, "spearman": rho, "n": g["n"] if g else 0,
                         "default_regret": base[DEFAULT], "random_regret": base[RANDOM], "verdict": verdict})
     return out
 
-
 def trust_table(rows, *, by=("method", "pair"), digits: int = 3):
-    """Per group ``by``: the rule to trust (lowest mean regret among :func:`verdicts`' "trust",
-    or "none"), its mean regret and Spearman, the baselines' mean regrets, the rules of each verdict."""
+    """Per group ``by``: the rule to trust (the lowest mean regret judged "trust", or "none"), its mean
+    regret and Spearman, the baselines' mean regrets, and the rules of each verdict."""
     import pandas as pd
-
-    def num(value):
-        return f"{value:.{digits}f}" if math.isfinite(value) else "—"
-
-    judged = verdicts(rows, by=by)
-    out = []
+    judged, out = verdicts(rows, by=by), []
     for group in dict.fromkeys(tuple(v[k] for k in by) for v in judged):
         mine = sorted((v for v in judged if tuple(v[k] for k in by) == group), key=lambda v: v["regret"])
         best = next((v for v in mine if v["verdict"] == "trust"), None)
-        row = {**dict(zip(by, group)), "rule to trust": best["rule"] if best else "none",
-               "its mean regret": f"{best['regret']:.{digits}f} ({best['n']} seeds)" if best else "—",
-               "its mean Spearman": f"{best['spearman']:.{digits}f}" if best else "—",
-               f"{DEFAULT}: mean regret": num(mine[0]["default_regret"]),
-               f"{RANDOM}: mean regret": num(mine[0]["random_regret"])}
-        out.append({**row, **{k: ", ".join(v["rule"] for v in mine if v["verdict"] == k) or "—" for k in VERDICTS}})
+        base = {f"{b}: mean regret": f"{x:.{digits}f}" if math.isfinite(x := mine[0][f"{k}_regret"]) else "—"
+                for b, k in ((DEFAULT, "default"), (RANDOM, "random"))}
+        out.append({**dict(zip(by, group)), "rule to trust": best["rule"] if best else "none",
+                    "its mean regret": f"{best['regret']:.{digits}f} ({best['n']} seeds)" if best else "—",
+                    "its mean Spearman": f"{best['spearman']:.{digits}f}" if best else "—", **base,
+                    **{k: ", ".join(v["rule"] for v in mine if v["verdict"] == k) or "—" for k in VERDICTS}})
     return pd.DataFrame(out).set_index(list(by))
-
 
 def rule_glossary():
     """The rules and the oracle: what each measures and the direction of its natural quantity."""
     import pandas as pd
-
     rows = [{"rule": k, "what it measures": what, "natural quantity": "higher is better" if up else
              "lower is better (negated in the scores)", "reads target labels": "no"} for k, (up, what) in RULES.items()]
     rows.append({"rule": ORACLE, "what it measures": "target test accuracy: the oracle, never a rule",
                  "natural quantity": "higher is better", "reads target labels": "yes (oracle)"})
     return pd.DataFrame(rows).set_index("rule")
 
-
-# -- the picks that feed the other notebooks -------------------------------------------------------
 def rule_for_pair(rows, pair, *, methods=None, rules=tuple(RULES)) -> tuple[str, list]:
-    """``(rule, pairs judged on)``: the rule with the lowest mean regret over the grids (two cells
-    or more) on the **other** pairs of ``methods`` (default: those with rows on ``pair``), so no
-    target label of ``pair`` chooses the rule. Ties go to the first rule in ``rules``."""
+    """``(rule, pairs judged on)``: the rule of lowest mean regret over the grids (two cells or more)
+    on the **other** pairs of ``methods`` (default: those with rows on ``pair``), so no target label
+    of ``pair`` chooses it. Ties: the first in ``rules``."""
     here = set(methods) if methods is not None else {r.get("method") for r in rows if r.get("pair") == pair}
     others = [r for r in _finite_rows(rows, "regret") if r.get("pair") != pair and r.get("method") in here
               and r["rule"] in rules and r.get("n_settings", 2) >= 2]
@@ -166,66 +132,53 @@ def rule_for_pair(rows, pair, *, methods=None, rules=tuple(RULES)) -> tuple[str,
     mean = {g["rule"]: g["mean"] for g in aggregate(others, "regret", ["rule"])}
     return min((r for r in rules if r in mean), key=lambda r: mean[r]), sorted({r["pair"] for r in others})
 
-
 def select_setting(records, rule: str, setting, where: Mapping) -> dict | None:
-    """The cell with the highest seed-mean score of ``rule`` among the ``records`` matching
-    ``where``, over the cells scored (finite, status "ok") on **every** seed; never the oracle
-    unless ``rule`` is it. ``{tag: value}`` (tags a record lacks left out), or None."""
+    """The cell of highest seed-mean score of ``rule`` among the ``records`` matching ``where``, over
+    the cells scored (finite, status "ok") on **every** seed: ``{tag: value}`` (None tags left out) or None."""
     setting = tuple(setting)
     mine = [r for r in records if all(r.get(k) == v for k, v in where.items())]
     seeds, cells = {r.get("seed") for r in mine}, {}
     for r in mine:
-        value = r.get(rule)
-        ok = r.get("status", "ok") == "ok" and isinstance(value, (int, float)) and math.isfinite(value)
-        cells.setdefault(tuple(r.get(k) for k in setting), {})[r.get("seed")] = float(value) if ok else None
+        ok = r.get("status", "ok") == "ok" and isinstance(v := r.get(rule), (int, float)) and math.isfinite(v)
+        cells.setdefault(tuple(r.get(k) for k in setting), {})[r.get("seed")] = float(v) if ok else None
     full = {c: v for c, v in cells.items() if set(v) == seeds and all(x is not None for x in v.values())}
-    if not full:
-        return None
-    best = max(full, key=lambda c: sum(full[c].values()) / len(full[c]))
-    return {k: v for k, v in zip(setting, best) if v is not None}
-
+    best = max(full, key=lambda c: sum(full[c].values()) / len(full[c])) if full else None
+    return None if best is None else {k: v for k, v in zip(setting, best) if v is not None}
 
 def selections(records, rows, setting, *, rules=tuple(RULES), judging=None) -> dict[tuple[str, str], dict]:
-    """Per (method, pair): ``{"rule", "judged_on", "setting"}``, the :func:`rule_for_pair` rule
-    (judged on the methods ``judging``; None: all with a grid on the pair) applied by
-    :func:`select_setting`; left out where no cell qualifies."""
+    """Per (method, pair): ``{"rule", "judged_on", "setting"}``, the :func:`rule_for_pair` rule (judged
+    on the methods ``judging``; None: all with a grid on the pair) applied by :func:`select_setting`."""
     out = {}
     for method, pair in dict.fromkeys((r["method"], r["pair"]) for r in records):
         here = {r["method"] for r in records if r["pair"] == pair}
         rule, judged_on = rule_for_pair(rows, pair, methods=here if judging is None else here & set(judging),
                                         rules=rules)
-        chosen = select_setting(records, rule, setting, {"method": method, "pair": pair})
-        if chosen is not None:
+        if (chosen := select_setting(records, rule, setting, {"method": method, "pair": pair})) is not None:
             out[(method, pair)] = {"rule": rule, "judged_on": judged_on, "setting": chosen}
     return out
-
 
 def chosen_text(selected: Mapping) -> str:
     """"SETTING: chosen by RULE ..." for one of :func:`selections`' entries."""
     return (f"{_pick_text(selected['setting'])}: chosen by {selected['rule']} (the rule with the lowest mean regret "
             f"on {', '.join(selected['judged_on'])}) on 07's grid")
 
-
 def grid_description(plan, paper) -> str:
     """Markdown bullets: what 07's ``plan`` trains, against the paper profile's settings ``paper``."""
-    s, n_runs = plan.settings, {}
-    for p in plan.runs:
-        n_runs[p.tags["method"], p.tags["pair"]] = n_runs.get((p.tags["method"], p.tags["pair"]), 0) + 1
+    s, a, n_runs = plan.settings, plan.settings["adda"], Counter((p.tags["method"], p.tags["pair"]) for p in plan.runs)
     lines = [f"- **{plan.profile}**: {len(plan.seeds)} seed(s) per cell, {len(plan.specs)} runs. DANN and IIMT: "
              f"{s['steps']:,} steps per run, batches of {s['batch_size']} source + {s['batch_size']} target images."]
     for pair in s["pairs"]:
         if s["lr"][pair]:
             lines.append(f"  - {pair}: DANN λ_max {s['lambda_max'][pair]} × learning rate {s['lr'][pair]} × "
-                         f"schedule (ramp, constant) + no reversal ({n_runs.get(('dann', pair), 0)} run(s))")
+                         f"schedule (ramp, constant) + no reversal ({n_runs['dann', pair]} run(s))")
         if s["ramp_max"][pair]:
-            lines.append(f"  - {pair}: IIMT ramp maximum {s['ramp_max'][pair]} ({n_runs.get(('iimt', pair), 0)} run(s))")
-    a = s["adda"]
+            lines.append(f"  - {pair}: IIMT ramp maximum {s['ramp_max'][pair]} ({n_runs['iimt', pair]} run(s))")
     for pair, grid in a["grid"].items():
-        if n_runs.get(("adda_gan", pair)):
+        if n_runs["adda_gan", pair]:
             pre = "05's" if pair == "MNIST->USPS" else "a"
             lines.append(f"  - {pair}: ADDA-GAN stage-2 learning rate {grid['lr']} × stage-2 length "
                          f"{grid['stage2_steps']} steps (batches of {a['batch_size']}, after {pre} "
-                         f"{a['pretrain_steps']:,}-step source pre-training; {n_runs[('adda_gan', pair)]} run(s))")
+                         f"{a['pretrain_steps']:,}-step source pre-training; {n_runs['adda_gan', pair]} run(s))")
     where = (f"{s['steps']:,} steps" if plan.profile == "paper" else
              f"{s['steps']:,} steps in this profile, {paper['steps']:,} in the paper profile")
     lines.append("- DANN's and IIMT's grid runs are **shorter than the study's paper length** (10,000 steps in 03 and "
@@ -238,35 +191,26 @@ def grid_description(plan, paper) -> str:
         lines.append("- **Smoke** checks the code path in seconds; its numbers mean nothing.")
     return "\n".join(lines)
 
-
 def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
-    """Per (method, pair): the label-free choice (:func:`selections`), the oracle's best cell
-    (reading only), the untuned default and the setting ``committed``
-    (:data:`dannlib.grids.SELECTED`) trains in 05 and 06. None when fewer than two pairs have
-    judged grids (no rule can be judged on another pair)."""
+    """Per (method, pair): the label-free choice (:func:`selections`), the oracle's best cell (reading
+    only), the untuned default and what ``committed`` (:data:`dannlib.grids.SELECTED`) trains in 05
+    and 06. None when fewer than two pairs have judged grids."""
     import pandas as pd
-
-    scored = [r for r in records if r.get("scores_from") != "missing"]
+    scored, out = [r for r in records if r.get("scores_from") != "missing"], []
     if len({r["pair"] for r in rows if r["rule"] in RULES and r["n_settings"] >= 2}) < 2:
         return None
-    out = []
     for (method, pair), c in selections(scored, rows, setting, judging=JUDGING_METHODS).items():
-        kept = committed.get((method, pair))
-        state = ("—" if kept is None else
-                 _pick_text(kept["setting"]) + (" (the same)" if kept == c else " (differs from this choice)"))
+        best = select_setting(scored, ORACLE, setting, {"method": method, "pair": pair}) or {}
+        state = "—" if (kept := committed.get((method, pair))) is None else _pick_text(kept["setting"]) + (
+            " (the same)" if kept == c else " (differs from this choice)")
         out.append({"method": method, "pair": pair, "chosen (label-free)": chosen_text(c),
-                    "oracle's best cell (reading only)": _pick_text(select_setting(
-                        scored, ORACLE, setting, {"method": method, "pair": pair}) or {}),
+                    "oracle's best cell (reading only)": _pick_text(best),
                     "untuned default": _pick_text(default_of(defaults, method, pair)),
                     "trained in 05/06 (dannlib.grids.SELECTED, the paper grids' choice)": state})
     return pd.DataFrame(out).set_index(["method", "pair"])
 
-
 def selection_markdown(records, setting, defaults: Mapping, *, digits: int = 3) -> str:
-    """``make report``'s section for 07: per method and pair, :func:`trust_table`'s rule to trust,
-    its mean regret and Spearman, and the baselines' mean regrets."""
-    from .selection import judge_rules
-
+    """``make report``'s section for 07: :func:`trust_table`'s rule to trust and the baselines, in Markdown."""
     table = trust_table(judge_rules(records, setting) + baseline_rows(records, setting, defaults),
                         digits=digits).reset_index()
     cols = ["method", "pair", "rule to trust", "its mean regret", "its mean Spearman",

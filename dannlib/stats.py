@@ -1,11 +1,7 @@
-"""The one paired comparison: every "A against B" of the notebooks, the report and the README.
-
-Seeds pair the runs (same initial network, batches, test set). On the ``n`` seeds both ran ok,
-``d_i = a_i - b_i``: the mean and its 95% paired t-interval ``mean(d) ± t_{0.975, n-1} sd(d) /
-sqrt(n)`` (Student 1908); the exact two-sided sign test ``binomtest(k, m, 0.5)`` over the ``m``
-non-zero differences, ``k`` positive (its smallest p is ``2 / 2**n``: 0.25 at 3 seeds); the
-verdict "higher" or "lower" only when the interval excludes 0 (one seed: no interval, no verdict).
-"""
+"""The one paired comparison (every "A against B" of the notebooks, report and README), seed by seed:
+on the ``n`` seeds both ran ok, ``d = a - b``, its mean with the 95% paired t-interval ``mean(d) ±
+t_{0.975, n-1} sd(d) / sqrt(n)`` (Student 1908), the exact two-sided sign test over the non-zero
+differences (smallest p ``2 / 2**n``), and "higher"/"lower" only when the interval excludes 0."""
 from __future__ import annotations
 
 import math
@@ -17,12 +13,10 @@ from .results import mean_std
 HIGHER, LOWER, UNCLEAR = "higher", "lower", "no clear difference"
 CONFIDENCE = 0.95
 
-
 @dataclass(frozen=True)
 class Comparison:
-    """``a - b`` over the shared ``seeds``: ``diffs`` in seed order, their ``mean``, ``sd`` (ddof 1),
-    the t-interval ``ci_low``, ``ci_high`` (NaN below two seeds), ``sign_p`` (1.0 without a non-zero
-    difference), the seeds where a is higher and lower, and the ``verdict``."""
+    """``a - b`` over the shared ``seeds`` (``diffs`` in seed order); ``sd``, ``ci_low``, ``ci_high`` NaN below
+    two seeds; ``sign_p`` 1.0 without a non-zero difference; ``n_higher``, ``n_lower``: seeds a > b, a < b."""
 
     a: str
     b: str
@@ -47,26 +41,22 @@ class Comparison:
         return {"comparison": f"{self.a} − {self.b}", "n": self.n,
                 "mean diff": "—" if self.n == 0 else f"{self.mean:+.{digits}f}",
                 "95% CI": format_interval(self.ci_low, self.ci_high, digits),
-                "sign-test p": "—" if not self.n else "1" if p >= 0.9995 else f"{p:.2g}" if p >= 0.001 else f"{p:.1e}",
+                "sign-test p": "—" if not self.n else "1" if p >= .9995 else f"{p:.2g}" if p >= .001 else f"{p:.1e}",
                 "verdict": self.verdict}
-
 
 def format_interval(low: float, high: float, digits: int = 3) -> str:
     """``"[+0.012, +0.034]"``; ``"—"`` when undefined (fewer than two seeds)."""
     return f"[{low:+.{digits}f}, {high:+.{digits}f}]" if math.isfinite(low) and math.isfinite(high) else "—"
 
-
 def paired(a: Mapping, b: Mapping, *, a_name: str = "a", b_name: str = "b",
            confidence: float = CONFIDENCE) -> Comparison:
     """Compare ``a`` against ``b``, two mappings seed -> value, on the seeds both hold."""
     from scipy import stats
-
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
     seeds = tuple(sorted(set(a) & set(b), key=lambda s: (str(type(s)), s)))
     diffs = tuple(float(a[s]) - float(b[s]) for s in seeds)
-    n = len(diffs)
-    mean, sd = mean_std(diffs)
+    n, (mean, sd) = len(diffs), mean_std(diffs)
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n) if n > 1 else float("nan")
     low, high = mean - half, mean + half
     up, down = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
@@ -74,25 +64,21 @@ def paired(a: Mapping, b: Mapping, *, a_name: str = "a", b_name: str = "b",
     verdict = HIGHER if n > 1 and low > 0 else LOWER if n > 1 and high < 0 else UNCLEAR
     return Comparison(a_name, b_name, seeds, diffs, mean, sd, low, high, sign_p, up, down, verdict)
 
-
 def compare_records(records: Iterable[dict], metric: str, a, b, *, by: str = "method",
                     where: Mapping | None = None, names: Mapping | None = None,
                     confidence: float = CONFIDENCE) -> Comparison:
-    """:func:`paired` on ``metric`` of the ok records with ``record[by] == a`` against ``== b``,
-    among those matching ``where`` (e.g. ``{"pair": "MNIST->USPS"}``); ``names`` renames a and b."""
+    """:func:`paired` on ``metric`` of the ok records with ``by`` ``a`` against ``b``, among those matching
+    ``where`` (e.g. ``{"pair": "MNIST->USPS"}``); ``names`` renames a and b."""
     records, names = list(records), names or {}
 
     def values(side) -> dict:
-        out = {}
-        for r in records:
-            v = r.get(metric)
-            if (r.get("status", "ok") != "ok" or any(r.get(k) != w for k, w in {**(where or {}), by: side}.items())
-                    or v is None or isinstance(v, str)):
-                continue
-            if r.get("seed") in out:
-                raise ValueError(f"two records for seed {r.get('seed')} match {dict(where or {}, **{by: side})}: "
-                                 "narrow `where` (e.g. add the pair) so that each seed has one value")
-            out[r.get("seed")] = float(v)
+        out, match = {}, {**(where or {}), by: side}
+        for r in (r for r in records if r.get("status", "ok") == "ok" and all(r.get(k) == v for k, v in match.items())):
+            if (v := r.get(metric)) is not None and not isinstance(v, str):
+                if r.get("seed") in out:
+                    raise ValueError(f"two records for seed {r.get('seed')} match {match}: narrow `where` (e.g. add "
+                                     "the pair) so that each seed has one value")
+                out[r.get("seed")] = float(v)
         return out
 
     return paired(values(a), values(b), a_name=str(names.get(a, a)), b_name=str(names.get(b, b)),
