@@ -1,6 +1,4 @@
-"""Notebook 08's tables: where a monitored curve peaks and falls, a label-free companion curve
-beside it, recipes side by side, paired comparisons. The monitored target accuracy is a
-diagnosis of what happened, never a way to pick a checkpoint (selection on target labels)."""
+"""Notebook 08's tables. The monitored target accuracy diagnoses what happened; it never picks a checkpoint."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,9 +6,8 @@ import pandas as pd
 from scipy import stats as _stats
 
 def curve_summary(runs, metric: str = "target_test_acc", companion: str | None = None) -> pd.DataFrame:
-    """One row per stored run ``(tags, run)``: tags, seed, ``metric``'s peak (value, step), last
-    value and fall; with ``companion`` (a label-free logged value, e.g. ``d_acc``) its value at the
-    peak and at the end, and the Spearman correlation of the two curves after the peak (>= 3 points)."""
+    """Per ``(tags, run)``: ``metric``'s peak (value, step), last value and fall; with ``companion`` (e.g. ``d_acc``)
+    its value at the peak and last, and the two curves' Spearman correlation after the peak (>= 3 points)."""
     rows = []
     for tags, run in runs:
         h = [r for r in run.history if r.get(metric) is not None]
@@ -31,8 +28,7 @@ def curve_summary(runs, metric: str = "target_test_acc", companion: str | None =
     return pd.DataFrame(rows)
 
 def recipe_table(specs: dict, fields=None) -> pd.DataFrame:
-    """Settings of runs side by side (``specs``: label -> :class:`~dannlib.store.RunSpec`): one row
-    per config or data field in which they differ (all of ``fields`` when given)."""
+    """``specs`` (label -> ``RunSpec``) side by side: the config and data fields that differ (or ``fields``)."""
     cols = {label: {"method": s.method, **{f"data.{k}": v for k, v in s.data.items()}, **s.config}
             for label, s in specs.items()}
     keys = list(dict.fromkeys(k for c in cols.values() for k in c))
@@ -41,11 +37,9 @@ def recipe_table(specs: dict, fields=None) -> pd.DataFrame:
     return pd.DataFrame({label: [c.get(k, "—") for k in keys] for label, c in cols.items()}, index=keys).astype(str)
 
 def against(records, metric: str, reference: str, others, where: dict | None = None, digits: int = 3) -> str:
-    """A Markdown table of paired comparisons (:mod:`dannlib.stats`): each of ``others`` minus
-    ``reference`` on ``metric``, on the seeds both share, among the records matching ``where``."""
+    """Markdown paired comparisons (:mod:`dannlib.stats`) of each of ``others`` minus ``reference`` on ``metric``."""
     from .report import comparison_table
     from .stats import compare_records
-
     rows = [(None, metric, compare_records(records, metric, o, reference, where=where)) for o in others]
     return comparison_table([r for r in rows if r[2].n], digits=digits)
 

@@ -1,7 +1,5 @@
-"""The regeneration profiles: ``smoke`` (seconds per notebook, for CI; numbers meaningless),
-``quick`` (the default, sized for a 2-core CPU: ``make figures`` in about 20 minutes) and
-``paper`` (the papers' step counts, 5 seeds on the headline rows; what the committed notebooks,
-figures and README carry). :mod:`dannlib.plan` lists each notebook's runs under each."""
+"""The profiles: ``smoke`` (seconds, for CI; numbers meaningless), ``quick`` (the default: a 2-core CPU,
+about 20 minutes) and ``paper`` (the papers' step counts; the committed outputs). Runs: :mod:`dannlib.plan`."""
 from __future__ import annotations
 
 from .utils import check_choice

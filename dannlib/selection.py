@@ -1,15 +1,6 @@
-"""Label-free model selection (notebook 07): rules that score a trained network without a target
-label, and the judging of a rule against the oracle over a grid of settings.
-
-Rules: :func:`source_accuracy` (held-out source; DomainBed, Gulrajani & Lopez-Paz 2021), :func:`dev`
-(You et al., ICML 2019, Algorithm 1), :func:`prediction_entropy`, :func:`information_maximisation`
-(Shi & Sha 2012; Hu et al. 2017), :func:`reverse_validation` (Ganin et al., JMLR 2016, sec. 5.1.2,
-simplified). :func:`oracle_target_accuracy` **reads target labels**: the oracle, never a rule. Each
-rule returns its natural quantity (:data:`RULES`: its direction); :func:`label_free_scores` orients
-them so that **higher is better for every rule**, as :func:`pick`, :func:`regret` and
-:func:`rank_correlation` expect. A stored run's held-out source is its source *test* split, its
-target sample the unlabelled target *training* images.
-"""
+"""Label-free model selection (notebook 07): rules that score a trained network without a target label
+(:data:`RULES`; each returns its natural quantity, :func:`label_free_scores` orients them all higher is
+better), and their judging against the oracle, :func:`oracle_target_accuracy`, which **reads target labels**."""
 from __future__ import annotations
 
 import math
@@ -59,23 +50,22 @@ def _features(a, b, names) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 def _logistic(C: float, max_iter: int, x, y, scale_by, method: str, x_out):
-    """``method`` on ``x_out`` of an L2-regularised (``C``) logistic regression fitted on ``(x, y)``,
-    features standardised with the statistics of ``scale_by``, on one thread."""
+    """``method`` on ``x_out`` of an L2 (``C``) logistic regression fitted on ``(x, y)``, scaled as ``scale_by``."""
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
-
     if not (isinstance(C, (int, float)) and C > 0):
         raise ValueError(f"C must be a number > 0, got {C!r}")
     mean, std = scale_by.mean(0), scale_by.std(0) + 1e-8
     with threadpool_limits(limits=1):
-        return getattr(LogisticRegression(C=C, max_iter=max_iter).fit((x - mean) / std, y), method)((x_out - mean) / std)
+        clf = LogisticRegression(C=C, max_iter=max_iter).fit((x - mean) / std, y)
+        return getattr(clf, method)((x_out - mean) / std)
 
 def _accuracy(logits, labels, names) -> float:
     logits = _array(names[0], logits, 2)
     return float(np.mean(logits.argmax(1) == _labels(names[1], labels, len(logits))))
 
 def source_accuracy(source_logits, source_labels) -> float:
-    """Arg-max accuracy of ``source_logits (N, n_classes)`` on held-out ``source_labels (N,)``. Higher is better."""
+    """Arg-max accuracy on a held-out source split (DomainBed, Gulrajani & Lopez-Paz 2021). Higher is better."""
     return _accuracy(source_logits, source_labels, ("source_logits", "source_labels"))
 
 def oracle_target_accuracy(target_logits, target_labels) -> float:
@@ -84,23 +74,21 @@ def oracle_target_accuracy(target_logits, target_labels) -> float:
     return _accuracy(target_logits, target_labels, ("target_logits", "target_labels"))
 
 def per_sample_cross_entropy(logits, labels) -> np.ndarray:
-    """``-log softmax(logits)[label]``: ``logits (N, n_classes)``, ``labels (N,)`` -> ``(N,)``."""
+    """``-log softmax(logits)[label]``: ``(N, n_classes)``, ``(N,)`` -> ``(N,)``."""
     y = _labels("labels", labels, (log_p := _log_probs("logits", logits)).shape[0])
     return (-log_p[torch.arange(len(y)), torch.as_tensor(y)]).numpy()
 
 def importance_weights(source_features, target_features, *, C: float = 1.0, max_iter: int = 2000) -> np.ndarray:
-    """Density ratio ``w(x) = p_t(x) / p_s(x)`` at each source sample (You et al. 2019, sec. 4.2):
-    ``exp(logit) * N_s / N_t`` of a logistic regression telling source (0) from target (1) on the
-    pooled-standardised features (logit clipped at +-50: separable domains give finite weights).
-    ``(N_s, D)``, ``(N_t, D)`` -> ``(N_s,)``. Fitted on the source samples it weighs (a simplification)."""
+    """``w(x) = p_t(x) / p_s(x) = exp(logit) * N_s / N_t`` (You et al. 2019, sec. 4.2) of a source-vs-target
+    logistic regression (logit clipped at +-50), fitted on the weighed samples: (N_s, D), (N_t, D) -> (N_s,)."""
     fs, ft = _features(source_features, target_features, ("source_features", "target_features"))
     x = np.concatenate([fs, ft])
     logit = _logistic(C, max_iter, x, np.r_[np.zeros(len(fs)), np.ones(len(ft))], x, "decision_function", fs)
     return np.exp(np.clip(logit, -50.0, 50.0)) * len(fs) / len(ft)
 
 def dev_risk(losses, weights) -> float:
-    """DEV's risk (You et al. 2019, Algorithm 1): ``L = w * l``, ``eta = -Cov(L, W) / Var(W)`` (0 when
-    the weights are all equal), ``risk = mean(L) + eta * mean(W) - eta``. **Lower is better.**"""
+    """DEV's risk (You et al. 2019, Algorithm 1): ``L = w l``, ``eta = -Cov(L, W) / Var(W)`` (0 for equal weights),
+    ``mean(L) + eta mean(W) - eta``. Lower is better."""
     l, w = _array("losses", losses, 1), _array("weights", weights, 1)
     if len(l) != len(w):
         raise ValueError(f"losses and weights must have the same length, got {len(l)} and {len(w)}")
@@ -112,7 +100,7 @@ def dev_risk(losses, weights) -> float:
     return float((w * l).mean() + eta * w.mean() - eta)
 
 def dev(source_logits, source_labels, source_features, target_features, *, C: float = 1.0) -> float:
-    """:func:`dev_risk` of the source cross-entropies weighted by :func:`importance_weights`. **Lower is better.**"""
+    """DEV (You et al., ICML 2019): :func:`dev_risk` of source losses, :func:`importance_weights`. Lower is better."""
     losses = per_sample_cross_entropy(source_logits, source_labels)
     return dev_risk(losses, importance_weights(source_features, target_features, C=C))
 
@@ -121,17 +109,14 @@ def prediction_entropy(target_logits) -> float:
     return float(_entropy(_log_probs("target_logits", target_logits)).mean())
 
 def information_maximisation(target_logits) -> float:
-    """``H(mean_i p_i) - mean_i H(p_i)`` (nats), ``p_i = softmax(target_logits[i])``: high when the
-    predictions are confident *and* use the classes evenly (a collapse scores 0). Higher is better."""
+    """``H(mean_i p_i) - mean_i H(p_i)`` (nats; Shi & Sha 2012, Hu et al. 2017); a collapse: 0. Higher is better."""
     log_p = _log_probs("target_logits", target_logits)
     return float(_entropy(torch.log(log_p.exp().mean(0, keepdim=True)))[0] - _entropy(log_p).mean())
 
 def reverse_validation(target_features, target_pseudo_labels, source_features, source_labels, *,
                        C: float = 1.0, max_iter: int = 2000) -> float:
-    """Reverse validation, simplified: instead of a reverse DANN, a multinomial logistic regression
-    on the model's target features (standardised with their statistics) and pseudo-labels (its
-    arg-max), scored by its accuracy on the held-out source ``(N_s, D)``, ``(N_s,)``. Higher is
-    better. Pseudo-labels of one class: a constant classifier."""
+    """Reverse validation (Ganin et al. 2016, sec. 5.1.2) with a logistic regression for the reverse DANN:
+    trained on target features and pseudo-labels, its accuracy on the held-out source. Higher is better."""
     ft, fs = _features(target_features, source_features, ("target_features", "source_features"))
     pseudo = _labels("target_pseudo_labels", target_pseudo_labels, len(ft))
     ys = _labels("source_labels", source_labels, len(fs))
@@ -154,10 +139,8 @@ def regret(scores_by_setting: Mapping[Hashable, float], oracle_by_setting: Mappi
     return float(max(oracle.values()) - oracle[pick({k: v for k, v in scores_by_setting.items() if k in oracle})])
 
 def rank_correlation(scores_by_setting: Mapping[Hashable, float], oracle_by_setting: Mapping[Hashable, float]) -> float:
-    """Spearman's correlation of a rule's scores with the oracle over the settings both hold finite;
-    nan when fewer than 3 remain or either side is constant."""
+    """Spearman's correlation with the oracle over the settings both hold finite (nan below 3 or if constant)."""
     from scipy.stats import spearmanr
-
     pairs = [(float(v), float(oracle_by_setting[k])) for k, v in scores_by_setting.items() if k in oracle_by_setting]
     if len(pairs := [(a, b) for a, b in pairs if math.isfinite(a) and math.isfinite(b)]) < 3:
         return float("nan")
@@ -166,9 +149,8 @@ def rank_correlation(scores_by_setting: Mapping[Hashable, float], oracle_by_sett
 
 def label_free_scores(source_logits, source_labels, source_features, target_logits, target_features, *,
                       C: float = 1.0) -> dict[str, float]:
-    """Every rule of :data:`RULES` as a score, **higher is better**, from the model's outputs on the
-    held-out source (logits ``(N_s, n)``, labels, features ``(N_s, D)``) and on unlabelled target
-    images (logits, features). Non-finite outputs (a diverged run) score nan under every rule."""
+    """Every rule's score, **higher is better**, from outputs on the held-out source and the unlabelled target
+    (logits ``(N, n)``, features ``(N, D)``); nan under every rule for non-finite outputs (a diverged run)."""
     if not all(np.all(np.isfinite(_numpy(a))) for a in (source_logits, source_features, target_logits,
                                                          target_features)):
         return {rule: float("nan") for rule in RULES}
@@ -185,8 +167,7 @@ def scoreable(modules: Mapping[str, torch.nn.Module]) -> bool:
 @torch.no_grad()
 def network_outputs(modules: Mapping[str, torch.nn.Module], x: torch.Tensor,
                     batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits (N, n_classes), features (N, D))`` in eval mode: ``G_y(G_f(x))`` and ``G_f(x)`` of
-    a ``net``, or the classifier on the (target) encoder's output."""
+    """``(logits (N, n_classes), features (N, D))`` of a ``net`` or an ``encoder`` and ``classifier``, in eval mode."""
     if not scoreable(modules):
         raise ValueError(f"modules must hold 'net' (DANN family) or 'encoder' and 'classifier' (ADDA family), "
                          f"got {sorted(modules)}")
@@ -202,8 +183,7 @@ def network_outputs(modules: Mapping[str, torch.nn.Module], x: torch.Tensor,
 
 def score_modules(modules, source_val_x, source_val_y, target_x, *, n: int | None = 2000, seed: int = 0,
                   C: float = 1.0) -> dict[str, float]:
-    """:func:`label_free_scores` of ``modules`` on at most ``n`` held-out source images ``(N, C, H, W)``
-    with labels ``source_val_y (N,)`` and ``n`` unlabelled target images (drawn under ``seed``; None: all)."""
+    """:func:`label_free_scores` on at most ``n`` source and ``n`` target images (drawn under ``seed``; None: all)."""
     rng = np.random.default_rng(int(seed))
     i_s, i_t = (np.arange(len(x)) if n is None or n >= len(x) else np.sort(rng.choice(len(x), size=n, replace=False))
                 for x in (source_val_x, target_x))
@@ -213,8 +193,7 @@ def score_modules(modules, source_val_x, source_val_y, target_x, *, n: int | Non
 
 def score_trained(modules, eval_sets, target_x, *, n: int | None = 2000, seed: int = 0,
                   C: float = 1.0) -> dict[str, float]:
-    """:func:`score_modules` on ``eval_sets["source_test"]`` and the unlabelled ``target_x``, plus
-    :data:`ORACLE` on the whole ``eval_sets["target_test"]`` (**target labels**)."""
+    """:func:`score_modules` on the source test split and ``target_x``, and :data:`ORACLE` on the target test split."""
     source_val, target_test = eval_sets["source_test"], eval_sets["target_test"]
     scores = score_modules(modules, source_val.x, source_val.y, target_x, n=n, seed=seed, C=C)
     return {**scores, ORACLE: oracle_target_accuracy(network_outputs(modules, target_test.x)[0], target_test.y)}
@@ -222,7 +201,6 @@ def score_trained(modules, eval_sets, target_x, *, n: int | None = 2000, seed: i
 def score_run(stored, *, n: int | None = 2000, seed: int = 0, C: float = 1.0, data_root=None) -> dict[str, float]:
     """:func:`score_trained` of a stored digits run (:class:`dannlib.store.StoredRun`) from its saved weights."""
     from .store import load_data
-
     if stored.spec.data.get("kind") != "digits":
         raise ValueError(f"score_run needs a digits run (its data spec holds a source test split); "
                          f"{stored.spec.label} has data kind {stored.spec.data.get('kind')!r}")
@@ -230,9 +208,8 @@ def score_run(stored, *, n: int | None = 2000, seed: int = 0, C: float = 1.0, da
     return score_trained(stored.load_modules(), eval_sets, target.unlabelled().x, n=n, seed=seed, C=C)
 
 def scored_records(runs, *, n: int | None = 2000, seed: int = 0, C: float = 1.0, data_root=None) -> list[dict]:
-    """Per ``(tags, StoredRun)``: its record, every rule's score, :data:`ORACLE` and ``scores_from``:
-    ``"record"`` (``final["selection"]``, kept at training under the default ``n``, ``seed``, ``C``),
-    ``"weights"`` (:func:`score_run`) or ``"missing"`` (no weights kept: no score, no oracle)."""
+    """Per ``(tags, StoredRun)``: its record, scores and :data:`ORACLE`, and ``scores_from``: ``"record"`` (kept
+    at training, default ``n``, ``seed``, ``C``), ``"weights"`` (:func:`score_run`) or ``"missing"``."""
     out = []
     for tags, run in runs:
         scores, source = {}, "missing"
@@ -245,9 +222,8 @@ def scored_records(runs, *, n: int | None = 2000, seed: int = 0, C: float = 1.0,
     return out
 
 def judge_rules(records, setting, *, by=("method", "pair"), rules=tuple(RULES), oracle: str = ORACLE) -> list[dict]:
-    """Each rule judged against the oracle per group ``by`` and seed, over the grid of cells
-    ``setting`` (tag names; a missing tag reads None): one row per group, seed and rule with ``pick``
-    (the chosen cell as a dict), ``regret``, ``spearman`` and ``n_settings`` (cells with an oracle)."""
+    """One row per group ``by``, seed and rule over the grid of cells ``setting`` (tag names): ``pick`` (a dict),
+    ``regret``, ``spearman`` and ``n_settings`` (the cells with a finite oracle)."""
     setting, grids = tuple(setting), {}
     for r in records:
         cell, group = tuple(r.get(k) for k in setting), tuple(r.get(k) for k in by)

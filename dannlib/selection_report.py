@@ -1,6 +1,5 @@
-"""Notebook 07's tables: the label-free rules (:mod:`dannlib.selection`) judged against the oracle
-over a grid and summarised over seeds, beside two baselines that read no label either: the
-**untuned default** cell and a **random pick** (the expected regret of a uniformly drawn cell)."""
+"""Notebook 07's tables: the label-free rules judged against the oracle over seeds, beside two baselines
+that read no label either: the untuned default cell and a random pick (its expected regret)."""
 from __future__ import annotations
 
 import math
@@ -23,13 +22,13 @@ def default_of(defaults: Mapping, method, pair=None):
 
 def baseline_rows(records, setting: Sequence[str], defaults: Mapping[str, Mapping], *, by=("method", "pair"),
                   oracle: str = ORACLE) -> list[dict]:
-    """Rows like ``judge_rules``' per group ``by`` and seed, over the cells with a finite oracle: the
-    regret of the untuned cell (``defaults``: ``by[0]``'s value -> {tag: value}) as :data:`DEFAULT`
-    and the mean regret over the cells as :data:`RANDOM`."""
+    """``judge_rules``-like rows per group and seed over the cells with a finite oracle: the untuned cell's regret
+    (``defaults``: ``by[0]``'s value -> {tag: value}) as :data:`DEFAULT`, the mean regret as :data:`RANDOM`."""
     setting, grids, rows = tuple(setting), {}, []
     for r in records:
         if (v := r.get(oracle)) is not None and not isinstance(v, str) and math.isfinite(float(v)):
-            grids.setdefault((tuple(r.get(k) for k in by), r.get("seed")), {})[tuple(r.get(k) for k in setting)] = float(v)
+            grid = grids.setdefault((tuple(r.get(k) for k in by), r.get("seed")), {})
+            grid[tuple(r.get(k) for k in setting)] = float(v)
     for (group, seed), grid in grids.items():
         best = max(grid.values())
         base = {**dict(zip(by, group)), "seed": seed, "spearman": float("nan"), "n_settings": len(grid)}
@@ -50,9 +49,8 @@ def _pick_text(pick) -> str:
                                           for k, v in pick.items() if v is not None)
 
 def selection_table(rows, *, by=("method", "pair"), digits: int = 3):
-    """A DataFrame per ``by`` and rule: settings scored per seed, **regret** (the oracle's best target
-    accuracy minus the pick's; mean ± sd (seeds)), seeds picking the oracle's best, **Spearman** with
-    the oracle, the most frequent pick, and the seeds on which the rule scored nothing."""
+    """Per ``by`` and rule: settings per seed, regret (oracle's best minus the pick's target accuracy), seeds
+    picking the best, Spearman with the oracle, the most frequent pick, seeds without a score."""
     import pandas as pd
     keys, out = list(by) + ["rule"], []
     regret, spear = _summaries(rows, "regret", keys), _summaries(rows, "spearman", keys)
@@ -74,10 +72,9 @@ def selection_table(rows, *, by=("method", "pair"), digits: int = 3):
     return pd.DataFrame(out).set_index(keys)
 
 def verdicts(rows, *, by=("method", "pair")) -> list[dict]:
-    """Per group ``by`` and label-free rule: mean regret and Spearman over seeds, the baselines' mean
-    regrets and the first verdict (:data:`VERDICTS`) that holds: "no score"; "fewer than two
-    settings" (on every seed); "no better than a random pick" (mean regret >= its); "no better than
-    the untuned default"; "picks well, ranks badly" (mean Spearman <= 0 or none); "trust"."""
+    """Per group and label-free rule: mean regret and Spearman, the baselines' mean regrets, and the first verdict
+    that holds of: no score, fewer than two settings, no better than a random pick or the untuned default (mean
+    regret not below theirs), picks well, ranks badly (mean Spearman not > 0), trust."""
     keys, out = list(by) + ["rule"], []
     mean, spear = _summaries(rows, "regret", keys), _summaries(rows, "spearman", keys)
     for group in dict.fromkeys(tuple(r.get(k) for k in by) for r in rows):
@@ -96,8 +93,7 @@ def verdicts(rows, *, by=("method", "pair")) -> list[dict]:
     return out
 
 def trust_table(rows, *, by=("method", "pair"), digits: int = 3):
-    """Per group ``by``: the rule to trust (the lowest mean regret judged "trust", or "none"), its mean
-    regret and Spearman, the baselines' mean regrets, and the rules of each verdict."""
+    """Per group: the "trust" rule of lowest mean regret (or "none"), the baselines, the rules of each verdict."""
     import pandas as pd
     judged, out = verdicts(rows, by=by), []
     for group in dict.fromkeys(tuple(v[k] for k in by) for v in judged):
@@ -112,7 +108,7 @@ def trust_table(rows, *, by=("method", "pair"), digits: int = 3):
     return pd.DataFrame(out).set_index(list(by))
 
 def rule_glossary():
-    """The rules and the oracle: what each measures and the direction of its natural quantity."""
+    """The rules and the oracle: what each measures, which way is better."""
     import pandas as pd
     rows = [{"rule": k, "what it measures": what, "natural quantity": "higher is better" if up else
              "lower is better (negated in the scores)", "reads target labels": "no"} for k, (up, what) in RULES.items()]
@@ -121,9 +117,8 @@ def rule_glossary():
     return pd.DataFrame(rows).set_index("rule")
 
 def rule_for_pair(rows, pair, *, methods=None, rules=tuple(RULES)) -> tuple[str, list]:
-    """``(rule, pairs judged on)``: the rule of lowest mean regret over the grids (two cells or more)
-    on the **other** pairs of ``methods`` (default: those with rows on ``pair``), so no target label
-    of ``pair`` chooses it. Ties: the first in ``rules``."""
+    """``(rule, pairs judged on)``: the lowest mean regret on the grids (of two cells or more) of the **other**
+    pairs of ``methods`` (default: those on ``pair``): no target label of ``pair`` chooses it."""
     here = set(methods) if methods is not None else {r.get("method") for r in rows if r.get("pair") == pair}
     others = [r for r in _finite_rows(rows, "regret") if r.get("pair") != pair and r.get("method") in here
               and r["rule"] in rules and r.get("n_settings", 2) >= 2]
@@ -133,8 +128,7 @@ def rule_for_pair(rows, pair, *, methods=None, rules=tuple(RULES)) -> tuple[str,
     return min((r for r in rules if r in mean), key=lambda r: mean[r]), sorted({r["pair"] for r in others})
 
 def select_setting(records, rule: str, setting, where: Mapping) -> dict | None:
-    """The cell of highest seed-mean score of ``rule`` among the ``records`` matching ``where``, over
-    the cells scored (finite, status "ok") on **every** seed: ``{tag: value}`` (None tags left out) or None."""
+    """The cell of highest seed-mean ``rule`` score among those matching ``where`` and ok on every seed, or None."""
     setting = tuple(setting)
     mine = [r for r in records if all(r.get(k) == v for k, v in where.items())]
     seeds, cells = {r.get("seed") for r in mine}, {}
@@ -146,8 +140,8 @@ def select_setting(records, rule: str, setting, where: Mapping) -> dict | None:
     return None if best is None else {k: v for k, v in zip(setting, best) if v is not None}
 
 def selections(records, rows, setting, *, rules=tuple(RULES), judging=None) -> dict[tuple[str, str], dict]:
-    """Per (method, pair): ``{"rule", "judged_on", "setting"}``, the :func:`rule_for_pair` rule (judged
-    on the methods ``judging``; None: all with a grid on the pair) applied by :func:`select_setting`."""
+    """Per (method, pair): ``{"rule", "judged_on", "setting"}``: :func:`rule_for_pair` (on the methods
+    ``judging``; None: all) applied by :func:`select_setting`."""
     out = {}
     for method, pair in dict.fromkeys((r["method"], r["pair"]) for r in records):
         here = {r["method"] for r in records if r["pair"] == pair}
@@ -192,9 +186,8 @@ def grid_description(plan, paper) -> str:
     return "\n".join(lines)
 
 def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
-    """Per (method, pair): the label-free choice (:func:`selections`), the oracle's best cell (reading
-    only), the untuned default and what ``committed`` (:data:`dannlib.grids.SELECTED`) trains in 05
-    and 06. None when fewer than two pairs have judged grids."""
+    """Per (method, pair): the label-free choice, the oracle's best cell, the untuned one, what ``committed``
+    (:data:`dannlib.grids.SELECTED`) trains in 05/06. None with fewer than two judged pairs."""
     import pandas as pd
     scored, out = [r for r in records if r.get("scores_from") != "missing"], []
     if len({r["pair"] for r in rows if r["rule"] in RULES and r["n_settings"] >= 2}) < 2:
