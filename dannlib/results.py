@@ -3,6 +3,7 @@
 and the published numbers."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -38,11 +39,9 @@ def published_text(experiment: str, method: str, digits: int = 4) -> str:
 def _clean(value):
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)  # JSON has no NaN/inf: keep them visible as strings
-    if hasattr(value, "item") and callable(value.item):
-        try:
+    if callable(getattr(value, "item", None)):
+        with contextlib.suppress(ValueError, RuntimeError):  # a numpy/torch scalar; an array of several is kept
             return _clean(value.item())
-        except (ValueError, RuntimeError):
-            pass
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
     return [_clean(v) for v in value] if isinstance(value, (list, tuple)) else value

@@ -69,17 +69,17 @@ def compare_records(records: Iterable[dict], metric: str, a, b, *, by: str = "me
                     confidence: float = CONFIDENCE) -> Comparison:
     """:func:`paired` on ``metric`` of the ok records with ``by`` ``a`` against ``b``, among those matching
     ``where`` (e.g. ``{"pair": "MNIST->USPS"}``); ``names`` renames a and b."""
-    records, names = list(records), names or {}
+    records, names, where = list(records), names or {}, {**(where or {})}
+    return paired(_values(records, metric, {**where, by: a}), _values(records, metric, {**where, by: b}),
+                  a_name=str(names.get(a, a)), b_name=str(names.get(b, b)), confidence=confidence)
 
-    def values(side) -> dict:
-        out, match = {}, {**(where or {}), by: side}
-        for r in (r for r in records if r.get("status", "ok") == "ok" and all(r.get(k) == v for k, v in match.items())):
-            if (v := r.get(metric)) is not None and not isinstance(v, str):
-                if r.get("seed") in out:
-                    raise ValueError(f"two records for seed {r.get('seed')} match {match}: narrow `where` (e.g. add "
-                                     "the pair) so that each seed has one value")
-                out[r.get("seed")] = float(v)
-        return out
-
-    return paired(values(a), values(b), a_name=str(names.get(a, a)), b_name=str(names.get(b, b)),
-                  confidence=confidence)
+def _values(records: list, metric: str, match: dict) -> dict:
+    """seed -> ``metric`` of the ok records matching ``match`` (one per seed)."""
+    out = {}
+    for r in (r for r in records if r.get("status", "ok") == "ok" and all(r.get(k) == v for k, v in match.items())):
+        if (v := r.get(metric)) is not None and not isinstance(v, str):
+            if r.get("seed") in out:
+                raise ValueError(f"two records for seed {r.get('seed')} match {match}: narrow `where` (e.g. add "
+                                 "the pair) so that each seed has one value")
+            out[r.get("seed")] = float(v)
+    return out
