@@ -134,12 +134,8 @@ def summary_table(records: list[dict], metric: str, by=("method",), columns: str
                          "failed or none was fetched; see the errors printed where the runs were fetched")
     df = pd.DataFrame([{**{k: g[k] for k in keys}, metric: format_cell(g["mean"], g["std"], g["n"], digits),
                         "failed": g["failed"]} for g in aggregate(records, metric, keys)])
-    if columns:
-        table = df.pivot(index=list(by), columns=columns, values=metric)
-        failed = df.groupby(list(by), sort=False)["failed"].sum()
-    else:
-        table = df.set_index(list(by))[[metric]]
-        failed = df.set_index(list(by))["failed"]
+    table = df.pivot(index=list(by), columns=columns, values=metric) if columns else df.set_index(list(by))[[metric]]
+    failed = df.groupby(list(by), sort=False)["failed"].sum() if columns else df.set_index(list(by))["failed"]
     if failed.sum():
         table = table.join(failed.rename("failed"))
     if experiment is not None and list(by) == ["method"]:

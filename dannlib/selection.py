@@ -171,9 +171,8 @@ def network_outputs(modules: Mapping[str, torch.nn.Module], x: torch.Tensor,
     if not scoreable(modules):
         raise ValueError(f"modules must hold 'net' (DANN family) or 'encoder' and 'classifier' (ADDA family), "
                          f"got {sorted(modules)}")
-    net = modules.get("net")
-    feat, head = (net.features, net.label_predictor) if net is not None else (modules["encoder"], modules["classifier"])
-    parts = [net] if net is not None else [feat, head]
+    parts = [net] if (net := modules.get("net")) is not None else [modules["encoder"], modules["classifier"]]
+    feat, head = (net.features, net.label_predictor) if net is not None else parts
     for m in parts:
         m.eval()
     device = next(parts[0].parameters()).device
