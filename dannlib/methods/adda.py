@@ -298,12 +298,9 @@ class ADDA(PerSeedMethod):
             pretrained = pretrain_source(source, config, seeds, eval_sets=eval_sets, progress=progress,
                                          monitor_size=monitor_size)
         by_seed = {r.seed: r for r in pretrained}
-        missing = [s for s in seeds if s not in by_seed]
-        if missing:
-            raise ValueError(f"pretrained lacks seeds {missing}; it holds {sorted(by_seed)}")
         results = []
         for s in seeds:
-            method = cls(config, [by_seed[s]], [s], name=name)
+            method = cls(config, pretrained, [s], name=name)  # ValueError if pretrained lacks seed s
             (r,) = fit(method, source, target, steps=config.steps, batch_size=config.batch_size,
                        eval_sets=eval_sets, eval_every=config.eval_every, progress=progress,
                        monitor_size=monitor_size, desc=f"{method.name} seed {s}")

@@ -18,9 +18,9 @@ from torch import nn
 
 from ..grl import grad_reverse
 from ..networks import _mlp
-from ..training import Domain, PerSeedMethod
-from ..utils import check_choice, check_positive_int, seeded
-from .common import NETWORKS, TrainConfig, _full, descend, domain_objective, require
+from ..training import Domain
+from ..utils import check_choice, check_positive_int
+from .common import NetMethod, TrainConfig, _full, descend, domain_objective, require
 
 CONDITIONINGS = ("auto", "multilinear", "randomized")
 MULTILINEAR_LIMIT = 4096  #: above this many multilinear inputs "auto" is randomised (sec. 3.3)
@@ -70,32 +70,24 @@ def entropy_weight(g: torch.Tensor) -> torch.Tensor:
     return 1 + torch.exp(-h)
 
 
-class CDAN(PerSeedMethod):
-    """CDAN / CDAN+E: one network and one conditional domain classifier per seed."""
+class CDAN(NetMethod):
+    """CDAN / CDAN+E: one network, map and conditional domain classifier per seed."""
 
     Config = CDANConfig
 
     def __init__(self, config: CDANConfig, source: Domain, target: Domain, seeds, name: str | None = None):
+        self.maps, self.discs = [], []
         super().__init__(config, source, target, seeds, name=name or "cdan")
-        c = self.config
-        self.device = source.x.device
-        n_classes = max(10 if source.x.ndim == 4 else 2, source.n_classes)
-        self.nets, self.maps, self.discs, self.optimizers = [], [], [], []
-        for s in self.seeds:
-            with seeded(s):
-                net = NETWORKS[c.network](source, target).to(self.device)
-                d_f = net.features(source.x[:2].to(self.device)).flatten(1).shape[1]
-                randomized = (c.conditioning == "randomized"
-                              or (c.conditioning == "auto" and d_f * n_classes > MULTILINEAR_LIMIT))
-                tmap = MultilinearMap(d_f, n_classes, randomized, c.random_dim).to(self.device)
-                disc = _mlp([tmap.out_features, c.hidden, 1]).to(self.device)
-            net.domain_classifier = None  # DANN's unconditional head is not used
-            for group, m in ((self.nets, net), (self.maps, tmap), (self.discs, disc)):
-                group.append(m)
-            self.optimizers.append(c.make_optimizer([*net.parameters(), *disc.parameters()]))
 
-    def schedule(self, p: float) -> dict:
-        return {"grl_lambda": self.config.grl_lambda_at(p), "lr": self.config.lr_at(p)}
+    def heads(self, net, source: Domain) -> list:
+        c, n_classes = self.config, max(10 if source.x.ndim == 4 else 2, source.n_classes)
+        d_f = net.features(source.x[:2].to(self.device)).flatten(1).shape[1]
+        randomized = c.conditioning == "randomized" or (c.conditioning == "auto"
+                                                        and d_f * n_classes > MULTILINEAR_LIMIT)
+        self.maps.append(MultilinearMap(d_f, n_classes, randomized, c.random_dim).to(self.device))
+        self.discs.append(_mlp([self.maps[-1].out_features, c.hidden, 1]).to(self.device))
+        net.domain_classifier = None  # DANN's unconditional head is not used
+        return list(self.discs[-1].parameters())
 
     def objective(self, i: int, xs, ys, xt, p: float):
         """CDAN's loss of one step for seed index ``i``: ``(total, parts)``."""
@@ -112,9 +104,6 @@ class CDAN(PerSeedMethod):
 
     def step_one(self, i, xs, ys, xt, p: float) -> dict:
         return descend(self.optimizers[i], self.objective, i, xs, ys, xt, p)
-
-    def predict_one(self, i, x):
-        return self.nets[i](x)
 
     def modules(self, i: int) -> dict[str, nn.Module]:
         return {"net": self.nets[i], "discriminator": self.discs[i], "map": self.maps[i]}

@@ -14,8 +14,8 @@ from torch import nn
 
 from .. import networks
 from ..schedules import annealed_lr, grl_lambda
-from ..training import Domain
-from ..utils import check_choice, check_positive_int, check_positive_number
+from ..training import Domain, PerSeedMethod
+from ..utils import check_choice, check_positive_int, check_positive_number, seeded
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("annealed", "constant")
@@ -103,6 +103,34 @@ NETWORKS: dict[str, Callable[[Domain, Domain | None], nn.Module]] = {
     # VADA/DIRT-T's small digit CNN (Shu et al. 2018)
     "vada_small": lambda s, t: networks.vada_small_net(s.x.shape[1], s.x.shape[2], max(10, s.n_classes)),
 }
+
+
+class NetMethod(PerSeedMethod):
+    """One :data:`NETWORKS` network per seed, built with the extra trained modules of :meth:`heads`
+    under ``seeded(seed)``, and one optimiser of the config's recipe for both."""
+
+    def __init__(self, config, source: Domain, target: Domain | None, seeds, name: str | None = None):
+        super().__init__(config, source, target, seeds, name=name)
+        self.device = source.x.device
+        self.nets, self.optimizers = [], []
+        for s in self.seeds:
+            with seeded(s):
+                net = NETWORKS[self.config.network](source, target).to(self.device)
+                heads = self.heads(net, source)
+            self.nets.append(net)
+            self.optimizers.append(self.config.make_optimizer([*net.parameters(), *heads]))
+
+    def heads(self, net: nn.Module, source: Domain) -> list[nn.Parameter]:
+        return []
+
+    def schedule(self, p: float) -> dict:
+        return {"grl_lambda": self.config.grl_lambda_at(p), "lr": self.config.lr_at(p)}
+
+    def predict_one(self, i, x):
+        return self.nets[i](x)
+
+    def modules(self, i: int) -> dict[str, nn.Module]:
+        return {"net": self.nets[i]}
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:

@@ -11,12 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
-from ..training import Domain, Method
-from ..utils import check_choice, seeded
-from .common import NETWORKS, TrainConfig, dann_objective, descend, require
+from ..training import Domain
+from ..utils import check_choice, check_seeds
+from .common import NetMethod, TrainConfig, dann_objective, descend, require
 
 MODES = ("source_only", "domain_only", "dann")
 LAMBDA_SCHEDULES = ("dann", "constant")
@@ -38,7 +35,7 @@ class DANNConfig(TrainConfig):
         return self
 
 
-class DANN(Method):
+class DANN(NetMethod):
     """One network, one seed (:func:`dannlib.methods.train` builds one per seed)."""
 
     Config = DANNConfig
@@ -48,15 +45,12 @@ class DANN(Method):
         return 87 if config.mode == "source_only" else 57  # source-only: the source batch alone, no domain head
 
     def __init__(self, config: DANNConfig, source: Domain, target: Domain | None, seeds, name: str | None = None):
-        super().__init__(config, source, target, seeds, name=name or config.mode)
-        if self.batched:
-            raise ValueError(f"DANN trains one seed per object, got seeds {self.seeds}: build one per seed "
+        if len(check_seeds(seeds)) > 1:
+            raise ValueError(f"DANN trains one seed per object, got seeds {check_seeds(seeds)}: build one per seed "
                              "(dannlib.methods.train does)")
+        super().__init__(config, source, target, seeds, name=name or config.mode)
         self.uses_target = self.config.mode != "source_only"
-        self.device = source.x.device
-        with seeded(self.seeds[0]):
-            self.nets = [NETWORKS[self.config.network](source, target).to(self.device)]
-        self.optimizer = self.config.make_optimizer(self.nets[0].parameters())
+        self.optimizer = self.optimizers.pop()
 
     def grl_lambda(self, p: float) -> float:
         c = self.config
@@ -67,12 +61,5 @@ class DANN(Method):
     def schedule(self, p: float) -> dict:
         return {"grl_lambda": self.grl_lambda(p), "lr": self.config.lr_at(p)}
 
-    def step(self, xs, ys, xt, p: float) -> dict:
-        return descend(self.optimizer, dann_objective, self.nets[0], xs, ys, xt, self.grl_lambda(p), self.config.mode)
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self.nets[0](x)
-
-    def modules(self, i: int) -> dict[str, nn.Module]:
-        return {"net": self.nets[i]}
+    def step_one(self, i, xs, ys, xt, p: float) -> dict:
+        return descend(self.optimizer, dann_objective, self.nets[i], xs, ys, xt, self.grl_lambda(p), self.config.mode)

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..schedules import linear_ramp
-from ..training import Domain, PerSeedMethod
-from ..utils import check_positive_int, check_positive_number, make_generator, seeded
-from .common import NETWORKS, TrainConfig, _full, dann_objective, require
+from ..training import Domain
+from ..utils import check_positive_int, check_positive_number, make_generator
+from .common import NetMethod, TrainConfig, _full, dann_objective, require
 
 COMPONENTS = ("inter_mixup", "target_dominated_mixup", "consistency", "intra_source", "intra_target",
               "adversarial")
@@ -155,7 +155,7 @@ ABLATIONS: dict[str, dict] = {
 }
 
 
-class IIMT(PerSeedMethod):
+class IIMT(NetMethod):
     """IIMT, one network per seed; each seed's ``torch.Generator`` (seed ``10_007 * seed + 17``)
     draws the augmentations, mixup coefficients and permutations."""
 
@@ -168,21 +168,13 @@ class IIMT(PerSeedMethod):
     def __init__(self, config: IIMTConfig, source: Domain, target: Domain, seeds, name: str | None = None):
         super().__init__(config, source, target, seeds, name=name or "iimt")
         self.n_classes = max(10, source.n_classes)
-        self.device = source.x.device
-        self.nets, self.optimizers, self.generators = [], [], []
-        for s in self.seeds:
-            with seeded(s):
-                net = NETWORKS[self.config.network](source, target).to(self.device)
-            self.nets.append(net)
-            self.optimizers.append(self.config.make_optimizer(net.parameters()))
-            self.generators.append(make_generator(10_007 * s + 17, self.device))
+        self.generators = [make_generator(10_007 * s + 17, self.device) for s in self.seeds]
 
     def ramp(self, p: float) -> float:
         return linear_ramp(p, self.config.ramp_end, self.config.ramp_max)
 
     def schedule(self, p: float) -> dict:
-        c = self.config
-        return {"grl_lambda": c.grl_lambda_at(p), "lr": c.lr_at(p), "ramp": self.ramp(p)}
+        return {**super().schedule(p), "ramp": self.ramp(p)}
 
     def objective(self, net: nn.Module, xs, ys, xt, p: float, generator: torch.Generator):
         """The IIMT loss of one step for one network: ``(total, parts)``."""
@@ -233,9 +225,3 @@ class IIMT(PerSeedMethod):
             parts["clipped"] = (norm > clip).float()
         opt.step()
         return parts
-
-    def predict_one(self, i, x):
-        return self.nets[i](x)
-
-    def modules(self, i: int) -> dict[str, nn.Module]:
-        return {"net": self.nets[i]}
