@@ -110,16 +110,6 @@ def prediction_entropy(logits: torch.Tensor, n_classes: int) -> torch.Tensor:
     return (h / math.log(n_classes)).float()
 
 
-def _build_encoder(source: Domain) -> nn.Module:
-    if source.x.ndim != 4:
-        raise ValueError(f"ADDA's LeNet encoder takes images (N, C, H, W); source {source.name!r} has shape "
-                         f"{tuple(source.x.shape)}")
-    _, c, h, w = source.x.shape
-    if h != w:
-        raise ValueError(f"images must be square, got {h}x{w}")
-    return networks.LeNetEncoder(in_channels=c, size=h)
-
-
 def check_source_labels(source: Domain, n_classes: int) -> None:
     """ValueError naming the offending label unless every source label is in ``0..n_classes-1``."""
     if source is None or source.y is None or not len(source.y):
@@ -141,11 +131,17 @@ class SourcePretrain(PerSeedMethod):
     def __init__(self, config: ADDAConfig, source: Domain, target: Domain | None, seeds, name: str | None = None):
         check_source_labels(source, config.n_classes)
         super().__init__(config, source, target, seeds, name=name or "adda_pretrain")
+        if source.x.ndim != 4:
+            raise ValueError(f"ADDA's LeNet encoder takes images (N, C, H, W); source {source.name!r} has shape "
+                             f"{tuple(source.x.shape)}")
+        _, ch, h, w = source.x.shape
+        if h != w:
+            raise ValueError(f"images must be square, got {h}x{w}")
         device = source.x.device
         self.encoders, self.classifiers, self.optimizers = [], [], []
         for s in self.seeds:
             with seeded(s):
-                enc = _build_encoder(source).to(device)
+                enc = networks.LeNetEncoder(in_channels=ch, size=h).to(device)
                 clf = nn.Linear(500, self.config.n_classes).to(device)
             self.encoders.append(enc)
             self.classifiers.append(clf)
@@ -215,16 +211,11 @@ class ADDA(PerSeedMethod):
         betas, tied = (self.config.beta1, self.config.beta2), self.config.stage2 == "dann"
         for s in self.seeds:
             enc, clf = by_seed[s]
-            m_s, c = copy.deepcopy(enc), copy.deepcopy(clf)
-            if tied:  # one encoder for both domains; the classifier keeps learning
-                m_t = m_s
-                for module in (m_s, c):
-                    module.requires_grad_(True)
-            else:
-                for module in (m_s, c):
-                    module.eval()
-                    module.requires_grad_(False)
-                m_t = copy.deepcopy(enc).requires_grad_(True)
+            m_s, c = copy.deepcopy(enc).requires_grad_(tied), copy.deepcopy(clf).requires_grad_(tied)
+            if not tied:  # ADDA: M_s and C frozen, M_t an untied copy; DANN: one encoder, C learning
+                m_s.eval()
+                c.eval()
+            m_t = m_s if tied else copy.deepcopy(enc).requires_grad_(True)
             with seeded(s + 1_000_003):
                 d = networks.adda_discriminator(500, 500).to(next(m_t.parameters()).device)
             for group, m in zip((self.source_encoders, self.classifiers, self.target_encoders, self.discriminators),
