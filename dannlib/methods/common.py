@@ -121,6 +121,7 @@ class NetMethod(PerSeedMethod):
             self.optimizers.append(self.config.make_optimizer([*net.parameters(), *heads]))
 
     def heads(self, net: nn.Module, source: Domain) -> list[nn.Parameter]:
+        """Build the method's own modules for ``net`` (seeded); returns their parameters to train."""
         return []
 
     def schedule(self, p: float) -> dict:

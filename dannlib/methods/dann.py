@@ -45,8 +45,9 @@ class DANN(NetMethod):
         return 87 if config.mode == "source_only" else 57  # source-only: the source batch alone, no domain head
 
     def __init__(self, config: DANNConfig, source: Domain, target: Domain | None, seeds, name: str | None = None):
-        if len(check_seeds(seeds)) > 1:
-            raise ValueError(f"DANN trains one seed per object, got seeds {check_seeds(seeds)}: build one per seed "
+        seeds = check_seeds(seeds)
+        if len(seeds) > 1:
+            raise ValueError(f"DANN trains one seed per object, got seeds {seeds}: build one per seed "
                              "(dannlib.methods.train does)")
         super().__init__(config, source, target, seeds, name=name or config.mode)
         self.uses_target = self.config.mode != "source_only"
