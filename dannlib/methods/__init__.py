@@ -1,10 +1,8 @@
 """The method registry and the one way to train a registered method.
 
-``METHODS`` maps a name to ``(method class, fixed settings)``; the class's ``Config``
-dataclass declares every setting with its default, the fixed settings make the named
-variant. The registry imports the method modules, never the other way round. Adding a
-method: one module with a config dataclass and a :class:`dannlib.training.Method` subclass
-(its ``step``), and one line here.
+``METHODS`` maps a name to ``(method class, fixed settings of its Config dataclass)``. Adding a
+method: one module with a config dataclass and a :class:`dannlib.training.Method` subclass, and
+one line here (the registry imports the method modules, never the other way round).
 
 >>> from dannlib.methods import train
 >>> results = train("dann", source, target, seeds=[0, 1, 2], steps=1000)   # one RunResult per seed
@@ -23,12 +21,11 @@ from .iimt import ABLATIONS, IIMT, IIMTConfig
 #: name -> (method class, fixed settings of its Config)
 METHODS: dict[str, tuple[type[Method], dict]] = {
     "source_only": (DANN, {"mode": "source_only"}),
-    # an oracle: the caller passes the *labelled target* training set as the source
-    "train_on_target": (DANN, {"mode": "source_only"}),
+    "train_on_target": (DANN, {"mode": "source_only"}),  # an oracle: the labelled target set as the source
     "domain_only": (DANN, {"mode": "domain_only"}),
     "dann": (DANN, {"mode": "dann"}),
     "dann_deep": (DANN, {"mode": "dann", "network": "toy_deep"}),
-    # A stated deviation from the paper: Adam at a constant 1e-3 instead of SGD + eq. 7.
+    # a stated deviation from the paper: Adam at a constant 1e-3 instead of SGD + eq. 7
     "dann_adam": (DANN, {"mode": "dann", "optimizer": "adam", "lr": 1e-3, "lr_schedule": "constant"}),
     "adda_pretrain": (SourcePretrain, {}),
     "adda_gan": (ADDA, {"mapping_loss": "gan"}),
@@ -44,8 +41,7 @@ ORACLES = ("train_on_target",)
 
 
 def make_config(method: str, **overrides):
-    """The config of a registered method with ``overrides`` applied (unknown method or
-    field -> ValueError listing the allowed ones)."""
+    """The config of a registered method with ``overrides`` applied (ValueError on an unknown one)."""
     check_choice("method", method, METHODS)
     cls, fixed = METHODS[method]
     names = [f.name for f in fields(cls.Config)]
@@ -59,25 +55,19 @@ def make_config(method: str, **overrides):
 def train(method: str, source: Domain, target: Domain | None, *, seeds=(0,), config=None,
           eval_sets: dict[str, Domain] | None = None, progress: bool = True, monitor_size: int = 2000,
           pretrained=None, **overrides) -> list[RunResult]:
-    """Train a registered ``method`` on ``source`` -> ``target`` for each seed; returns one
-    :class:`~dannlib.training.RunResult` per seed (the seeds train one after another).
+    """Train ``method`` on ``source`` -> ``target``: one :class:`~dannlib.training.RunResult` per seed.
 
-    ``config`` (the method's config dataclass) and/or ``overrides`` (field=value) set the
-    settings. ``monitor_size``: how many samples of each evaluation set the monitoring curves
-    use. ``pretrained`` (methods whose class ``accepts_pretrained``, the ADDA family): the
-    results of the runs the method starts from (ADDA: stage 1, :func:`pretrain_source`) to share.
-    The target's labels are never passed to the method: only ``eval_sets`` see them.
-    """
+    ``config`` (the method's config dataclass) and/or ``overrides`` set the settings;
+    ``monitor_size``: samples of each evaluation set for the monitoring curves; ``pretrained``
+    (classes that ``accepts_pretrained``, ADDA): the results of the runs it starts from. Only
+    ``eval_sets`` see the target's labels."""
     check_choice("method", method, METHODS)
     cls, fixed = METHODS[method]
     seeds = check_seeds(seeds)
-    if config is None:
-        cfg = make_config(method, **overrides)
-    else:
-        if not isinstance(config, cls.Config):
-            raise ValueError(f"config must be a {cls.Config.__name__} for method {method!r}, "
-                             f"got {type(config).__name__}")
-        cfg = make_config(method, **{**asdict(config), **overrides})
+    if config is not None and not isinstance(config, cls.Config):
+        raise ValueError(f"config must be a {cls.Config.__name__} for method {method!r}, got {type(config).__name__}")
+    cfg = make_config(method, **{**(asdict(config) if config is not None else {}), **overrides})
+    if config is not None:
         contradicted = {k: getattr(config, k) for k, v in fixed.items() if getattr(cfg, k) != v}
         if contradicted:
             raise ValueError(f"config contradicts method {method!r}, which fixes {fixed}; got {contradicted}: "

@@ -1,9 +1,7 @@
-"""What the method families share: the optimiser and schedule recipe, the network builders
-and DANN's objective (used by DANN and by IIMT, which adds its terms to it).
+"""What the method families share: the recipe, the network builders and DANN's objective.
 
-The recipe of Ganin & Lempitsky (2015, sec. 5.2; JMLR 2016, sec. 5.2.2): SGD with momentum
-0.9 and the annealed learning rate ``mu_p = mu_0 / (1 + alpha p)^beta`` (eq. 7), lambda
-from eq. 6. Adam at a constant rate is offered as a stated deviation.
+The recipe of Ganin & Lempitsky (2015, sec. 5.2; JMLR 2016, sec. 5.2.2): SGD, momentum 0.9, the
+learning rate ``mu_p = mu_0 / (1 + alpha p)^beta`` (eq. 7), lambda from eq. 6; or Adam at a constant rate.
 """
 from __future__ import annotations
 
@@ -16,8 +14,8 @@ from torch import nn
 
 from .. import networks
 from ..schedules import annealed_lr, grl_lambda
-from ..training import Domain
-from ..utils import check_choice, check_positive_int, check_positive_number
+from ..training import Domain, PerSeedMethod
+from ..utils import check_choice, check_positive_int, check_positive_number, seeded
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("annealed", "constant")
@@ -26,12 +24,8 @@ PRECISIONS = ("fp32", "bf16")
 
 @dataclass
 class TrainConfig:
-    """The training recipe shared by DANN-family methods (source-only, DANN, IIMT), each
-    setting declared once with its default (the paper's digits recipe).
-
-    ``batch_size`` is per domain (32 source + 32 target images per step, as in the public
-    TensorFlow reproduction). ``precision="bf16"`` runs the forward pass under bfloat16
-    autocast (weights, optimiser state and the loss reduction stay float32)."""
+    """The DANN family's recipe (the paper's digits recipe as defaults); ``batch_size`` per domain;
+    ``precision="bf16"``: bfloat16 autocast of the forward pass; ``channels_last`` None: on the CPU."""
 
     network: str = "digits"
     steps: int = 10_000
@@ -45,25 +39,18 @@ class TrainConfig:
     weight_decay: float = 0.0
     gamma: float = 10.0            # eq. 6
     precision: str = "fp32"
-    # Convolution weights in channels_last memory format; None: on the CPU, where mkldnn's
-    # convolutions and max-pooling run faster with it (measured in benchmarks/README.md). Same
-    # numbers to float tolerance, deterministic under a seed.
     channels_last: bool | None = None
     eval_every: int | None = None
 
     def validate(self):
-        check_choice("network", self.network, NETWORKS)
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        check_choice("precision", self.precision, PRECISIONS)
-        check_positive_int("steps", self.steps)
-        check_positive_int("batch_size", self.batch_size)
+        for name, allowed in (("network", NETWORKS), ("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES),
+                              ("precision", PRECISIONS)):
+            check_choice(name, getattr(self, name), allowed)
+        for name in ("steps", "batch_size") + (("eval_every",) if self.eval_every is not None else ()):
+            check_positive_int(name, getattr(self, name))
         for name in ("lr", "gamma"):
             check_positive_number(name, getattr(self, name))
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
-        if self.eval_every is not None:
-            check_positive_int("eval_every", self.eval_every)
+        require(0 <= self.momentum < 1, "momentum", "lie in [0, 1)", self.momentum)
         return self
 
     def lr_at(self, p: float) -> float:
@@ -82,7 +69,12 @@ class TrainConfig:
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
 
 
-# -- networks ------------------------------------------------------------------------------
+def require(ok: bool, name: str, what: str, value) -> None:
+    """ValueError ``"{name} must {what}, got {value!r}"`` unless ``ok``."""
+    if not ok:
+        raise ValueError(f"{name} must {what}, got {value!r}")
+
+
 def _toy(source: Domain, target: Domain | None, deep: bool, hidden: int = 8) -> nn.Module:
     if source.x.ndim != 2:
         raise ValueError(f"the toy networks take points (N, D); source {source.name!r} has shape "
@@ -95,24 +87,51 @@ def _digits(source: Domain, target: Domain | None) -> nn.Module:
     if source.x.ndim != 4:
         raise ValueError(f"the digits network takes images (N, C, H, W); source {source.name!r} has shape "
                          f"{tuple(source.x.shape)}: use a toy network for points")
-    _, c, h, w = source.x.shape
-    # Per-pixel mean of the source and target training images (no labels involved).
-    xs = [source.x] + ([target.x] if target is not None else [])
-    mean = torch.cat(xs).mean(0)
-    return networks.digits_net(in_channels=c, size=h, n_classes=max(10, source.n_classes), input_mean=mean)
+    mean = torch.cat([source.x] + ([target.x] if target is not None else [])).mean(0)  # no labels involved
+    return networks.digits_net(in_channels=source.x.shape[1], size=source.x.shape[2],
+                               n_classes=max(10, source.n_classes), input_mean=mean)
 
 
 #: name -> builder(source, target) of a :class:`dannlib.networks.DANNNet`
 NETWORKS: dict[str, Callable[[Domain, Domain | None], nn.Module]] = {
     "toy": lambda s, t: _toy(s, t, deep=False),
     "toy_deep": lambda s, t: _toy(s, t, deep=True),
-    # The JMLR paper's moons network (Ganin et al. 2016, sec. 5.1.1): 15 hidden units.
+    # the JMLR paper's moons network (Ganin et al. 2016, sec. 5.1.1): 15 hidden units
     "toy_wide": lambda s, t: _toy(s, t, deep=False, hidden=15),
     "toy_wide_deep": lambda s, t: _toy(s, t, deep=True, hidden=15),
     "digits": _digits,
-    # VADA/DIRT-T's small digit CNN (Shu et al. 2018): a candidate for IIMT's network (issue 19)
+    # VADA/DIRT-T's small digit CNN (Shu et al. 2018)
     "vada_small": lambda s, t: networks.vada_small_net(s.x.shape[1], s.x.shape[2], max(10, s.n_classes)),
 }
+
+
+class NetMethod(PerSeedMethod):
+    """One :data:`NETWORKS` network per seed, built with the extra trained modules of :meth:`heads`
+    under ``seeded(seed)``, and one optimiser of the config's recipe for both."""
+
+    def __init__(self, config, source: Domain, target: Domain | None, seeds, name: str | None = None):
+        super().__init__(config, source, target, seeds, name=name)
+        self.device = source.x.device
+        self.nets, self.optimizers = [], []
+        for s in self.seeds:
+            with seeded(s):
+                net = NETWORKS[self.config.network](source, target).to(self.device)
+                heads = self.heads(net, source)
+            self.nets.append(net)
+            self.optimizers.append(self.config.make_optimizer([*net.parameters(), *heads]))
+
+    def heads(self, net: nn.Module, source: Domain) -> list[nn.Parameter]:
+        """Build the method's own modules for ``net`` (seeded); returns their parameters to train."""
+        return []
+
+    def schedule(self, p: float) -> dict:
+        return {"grl_lambda": self.config.grl_lambda_at(p), "lr": self.config.lr_at(p)}
+
+    def predict_one(self, i, x):
+        return self.nets[i](x)
+
+    def modules(self, i: int) -> dict[str, nn.Module]:
+        return {"net": self.nets[i]}
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
@@ -120,13 +139,19 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
+def descend(optimizer: torch.optim.Optimizer, objective: Callable, *args) -> dict:
+    """One optimiser step on ``objective(*args) -> (total, parts)``; returns ``parts``."""
+    optimizer.zero_grad(set_to_none=True)
+    total, parts = objective(*args)
+    total.backward()
+    optimizer.step()
+    return parts
+
+
 def domain_objective(domain_logits: torch.Tensor, n_source: int, weight: torch.Tensor | None = None):
-    """The domain classifier's loss and batch accuracy, ``(loss, acc)``: binary cross-entropy
-    on one logit per sample, ``domain_logits (N,)`` = the ``n_source`` source samples (label 0)
-    then the target ones (label 1). ``weight (N,)`` (optional, no gradient): per-sample
-    weights, normalised to sum to 1 within each domain, each domain then counting one half
-    (CDAN's entropy conditioning); None gives the plain batch mean (the same number when the
-    two domains have equal batches). The loss is taken in float32 at least."""
+    """``(loss, acc)``: binary cross-entropy on ``domain_logits (N,)``, ``n_source`` source (label 0)
+    then target (label 1), and the batch accuracy. ``weight (N,)`` (CDAN+E, no gradient): normalised
+    within each domain, each counting one half; None: the batch mean."""
     logits = _full(domain_logits)
     # domain labels in the logits' dtype (float32 labels would round a float64 loss)
     d = torch.cat([torch.zeros(n_source, device=logits.device, dtype=logits.dtype),
@@ -140,24 +165,15 @@ def domain_objective(domain_logits: torch.Tensor, n_source: int, weight: torch.T
 
 
 def dann_objective(net: Callable, xs, ys, xt, lambda_: float, mode: str):
-    """The loss of one step, Ganin & Lempitsky 2015, eq. 1/5, with batch means instead of
-    sums.
-
-    ``net(x)`` returns class logits ``(B, n)``; ``net(x, lambda_)`` returns ``(class_logits,
-    domain_logits (B,))`` with the reversal inside. Domain labels: source 0, target 1; binary
-    cross-entropy on one logit. ``mode``: ``"source_only"`` (label loss), ``"dann"`` (label +
-    domain loss) or ``"domain_only"`` (domain loss). Returns ``(total, parts)``; ``parts``
-    holds ``label_loss``, ``domain_loss``, ``domain_acc`` (the domain classifier's batch
-    accuracy, an adversarial head's own number: not a measure of alignment).
-    """
+    """``(total, parts)`` of one step, Ganin & Lempitsky 2015, eq. 1/5, with batch means; ``net(x)``:
+    class logits ``(B, n)``, ``net(x, lambda_)``: ``(class_logits, domain_logits (B,))`` through the
+    reversal. ``mode``: ``"source_only"``, ``"dann"`` (label + domain loss) or ``"domain_only"``."""
     if mode == "source_only":
         label_loss = F.cross_entropy(_full(net(xs)), ys)
         return label_loss, {"label_loss": label_loss.detach()}
     ns = xs.shape[0]
     class_logits, domain_logits = net(torch.cat([xs, xt]), lambda_)
-    class_logits = _full(class_logits)
     domain_loss, domain_acc = domain_objective(domain_logits, ns)
-    label_loss = F.cross_entropy(class_logits[:ns], ys)
+    label_loss = F.cross_entropy(_full(class_logits)[:ns], ys)
     total = domain_loss if mode == "domain_only" else label_loss + domain_loss
-    return total, {"label_loss": label_loss.detach(), "domain_loss": domain_loss.detach(),
-                   "domain_acc": domain_acc.detach()}
+    return total, {"label_loss": label_loss.detach(), "domain_loss": domain_loss.detach(), "domain_acc": domain_acc}

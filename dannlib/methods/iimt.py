@@ -1,41 +1,19 @@
-"""IIMT: inter- and intra-domain mixup training on top of DANN (Yan et al., 2020,
-"Improve unsupervised domain adaptation with mixup training").
+"""IIMT: inter- and intra-domain mixup training on top of DANN (Yan et al., 2020, "Improve
+unsupervised domain adaptation with mixup training").
 
-One network, the DANN digits network (:func:`dannlib.networks.digits_net`: encoder ``f`` =
-``features``, classifier ``h`` = ``label_predictor``, domain classifier behind the gradient
-reversal layer). Per step, with a source batch ``x_s (B, C, S, S)``, labels ``y_s`` (one-hot
-``(B, n)``) and a target batch ``x_t``:
-
-- pseudo-labels: ``q_t`` = mean softmax over ``K`` random augmentations of ``x_t``
-  (:func:`augment`), sharpened ``q^(1/T)`` and renormalised (:func:`sharpen`); no gradient;
-- ``lambda' = max(l, 1 - l)``, ``l ~ Beta(alpha, alpha)``, one per sample
-  (:func:`mixup_coefficient`);
-- inter-domain mixup (``inter_mixup``): ``x_st = lambda' x_s + (1 - lambda') x_t``,
-  ``q_st = lambda' y_s + (1 - lambda') q_t``, soft cross-entropy;
-- target-dominated mixup (``target_dominated_mixup``): coefficients swapped, squared error
-  between softmax and soft label (more tolerant of wrong pseudo-labels);
-- consistency (``consistency``): ``|| lambda' f(x_s) + (1 - lambda') f(x_t) - f(x_st) ||^2``;
-- intra-domain mixup, label level (input mixed, labels mixed, no feature term):
-  ``intra_source`` (source with a permutation of itself, soft cross-entropy) and
-  ``intra_target`` (target with a permutation of itself, pseudo-labels, squared error);
-- domain adversarial loss (``adversarial``): DANN's eq. 1/5 loss through
-  :func:`dannlib.methods.common.dann_objective`, lambda from eq. 6; it also supplies the
-  source label loss (with ``adversarial`` off: the plain source cross-entropy).
-
-Scale. The paper weighs every term 1 and tunes only the maximum of the ramp on the
-target-involving terms; that means what it says only if every term is a per-sample loss on
-one scale. Here each term is a per-sample quantity averaged over the batch: cross-entropies
-and squared errors between class distributions are *summed over the classes* (both are
-divergences between two distributions; the squared error lies in [0, 2]), and the feature
-consistency is *averaged over the feature dimensions* (features are not a distribution; a
-sum would grow with the layer's width, 768 here).
-
-Weights: the target-involving terms (inter, target-dominated, consistency, intra-target)
-rise linearly from 0 at p = 0 to ``ramp_max`` at ``p = ramp_end``
-(:func:`dannlib.schedules.linear_ramp`); the source label loss and intra-source weigh 1.
-A switched-off component is not computed at all (exactly zero gradient); every random draw
-is made whatever the switches, so an ablation sees the same batches, augmentations and
-coefficients as the full method.
+On a DANN network (encoder ``f`` = ``features``, classifier ``h`` = ``label_predictor``), per step
+with source ``x_s (B, C, S, S)``, one-hot labels ``y_s (B, n)`` and target ``x_t``: pseudo-labels
+``q_t`` = the sharpened mean softmax over ``K`` augmentations of ``x_t`` (no gradient); ``lambda' =
+max(l, 1 - l)``, ``l ~ Beta(alpha, alpha)`` per sample. Terms: ``inter_mixup`` (``x_st = lambda' x_s +
+(1 - lambda') x_t`` against ``lambda' y_s + (1 - lambda') q_t``, soft cross-entropy);
+``target_dominated_mixup`` (coefficients swapped, squared error); ``consistency`` (``|| lambda' f(x_s)
++ (1 - lambda') f(x_t) - f(x_st) ||^2``); ``intra_source`` / ``intra_target`` (each domain mixed with a
+permutation of itself; cross-entropy / squared error on pseudo-labels); ``adversarial`` (DANN's eq.
+1/5 loss, :func:`~dannlib.methods.common.dann_objective`, which also gives the source label loss).
+Each term is a per-sample loss averaged over the batch: summed over the classes, the consistency
+averaged over the feature dimensions. The target-involving terms are weighted by a linear ramp
+(0 at p = 0 to ``ramp_max`` at ``ramp_end``); the source terms weigh 1. A switched-off term is
+not computed, but every random draw is made, so an ablation sees the same draws as the full method.
 """
 from __future__ import annotations
 
@@ -47,40 +25,34 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..schedules import linear_ramp
-from ..training import Domain, PerSeedMethod
-from ..utils import check_positive_int, check_positive_number, make_generator, seeded
-from .common import NETWORKS, TrainConfig, _full, dann_objective
+from ..training import Domain
+from ..utils import check_positive_int, check_positive_number, make_generator
+from .common import NetMethod, TrainConfig, _full, dann_objective, require
 
 COMPONENTS = ("inter_mixup", "target_dominated_mixup", "consistency", "intra_source", "intra_target",
               "adversarial")
 
 
-# -- pure helpers ------------------------------------------------------------------------
 def mixup_coefficient(alpha: float, generator: torch.Generator, shape=(1,)) -> torch.Tensor:
-    """``lambda' = max(l, 1 - l)`` with ``l ~ Beta(alpha, alpha)``, a float32 tensor of
-    ``shape`` in [0.5, 1] on the generator's device. Beta drawn as ``G1 / (G1 + G2)`` with
-    ``G_i ~ Gamma(alpha)`` from ``generator`` (torch's Beta sampler takes no generator)."""
+    """``lambda' = max(l, 1 - l)``, ``l ~ Beta(alpha, alpha)``: float32 of ``shape`` in [0.5, 1] on
+    the generator's device, drawn as ``G1 / (G1 + G2)``, ``G_i ~ Gamma(alpha)`` from ``generator``."""
     check_positive_number("alpha", alpha)
-    shape = tuple(shape) if not isinstance(shape, int) else (shape,)
-    device = generator.device
-    conc = torch.full((2, *shape), float(alpha), dtype=torch.float64, device=device)
+    conc = torch.full((2, *shape), float(alpha), dtype=torch.float64, device=generator.device)
     g = torch._standard_gamma(conc, generator=generator)
     lam = g[0] / (g[0] + g[1]).clamp_min(1e-300)
     return torch.maximum(lam, 1.0 - lam).float()
 
 
 def sharpen(q: torch.Tensor, T: float) -> torch.Tensor:
-    """``q^(1/T)`` renormalised over the last axis (MixMatch-style sharpening). ``q (B, n)``
-    non-negative rows; ``T`` in (0, 1]: T = 1 is the identity (on normalised rows), T -> 0
-    approaches the one-hot of the arg-max. Computed in log space for small T."""
+    """``q^(1/T)`` renormalised over the last axis of ``q (B, n)`` (MixMatch's sharpening), ``T`` in
+    (0, 1]: 1 the identity on normalised rows, -> 0 the arg-max's one-hot. In log space."""
     if isinstance(T, bool) or not isinstance(T, (int, float)) or not (0 < T <= 1):
         raise ValueError(f"T must lie in (0, 1], got {T!r}")
     return torch.softmax(torch.log(q.clamp_min(1e-30)) / T, dim=-1)
 
 
 def mix(a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor | float) -> torch.Tensor:
-    """``lam * a + (1 - lam) * b``; ``lam`` a scalar or ``(B,)``, broadcast over the
-    trailing axes of ``a``/``b`` ``(B, ...)``."""
+    """``lam * a + (1 - lam) * b``; ``lam`` a scalar or ``(B,)``, broadcast over ``a, b (B, ...)``."""
     if isinstance(lam, torch.Tensor) and lam.ndim == 1:
         lam = lam.reshape(-1, *([1] * (a.ndim - 1)))
     return lam * a + (1 - lam) * b
@@ -88,22 +60,14 @@ def mix(a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor | float) -> torch.Te
 
 def consistency_loss(f, xs: torch.Tensor, xt: torch.Tensor, lam: torch.Tensor | float,
                      features: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """IIMT's feature consistency, ``|| lam f(x_s) + (1 - lam) f(x_t) - f(lam x_s + (1 - lam) x_t) ||^2``
-    per sample, divided by the feature dimension D (a per-feature mean: the term's size does
-    not grow with the layer's width), then averaged over the batch. Zero for any affine
-    ``f``. ``features`` = precomputed ``(f(x_s), f(x_t), f(x_st))``, each ``(B, D)``."""
-    if features is None:
-        features = (f(xs), f(xt), f(mix(xs, xt, lam)))
-    fs, ft, fst = features
-    diff = mix(fs, ft, lam) - fst
-    return diff.pow(2).flatten(1).mean(1).mean()
+    """``|| lam f(x_s) + (1 - lam) f(x_t) - f(lam x_s + (1 - lam) x_t) ||^2 / D`` per sample, mean
+    over the batch; zero for affine ``f``. ``features``: precomputed ``(f(x_s), f(x_t), f(x_st))``, ``(B, D)``."""
+    fs, ft, fst = features if features is not None else (f(xs), f(xt), f(mix(xs, xt, lam)))
+    return (mix(fs, ft, lam) - fst).pow(2).flatten(1).mean(1).mean()
 
 
 def soft_squared_error(probs: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """``sum_c (p_c - q_c)^2`` per sample (the Brier score between two distributions over
-    the classes, in [0, 2]), averaged over the batch; ``probs, q (B, n)``. Summed over the
-    classes like the cross-entropy, so that both are per-sample losses on one scale
-    (``F.mse_loss`` would also average over the n classes, shrinking the term n-fold)."""
+    """``sum_c (p_c - q_c)^2`` per sample (in [0, 2]), mean over the batch; ``probs, q (B, n)``."""
     return (probs - q).pow(2).sum(-1).mean()
 
 
@@ -114,16 +78,13 @@ def soft_cross_entropy(logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 def augment(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2,
             contrast: float = 0.2, brightness: float = 0.1) -> torch.Tensor:
-    """Random per-image augmentation of ``x (B, C, S, S)`` in [0, 1]: an integer
-    translation by up to ``max_shift`` pixels in each direction (edges replicated), contrast
-    scaled by a factor in ``[1 - contrast, 1 + contrast]`` about the image mean, brightness
-    shifted by up to ``+- brightness``, clamped to [0, 1]. Draws from ``generator`` only."""
+    """Per-image augmentation of ``x (B, C, S, S)`` in [0, 1], drawn from ``generator``: a
+    translation by up to ``max_shift`` pixels (edges replicated), contrast scaled by a factor in
+    ``[1 - contrast, 1 + contrast]`` about the mean, brightness shifted by up to ``+- brightness``."""
     b, c, h, w = x.shape
-    dev = x.device
-    gdev = generator.device
+    dev, gdev, pad = x.device, generator.device, max_shift
     shifts = torch.randint(-max_shift, max_shift + 1, (b, 2), generator=generator, device=gdev).to(dev)
     u = torch.rand((b, 2), generator=generator, device=gdev).to(dev)
-    pad = max_shift
     xp = F.pad(x, (pad, pad, pad, pad), mode="replicate")
     rows = (torch.arange(h, device=dev)[None, :] + pad - shifts[:, :1])  # (B, H)
     cols = (torch.arange(w, device=dev)[None, :] + pad - shifts[:, 1:])  # (B, W)
@@ -135,12 +96,9 @@ def augment(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2,
     return ((out - mean) * factor + mean + shift).clamp(0.0, 1.0)
 
 
-# -- config ------------------------------------------------------------------------------
 @dataclass
 class IIMTConfig(TrainConfig):
-    """IIMT's settings on top of the shared recipe (:class:`TrainConfig`). K, T and alpha are
-    our choices: the paper's values were not available to us. Each component has a switch
-    and a weight."""
+    """The shared recipe plus IIMT's settings; K, T and alpha are ours (the paper's were not available)."""
 
     K: int = 2
     T: float = 0.5
@@ -161,43 +119,32 @@ class IIMTConfig(TrainConfig):
     max_shift: int = 2
     contrast: float = 0.2
     brightness: float = 0.1
-    # Our stabilisation, not the paper's: the L2 norm of the whole gradient (all parameters)
-    # is clipped to ``grad_clip`` before each step (None: never). Under the paper's SGD recipe
-    # one MNIST->MNIST-M seed in four ran away at ~2,000 steps without it (the domain loss
-    # and the gradient grew together until the network died). 10 is about the 99th
-    # percentile of the unclipped gradient norm over the first 2,000 steps of healthy
-    # stretches (seeds 0 and 1, median about 3): a label-free statistic of training; most
-    # steps are untouched. The measurement: benchmarks/README.md ("IIMT: gradient clipping").
+    # Ours, not the paper's: the whole gradient's L2 norm clipped to grad_clip (None: never); 10 is
+    # about the 99th percentile of healthy runs' norms (benchmarks/README.md, "IIMT: gradient clipping")
     grad_clip: float | None = 10.0
 
     def validate(self) -> "IIMTConfig":
         super().validate()
         check_positive_int("K", self.K)
-        if self.network not in ("digits", "vada_small"):
-            raise ValueError(f"IIMT runs on an image network (network='digits' or 'vada_small'), got {self.network!r}")
-        if not (0 < self.T <= 1):
-            raise ValueError(f"T must lie in (0, 1], got {self.T}")
-        if not (self.alpha > 0 and math.isfinite(self.alpha)):
-            raise ValueError(f"alpha must be a finite number > 0, got {self.alpha}")
-        if not (0 < self.ramp_end <= 1):
-            raise ValueError(f"ramp_end must lie in (0, 1], got {self.ramp_end}")
+        require(self.network in ("digits", "vada_small"), "network", "be an image network ('digits' or "
+                "'vada_small') for IIMT", self.network)
+        for name in ("T", "ramp_end"):
+            require(0 < getattr(self, name) <= 1, name, "lie in (0, 1]", getattr(self, name))
+        require(self.alpha > 0 and math.isfinite(self.alpha), "alpha", "be a finite number > 0", self.alpha)
         for name in ("ramp_max", "w_inter", "w_target_mix", "w_consistency", "w_intra_source", "w_intra_target",
                      "contrast", "brightness"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+            require(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name, "be a finite number >= 0",
+                    getattr(self, name))
         for name in COMPONENTS:
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.max_shift < 0:
-            raise ValueError(f"max_shift must be >= 0, got {self.max_shift}")
+            require(isinstance(getattr(self, name), bool), name, "be True or False", getattr(self, name))
+        require(self.max_shift >= 0, "max_shift", "be >= 0", self.max_shift)
         if self.grad_clip is not None:
             check_positive_number("grad_clip", self.grad_clip,
                                   " (the largest gradient norm a step may take) or None (no clipping)")
         return self
 
 
-#: The ablations: one component removed at a time.
+#: the ablations: one component removed at a time
 ABLATIONS: dict[str, dict] = {
     "iimt": {},
     "iimt_no_inter": {"inter_mixup": False},
@@ -208,12 +155,9 @@ ABLATIONS: dict[str, dict] = {
 }
 
 
-class IIMT(PerSeedMethod):
-    """IIMT (see module doc) on the DANN digits network, one network per seed.
-
-    Each seed owns a ``torch.Generator`` (seed ``10_007 * seed + 17``) for augmentations,
-    mixup coefficients and permutations. ``step`` logs every computed term and the
-    ramp weight."""
+class IIMT(NetMethod):
+    """IIMT, one network per seed; each seed's ``torch.Generator`` (seed ``10_007 * seed + 17``)
+    draws the augmentations, mixup coefficients and permutations."""
 
     Config = IIMTConfig
 
@@ -224,70 +168,47 @@ class IIMT(PerSeedMethod):
     def __init__(self, config: IIMTConfig, source: Domain, target: Domain, seeds, name: str | None = None):
         super().__init__(config, source, target, seeds, name=name or "iimt")
         self.n_classes = max(10, source.n_classes)
-        build = NETWORKS[self.config.network]
-        self.device = source.x.device
-        self.nets, self.optimizers, self.generators = [], [], []
-        for s in self.seeds:
-            with seeded(s):
-                net = build(source, target).to(self.device)
-            self.nets.append(net)
-            self.optimizers.append(self.config.make_optimizer(net.parameters()))
-            self.generators.append(make_generator(10_007 * s + 17, self.device))
+        self.generators = [make_generator(10_007 * s + 17, self.device) for s in self.seeds]
 
-    # -- schedules ------------------------------------------------------------------------
     def ramp(self, p: float) -> float:
         return linear_ramp(p, self.config.ramp_end, self.config.ramp_max)
 
     def schedule(self, p: float) -> dict:
-        c = self.config
-        return {"grl_lambda": c.grl_lambda_at(p), "lr": c.lr_at(p), "ramp": self.ramp(p)}
+        return {**super().schedule(p), "ramp": self.ramp(p)}
 
-    # -- the objective --------------------------------------------------------------------
     def objective(self, net: nn.Module, xs, ys, xt, p: float, generator: torch.Generator):
         """The IIMT loss of one step for one network: ``(total, parts)``."""
-        c = self.config
-        b = xs.shape[0]
-        # every random draw first, whatever the switches
+        c, b = self.config, xs.shape[0]
         augs = [augment(xt, generator, c.max_shift, c.contrast, c.brightness) for _ in range(c.K)]
-        lam = mixup_coefficient(c.alpha, generator, (b,)).to(xs.device)
-        lam_s = mixup_coefficient(c.alpha, generator, (b,)).to(xs.device)
-        lam_t = mixup_coefficient(c.alpha, generator, (b,)).to(xs.device)
-        perm_s = torch.randperm(b, generator=generator, device=generator.device).to(xs.device)
-        perm_t = torch.randperm(b, generator=generator, device=generator.device).to(xs.device)
-
+        lam, lam_s, lam_t = (mixup_coefficient(c.alpha, generator, (b,)).to(xs.device) for _ in range(3))
+        perm_s, perm_t = (torch.randperm(b, generator=generator, device=generator.device).to(xs.device)
+                          for _ in range(2))
         with torch.no_grad():
             q_t = sharpen(torch.stack([torch.softmax(_full(net(a)), -1) for a in augs]).mean(0), c.T)
         y1 = F.one_hot(ys, self.n_classes).float()
         w = self.ramp(p)
-        total, parts = dann_objective(net, xs, ys, xt, c.grl_lambda_at(p),
-                                      "dann" if c.adversarial else "source_only")
-        parts = dict(parts)
+        total, parts = dann_objective(net, xs, ys, xt, c.grl_lambda_at(p), "dann" if c.adversarial else "source_only")
         x_st = mix(xs, xt, lam)
         if c.inter_mixup or c.consistency:
             f_st = net.features(x_st)
-        if c.inter_mixup:
-            loss = soft_cross_entropy(_full(net.label_predictor(f_st)), mix(y1, q_t, lam))
-            total = total + w * c.w_inter * loss
-            parts["inter_loss"] = loss.detach()
-        if c.target_dominated_mixup:
-            x_ts = mix(xt, xs, lam)
-            loss = soft_squared_error(torch.softmax(_full(net(x_ts)), -1), mix(q_t, y1, lam))
-            total = total + w * c.w_target_mix * loss
-            parts["target_mix_loss"] = loss.detach()
-        if c.consistency:
-            loss = consistency_loss(None, xs, xt, lam,
-                                    features=tuple(_full(t) for t in (net.features(xs), net.features(xt), f_st)))
-            total = total + w * c.w_consistency * loss
-            parts["consistency_loss"] = loss.detach()
-        if c.intra_source:
-            loss = soft_cross_entropy(_full(net(mix(xs, xs[perm_s], lam_s))), mix(y1, y1[perm_s], lam_s))
-            total = total + c.w_intra_source * loss
-            parts["intra_source_loss"] = loss.detach()
-        if c.intra_target:
-            loss = soft_squared_error(torch.softmax(_full(net(mix(xt, xt[perm_t], lam_t))), -1),
-                                      mix(q_t, q_t[perm_t], lam_t))
-            total = total + w * c.w_intra_target * loss
-            parts["intra_target_loss"] = loss.detach()
+        terms = (  # (switch, logged name, weight, loss), computed in this order
+            ("inter_mixup", "inter_loss", w * c.w_inter,
+             lambda: soft_cross_entropy(_full(net.label_predictor(f_st)), mix(y1, q_t, lam))),
+            ("target_dominated_mixup", "target_mix_loss", w * c.w_target_mix,
+             lambda: soft_squared_error(torch.softmax(_full(net(mix(xt, xs, lam))), -1), mix(q_t, y1, lam))),
+            ("consistency", "consistency_loss", w * c.w_consistency,
+             lambda: consistency_loss(None, xs, xt, lam, features=tuple(
+                 _full(t) for t in (net.features(xs), net.features(xt), f_st)))),
+            ("intra_source", "intra_source_loss", c.w_intra_source,
+             lambda: soft_cross_entropy(_full(net(mix(xs, xs[perm_s], lam_s))), mix(y1, y1[perm_s], lam_s))),
+            ("intra_target", "intra_target_loss", w * c.w_intra_target,
+             lambda: soft_squared_error(torch.softmax(_full(net(mix(xt, xt[perm_t], lam_t))), -1),
+                                        mix(q_t, q_t[perm_t], lam_t))))
+        for switch, key, weight, term in terms:
+            if getattr(c, switch):
+                loss = term()
+                total = total + weight * loss
+                parts[key] = loss.detach()
         parts["total_loss"] = total.detach()
         parts["pseudo_label_max"] = q_t.max(-1).values.mean()
         return total, parts
@@ -297,17 +218,10 @@ class IIMT(PerSeedMethod):
         opt.zero_grad(set_to_none=True)
         total, parts = self.objective(self.nets[i], xs, ys, xt, p, self.generators[i])
         total.backward()
-        clip = self.config.grad_clip
-        # the norm before clipping, logged either way; with no clipping the gradients are scaled by exactly 1
+        clip = self.config.grad_clip  # the norm before clipping is logged; clip None scales by exactly 1
         norm = torch.nn.utils.clip_grad_norm_(self.nets[i].parameters(), math.inf if clip is None else clip).detach()
         parts["grad_norm"] = norm
-        if clip is not None:  # its mean over a logging window: the fraction of steps clipped
+        if clip is not None:  # its window mean: the fraction of steps clipped
             parts["clipped"] = (norm > clip).float()
         opt.step()
         return parts
-
-    def predict_one(self, i, x):
-        return self.nets[i](x)
-
-    def modules(self, i: int) -> dict[str, nn.Module]:
-        return {"net": self.nets[i]}
