@@ -122,6 +122,7 @@ def gap_records(nets: dict, settings: dict, root=None, seed: int = 0, progress=N
         clf = None if factors is None else distinguishability(
             u8, rel_u8, n_train=settings["n_train"], n_test=settings["n_test"], steps=settings["steps"],
             seed=seed)
+        mean = channel_stats(u8)[0].round(4).tolist()
         for label, net in nets.items():
             with torch.no_grad():
                 correct = sum(int((net.eval()(x[i:i + 1024]).argmax(-1) == y[i:i + 1024]).sum())
@@ -129,7 +130,7 @@ def gap_records(nets: dict, settings: dict, root=None, seed: int = 0, progress=N
             method, net_seed = label.rsplit(" ", 1)
             out.append({"test_set": name, "factors": factors or {}, "method": method, "seed": int(net_seed),
                         "accuracy": correct / len(x), "classifier_acc": clf,
-                        "channel_mean": channel_stats(u8)[0].round(4).tolist(), "n": int(len(y))})
+                        "channel_mean": mean, "n": int(len(y))})
         if progress:
             progress(name)
     return out

@@ -1,19 +1,9 @@
-"""The digit domains of the study: MNIST, USPS, and MNIST-M built from MNIST and BSDS500, as float32 tensors
-in [0, 1] at one size (``load_domain``) for the networks of Ganin & Lempitsky (2015, sec. 5) and ADDA (Tzeng
-et al. 2017). A *data root* (``data_root``: ``root=``, ``$DANNLIB_DATA``) holds the raw files::
-
-    MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz   (torchvision's MNIST layout)
-    USPS_h5/usps.h5                   (or torchvision's USPS/usps.bz2 + USPS/usps.t.bz2)
-    BSDS500/images/train/*.jpg        (the Berkeley Segmentation Dataset 500, train split)
-    MNIST_M/mnist_m.tar.gz            (optional: the released MNIST-M, or its extracted mnist_m/)
-    SHA256SUMS                        (optional: ``sha256sum`` output; listed files are checked)
-
-It may be read-only: derived arrays go to the cache folder (``cache_dir``, ``$DANNLIB_CACHE``). A damaged
-file raises ``DataChecksumError``, a missing one ``DataNotFoundError``, each naming the file and the fix.
-Modules, each importing only those before it: ``common`` (folders, errors, checksums, the on-disk cache),
-``digits`` (MNIST, USPS), ``mnist_m`` (BSDS500 and our build), ``mnist_m_released``; ``fingerprint`` (of a
-run's input files). To replace a function in a test, patch it in the module that defines it.
-"""
+"""The digit domains of the study (MNIST, USPS, and MNIST-M built from MNIST and BSDS500) as float32 tensors in
+[0, 1] at one size (``load_domain``) for the networks of Ganin & Lempitsky (2015, sec. 5) and ADDA (Tzeng et al.
+2017). The raw files live under a data root (``data_root``; layout: data/README.md), derived arrays in a cache
+folder (``cache_dir``). Modules, each importing only those before it: ``common`` (folders, errors, checksums, the
+on-disk cache), ``digits`` (MNIST, USPS), ``mnist_m`` (BSDS500 and our build), ``mnist_m_released``,
+``fingerprint`` (of a run's input files). To replace a function in a test, patch it where it is defined."""
 from __future__ import annotations
 
 import numpy as np

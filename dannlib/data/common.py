@@ -2,7 +2,6 @@
 ``SHA256SUMS`` file at the data root), the on-disk cache of derived arrays, argument checks."""
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import json
@@ -61,13 +60,10 @@ def _writable(folder: Path) -> bool:
     """Whether a file can be created in ``folder`` (created if missing), found by trying it."""
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
     except OSError:
         return False
-    os.close(fd)
-    with contextlib.suppress(OSError):
-        os.unlink(tmp)
-    return True
 
 
 def cache_not_writable_message(folder: Path) -> str:

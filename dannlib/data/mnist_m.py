@@ -69,17 +69,10 @@ def backgrounds_fingerprint(files, digests=None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _is_train_jpg(name: str) -> str | None:
-    """The base name of an archive member ``*/images/train/<name>.jpg``, else None (no traversal)."""
-    p = PurePosixPath(name)
-    ok = not p.is_absolute() and ".." not in p.parts and p.parts[-3:-1] == ("images", "train")
-    return p.name if ok and p.suffix.lower() == ".jpg" and not p.name.startswith(".") and "\\" not in p.name else None
-
-
 def download_bsds500(root=None, url: str = BSDS500_URL, md5: str | None = BSDS500_MD5) -> Path:
-    """Download the archive from ``url`` (``file://`` too), check its MD5 if ``md5`` is given, extract only its
-    regular ``*/images/train/*.jpg`` members by base name into a temporary folder renamed to
-    ``root/BSDS500/images/train``. Returns that folder; does nothing if it already holds images."""
+    """Download the archive from ``url`` (``file://`` too), check its MD5 if ``md5`` is given, extract its regular
+    ``*/images/train/*.jpg`` members by base name (no absolute paths, ``..``, hidden files or links) into a
+    temporary folder renamed to ``root/BSDS500/images/train``. Does nothing if that folder holds images."""
     target = bsds500_train_dir(root)
     if bsds500_train_files(root):
         return target
@@ -94,8 +87,10 @@ def download_bsds500(root=None, url: str = BSDS500_URL, md5: str | None = BSDS50
                                     f"is corrupt or the URL serves another file", dataset="BSDS500")
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
-                if (base := _is_train_jpg(member.name)) is not None and member.isfile():
-                    with open(folder / base, "wb") as out:
+                p = PurePosixPath(member.name)
+                if (member.isfile() and not p.is_absolute() and ".." not in p.parts and "\\" not in p.name
+                        and p.parts[-3:-1] == ("images", "train") and p.suffix.lower() == ".jpg" and p.name[0] != "."):
+                    with open(folder / p.name, "wb") as out:
                         shutil.copyfileobj(tar.extractfile(member), out)
         if not any(folder.iterdir()):
             raise ValueError(f"the archive from {url} holds no */images/train/*.jpg member; is it BSR_bsds500.tgz?")
@@ -124,12 +119,11 @@ def _load_images_cached(files: tuple[tuple[str, str], ...]) -> tuple[np.ndarray,
 
 
 def _train_files(root, download: bool, url: str = BSDS500_URL, md5: str | None = BSDS500_MD5) -> list[Path]:
-    if not bsds500_train_files(root):
-        if not download:
-            raise DataNotFoundError("BSDS500 (train images, *.jpg), the backgrounds of MNIST-M",
-                                    [bsds500_train_dir(root)])
-        download_bsds500(root, url=url, md5=md5)
-    return bsds500_train_files(root)
+    if download:
+        download_bsds500(root, url=url, md5=md5)  # nothing to do where the images are
+    if not (files := bsds500_train_files(root)):
+        raise DataNotFoundError("BSDS500 (train images, *.jpg), the backgrounds of MNIST-M", [bsds500_train_dir(root)])
+    return files
 
 
 def load_bsds500_train(root=None, download: bool = False, url: str = BSDS500_URL, md5=BSDS500_MD5) -> list:
