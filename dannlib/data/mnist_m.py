@@ -174,9 +174,8 @@ def draw_mnist_m_crops(n: int, background_shapes, seed: int, size: int = 28) -> 
     rng = np.random.default_rng(_check_seed(seed))
     heights, widths = np.array([s[:2] for s in background_shapes], dtype=np.int64).reshape(-1, 2).T
     bg = rng.integers(0, len(heights), size=n, dtype=np.int64)
-    top = rng.integers(0, heights[bg] - size + 1, dtype=np.int64) if n else np.zeros(0, np.int64)
-    left = rng.integers(0, widths[bg] - size + 1, dtype=np.int64) if n else np.zeros(0, np.int64)
-    return bg, np.asarray(top, np.int64).reshape(n), np.asarray(left, np.int64).reshape(n)
+    top = rng.integers(0, heights[bg] - size + 1, dtype=np.int64)
+    return bg, top, rng.integers(0, widths[bg] - size + 1, dtype=np.int64)
 
 
 def blend_mnist_m(digits: np.ndarray, backgrounds, seed: int, size: int = 28) -> np.ndarray:
