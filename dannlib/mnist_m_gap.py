@@ -65,10 +65,8 @@ def distinguishability(a_uint8: np.ndarray, b_uint8: np.ndarray, *, size: int = 
     rng = np.random.default_rng(seed)
     ia, ib = rng.permutation(len(a_uint8))[:need], rng.permutation(len(b_uint8))[:need]
     xa, xb = to_tensor_domain(a_uint8[ia], size, 3), to_tensor_domain(b_uint8[ib], size, 3)
-    xtr = torch.cat([xa[:n_train], xb[:n_train]])
-    ytr = torch.cat([torch.zeros(n_train), torch.ones(n_train)])
-    xte = torch.cat([xa[n_train:], xb[n_train:]])
-    yte = torch.cat([torch.zeros(n_test), torch.ones(n_test)])
+    xtr, ytr = torch.cat([xa[:n_train], xb[:n_train]]), torch.cat([torch.zeros(n_train), torch.ones(n_train)])
+    xte, yte = torch.cat([xa[n_train:], xb[n_train:]]), torch.cat([torch.zeros(n_test), torch.ones(n_test)])
     with seeded(seed):
         net = nn.Sequential(nn.Conv2d(3, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 5), nn.ReLU(),
                             nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, 1))

@@ -27,27 +27,20 @@ def mnist_md5(split: str) -> list[str]:
     return [_mnist_md5s()[name] for name in _MNIST_FILES[split]]
 
 
-def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX archive (already MD5-checked): header 0, 0, dtype, ndim, then ndim big-endian uint32 sizes."""
     with gzip.open(path, "rb") as fh:
         raw = fh.read()
-    header = np.frombuffer(raw, ">u4", 1 + ndim) if len(raw) >= 4 + 4 * ndim else np.zeros(1, ">u4")
-    if header[0] != magic:
-        raise ValueError(f"{path} is not an IDX file of the expected kind (magic {header[0]}, expected {magic})")
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != np.prod(header[1:]):
-        raise ValueError(f"{path}: header says {header[1:].tolist()} but holds {data.size} bytes")
-    return data.reshape(header[1:].astype(int))
+    ndim = raw[3]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(np.frombuffer(raw, ">u4", ndim, 4).astype(int))
 
 
 @functools.lru_cache(maxsize=8)
 def _load_mnist_cached(split: str, raw_dir: str) -> tuple[np.ndarray, np.ndarray]:
     for name, md5 in zip(_MNIST_FILES[split], mnist_md5(split)):
         _check_md5(Path(raw_dir) / name, md5, "MNIST")
-    images = _read_idx(Path(raw_dir) / _MNIST_FILES[split][0], 2051, 3).copy()
-    labels = _read_idx(Path(raw_dir) / _MNIST_FILES[split][1], 2049, 1).astype(np.int64)
-    if len(images) != len(labels):
-        raise ValueError(f"MNIST {split}: {len(images)} images but {len(labels)} labels in {raw_dir}")
-    return _readonly(images), _readonly(labels)
+    images = _read_idx(Path(raw_dir) / _MNIST_FILES[split][0]).copy()
+    return _readonly(images), _readonly(_read_idx(Path(raw_dir) / _MNIST_FILES[split][1]).astype(np.int64))
 
 
 def load_mnist(split: str = "train", root=None, download: bool = False) -> tuple[np.ndarray, np.ndarray]:
