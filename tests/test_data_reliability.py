@@ -317,7 +317,7 @@ def test_other_write_errors_are_not_hidden(fake_root, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
         yield  # pragma: no cover
 
-    monkeypatch.setattr(D.mnist_m, "atomic_write", disk_full)
+    monkeypatch.setattr(D.common, "atomic_write", disk_full)
     with pytest.raises(OSError, match="No space left"):
         D.load_mnist_m("test", fake_root["root"], cache=fake_root["cache"])
 

@@ -1,66 +1,107 @@
-"""The digit domains of the study: MNIST, USPS, and MNIST-M built from MNIST and BSDS500.
-
-Where the data live
--------------------
-A *data root* (``data_root``) holds the raw files, laid out like the project's shared copy::
-
-    MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz   (torchvision's MNIST layout)
-    USPS_h5/usps.h5                   (or torchvision's USPS/usps.bz2 + USPS/usps.t.bz2)
-    BSDS500/images/train/*.jpg        (the Berkeley Segmentation Dataset 500, train split)
-    MNIST_M/mnist_m.tar.gz            (optional: the released MNIST-M, or its extracted mnist_m/)
-    SHA256SUMS                        (optional: ``sha256sum`` output; listed files are checked)
-
-The data root may be read-only; everything derived from it (the MNIST-M arrays) goes to a
-separate *cache* folder (``cache_dir``, ``$DANNLIB_CACHE``). A damaged file raises
-``DataChecksumError`` naming the file, the data set and the fix; a missing one
-``DataNotFoundError``.
-
-Modules
--------
-``common``   data root, cache folder, the errors, checksums, argument checks
-``digits``   MNIST and USPS loaders (uint8 images, int64 labels)
-``bsds500``  the BSDS500 train images: download, listing, content checks, decoding
-``mnist_m``  MNIST-M (Ganin & Lempitsky 2015, sec. 5): blend, build, on-disk cache
-``mnist_m_released``  the released MNIST-M (the papers' data): archive reading, cache
-``domains``  one scale and size for all domains (``to_tensor_domain``, ``load_domain``)
-
-Each module imports only those listed above it. Every name below is importable from
-``dannlib.data``; to replace a function in a test, patch it in the module that defines it
-(e.g. ``dannlib.data.digits._mnist_md5s``), which is where its callers look it up.
-"""
+"""The digit domains of the study (MNIST, USPS, and MNIST-M built from MNIST and BSDS500) as float32 tensors in
+[0, 1] at one size (``load_domain``) for the networks of Ganin & Lempitsky (2015, sec. 5) and ADDA (Tzeng et al.
+2017). The raw files live under a data root (``data_root``; layout: data/README.md), derived arrays in a cache
+folder (``cache_dir``). Modules, each importing only those before it: ``common`` (folders, errors, checksums, the
+on-disk cache), ``digits`` (MNIST, USPS), ``mnist_m`` (BSDS500 and our build), ``mnist_m_released``,
+``fingerprint`` (of a run's input files). To replace a function in a test, patch it where it is defined."""
 from __future__ import annotations
 
-from ..utils import PROJECT_ROOT
-from . import bsds500, common, digits, domains, mnist_m, mnist_m_released
-from .bsds500 import (BSDS500_MD5, BSDS500_URL, _is_train_jpg, _load_images_cached, backgrounds_fingerprint,
-                      bsds500_train_digests, bsds500_train_dir, bsds500_train_files, download_bsds500,
-                      load_bsds500_train)
-from .common import (READ_ONLY_ERRNOS, SPLITS, CacheNotWritableError, DataChecksumError, DataNotFoundError,
-                     _check_md5, _check_seed, _check_split, _file_digest, _readonly, _writable, cache_dir,
-                     check_cache_writable, data_root, read_sha256sums, verify_sha256)
-from .digits import (_MNIST_FILES, _USPS_BZ2, _load_mnist_cached, _load_usps_cached, _mnist_md5s, _read_idx,
-                     _read_usps_h5, _read_usps_libsvm, _usps_md5s, load_mnist, load_usps)
-from .domains import DOMAINS, channel_histograms, channel_stats, load_domain, to_tensor_domain
-from .mnist_m import (MNIST_M_FORMAT_VERSION, MNIST_M_THRESHOLD, _array_sha256, _check_backgrounds, _check_digits,
-                      _mnist_m_params, _read_mnist_m_cache, binarise_digits, blend_mnist_m, build_mnist_m,
-                      draw_mnist_m_crops, load_mnist_m, mnist_m_blend_steps, mnist_m_cache_path, mnist_m_seed)
-from .mnist_m_released import (RELEASED_COUNTS, load_mnist_m_released, released_cache_path,
-                               released_mnist_m_source)
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..utils import PROJECT_ROOT, check_choice, check_positive_int, resolve_device
+from . import common, digits, mnist_m, mnist_m_released
+from .common import (SPLITS, CacheNotWritableError, DataChecksumError, DataNotFoundError, _check_seed, _check_split,
+                     cache_dir, check_cache_writable, data_root, read_sha256sums, verify_sha256)
+from .digits import _MNIST_FILES, _USPS_BZ2, _mnist_md5s, load_mnist, load_usps
+from .mnist_m import (BSDS500_MD5, BSDS500_URL, MNIST_M_FORMAT_VERSION, MNIST_M_THRESHOLD, backgrounds_fingerprint,
+                      binarise_digits, blend_mnist_m, bsds500_train_digests, bsds500_train_dir, bsds500_train_files,
+                      build_mnist_m, download_bsds500, draw_mnist_m_crops, load_bsds500_train, load_mnist_m,
+                      mnist_m_blend_steps, mnist_m_cache_path, mnist_m_seed)
+from .mnist_m_released import RELEASED_COUNTS, load_mnist_m_released, released_cache_path, released_mnist_m_source
 
 __all__ = [
-    # folders and errors
     "PROJECT_ROOT", "SPLITS", "DOMAINS", "data_root", "cache_dir", "check_cache_writable", "DataNotFoundError",
-    "DataChecksumError", "CacheNotWritableError", "read_sha256sums", "verify_sha256",
-    # MNIST, USPS
-    "load_mnist", "load_usps",
-    # BSDS500
+    "DataChecksumError", "CacheNotWritableError", "read_sha256sums", "verify_sha256", "load_mnist", "load_usps",
     "BSDS500_URL", "BSDS500_MD5", "bsds500_train_dir", "bsds500_train_files", "bsds500_train_digests",
-    "backgrounds_fingerprint", "download_bsds500", "load_bsds500_train",
-    # MNIST-M
-    "MNIST_M_THRESHOLD", "MNIST_M_FORMAT_VERSION", "binarise_digits", "draw_mnist_m_crops", "blend_mnist_m",
-    "mnist_m_blend_steps", "mnist_m_seed", "build_mnist_m", "mnist_m_cache_path", "load_mnist_m",
-    # the released MNIST-M
-    "RELEASED_COUNTS", "load_mnist_m_released", "released_mnist_m_source", "released_cache_path",
-    # one scale, one size
-    "to_tensor_domain", "channel_histograms", "channel_stats", "load_domain",
+    "backgrounds_fingerprint", "download_bsds500", "load_bsds500_train", "MNIST_M_THRESHOLD", "MNIST_M_FORMAT_VERSION",
+    "binarise_digits", "draw_mnist_m_crops", "blend_mnist_m", "mnist_m_blend_steps", "mnist_m_seed", "build_mnist_m",
+    "mnist_m_cache_path", "load_mnist_m", "RELEASED_COUNTS", "load_mnist_m_released", "released_mnist_m_source",
+    "released_cache_path", "to_tensor_domain", "channel_histograms", "channel_stats", "load_domain",
 ]
+DOMAINS = ("mnist", "mnist_m", "mnist_m_released", "usps")
+_LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R BT.601
+
+
+def to_tensor_domain(images_uint8: np.ndarray, size: int = 28, channels: int = 1) -> torch.Tensor:
+    """uint8 images (N, H, W) grey or (N, H, W, 3) RGB -> float32 (N, channels, size, size) in [0, 1] (value /
+    255): bilinear resize (``align_corners=False``, antialiased when shrinking), grey tiled to 3 channels, RGB to
+    grey with the BT.601 luma weights when ``channels=1``. No mean subtraction (the training code does that)."""
+    size = check_positive_int("size", size)
+    check_choice("channels", channels, (1, 3))
+    x = images_uint8.cpu().numpy() if isinstance(images_uint8, torch.Tensor) else images_uint8
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
+        raise ValueError(f"images_uint8 must be a uint8 array (0-255), got {getattr(x, 'dtype', type(x).__name__)}; "
+                         f"the loaders return uint8")
+    if not (x.ndim == 3 or (x.ndim == 4 and x.shape[3] == 3)):
+        raise ValueError(f"images_uint8 must have shape (N, H, W) or (N, H, W, 3), got {x.shape}")
+    n, h, w = x.shape[:3]
+    out = torch.empty((n, channels, size, size), dtype=torch.float32)
+    for s in range(0, n, 4096):
+        t = torch.from_numpy(np.ascontiguousarray(x[s:s + 4096])).float().div_(255.0)
+        t = t[:, None] if t.ndim == 3 else t.permute(0, 3, 1, 2)
+        if t.shape[1] == 3 and channels == 1:
+            t = (t * _LUMA.view(1, 3, 1, 1)).sum(1, keepdim=True)
+        if (h, w) != (size, size):
+            t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
+                              antialias=size < max(h, w)).clamp_(0.0, 1.0)
+        out[s:s + 4096] = t.expand(-1, channels, -1, -1)
+    return out
+
+
+def channel_histograms(images_uint8: np.ndarray) -> np.ndarray:
+    """Pixel counts per channel: uint8 (N, H, W) or (N, H, W, C) -> int64 (C, 256)."""
+    x = np.asarray(images_uint8)
+    if x.dtype != np.uint8:
+        raise ValueError(f"images_uint8 must be uint8, got {x.dtype}")
+    x = x[..., None] if x.ndim == 3 else x
+    counts = np.zeros((x.shape[-1], 256), dtype=np.int64)
+    for s in range(0, len(x), 2048):  # in chunks: bincount casts to int64 internally
+        for c in range(x.shape[-1]):
+            counts[c] += np.bincount(x[s:s + 2048, ..., c].ravel(), minlength=256)
+    return counts
+
+
+def channel_stats(images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of the pixels on the [0, 1] scale, exactly from
+    ``channel_histograms``: two float64 (C,)."""
+    counts, v = channel_histograms(images_uint8).astype(np.float64), np.arange(256) / 255.0
+    mean = counts @ v / counts.sum(1)
+    return mean, np.sqrt(np.maximum(counts @ v ** 2 / counts.sum(1) - mean ** 2, 0.0))
+
+
+def load_domain(name: str, split: str, root=None, size: int = 28, channels: int = 3, n: int | None = None,
+                seed: int = 0, device=None, *, mnist_m_seed: int = 0, cache=None,
+                download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One digit domain as ``(x float32 (N, channels, size, size) in [0, 1], y int64 (N,))`` on ``device``.
+    name: one of ``DOMAINS`` ("mnist_m": our build, at ``size`` with its own ``mnist_m_seed``;
+    "mnist_m_released": the papers' data); n: a subset of ``n`` drawn without replacement by
+    ``np.random.default_rng(seed)``, kept in data-set order (None: the whole split)."""
+    check_choice("name", name, DOMAINS)
+    _check_split(split)
+    seed = _check_seed(seed)
+    if name in ("mnist", "usps"):
+        images, labels = (load_mnist if name == "mnist" else load_usps)(split, root, download=download)
+    elif name == "mnist_m_released":
+        images, labels = load_mnist_m_released(split, root, cache=cache, download=download)
+    else:
+        images, labels = load_mnist_m(split, root, cache=cache, seed=mnist_m_seed, size=size, download=download)
+    if n is not None:
+        if check_positive_int("n", n) > len(images):
+            raise ValueError(f"n={n} exceeds the {len(images)} examples of {name} {split}; use n <= {len(images)} "
+                             f"or None")
+        idx = np.sort(np.random.default_rng(seed).choice(len(images), size=n, replace=False))
+        images, labels = images[idx], labels[idx]
+    device = resolve_device(device)
+    return to_tensor_domain(images, size, channels).to(device), torch.from_numpy(labels.astype(np.int64)).to(device)

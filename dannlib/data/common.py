@@ -1,193 +1,167 @@
-"""What every data module shares: where the data root and the cache are, the two data
-errors, checksums (MD5 lists, a ``SHA256SUMS`` file at the data root) and argument checks.
-
-Imports nothing else from ``dannlib.data``: the other modules build on this one.
-"""
+"""What the data modules share: the data root and cache folders, the data errors, checksums (MD5 lists, a
+``SHA256SUMS`` file at the data root), the on-disk cache of derived arrays, argument checks."""
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
+import json
 import operator
 import os
 import tempfile
+import warnings
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..utils import PROJECT_ROOT, check_choice
+from ..utils import PROJECT_ROOT, atomic_write, check_choice
 
 SPLITS = ("train", "test")
-
-#: The errno values of a write refused by the folder (read-only file system, no permission).
-READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
-
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)  # a write refused by the folder
 _FIX = ("Fix: point the data root at a copy of the data (set DANNLIB_DATA=/path/to/data, or pass "
         "root=/path/to/data, the notebooks' data_root parameter), or allow the download (download=True).")
 
 
 class DataNotFoundError(FileNotFoundError):
-    """A data set is missing from the data root. The message names the data set, every path
-    searched, and the two fixes (point ``DANNLIB_DATA`` at a copy, or ``download=True``)."""
+    """A data set is missing: the message names it, every path searched and the fixes."""
 
-    def __init__(self, dataset: str, searched: Sequence[os.PathLike | str], hint: str = ""):
+    def __init__(self, dataset: str, searched, hint: str = ""):
         paths = "\n".join(f"  - {p}" for p in searched)
-        msg = f"{dataset} not found. Searched:\n{paths}\n{_FIX}"
-        if hint:
-            msg += "\n" + hint
-        super().__init__(msg)
-        self.dataset = dataset
-        self.searched = [str(p) for p in searched]
-        self.hint = hint
+        super().__init__(f"{dataset} not found. Searched:\n{paths}\n{_FIX}" + (f"\n{hint}" if hint else ""))
+        self.dataset, self.searched, self.hint = dataset, [str(p) for p in searched], hint
 
-    def __reduce__(self):
-        # Rebuilt from its own arguments, so that it crosses a process boundary (a sweep's
-        # worker pool, Dask) intact: the default would call __init__ with the message alone.
+    def __reduce__(self):  # rebuilt from its arguments, so that it crosses a process boundary intact
         return type(self), (self.dataset, self.searched, self.hint)
 
 
 class DataChecksumError(ValueError):
-    """A data file exists but is damaged or not the expected file: its checksum differs from
-    the expected one, or it cannot be decoded (truncated, empty, random bytes). The message
-    names the file, the data set and the fix; ``path`` and ``dataset`` hold the first two
-    when the raiser knows them."""
+    """A data file is damaged or not the expected one; the message names the file, the data set and the fix."""
 
-    def __init__(self, message: str, *, dataset: str | None = None, path: os.PathLike | str | None = None):
+    def __init__(self, message: str, *, dataset: str | None = None, path=None):
         super().__init__(message)
-        self.dataset = dataset
-        self.path = None if path is None else str(path)
+        self.dataset, self.path = dataset, None if path is None else str(path)
 
 
 class CacheNotWritableError(PermissionError):
     """The cache folder (``DANNLIB_CACHE``) refuses writes; raised by ``check_cache_writable``."""
 
 
-# --------------------------------------------------------------------------------------
-# Folders
-# --------------------------------------------------------------------------------------
-
-def data_root(root: str | os.PathLike | None = None) -> Path:
+def data_root(root=None) -> Path:
     """The data root: ``root`` if given, else ``$DANNLIB_DATA``, else ``PROJECT_ROOT/data``."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("DANNLIB_DATA")
-    if env:
-        return Path(env).expanduser()
-    return PROJECT_ROOT / "data"
+    return Path(root if root is not None else os.environ.get("DANNLIB_DATA") or PROJECT_ROOT / "data").expanduser()
 
 
-def cache_dir(cache: str | os.PathLike | None = None) -> Path:
-    """Where derived arrays go: ``cache`` if given, else ``$DANNLIB_CACHE``, else
-    ``PROJECT_ROOT/data/cache`` (never inside a possibly read-only data root)."""
-    if cache is not None:
-        return Path(cache).expanduser()
+def cache_dir(cache=None) -> Path:
+    """Where derived arrays go: ``cache`` if given, else ``$DANNLIB_CACHE``, else ``PROJECT_ROOT/data/cache``."""
     env = os.environ.get("DANNLIB_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return PROJECT_ROOT / "data" / "cache"
+    return Path(cache if cache is not None else env or PROJECT_ROOT / "data" / "cache").expanduser()
 
 
 def _writable(folder: Path) -> bool:
-    """Whether files can be created in ``folder`` (created if missing): tries it, with a
-    temporary file removed at once. A permission test by ``os.access`` would answer yes to
-    root on a read-only mount's neighbours; an actual write never lies."""
+    """Whether a file can be created in ``folder`` (created if missing), found by trying it."""
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
     except OSError:
         return False
-    os.close(fd)
-    with contextlib.suppress(OSError):
-        os.unlink(tmp)
-    return True
 
 
 def cache_not_writable_message(folder: Path) -> str:
-    """The one explanation of a cache folder that refuses writes: names it, the variable
-    ``DANNLIB_CACHE`` and the fix."""
-    return (f"the cache folder {folder} is not writable (read-only file system or no permission). "
-            f"Fix: set DANNLIB_CACHE=/a/writable/folder (or pass cache=/a/writable/folder), "
-            f"or make {folder} writable.")
+    return (f"the cache folder {folder} is not writable (read-only file system or no permission). Fix: set "
+            f"DANNLIB_CACHE=/a/writable/folder (or pass cache=/a/writable/folder), or make {folder} writable.")
 
 
-def check_cache_writable(cache: str | os.PathLike | None = None) -> Path:
-    """``cache_dir(cache)`` after checking that files can be written there (the folder is
-    created if missing); raises ``CacheNotWritableError`` naming the folder, the variable
-    ``DANNLIB_CACHE`` and the fix otherwise. For callers that want to fail early (the loaders
-    themselves build in memory and warn instead)."""
+def check_cache_writable(cache=None) -> Path:
+    """``cache_dir(cache)``, created if missing; ``CacheNotWritableError`` if it refuses writes."""
     folder = cache_dir(cache)
     if not _writable(folder):
         raise CacheNotWritableError(cache_not_writable_message(folder))
     return folder
 
 
-# --------------------------------------------------------------------------------------
-# Checksums
-# --------------------------------------------------------------------------------------
-
-def _file_digest(path: Path, algorithm: str = "md5") -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+def _array_sha256(images: np.ndarray, labels: np.ndarray) -> str:
+    h = hashlib.sha256(np.ascontiguousarray(images).reshape(-1).view(np.uint8))
+    h.update(np.ascontiguousarray(labels).reshape(-1).view(np.uint8))
     return h.hexdigest()
 
 
-def _check_md5(path: Path, expected: str, dataset: str) -> None:
-    actual = _file_digest(path, "md5")
-    if actual != expected:
-        raise DataChecksumError(
-            f"{dataset}: {path} has MD5 {actual}, expected {expected} (torchvision's list): the file is "
-            f"truncated or not the original. Delete it and copy it again, or delete it and load with "
-            f"download=True.", dataset=dataset, path=path)
-
-
-def read_sha256sums(root: str | os.PathLike | None = None) -> dict[str, str]:
-    """The ``SHA256SUMS`` file at the data root (``sha256sum`` output: ``<hex>  <path>`` or
-    ``<hex> *<path>``, paths relative to the root) as ``{posix path: hex}``; empty when
-    there is no such file. A line that is not of that form raises ``DataChecksumError``."""
-    path = data_root(root) / "SHA256SUMS"
+def read_cached(path: Path, params: dict, what: str, redo: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The arrays cached at ``path`` if written with ``params`` and their checksum holds; else None, with a
+    warning naming ``what``, why and ``redo`` (none when there is no file)."""
     if not path.is_file():
-        return {}
+        return None
+    try:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"][()]))
+            stored = {k: v for k, v in meta.get("params", {}).items() if k not in ("build_seconds", "n")}
+            diff = sorted(k for k in set(stored) | set(params) if stored.get(k) != params.get(k))
+            images, labels = (z["images"], z["labels"]) if not diff else (None, None)
+        why = f"was built with other parameters ({', '.join(diff)})" if diff else (
+            "fails its checksum" if _array_sha256(images, labels) != meta["sha256"] else None)
+    except Exception as e:  # any unreadable cache is rebuilt, never a crash
+        why = f"is unreadable ({type(e).__name__}: {e})"
+    if why is None:
+        return images, labels
+    warnings.warn(f"{what} cache {path} {why}; {redo}", stacklevel=3)
+
+
+def write_cached(path: Path, images: np.ndarray, labels: np.ndarray, params: dict, what: str) -> bool:
+    """Write the cache file atomically; True if written. A folder that refuses writes (``_writable`` says no,
+    or EROFS, EACCES, EPERM) gives one warning and False; other errors propagate."""
+    if _writable(path.parent):
+        meta = {"params": params, "sha256": _array_sha256(images, labels)}
+        try:
+            with atomic_write(path, "wb") as fh:
+                np.savez(fh, images=images, labels=labels, meta=np.array(json.dumps(meta, sort_keys=True)))
+            return True
+        except OSError as e:
+            if e.errno not in READ_ONLY_ERRNOS:
+                raise
+    warnings.warn(f"{what} and not cached: {cache_not_writable_message(path.parent)}", stacklevel=3)
+    return False
+
+
+def _file_digest(path: Path, algorithm: str = "md5") -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, algorithm).hexdigest()
+
+
+def _check_md5(path: Path, expected: str, dataset: str) -> None:
+    if (actual := _file_digest(path, "md5")) != expected:
+        raise DataChecksumError(
+            f"{dataset}: {path} has MD5 {actual}, expected {expected} (torchvision's list): the file is truncated "
+            f"or not the original. Delete it and copy it again, or delete it and load with download=True.",
+            dataset=dataset, path=path)
+
+
+def read_sha256sums(root=None) -> dict[str, str]:
+    """The data root's ``SHA256SUMS`` (``sha256sum`` output) as ``{posix path: hex}``; empty without one."""
+    path = data_root(root) / "SHA256SUMS"
     sums = {}
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip() or line.startswith("#"):
-            continue
+    for i, line in enumerate(path.read_text().splitlines() if path.is_file() else [], 1):
         digest, _, name = line.partition(" ")
         name = name[1:] if name[:1] in (" ", "*") else name
+        if not line.strip() or line.startswith("#"):
+            continue
         if len(digest) != 64 or not name or any(c not in "0123456789abcdefABCDEF" for c in digest):
-            raise DataChecksumError(
-                f"{path}, line {i}, is not '<sha256 hex>  <relative path>' ({line!r}). Fix: regenerate it "
-                f"with `sha256sum <files> > SHA256SUMS` in the data root, or delete it.", path=path)
+            raise DataChecksumError(f"{path}, line {i}, is not '<sha256 hex>  <relative path>' ({line!r}). Fix: "
+                                    f"regenerate it with `sha256sum <files> > SHA256SUMS` in the data root, or "
+                                    f"delete it.", path=path)
         sums[PurePosixPath(name).as_posix()] = digest.lower()
     return sums
 
 
-def verify_sha256(root: str | os.PathLike | None, files: Iterable[Path], digests: Iterable[str], dataset: str,
-                  fix: str) -> None:
-    """Check the sha256 ``digests`` of ``files`` against the data root's ``SHA256SUMS``
-    (files it does not list pass); the first mismatch raises ``DataChecksumError`` naming
-    the file, the data set and ``fix``."""
-    sums = read_sha256sums(root)
-    if not sums:
-        return
-    base = data_root(root)
-    for path, digest in zip(files, digests):
-        try:
-            rel = Path(path).relative_to(base).as_posix()
-        except ValueError:
-            continue
-        expected = sums.get(rel)
-        if expected is not None and expected != digest:
-            raise DataChecksumError(
-                f"{dataset}: {path} has SHA-256 {digest}, but {base / 'SHA256SUMS'} lists {expected}: the file "
-                f"was changed, truncated or replaced. {fix}", dataset=dataset, path=path)
+def verify_sha256(root, files, digests, dataset: str, fix: str) -> None:
+    """Check the sha256 ``digests`` of ``files`` against the data root's ``SHA256SUMS`` (files it does not
+    list pass); a mismatch raises ``DataChecksumError`` naming the file and ``fix``."""
+    sums, base = read_sha256sums(root), data_root(root)
+    for path, digest in zip(files, digests) if sums else ():
+        rel = Path(path).relative_to(base).as_posix() if Path(path).is_relative_to(base) else None
+        if sums.get(rel, digest) != digest:
+            raise DataChecksumError(f"{dataset}: {path} has SHA-256 {digest}, but {base / 'SHA256SUMS'} lists "
+                                    f"{sums[rel]}: the file was changed, truncated or replaced. {fix}",
+                                    dataset=dataset, path=path)
 
-
-# --------------------------------------------------------------------------------------
-# Argument checks
-# --------------------------------------------------------------------------------------
 
 def _check_split(split: str) -> str:
     check_choice("split", split, SPLITS)
@@ -195,15 +169,9 @@ def _check_split(split: str) -> str:
 
 
 def _check_seed(seed) -> int:
-    try:
-        if isinstance(seed, bool):
-            raise TypeError
-        seed = operator.index(seed)
-    except TypeError:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}") from None
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    return seed
+    if isinstance(seed, bool) or not hasattr(seed, "__index__") or operator.index(seed) < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return operator.index(seed)
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:

@@ -1,44 +1,33 @@
-"""Fingerprints of the data a run is trained on, per domain: a sha256 over the input files its
-loader reads. MNIST: its four raw archives; USPS: ``USPS_h5/usps.h5`` or, without it,
-torchvision's two bz2 files (the loader's own choice); MNIST-M (the study's build): MNIST's
-fingerprint with the BSDS500 backgrounds' (:func:`~dannlib.data.bsds500.backgrounds_fingerprint`);
-the released MNIST-M: its archive's digest.
-
-The run store records the fingerprint of a run's data with the run (``data_fingerprint``)
-and compares it on reuse, so that changed data (a replaced background image, say, with no
-``SHA256SUMS`` to catch it) means recomputation -- without a change of any run's key, which
-would invalidate every stored run. Computed once per domain and data root per process (about
-half a second for all five domains, most of it the released MNIST-M's 133 MB archive).
-"""
+"""Fingerprints of the data a run is trained on, per domain: a sha256 over the input files its loader reads
+(MNIST: its four archives; USPS: ``usps.h5`` or torchvision's two bz2 files; our MNIST-M: MNIST's and the
+BSDS500 train images; the released MNIST-M: its archive). The run store records it with a run and compares it
+on reuse, so that changed data means recomputation without a change of any run's key."""
 from __future__ import annotations
 
 import functools
 import hashlib
-import os
+import json
 from pathlib import Path
 
+from ..utils import atomic_write
 from .common import SPLITS, DataChecksumError, DataNotFoundError, _file_digest, data_root, read_sha256sums
+from .digits import _MNIST_FILES, _USPS_BZ2
+from .mnist_m import bsds500_train_files
+from .mnist_m_released import released_mnist_m_source
 
-#: Bump when what a fingerprint covers changes (older ones are then not compared).
-FINGERPRINT_FORMAT = 1
+FINGERPRINT_FORMAT = 1  # bump when what a fingerprint covers changes (older ones are then not compared)
 DIGIT_DOMAINS = ("mnist", "usps", "mnist_m", "mnist_m_released")
 
 
 def _files(domain: str, base: Path) -> list[Path]:
-    from .digits import _MNIST_FILES, _USPS_BZ2
-
     if domain == "mnist":
         return [base / "MNIST" / "raw" / name for s in SPLITS for name in _MNIST_FILES[s]]
     if domain == "usps":
         h5 = base / "USPS_h5" / "usps.h5"
         return [h5] if h5.is_file() else [base / "USPS" / _USPS_BZ2[s] for s in SPLITS]
     if domain == "mnist_m":
-        from .bsds500 import bsds500_train_files
-
         return _files("mnist", base) + bsds500_train_files(base)
     if domain == "mnist_m_released":
-        from .mnist_m_released import released_mnist_m_source
-
         source = released_mnist_m_source(base)
         return [source] if source.is_file() else [source / f"mnist_m_{s}_labels.txt" for s in SPLITS]
     raise ValueError(f"domain must be one of {', '.join(DIGIT_DOMAINS)}, got {domain!r}")
@@ -53,29 +42,32 @@ def _digests(domain: str, root: str) -> tuple[tuple[Path, str], ...]:
     return tuple((p, _file_digest(p, "sha256")) for p in files)
 
 
-def domain_fingerprint(domain: str, root: str | os.PathLike | None = None) -> str:
-    """sha256 of the sorted ``relative path:sha256`` lines of the files ``domain`` is loaded
-    from under the data root (``data_root(root)``); DataNotFoundError when one is missing."""
+def domain_fingerprint(domain: str, root=None) -> str:
+    """sha256 of the sorted ``relative path:sha256`` lines of the files ``domain`` is loaded from."""
     base = data_root(root).absolute()
     lines = sorted(f"{p.relative_to(base).as_posix()}:{d}" for p, d in _digests(domain, str(base)))
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def data_fingerprint(data: dict, root: str | os.PathLike | None = None) -> dict | None:
-    """The fingerprint of a run's data spec (``dannlib.store.digits_data``): ``{"format": ..,
-    <domain>: <hex>, ...}`` for its source and target; None for a toy (made from its seed, no
-    files). Raises DataNotFoundError where a file is missing."""
+def data_fingerprint(data: dict, root=None, verified: bool = False) -> dict | None:
+    """``{"format": .., <domain>: <hex>, ...}`` for the source and target of a run's data spec
+    (``dannlib.store.digits_data``); None for a toy (no files). ``verified``: first check that the data root's
+    ``SHA256SUMS`` lists every file with its digest (DataChecksumError otherwise)."""
     if data.get("kind") != "digits":
         return None
-    out = {"format": FINGERPRINT_FORMAT}
-    for domain in dict.fromkeys((data["source"], data["target"])):
-        out[domain] = domain_fingerprint(domain, root)
-    return out
+    domains, base = dict.fromkeys((data["source"], data["target"])), data_root(root).absolute()
+    sums = read_sha256sums(base) if verified else {}
+    for domain in domains if verified else ():
+        for path, digest in _digests(domain, str(base)):
+            if sums.get(path.relative_to(base).as_posix()) != digest:
+                raise DataChecksumError(f"{domain}: {path} is not listed with SHA-256 {digest} in "
+                                        f"{base / 'SHA256SUMS'}: its fingerprint cannot be vouched for",
+                                        dataset=domain, path=path)
+    return {"format": FINGERPRINT_FORMAT, **{d: domain_fingerprint(d, root) for d in domains}}
 
 
 def current_fingerprint(data: dict, root=None) -> dict | None:
-    """:func:`data_fingerprint`, or None where it cannot be computed (data missing or
-    unreadable: a store is still read, e.g. to render runs on a machine without the data)."""
+    """:func:`data_fingerprint`, or None where the data are missing or unreadable."""
     try:
         return data_fingerprint(data, root)
     except (OSError, ValueError):
@@ -83,33 +75,11 @@ def current_fingerprint(data: dict, root=None) -> dict | None:
 
 
 def fingerprint_mismatch(recorded: dict | None, current: dict | None) -> str | None:
-    """"domain: recorded <hex>, now <hex>" for the first domain whose fingerprint changed, or
-    None (also when either side is unknown or of another format)."""
+    """"domain: recorded <hex>, now <hex>" for the first domain whose fingerprint changed, else None."""
     if not recorded or not current or recorded.get("format") != current.get("format"):
         return None
-    for domain, digest in recorded.items():
-        if domain != "format" and domain in current and current[domain] != digest:
-            return f"{domain}: recorded {digest[:12]}, now {current[domain][:12]}"
-    return None
-
-
-def verified_fingerprint(data: dict, root=None) -> dict | None:
-    """:func:`data_fingerprint` after checking that every file it covers is listed in the data
-    root's ``SHA256SUMS`` with that digest (DataChecksumError otherwise): the fingerprint of
-    data known to be the published files, for backfilling runs stored before fingerprints."""
-    fp = data_fingerprint(data, root)
-    if fp is None:
-        return None
-    base = data_root(root).absolute()
-    sums = read_sha256sums(base)
-    for domain in dict.fromkeys((data["source"], data["target"])):
-        for path, digest in _digests(domain, str(base)):
-            rel = path.relative_to(base).as_posix()
-            if sums.get(rel) != digest:
-                raise DataChecksumError(f"{domain}: {path} is not listed with SHA-256 {digest} in "
-                                        f"{base / 'SHA256SUMS'}: its fingerprint cannot be vouched for",
-                                        dataset=domain, path=path)
-    return fp
+    return next((f"{d}: recorded {h[:12]}, now {current[d][:12]}" for d, h in recorded.items()
+                 if d != "format" and d in current and current[d] != h), None)
 
 
 def clear_cache() -> None:
@@ -117,26 +87,16 @@ def clear_cache() -> None:
     _digests.cache_clear()
 
 
-def backfill_store(store_root: str | os.PathLike, root=None, dry_run: bool = False) -> dict:
-    """Give every record in the store at ``store_root`` that has no ``data_fingerprint`` (a
-    run stored before fingerprints) the :func:`verified_fingerprint` of the data root's
-    current files: the data it was trained on, as far as the data root's ``SHA256SUMS``
-    vouches for it (a file not listed, or not matching, raises DataChecksumError before
-    anything is written). A record is rewritten only where that adds the one field and
-    changes nothing else (its text is the canonical form ``dumps(record)``; others are
-    skipped). Returns ``{"added": [paths], "had": n, "skipped": [(path, why)]}``."""
-    import json
-
+def backfill_store(store_root, root=None, dry_run: bool = False) -> dict:
+    """Give every run record under ``store_root`` without a ``data_fingerprint`` the verified fingerprint of the
+    data root's files (all computed before anything is written), where that adds the one field and changes
+    nothing else. Returns ``{"added": [paths], "had": n, "skipped": [(path, why)]}``."""
     from ..results import dumps
-    from ..utils import atomic_write
 
     todo, had, skipped = [], 0, []
-    for path in sorted(Path(store_root).glob("*/*.json")):
-        if path.name.startswith("."):
-            continue
-        text = path.read_text()
+    for path in sorted(p for p in Path(store_root).glob("*/*.json") if not p.name.startswith(".")):
         try:
-            blob = json.loads(text)
+            blob = json.loads(text := path.read_text())
             data = blob["spec"]["data"]
         except (ValueError, KeyError, TypeError):
             skipped.append((path, "not a run record"))
@@ -146,19 +106,9 @@ def backfill_store(store_root: str | os.PathLike, root=None, dry_run: bool = Fal
         elif dumps(blob) + "\n" != text:
             skipped.append((path, "not in canonical form: rewriting it would change more than the one field"))
         else:
-            todo.append((path, blob, data))
-    fingerprints = {}
-    for _, _, data in todo:  # every fingerprint first: a file that cannot be vouched for stops it all
-        key = json.dumps(data, sort_keys=True)
-        if key not in fingerprints:
-            fingerprints[key] = verified_fingerprint(data, root)
-    added = []
-    for path, blob, data in todo:
-        fp = fingerprints[json.dumps(data, sort_keys=True)]
-        if fp is None:  # a toy: no files
-            continue
-        if not dry_run:
-            with atomic_write(path) as fh:
-                fh.write(dumps({**blob, "data_fingerprint": fp}) + "\n")
-        added.append(path)
-    return {"added": added, "had": had, "skipped": skipped}
+            todo.append((path, blob, data_fingerprint(data, root, verified=True)))
+    added = [(path, blob, fp) for path, blob, fp in todo if fp is not None]  # None: a toy, no files
+    for path, blob, fp in added if not dry_run else ():
+        with atomic_write(path) as fh:
+            fh.write(dumps({**blob, "data_fingerprint": fp}) + "\n")
+    return {"added": [path for path, _, _ in added], "had": had, "skipped": skipped}
