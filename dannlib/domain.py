@@ -50,9 +50,6 @@ class Domain:
             raise ValueError(f"domain {self.name!r} has no labels")
         return int(self.y.max()) + 1
 
-    def to(self, device) -> "Domain":
-        return Domain(self.name, self.x.to(device), None if self.y is None else self.y.to(device))
-
     def unlabelled(self) -> "Domain":
         return Domain(self.name, self.x, None)
 
@@ -81,8 +78,8 @@ def check_domains(source: Domain, target: Domain | None, eval_sets: dict | None 
 
 
 class IndexSampler:
-    """Shuffled epochs over ``n`` indices, ``batch_size`` at a time (an epoch's remainder is
-    dropped), from one generator seeded ``seed`` on ``device``."""
+    """Shuffled epochs over ``n`` indices, ``batch_size`` at a time (the remainder dropped), from one
+    generator seeded ``seed`` on ``device``."""
 
     def __init__(self, n: int, batch_size: int, seed: int, device):
         if batch_size > n:

@@ -1,22 +1,19 @@
-"""Evaluation of trained networks: features ``G_f(x)`` (:func:`features`), the proxy A-distance
-and a linear domain probe on them, 2-D embeddings for plots (PCA, t-SNE; scikit-learn), and on
-the toys the domain classifier's accuracy and the decision surface."""
+"""Evaluation of trained networks: features ``G_f(x)``, the proxy A-distance and a domain probe on
+them, 2-D embeddings (PCA, t-SNE), and on the toys the domain accuracy and the decision surface."""
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from .utils import check_positive_int
 
-
-def _one_thread():
-    """scikit-learn's native code (BLAS, OpenMP) on one thread: all cores were measured 7x slower
-    for the t-SNE of 300 points on the study's shared CPU; the results do not depend on it."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1)
+#: scikit-learn's native code (BLAS, OpenMP) on one thread: all cores were measured 7x slower for the
+#: t-SNE of 300 points on the study's shared CPU; the results do not depend on it.
+_one_thread = functools.partial(threadpool_limits, limits=1)
 
 
 @contextlib.contextmanager
@@ -50,14 +47,11 @@ def _as_2d(name: str, a) -> np.ndarray:
 
 def proxy_a_distance(fs, ft, seed: int = 0, C: float = 1.0, max_iter: int = 2000) -> dict:
     """Proxy A-distance (Ben-David et al., NIPS 2006 / ML 2010, as in Ganin et al., JMLR 2016,
-    sec. 5.2.3) between source features ``fs (Ns, D)`` and target features ``ft (Nt, D)``
-    (numpy or torch; ``(N, ...)`` is flattened).
-
-    Both are cut to ``n = min(Ns, Nt)`` random samples (under ``seed``) so chance is 0.5 and split
-    in halves; an L2-regularised logistic regression (``C``) on the first halves, standardised
-    with their statistics, tells source (0) from target (1); ``err`` is its error on the second.
-    Returns ``{"pad": 2 (1 - 2 err), "err", "n_train", "n_test"}``: PAD is about 0 for domains a
-    linear classifier cannot tell apart, 2 for separable ones (it may dip below 0 by chance)."""
+    sec. 5.2.3) between features ``fs (Ns, D)`` and ``ft (Nt, D)`` (numpy or torch; ``(N, ...)`` is
+    flattened). Both are cut to ``n = min(Ns, Nt)`` random samples (``seed``) and split in halves;
+    an L2-regularised logistic regression (``C``) on the standardised first halves tells source (0)
+    from target (1); ``err`` is its error on the second. Returns ``{"pad": 2 (1 - 2 err), "err",
+    "n_train", "n_test"}``: about 0 for domains a linear classifier cannot tell apart, 2 if separable."""
     from sklearn.linear_model import LogisticRegression
 
     fs, ft = _as_2d("fs", fs), _as_2d("ft", ft)
@@ -80,9 +74,8 @@ def proxy_a_distance(fs, ft, seed: int = 0, C: float = 1.0, max_iter: int = 2000
 
 
 def domain_probe_accuracy(fs, ft, seed: int = 0) -> float:
-    """Held-out accuracy of a linear domain classifier freshly trained on frozen features (the
-    probe of :func:`proxy_a_distance`): 0.5 = no linear trace of the domain, 1.0 = separable.
-    Unlike a DANN domain head's own accuracy (the adversary), it measures the features."""
+    """Held-out accuracy of :func:`proxy_a_distance`'s linear domain probe on frozen features: 0.5 = no
+    linear trace of the domain, 1.0 = separable (unlike the adversarial head's own accuracy)."""
     return 1.0 - proxy_a_distance(fs, ft, seed=seed)["err"]
 
 
@@ -103,9 +96,8 @@ def pca_embed(x, n_components: int = 2) -> np.ndarray:
 
 
 def tsne_embed(x, seed: int = 0, perplexity: float = 30.0, pca_dims: int | None = 50) -> np.ndarray:
-    """t-SNE (van der Maaten & Hinton 2008; scikit-learn, PCA initialisation) of ``x (N, D)`` ->
-    ``(N, 2)``, after a PCA to ``pca_dims`` dimensions (speed; None: none). Deterministic under
-    ``seed`` on one machine; ``perplexity`` must be < N."""
+    """t-SNE (van der Maaten & Hinton 2008; scikit-learn, PCA init) of ``x (N, D)`` -> ``(N, 2)``, after
+    a PCA to ``pca_dims`` dimensions (None: none); deterministic under ``seed``; ``perplexity`` < N."""
     from sklearn.manifold import TSNE
 
     x = _as_2d("x", x)
@@ -119,9 +111,8 @@ def tsne_embed(x, seed: int = 0, perplexity: float = 30.0, pca_dims: int | None 
 
 @torch.no_grad()
 def domain_accuracy(net: torch.nn.Module, xs: torch.Tensor, xt: torch.Tensor) -> float:
-    """Accuracy (eval mode) of a ``DANNNet``'s domain classifier ``G_d(G_f(x))`` at telling source
-    ``xs (Ns, ...)`` (d = 0) from target ``xt (Nt, ...)`` (d = 1; logit > 0); 0.5 is chance with
-    balanced domains."""
+    """Accuracy (eval mode) of a ``DANNNet``'s ``G_d(G_f(x))`` at telling source ``xs (Ns, ...)`` (d = 0)
+    from target ``xt (Nt, ...)`` (d = 1: logit > 0)."""
     x = torch.cat([xs, xt])
     d = torch.cat([torch.zeros(len(xs)), torch.ones(len(xt))]).to(x.device)
     with _eval_mode(net):
@@ -131,9 +122,8 @@ def domain_accuracy(net: torch.nn.Module, xs: torch.Tensor, xt: torch.Tensor) ->
 
 @torch.no_grad()
 def decision_surface(net: torch.nn.Module, points, resolution: int = 150, margin: float = 0.5) -> dict:
-    """The label predictor's probability of class 1 over a grid covering ``points (N, 2)`` (e.g. a
-    2-D toy's source and target inputs) plus ``margin`` on every side: ``{"xx", "yy", "prob"}``,
-    numpy ``(R, R)`` with ``R = resolution``; the decision boundary is the level ``prob = 0.5``."""
+    """The label predictor's probability of class 1 on a grid over ``points (N, 2)`` plus ``margin``:
+    ``{"xx", "yy", "prob"}``, numpy ``(R, R)`` with ``R = resolution`` (the boundary: ``prob = 0.5``)."""
     resolution = check_positive_int("resolution", resolution)
     p = points.detach().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points)
     if p.ndim != 2 or p.shape[1] != 2:

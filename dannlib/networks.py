@@ -11,12 +11,9 @@ from .grl import grad_reverse
 
 
 class DANNNet(nn.Module):
-    """G_f -> G_y for labels, and G_f -> R_lambda -> G_d for domains (DANN, eq. 1/5).
-
-    ``forward(x)``: class logits ``(N, n_classes)``; ``forward(x, grl_lambda)``: ``(class_logits
-    (N, n_classes), domain_logits (N,))``, the gradient reversed before G_d. ``input_mean`` (one
-    input's shape, e.g. ``(C, H, W)``): subtracted from every input (the digits recipe), a fixed
-    buffer."""
+    """G_f -> G_y for labels, G_f -> R_lambda -> G_d for domains (DANN, eq. 1/5). ``forward(x)``:
+    class logits ``(N, n_classes)``; ``forward(x, grl_lambda)``: ``(class_logits, domain_logits (N,))``.
+    ``input_mean`` (one input's shape, e.g. ``(C, H, W)``): a fixed buffer subtracted from inputs."""
 
     def __init__(self, feature_extractor: nn.Module, label_predictor: nn.Module,
                  domain_classifier: nn.Module, input_mean: torch.Tensor | None = None):
@@ -114,17 +111,16 @@ class GaussianNoise(nn.Module):
 
 
 def _vada_block(in_channels: int) -> list[nn.Module]:
-    """Three 3x3 convolutions to 64 channels, each with batch norm and leaky ReLU 0.1."""
     return [m for i in range(3) for m in (nn.Conv2d(in_channels if i == 0 else 64, 64, 3, padding=1),
                                           nn.BatchNorm2d(64), nn.LeakyReLU(0.1))]
 
 
 def vada_small_net(in_channels: int = 3, size: int = 28, n_classes: int = 10) -> DANNNet:
     """VADA/DIRT-T's small digits network (Shu et al. 2018) as its authors' code builds it
-    (docs/protocol.md, section 4): instance-normalised input, three :func:`_vada_block`; the first
-    two end in max-pool 2, dropout 0.5 and Gaussian noise (std 1), the third in global average
-    pooling and a dense layer to the classes. G_d reads the second block's output (the code's
-    ``--trim 5``): dense 100, ReLU, one logit."""
+    (docs/protocol.md, section 4): instance-normalised input, three blocks of three 3x3 convolutions
+    (64 channels, batch norm, leaky ReLU 0.1); the first two end in max-pool 2, dropout 0.5 and
+    Gaussian noise (std 1), the third in global average pooling and a dense layer to the classes.
+    G_d reads the second block's output (the code's ``--trim 5``): dense 100, ReLU, one logit."""
     features = nn.Sequential(
         nn.InstanceNorm2d(in_channels),
         *_vada_block(in_channels), nn.MaxPool2d(2), nn.Dropout(0.5), GaussianNoise(1.0),

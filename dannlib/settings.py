@@ -12,17 +12,12 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .utils import check_positive_int
+
 WORKERS_ENV = "DANNLIB_WORKERS"
 SCHEDULER_ENV = "DANNLIB_SCHEDULER"
 #: Dask's default scheduler port (an address without one means this port).
 DASK_PORT = 8786
-
-
-def check_positive_int(setting: str, value) -> int:
-    """``value`` as an int >= 1, or ValueError naming ``setting``."""
-    if isinstance(value, bool) or not hasattr(value, "__index__") or value.__index__() < 1:
-        raise ValueError(f"{setting} must be an integer >= 1, got {value!r}")
-    return value.__index__()
 
 
 def check_workers(value=None, *, setting: str = "workers") -> int:

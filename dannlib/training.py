@@ -1,12 +1,8 @@
-"""The one training loop, :func:`fit`: it draws the seeded batches, feeds the schedules the progress
-``p = step / steps``, applies the recipe, logs, evaluates, watches for divergence and shows a
-progress bar. Every method (source-only, DANN, ADDA, IIMT, ...) is a :class:`Method` that owns its
-networks and optimisers and implements ``step``: methods differ in their step, not in copies of a loop.
-
-A run is one seed (:meth:`Method.run` builds a method per seed); a :class:`PerSeedMethod` built for
-``K`` seeds trains them in one :func:`fit` on batches ``(K, B, ...)``, seed ``k``'s exactly those a
-single-seed run draws. Either way :func:`fit` returns one :class:`RunResult` per seed. Data stays on
-the training device: batches are gathered by index, no per-sample ``DataLoader``.
+"""The one training loop, :func:`fit`: seeded batches, the schedules' progress ``p = step / steps``,
+the recipe, logging, evaluation, divergence watch and progress bar. Every method is a :class:`Method`
+that owns its networks and optimisers and implements ``step``. A run is one seed; a
+:class:`PerSeedMethod` built for ``K`` seeds trains them in one :func:`fit` on batches ``(K, B, ...)``
+(seed ``k``'s those of a single-seed run). Batches are gathered by index on the training device.
 """
 from __future__ import annotations
 
@@ -24,15 +20,14 @@ from torch import nn
 from .domain import Batches, Domain, check_domains
 from .utils import check_positive_int, check_seeds, progress_enabled
 
-#: A logged loss (a key ending in "loss") above this is an explosion: these methods' losses stay below
-#: ~50 in a sane run (2.3 is chance on 10 classes). A seed seen once past it (or non-finite) is recorded
-#: as diverged, even if it later settles at a dead network's 2.30.
+#: A logged loss above this is an explosion (sane runs stay below ~50; 2.3 is chance on 10 classes): the
+#: seed is recorded as diverged, even if it later settles at a dead network's 2.30.
 EXPLODED_LOSS = 1e4
 
 
 def loss_trouble(values: dict) -> str | None:
-    """"key=value" of the first non-finite number in ``values`` (a record or window of means), or
-    of a loss above :data:`EXPLODED_LOSS`; None when all are sane."""
+    """"key=value" of the first non-finite number in ``values``, or of a loss (a key ending in "loss")
+    above :data:`EXPLODED_LOSS`; None when all are sane."""
     for key, v in values.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool) and (
                 not math.isfinite(v) or key.endswith("loss") and abs(v) > EXPLODED_LOSS):
@@ -50,21 +45,18 @@ def judge_history(history: list[dict]) -> str | None:
 
 
 class Method:
-    """What a method supplies to :func:`fit`: ``name``, ``seeds``, ``config`` and
+    """What a method supplies to :func:`fit`: ``name``, ``seeds``, ``config``, ``uses_target`` and
 
     - ``step(xs, ys, xt, p) -> dict``: one update on a source batch ``xs (B, ...)``/``ys (B,)`` and a
-      target batch ``xt (B, ...)`` (leading seed axis ``K`` when ``len(seeds) > 1``); returns
-      detached losses/metrics, scalars or ``(K,)``;
+      target batch ``xt (B, ...)`` (leading seed axis ``K`` for several seeds); detached losses,
+      scalars or ``(K,)``;
     - ``predict(x)``: logits ``(N, n_classes)``, or ``(K, N, n_classes)`` for K seeds;
-    - ``schedule(p) -> dict``: the schedule values at ``p`` (e.g. lambda, lr), logged;
-    - ``modules(i) -> dict[str, nn.Module]``: seed ``i``'s trained networks (for saving);
-    - ``uses_target``: whether the loop samples target batches.
+    - ``modules(i) -> dict[str, nn.Module]``: seed ``i``'s trained networks.
 
-    The recipe is the base's (:meth:`update`): the learning rate ``config.lr_at(p)`` (where the config
-    has one) in the optimiser ``optimizer`` and/or the per-seed ``optimizers`` before each step,
-    bfloat16 autocast for ``config.precision == "bf16"``, and channels_last weights for every network
-    of :meth:`networks` once the outermost ``__init__`` returns (``config.channels_last``; None: on
-    the CPU). :meth:`run` is a training run's one entry point (ADDA overrides it)."""
+    The recipe is the base's (:meth:`update`): ``config.lr_at(p)`` in ``optimizer`` and/or
+    ``optimizers`` before each step, bfloat16 autocast for ``config.precision == "bf16"``, and
+    channels_last weights for :meth:`networks` once built (``config.channels_last``; None: on the
+    CPU). :meth:`run` is a training run's one entry point (ADDA overrides it)."""
 
     name: str = "method"
     seeds: list[int]
@@ -117,17 +109,9 @@ class Method:
     def batched(self) -> bool:
         return len(self.seeds) > 1
 
-    def step(self, xs, ys, xt, p: float) -> dict:
-        raise NotImplementedError
-
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
     def schedule(self, p: float) -> dict:
+        """The schedule values at ``p`` (e.g. lambda, lr), logged."""
         return {}
-
-    def modules(self, i: int) -> dict[str, nn.Module]:
-        raise NotImplementedError
 
     def train(self, mode: bool = True):
         for i in range(len(self.seeds)):
@@ -182,15 +166,9 @@ class Method:
 
 
 class PerSeedMethod(Method):
-    """A method with one independent set of networks per seed, looping over the seeds inside
-    ``step`` (ADDA, CDAN, IIMT). Subclasses implement ``step_one(i, xs, ys, xt, p)`` on seed
-    index ``i``'s ``(B, ...)`` batches and ``predict_one(i, x)``."""
-
-    def step_one(self, i: int, xs, ys, xt, p: float) -> dict:
-        raise NotImplementedError
-
-    def predict_one(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    """A method with independent networks per seed, looping over the seeds in ``step`` (ADDA, CDAN,
+    IIMT). Subclasses implement ``step_one(i, xs, ys, xt, p)`` on seed index ``i``'s ``(B, ...)``
+    batches and ``predict_one(i, x)``."""
 
     def step(self, xs, ys, xt, p: float) -> dict:
         if not self.batched:
@@ -257,17 +235,15 @@ def fit(method: Method, source: Domain, target: Domain | None, *, steps: int, ba
         eval_sets: dict[str, Domain] | None = None, eval_every: int | None = None,
         monitor_size: int = 2000, progress: bool = True, desc: str | None = None) -> list[RunResult]:
     """Train ``method`` for ``steps`` steps on labelled ``source`` and unlabelled ``target``; one
-    :class:`RunResult` per seed of the method.
+    :class:`RunResult` per seed.
 
-    Every ``eval_every`` steps (default: 20 records a run) it logs, per seed, the mean step outputs
-    since the last record, the schedule values the logged step used (at ``(step - 1) / steps``; the
-    record's ``p`` is ``step / steps``) and the accuracy on the first ``monitor_size`` samples of each
-    of ``eval_sets`` (labelled domains by name, e.g. ``"target_test"``: the only use of target labels;
-    monitoring curves, nothing is selected on them). ``final`` holds the accuracies on the full sets,
-    the numbers to report. A non-finite or exploded loss marks a seed ``diverged`` (its numbers kept
-    but flagged, a message printed); once every seed has diverged the run stops, without raising, so
-    callers carry on with other seeds and methods. The progress bar is tqdm.auto's (a widget in
-    JupyterLab, text in a terminal), off for ``progress=False`` or ``$DANNLIB_PROGRESS=0``."""
+    Every ``eval_every`` steps (default: 20 records) it logs per seed the mean step outputs since the
+    last record, the schedule values of the logged step (at ``(step - 1) / steps``; the record's ``p``
+    is ``step / steps``) and the accuracy on the first ``monitor_size`` samples of each of
+    ``eval_sets`` (labelled domains by name, the only use of target labels); ``final`` holds those
+    on the full sets, the numbers to report. A non-finite or exploded loss marks a seed ``diverged``
+    (a message is printed); once all have, the run stops without raising. The tqdm.auto bar is off
+    for ``progress=False`` or ``$DANNLIB_PROGRESS=0``."""
     from tqdm.auto import tqdm
 
     steps = check_positive_int("steps", steps)

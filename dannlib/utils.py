@@ -1,5 +1,5 @@
-"""Small shared helpers: the device, explicit seeding (nothing here reseeds the global generators
-behind the caller's back), argument checks, the thread policy, atomic writes, paths, machine info."""
+"""Shared helpers: device, explicit seeding (nothing reseeds the global generators behind the caller's
+back), argument checks, the thread policy, atomic writes, paths, machine info."""
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +28,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Run a block (e.g. building networks) with torch's global RNG, CPU and CUDA, seeded to
-    ``seed``; the caller's RNG state is restored afterwards."""
+    """Run a block (e.g. building networks) with torch's global RNG (CPU, CUDA) seeded to ``seed``,
+    then restore the caller's RNG state."""
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
@@ -48,13 +48,12 @@ def check_positive_int(name: str, value) -> int:
     except TypeError:
         n = None
     if n is None or n < 1:
-        raise ValueError(f"{name} must be a positive integer (>= 1), got {value!r}")
+        raise ValueError(f"{name} must be an integer >= 1 (a positive integer), got {value!r}")
     return n
 
 
 def check_positive_number(name: str, value, hint: str = "") -> float:
-    """``value`` if a finite real number > 0 (not a bool), else ValueError naming the parameter
-    (``hint`` follows "> 0" in the message)."""
+    """``value`` if a finite real number > 0 (not a bool), else ValueError naming it (and ``hint``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0{hint}, got {value!r}")
     return value
@@ -84,15 +83,13 @@ def check_choice(name: str, value, allowed) -> None:
 
 
 def progress_enabled() -> bool:
-    """False when ``$DANNLIB_PROGRESS`` is ``0`` (no progress bars, e.g. in notebooks executed
-    by ``dannlib regenerate``)."""
+    """False when ``$DANNLIB_PROGRESS`` is ``0`` (no progress bars: ``dannlib regenerate``'s notebooks)."""
     return os.environ.get("DANNLIB_PROGRESS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def configure_threads(threads: int | None = None) -> int:
-    """The one thread policy for torch on the CPU (notebooks, CLI, sweep workers, tests):
-    ``threads``, else ``$DANNLIB_THREADS``, else 1; one thread a process with runs in parallel
-    processes was measured fastest on the study's 2-core CPU (benchmarks/README.md). Returns it."""
+    """The thread policy for torch on the CPU: ``threads``, else ``$DANNLIB_THREADS``, else 1 (with
+    runs in parallel processes, measured fastest on the study's 2-core CPU: benchmarks/README.md)."""
     if threads is None:
         text = os.environ.get(THREADS_ENV, "1")
         try:
@@ -115,9 +112,8 @@ def results_root(path: str | os.PathLike | None = None) -> Path:
 
 @contextlib.contextmanager
 def _replacing(path: str | os.PathLike, prefix: str, suffix: str) -> Iterator[Path]:
-    """A temporary file beside ``path``, renamed over it on success with the permissions of a plain
-    ``open(..., "w")`` (0666 less the umask; mkstemp gives 0600), removed on error: ``path`` is never
-    half-written and an earlier version survives a failure."""
+    """A temporary file beside ``path``, renamed over it on success with a plain ``open``'s permissions
+    (0666 less the umask), removed on error: ``path`` is never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
@@ -136,15 +132,13 @@ def _replacing(path: str | os.PathLike, prefix: str, suffix: str) -> Iterator[Pa
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator:
-    """``open(path, mode)``, atomically: writes go to ``.<name>.*.tmp`` beside ``path``, renamed
-    over it on success and removed on error."""
+    """``open(path, mode)``, atomically: writes go to ``.<name>.*.tmp`` (see :func:`_replacing`)."""
     with _replacing(path, f".{Path(path).name}.", ".tmp") as tmp, open(tmp, mode, **kwargs) as fh:
         yield fh
 
 
 def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager:
-    """Like :func:`atomic_write` but yields a temporary *path* ``.<stem>.*<suffix>`` (for writers
-    that take a file name, e.g. ``np.savez`` or ``fig.savefig``)."""
+    """Like :func:`atomic_write` but yields a temporary *path* ``.<stem>.*<suffix>`` (``fig.savefig``)."""
     return _replacing(path, f".{Path(path).stem}.", Path(path).suffix)
 
 
@@ -164,8 +158,8 @@ _WEIGHTS_OK: set[tuple[str, int, int]] = set()
 
 
 def weights_problem(path: Path) -> str | None:
-    """Why the weights file at ``path`` does not load (truncated, not a torch archive, not state
-    dicts), or None when it loads or is absent (a consumer that needs it then retrains the run)."""
+    """Why the weights file at ``path`` does not load (truncated, not state dicts, ...), or None when
+    it loads or is absent (a consumer that needs it then retrains the run)."""
     try:
         st = path.stat()
     except FileNotFoundError:
