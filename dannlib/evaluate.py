@@ -90,11 +90,6 @@ def pca_explained(x, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
         return pca.fit_transform(x), pca.explained_variance_ratio_
 
 
-def pca_embed(x, n_components: int = 2) -> np.ndarray:
-    """The projection of :func:`pca_explained`: ``(N, n_components)``."""
-    return pca_explained(x, n_components)[0]
-
-
 def tsne_embed(x, seed: int = 0, perplexity: float = 30.0, pca_dims: int | None = 50) -> np.ndarray:
     """t-SNE (van der Maaten & Hinton 2008; scikit-learn, PCA init) of ``x (N, D)`` -> ``(N, 2)``, after
     a PCA to ``pca_dims`` dimensions (None: none); deterministic under ``seed``; ``perplexity`` < N."""
@@ -104,7 +99,7 @@ def tsne_embed(x, seed: int = 0, perplexity: float = 30.0, pca_dims: int | None 
     if not 0 < perplexity < len(x):
         raise ValueError(f"perplexity must lie in (0, N = {len(x)}), got {perplexity}")
     if pca_dims is not None and pca_dims < x.shape[1] and pca_dims < len(x):
-        x = pca_embed(x, pca_dims)
+        x = pca_explained(x, pca_dims)[0]
     with _one_thread():
         return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=int(seed)).fit_transform(x)
 
