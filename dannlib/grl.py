@@ -1,12 +1,8 @@
-"""The gradient reversal layer R_lambda (Ganin & Lempitsky, ICML 2015, eq. 4).
-
-Forward: the identity, ``R(x) = x``. Backward: the incoming gradient times ``-lambda``,
-``dR/dx = -lambda I``. Between the feature extractor ``G_f`` and the domain classifier ``G_d``
-it lets one SGD step minimise the domain loss in ``G_d`` while maximising it in ``G_f`` (the
-min-max of eq. 2/3). Stateless: lambda is an argument of every call (eq. 6's schedule is
-:func:`dannlib.schedules.grl_lambda`); ``setup_context`` and ``generate_vmap_rule`` make it work
-under ``torch.func`` transforms (``grad``, ``vmap``).
-"""
+"""The gradient reversal layer R_lambda (Ganin & Lempitsky, ICML 2015, eq. 4): forward the identity,
+``R(x) = x``; backward the incoming gradient times ``-lambda``, ``dR/dx = -lambda I``. Between G_f and
+G_d it lets one SGD step minimise the domain loss in G_d while maximising it in G_f (eq. 2/3).
+Stateless: lambda is an argument of every call (eq. 6: :func:`dannlib.schedules.grl_lambda`); it works
+under ``torch.func`` transforms (``setup_context``, ``generate_vmap_rule``)."""
 from __future__ import annotations
 
 import math

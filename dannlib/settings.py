@@ -1,8 +1,6 @@
-"""Settings checked before any work starts: options and environment variables
-(``DANNLIB_WORKERS``, ``DANNLIB_SCHEDULER``), the Dask scheduler's reachability and the output
-folders' writability. Each check raises one line naming the setting, the value and the accepted
-range or the fix (ValueError, PermissionError, ConnectionError); the commands print it and exit
-with status 2 before anything is trained or written."""
+"""Settings checked before any work starts (options, ``DANNLIB_WORKERS``, ``DANNLIB_SCHEDULER``, the
+scheduler's reachability, output folders' writability): each raises one line naming the setting, the
+value and the accepted range or fix; the commands print it and exit 2 before anything is written."""
 from __future__ import annotations
 
 import math

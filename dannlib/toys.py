@@ -1,12 +1,7 @@
-"""Seeded toy domain-shift problems, each a :class:`ToyProblem` of float32 numpy points
-``xs (N, 2)``, ``xt (N, 2)`` and int64 labels ``ys (N,)``, ``yt (N,)`` (target labels for
-evaluation only):
-
-- :func:`make_blobs_shift`: seed 003's two Gaussian blobs; the target is the same blobs
-  translated, so a source-only boundary misclassifies about half the target;
-- :func:`make_moons_rotated`: the inter-twinning moons of Ganin et al. (JMLR 2016, sec. 5.1.1),
-  the target rotated by ``angle`` degrees.
-"""
+"""Seeded toy domain-shift problems, each a :class:`ToyProblem` of float32 points ``xs (N, 2)``,
+``xt (N, 2)`` and int64 labels ``ys (N,)``, ``yt (N,)`` (target labels for evaluation only): seed
+003's Gaussian blobs, translated (:func:`make_blobs_shift`), and the inter-twinning moons of Ganin et
+al. (JMLR 2016, sec. 5.1.1), rotated (:func:`make_moons_rotated`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,7 +23,7 @@ class ToyProblem:
 def make_blobs_shift(n: int = 300, seed: int = 0, std: float = 0.2,
                      shift: tuple[float, float] = (1.0, -1.0)) -> ToyProblem:
     """Source: class 0 around (0, 0), class 1 around (0, 1), isotropic ``std``; target: the same
-    blobs moved by ``shift``. ``n`` points per domain, classes balanced."""
+    blobs moved by ``shift`` (a source-only boundary misclassifies about half). ``n`` per domain."""
     n = check_positive_int("n", n)
     if not std > 0:
         raise ValueError(f"std must be > 0, got {std}")

@@ -42,7 +42,7 @@ def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gener
 
 
 def check_positive_int(name: str, value) -> int:
-    """``value`` as an int >= 1 (a bool is none), or ValueError naming the parameter."""
+    """``value`` as an int >= 1 (not a bool), or ValueError naming the parameter."""
     try:
         n = None if isinstance(value, bool) else operator.index(value)
     except TypeError:
