@@ -1,6 +1,5 @@
-"""A domain's data as tensors on the training device (:class:`Domain`), the up-front checks
-every method shares (:func:`check_domains`), and the seeded batches drawn from it
-(:class:`IndexSampler`, :class:`Batches`)."""
+"""A domain's data as tensors on the training device (:class:`Domain`), the up-front checks every
+method shares (:func:`check_domains`), and the seeded batches drawn from it (:class:`Batches`)."""
 from __future__ import annotations
 
 import math
@@ -13,10 +12,8 @@ from .utils import make_generator
 
 @dataclass
 class Domain:
-    """One domain's images or points as tensors on the training device.
-
-    ``x``: ``(N, ...)`` float32, finite; ``y``: ``(N,)`` int64 labels in ``[0, n_classes)``,
-    or None where the labels are not to be used (unlabelled target)."""
+    """One domain's images or points on the training device: ``x (N, ...)`` float, finite;
+    ``y (N,)`` integer labels >= 0 (stored int64), or None where they are not to be used."""
 
     name: str
     x: torch.Tensor
@@ -30,7 +27,7 @@ class Domain:
             raise ValueError(f"domain {self.name!r} has no samples")
         if not self.x.is_floating_point():
             raise ValueError(f"domain {self.name!r}: x must be a float tensor, got {self.x.dtype}")
-        lo, hi = torch.aminmax(self.x)  # NaN propagates into both: one pass, no mask (60x isfinite().all())
+        lo, hi = torch.aminmax(self.x)  # NaN propagates into both: one pass, no mask
         if not (math.isfinite(lo) and math.isfinite(hi)):
             n = int((~torch.isfinite(self.x)).flatten(1).any(1).sum())
             raise ValueError(f"domain {self.name!r}: x holds NaN or infinite values in {n} of {len(self.x)} "
@@ -53,71 +50,62 @@ class Domain:
             raise ValueError(f"domain {self.name!r} has no labels")
         return int(self.y.max()) + 1
 
-    def to(self, device) -> "Domain":
-        return Domain(self.name, self.x.to(device), None if self.y is None else self.y.to(device))
-
     def unlabelled(self) -> "Domain":
         return Domain(self.name, self.x, None)
 
 
 def check_domains(source: Domain, target: Domain | None, eval_sets: dict | None = None) -> None:
-    """Up-front checks shared by every method: labelled source, matching sample shapes
-    between source, target and evaluation sets, and evaluation labels inside the source's
-    class range. Errors name the domain and the fix."""
+    """Labelled source, one sample shape for source, target and evaluation sets, and evaluation
+    labels inside the source's classes; errors name the domain and the fix."""
     if not isinstance(source, Domain):
         raise ValueError(f"source must be a dannlib.training.Domain, got {type(source).__name__}")
     if source.y is None:
         raise ValueError(f"source domain {source.name!r} needs labels (y)")
     shape = tuple(source.x.shape[1:])
-    others = ([("target", target)] if target is not None else []) + list((eval_sets or {}).items())
-    for role, d in others:
+    for role, d in ([("target", target)] if target is not None else []) + list((eval_sets or {}).items()):
         if not isinstance(d, Domain):
             raise ValueError(f"{role} must be a dannlib.training.Domain, got {type(d).__name__}")
         if tuple(d.x.shape[1:]) != shape:
             raise ValueError(f"{role} {d.name!r} has samples of shape {tuple(d.x.shape[1:])} but the source "
                              f"{source.name!r} has {shape}: put every domain on one size and channel count "
                              "(e.g. load_domain(..., size=28, channels=3))")
-    n = source.n_classes
     for name, d in (eval_sets or {}).items():
         if d.y is None:
             raise ValueError(f"evaluation set {name!r} needs labels")
-        if int(d.y.max()) >= n:
+        if int(d.y.max()) >= source.n_classes:
             raise ValueError(f"evaluation set {name!r} has label {int(d.y.max())} but the source "
-                             f"{source.name!r} only has classes 0..{n - 1}")
+                             f"{source.name!r} only has classes 0..{source.n_classes - 1}")
 
 
 class IndexSampler:
-    """Shuffled epochs over ``n`` indices from one seeded generator, ``batch_size`` at a
-    time; the remainder of an epoch is dropped. Indices are drawn on ``device``."""
+    """Shuffled epochs over ``n`` indices, ``batch_size`` at a time (the remainder dropped), from one
+    generator seeded ``seed`` on ``device``."""
 
     def __init__(self, n: int, batch_size: int, seed: int, device):
         if batch_size > n:
             raise ValueError(f"batch_size {batch_size} exceeds the {n} samples of the domain; lower batch_size")
         self.n, self.batch_size, self.device = n, batch_size, torch.device(device)
         self.generator = make_generator(seed, self.device)
-        self._perm: torch.Tensor | None = None
         self._pos = n
 
     def next(self) -> torch.Tensor:
         if self._pos + self.batch_size > self.n:
             self._perm = torch.randperm(self.n, generator=self.generator, device=self.device)
             self._pos = 0
-        idx = self._perm[self._pos:self._pos + self.batch_size]
         self._pos += self.batch_size
-        return idx
+        return self._perm[self._pos - self.batch_size:self._pos]
 
 
 class Batches:
-    """The batches of a K-seed run: seed ``s`` draws its source batches from a generator
-    seeded ``2 s`` and its target batches from one seeded ``2 s + 1``. ``next()`` returns
-    ``(xs, ys, xt)``: ``(B, ...)`` tensors for one seed, ``(K, B, ...)`` for several;
-    ``xt`` is None when the method uses no target."""
+    """The batches of a K-seed run: seed ``s`` draws its source batches from a generator seeded
+    ``2 s`` and its target batches from one seeded ``2 s + 1``. ``next()``: ``(xs, ys, xt)``,
+    ``(B, ...)`` for one seed, ``(K, B, ...)`` for several; ``xt`` None without a target."""
 
     def __init__(self, source: Domain, target: Domain | None, seeds: list[int], batch_size: int):
         self.source, self.target, self.k, self.batch_size = source, target, len(seeds), batch_size
         device = source.x.device
         self.src = [IndexSampler(len(source), batch_size, 2 * s, device) for s in seeds]
-        self.tgt = [IndexSampler(len(target), batch_size, 2 * s + 1, device) for s in seeds] if target is not None else None
+        self.tgt = None if target is None else [IndexSampler(len(target), batch_size, 2 * s + 1, device) for s in seeds]
 
     def _gather(self, domain: Domain, samplers, with_labels: bool):
         if self.k == 1:
@@ -125,10 +113,8 @@ class Batches:
             return domain.x[idx], (domain.y[idx] if with_labels else None)
         idx = torch.stack([s.next() for s in samplers]).reshape(-1)  # (K * B,)
         x = domain.x[idx].reshape(self.k, self.batch_size, *domain.x.shape[1:])
-        y = domain.y[idx].reshape(self.k, self.batch_size) if with_labels else None
-        return x, y
+        return x, (domain.y[idx].reshape(self.k, self.batch_size) if with_labels else None)
 
     def next(self):
         xs, ys = self._gather(self.source, self.src, True)
-        xt = self._gather(self.target, self.tgt, False)[0] if self.tgt is not None else None
-        return xs, ys, xt
+        return xs, ys, self._gather(self.target, self.tgt, False)[0] if self.tgt is not None else None

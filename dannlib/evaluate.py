@@ -1,42 +1,38 @@
-"""Evaluation of trained networks: learned features, the proxy A-distance, domain probes and
-2-D embeddings.
-
-- :func:`features`: the feature extractor's output ``G_f(x)``, ``(N, D)``;
-- :func:`proxy_a_distance`: Ben-David et al. (NIPS 2006 / ML 2010), as used by Ganin et al.
-  (JMLR 2016, sec. 5.2.3): a linear domain classifier trained on half of the pooled
-  source + target features, ``PAD = 2 (1 - 2 err)`` from its error on the other half;
-- :func:`tsne_embed` / :func:`pca_embed`: 2-D embeddings for plots (scikit-learn);
-- :func:`domain_probe`: a domain classifier freshly trained on frozen features (what the
-  features tell about the domain, unlike the adversarial head's own accuracy).
-"""
+"""Evaluation of trained networks: features ``G_f(x)``, the proxy A-distance and a domain probe on
+them, 2-D embeddings (PCA, t-SNE), and on the toys the domain accuracy and the decision surface."""
 from __future__ import annotations
+
+import contextlib
+import functools
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from .utils import check_positive_int
 
+#: scikit-learn's native code (BLAS, OpenMP) on one thread: all cores were measured 7x slower for the
+#: t-SNE of 300 points on the study's shared CPU; the results do not depend on it.
+_one_thread = functools.partial(threadpool_limits, limits=1)
 
-def _one_thread():
-    """Run scikit-learn's native code (BLAS, OpenMP) on one thread: on a shared, loaded CPU
-    the default (all cores) was measured 7x slower for the t-SNE of 300 points; the results
-    do not depend on it."""
-    from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(limits=1)
+@contextlib.contextmanager
+def _eval_mode(net: torch.nn.Module):
+    was_training = net.training
+    net.eval()
+    try:
+        yield
+    finally:
+        net.train(was_training)
 
 
 @torch.no_grad()
 def features(net: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """``G_f(x)`` of a ``DANNNet`` (its ``features`` method, mean subtraction included) in
-    eval mode, in batches: ``x (N, C, H, W)`` -> float32 numpy ``(N, D)``."""
+    """``G_f(x)`` of a ``DANNNet`` (its ``features``, mean subtraction included) in eval mode, in
+    batches: ``x (N, C, H, W)`` -> float32 numpy ``(N, D)``."""
     batch_size = check_positive_int("batch_size", batch_size)
-    was_training = net.training
-    net.eval()
-    try:
+    with _eval_mode(net):
         out = [net.features(x[i:i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)]
-    finally:
-        net.train(was_training)
     return torch.cat(out).numpy()
 
 
@@ -44,25 +40,18 @@ def _as_2d(name: str, a) -> np.ndarray:
     a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
     if a.ndim < 2:
         raise ValueError(f"{name} must be (N, D) (or (N, ...), flattened), got shape {a.shape}")
-    a = a.reshape(len(a), -1).astype(np.float64)
     if len(a) < 2:
         raise ValueError(f"{name} needs at least 2 samples, got {len(a)}")
-    return a
+    return a.reshape(len(a), -1).astype(np.float64)
 
 
 def proxy_a_distance(fs, ft, seed: int = 0, C: float = 1.0, max_iter: int = 2000) -> dict:
-    """Proxy A-distance between two samples of features.
-
-    fs: ``(Ns, D)`` source features; ft: ``(Nt, D)`` target features (``(N, ...)`` is
-    flattened; numpy or torch). Both are cut to ``n = min(Ns, Nt)`` samples (random, under
-    ``seed``) so chance is 0.5; the ``2n`` points are shuffled and split in halves
-    stratified by domain; features are standardised with the first half's statistics; an
-    L2-regularised logistic regression (``C``) is trained on the first half to tell source
-    (0) from target (1); ``err`` is its error on the second half.
-
-    Returns ``{"pad": 2 (1 - 2 err), "err": err, "n_train": ..., "n_test": ...}``. PAD is
-    about 0 when the domains are indistinguishable to a linear classifier and 2 when they
-    are perfectly separable (it may dip slightly below 0 by chance)."""
+    """Proxy A-distance (Ben-David et al., NIPS 2006 / ML 2010, as in Ganin et al., JMLR 2016,
+    sec. 5.2.3) between features ``fs (Ns, D)`` and ``ft (Nt, D)`` (numpy or torch; ``(N, ...)`` is
+    flattened). Both are cut to ``n = min(Ns, Nt)`` random samples (``seed``) and split in halves;
+    an L2-regularised logistic regression (``C``) on the standardised first halves tells source (0)
+    from target (1); ``err`` is its error on the second. Returns ``{"pad": 2 (1 - 2 err), "err",
+    "n_train", "n_test"}``: about 0 for domains a linear classifier cannot tell apart, 2 if separable."""
     from sklearn.linear_model import LogisticRegression
 
     fs, ft = _as_2d("fs", fs), _as_2d("ft", ft)
@@ -72,15 +61,10 @@ def proxy_a_distance(fs, ft, seed: int = 0, C: float = 1.0, max_iter: int = 2000
         raise ValueError(f"C must be > 0, got {C}")
     rng = np.random.default_rng(int(seed))
     n = min(len(fs), len(ft))
-    fs = fs[rng.permutation(len(fs))[:n]]
-    ft = ft[rng.permutation(len(ft))[:n]]
+    fs, ft = fs[rng.permutation(len(fs))[:n]], ft[rng.permutation(len(ft))[:n]]
     half = n // 2
-    if half < 1:
-        raise ValueError("fs and ft need at least 2 samples each")
-    x_train = np.concatenate([fs[:half], ft[:half]])
-    y_train = np.r_[np.zeros(half), np.ones(half)]
-    x_test = np.concatenate([fs[half:], ft[half:]])
-    y_test = np.r_[np.zeros(n - half), np.ones(n - half)]
+    x_train, x_test = np.concatenate([fs[:half], ft[:half]]), np.concatenate([fs[half:], ft[half:]])
+    y_train, y_test = np.r_[np.zeros(half), np.ones(half)], np.r_[np.zeros(n - half), np.ones(n - half)]
     mean, std = x_train.mean(0), x_train.std(0) + 1e-8
     clf = LogisticRegression(C=C, max_iter=max_iter)
     with _one_thread():
@@ -90,26 +74,14 @@ def proxy_a_distance(fs, ft, seed: int = 0, C: float = 1.0, max_iter: int = 2000
 
 
 def domain_probe_accuracy(fs, ft, seed: int = 0) -> float:
-    """Held-out accuracy of a linear domain classifier freshly trained on frozen features
-    (the probe of :func:`proxy_a_distance`): 0.5 = the features carry no linear trace of the
-    domain, 1.0 = fully separable. Unlike a DANN domain head's own accuracy (the adversary,
-    which the feature extractor works against), this measures the features themselves."""
+    """Held-out accuracy of :func:`proxy_a_distance`'s linear domain probe on frozen features: 0.5 = no
+    linear trace of the domain, 1.0 = separable (unlike the adversarial head's own accuracy)."""
     return 1.0 - proxy_a_distance(fs, ft, seed=seed)["err"]
 
 
-def pca_embed(x, n_components: int = 2) -> np.ndarray:
-    """PCA projection of ``x (N, D)`` on its first ``n_components`` principal axes
-    (scikit-learn, exact SVD): ``(N, n_components)``."""
-    from sklearn.decomposition import PCA
-
-    x = _as_2d("x", x)
-    with _one_thread():
-        return PCA(n_components=n_components, svd_solver="full").fit_transform(x)
-
-
 def pca_explained(x, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`pca_embed` of ``x (N, D)`` and the share of the variance each of its axes
-    explains: ``((N, n_components), (n_components,))``, for labelling a PCA plot's axes."""
+    """PCA (scikit-learn, exact SVD) of ``x (N, D)`` on its first ``n_components`` axes and the
+    share of the variance each explains: ``((N, n_components), (n_components,))``."""
     from sklearn.decomposition import PCA
 
     x = _as_2d("x", x)
@@ -119,45 +91,34 @@ def pca_explained(x, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tsne_embed(x, seed: int = 0, perplexity: float = 30.0, pca_dims: int | None = 50) -> np.ndarray:
-    """t-SNE (van der Maaten & Hinton 2008; scikit-learn, PCA initialisation) of ``x (N, D)``
-    -> ``(N, 2)``, after an optional PCA to ``pca_dims`` dimensions (speed; None: none).
-    Deterministic under ``seed`` on one machine. ``perplexity`` must be < N."""
+    """t-SNE (van der Maaten & Hinton 2008; scikit-learn, PCA init) of ``x (N, D)`` -> ``(N, 2)``, after
+    a PCA to ``pca_dims`` dimensions (None: none); deterministic under ``seed``; ``perplexity`` < N."""
     from sklearn.manifold import TSNE
 
     x = _as_2d("x", x)
     if not 0 < perplexity < len(x):
         raise ValueError(f"perplexity must lie in (0, N = {len(x)}), got {perplexity}")
     if pca_dims is not None and pca_dims < x.shape[1] and pca_dims < len(x):
-        x = pca_embed(x, pca_dims)
+        x = pca_explained(x, pca_dims)[0]
     with _one_thread():
         return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=int(seed)).fit_transform(x)
 
 
-# -- toy problems: the domain classifier's accuracy and the decision surface --------------
-
 @torch.no_grad()
 def domain_accuracy(net: torch.nn.Module, xs: torch.Tensor, xt: torch.Tensor) -> float:
-    """Accuracy of a ``DANNNet``'s domain classifier ``G_d(G_f(x))`` at telling source
-    ``xs (Ns, ...)`` (d = 0) from target ``xt (Nt, ...)`` (d = 1), logit > 0 meaning target,
-    on all the given points (eval mode). 0.5 with balanced domains is chance."""
-    was_training = net.training
-    net.eval()
-    try:
-        x = torch.cat([xs, xt])
-        d = torch.cat([torch.zeros(len(xs)), torch.ones(len(xt))]).to(x.device)
+    """Accuracy (eval mode) of a ``DANNNet``'s ``G_d(G_f(x))`` at telling source ``xs (Ns, ...)`` (d = 0)
+    from target ``xt (Nt, ...)`` (d = 1: logit > 0)."""
+    x = torch.cat([xs, xt])
+    d = torch.cat([torch.zeros(len(xs)), torch.ones(len(xt))]).to(x.device)
+    with _eval_mode(net):
         logits = net(x, 0.0)[1]
-    finally:
-        net.train(was_training)
     return float(((logits > 0).float() == d).float().mean())
 
 
 @torch.no_grad()
 def decision_surface(net: torch.nn.Module, points, resolution: int = 150, margin: float = 0.5) -> dict:
-    """The label predictor's probability of class 1 over a grid covering ``points (N, 2)``
-    (e.g. source and target inputs of a 2-D toy together) plus ``margin`` on every side.
-
-    Returns ``{"xx": (R, R), "yy": (R, R), "prob": (R, R)}`` numpy arrays with
-    ``R = resolution``; the decision boundary is the level ``prob = 0.5``."""
+    """The label predictor's probability of class 1 on a grid over ``points (N, 2)`` plus ``margin``:
+    ``{"xx", "yy", "prob"}``, numpy ``(R, R)`` with ``R = resolution`` (the boundary: ``prob = 0.5``)."""
     resolution = check_positive_int("resolution", resolution)
     p = points.detach().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points)
     if p.ndim != 2 or p.shape[1] != 2:
@@ -165,11 +126,6 @@ def decision_surface(net: torch.nn.Module, points, resolution: int = 150, margin
     lo, hi = p.min(0) - margin, p.max(0) + margin
     xx, yy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
     grid = torch.tensor(np.c_[xx.ravel(), yy.ravel()], dtype=torch.float32)
-    device = next(net.parameters()).device
-    was_training = net.training
-    net.eval()
-    try:
-        prob = torch.softmax(net(grid.to(device)), -1)[:, 1].cpu().numpy()
-    finally:
-        net.train(was_training)
+    with _eval_mode(net):
+        prob = torch.softmax(net(grid.to(next(net.parameters()).device)), -1)[:, 1].cpu().numpy()
     return {"xx": xx, "yy": yy, "prob": prob.reshape(xx.shape)}

@@ -1,14 +1,8 @@
-"""The gradient reversal layer R_lambda (Ganin & Lempitsky, ICML 2015, eq. 4).
-
-Forward: the identity, ``R(x) = x``. Backward: the incoming gradient times ``-lambda``,
-``dR/dx = -lambda I``. Placed between the feature extractor ``G_f`` and the domain
-classifier ``G_d``, it lets one SGD step minimise the domain loss in ``G_d`` while
-maximising it in ``G_f`` (the min-max of eq. 2/3).
-
-The autograd Function uses ``setup_context`` and ``generate_vmap_rule`` so that it works
-under ``torch.func`` transforms (``grad``, ``vmap``). The layer keeps no state: lambda is an
-argument of every call (no hidden step counter); the schedule of eq. 6 lives in :func:`dannlib.schedules.grl_lambda`.
-"""
+"""The gradient reversal layer R_lambda (Ganin & Lempitsky, ICML 2015, eq. 4): forward the identity,
+``R(x) = x``; backward the incoming gradient times ``-lambda``, ``dR/dx = -lambda I``. Between G_f and
+G_d it lets one SGD step minimise the domain loss in G_d while maximising it in G_f (eq. 2/3).
+Stateless: lambda is an argument of every call (eq. 6: :func:`dannlib.schedules.grl_lambda`); it works
+under ``torch.func`` transforms (``setup_context``, ``generate_vmap_rule``)."""
 from __future__ import annotations
 
 import math
@@ -23,13 +17,10 @@ def _check_lambda(lambda_) -> float:
         if lambda_.numel() != 1:
             raise ValueError(f"lambda_ must be a scalar, got a tensor of shape {tuple(lambda_.shape)}")
         lambda_ = float(lambda_)
-    if isinstance(lambda_, bool) or not isinstance(lambda_, numbers.Real):
-        raise ValueError(f"lambda_ must be a real number, got {lambda_!r}")
-    lambda_ = float(lambda_)
-    if not math.isfinite(lambda_):
-        raise ValueError(f"lambda_ must be finite, got {lambda_}; allowed: any finite real "
-                         "(>= 0 reverses the gradient; -1 passes it unchanged, as in the domain-only mode)")
-    return lambda_
+    if isinstance(lambda_, bool) or not isinstance(lambda_, numbers.Real) or not math.isfinite(lambda_):
+        raise ValueError(f"lambda_ must be a finite real number, got {lambda_!r} (>= 0 reverses the gradient; "
+                         "-1 passes it unchanged, as in the domain-only mode)")
+    return float(lambda_)
 
 
 class _GradReverse(torch.autograd.Function):
@@ -49,15 +40,14 @@ class _GradReverse(torch.autograd.Function):
 
 
 def grad_reverse(x: torch.Tensor, lambda_: float = 1.0) -> torch.Tensor:
-    """``R_lambda(x)``: returns ``x`` unchanged (shape ``(*,)``); its gradient is ``-lambda_``
-    times the incoming one. ``lambda_`` is a finite real number (the DANN schedule gives
-    values in [0, 1]; ``-1`` switches reversal off so the gradient passes unchanged)."""
+    """``R_lambda(x)``: ``x`` unchanged (any shape); its gradient is ``-lambda_`` times the incoming
+    one. ``lambda_``: a finite real (eq. 6 gives [0, 1]; ``-1`` passes the gradient unchanged)."""
     return _GradReverse.apply(x, _check_lambda(lambda_))
 
 
 class GradientReversal(nn.Module):
-    """Module form of :func:`grad_reverse` with a fixed ``lambda_``; pass ``lambda_`` to
-    ``forward`` to override it for one call (e.g. from the eq. 6 schedule)."""
+    """Module form of :func:`grad_reverse` with a fixed ``lambda_``; ``forward(x, lambda_)``
+    overrides it for one call."""
 
     def __init__(self, lambda_: float = 1.0):
         super().__init__()

@@ -1,8 +1,6 @@
-"""Networks, named in the papers' terms: ``feature_extractor`` (G_f), ``label_predictor``
-(G_y), ``domain_classifier`` (G_d).
-
-The domain classifier ends in ONE logit (probability of "target", d = 1) trained with
-binary cross-entropy on the logit: a softmax over a single logit would be constant.
+"""Networks, named in the papers' terms: ``feature_extractor`` (G_f), ``label_predictor`` (G_y),
+``domain_classifier`` (G_d). The domain classifier ends in ONE logit (probability of "target",
+d = 1) trained with binary cross-entropy on the logit: a softmax over one logit would be constant.
 """
 from __future__ import annotations
 
@@ -13,14 +11,9 @@ from .grl import grad_reverse
 
 
 class DANNNet(nn.Module):
-    """G_f -> G_y for labels, and G_f -> R_lambda -> G_d for domains (DANN, eq. 1/5).
-
-    ``forward(x)`` returns class logits ``(N, n_classes)``;
-    ``forward(x, grl_lambda)`` returns ``(class_logits (N, n_classes), domain_logits (N,))``
-    with the gradient reversal applied before the domain classifier. ``input_mean`` (shape of
-    one input, e.g. ``(C, H, W)``), when given, is subtracted from every input (the digits
-    recipe's mean subtraction) as a fixed buffer, not a learned parameter.
-    """
+    """G_f -> G_y for labels, G_f -> R_lambda -> G_d for domains (DANN, eq. 1/5). ``forward(x)``:
+    class logits ``(N, n_classes)``; ``forward(x, grl_lambda)``: ``(class_logits, domain_logits (N,))``.
+    ``input_mean`` (one input's shape, e.g. ``(C, H, W)``): a fixed buffer subtracted from inputs."""
 
     def __init__(self, feature_extractor: nn.Module, label_predictor: nn.Module,
                  domain_classifier: nn.Module, input_mean: torch.Tensor | None = None):
@@ -28,26 +21,21 @@ class DANNNet(nn.Module):
         self.feature_extractor = feature_extractor
         self.label_predictor = label_predictor
         self.domain_classifier = domain_classifier
-        if input_mean is not None:
-            self.register_buffer("input_mean", input_mean.detach().clone().float())
-        else:
-            self.input_mean = None
+        self.register_buffer("input_mean", None if input_mean is None else input_mean.detach().clone().float())
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_mean is not None:
-            x = x - self.input_mean
-        return self.feature_extractor(x)
+        return self.feature_extractor(x if self.input_mean is None else x - self.input_mean)
 
     def forward(self, x: torch.Tensor, grl_lambda: float | None = None):
         f = self.features(x)
         class_logits = self.label_predictor(f)
         if grl_lambda is None:
             return class_logits
-        domain_logits = self.domain_classifier(grad_reverse(f, grl_lambda)).squeeze(-1)
-        return class_logits, domain_logits
+        return class_logits, self.domain_classifier(grad_reverse(f, grl_lambda)).squeeze(-1)
 
 
 def _mlp(sizes: list[int], final_activation: bool = False) -> nn.Sequential:
+    """Linear layers ``sizes[0] -> sizes[1] -> ...`` with a ReLU after each but the last."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
@@ -58,61 +46,52 @@ def _mlp(sizes: list[int], final_activation: bool = False) -> nn.Sequential:
 
 def toy_net(in_features: int = 2, hidden: int = 8, n_classes: int = 2,
             deep_domain_classifier: bool = False) -> DANNNet:
-    """The toy network of seed 003: a one-hidden-layer ReLU feature extractor
-    (in -> hidden), a linear label predictor (hidden -> n_classes) and a domain classifier
-    hidden -> hidden -> 1, or, with ``deep_domain_classifier``, hidden -> 32 -> 32 -> 1."""
-    feature_extractor = _mlp([in_features, hidden], final_activation=True)
-    label_predictor = nn.Linear(hidden, n_classes)
+    """Seed 003's toy network: G_f in -> hidden (ReLU), G_y hidden -> n_classes, G_d hidden ->
+    hidden -> 1, or, ``deep_domain_classifier``, hidden -> 32 -> 32 -> 1."""
     domain_sizes = [hidden, 32, 32, 1] if deep_domain_classifier else [hidden, hidden, 1]
-    return DANNNet(feature_extractor, label_predictor, _mlp(domain_sizes))
+    return DANNNet(_mlp([in_features, hidden], final_activation=True), nn.Linear(hidden, n_classes),
+                   _mlp(domain_sizes))
+
+
+def _conv_side(size: int) -> int:
+    """Side of the maps after two 5x5 valid convolutions, each followed by a max-pool 2."""
+    return ((size - 4) // 2 - 4) // 2
 
 
 class DigitsFeatureExtractor(nn.Sequential):
-    """REFERENCE §1's MNIST -> MNIST-M feature extractor: conv 5x5x32 -> ReLU -> max-pool 2
-    -> conv 5x5x48 -> ReLU -> max-pool 2 -> flatten. Input ``(N, C, S, S)``; output
-    ``(N, 48 * s * s)`` with ``s = ((S - 4) // 2 - 4) // 2`` (768 features at S = 28)."""
+    """REFERENCE §1's MNIST -> MNIST-M feature extractor: conv 5x5x32 -> ReLU -> max-pool 2 ->
+    conv 5x5x48 -> ReLU -> max-pool 2 -> flatten. ``(N, C, S, S)`` -> ``(N, 48 * s * s)``,
+    ``s = ((S - 4) // 2 - 4) // 2`` (768 features at S = 28)."""
 
     def __init__(self, in_channels: int = 3):
-        super().__init__(
-            nn.Conv2d(in_channels, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 48, 5), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(),
-        )
+        super().__init__(nn.Conv2d(in_channels, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(32, 48, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
 
     @staticmethod
     def out_features(size: int) -> int:
-        s = ((size - 4) // 2 - 4) // 2
-        if s < 1:
+        if _conv_side(size) < 1:
             raise ValueError(f"image size {size} is too small for the digits network (needs >= 16)")
-        return 48 * s * s
+        return 48 * _conv_side(size) ** 2
 
 
 def digits_net(in_channels: int = 3, size: int = 28, n_classes: int = 10,
                input_mean: torch.Tensor | None = None) -> DANNNet:
-    """The DANN digits network (REFERENCE §1): features (768 at 28x28) -> fc 100 -> fc 100
-    -> n_classes for labels; features -> fc 100 -> 1 logit for domains."""
+    """The DANN digits network (REFERENCE §1): features (768 at 28x28) -> fc 100 -> fc 100 ->
+    n_classes for labels; features -> fc 100 -> 1 logit for domains."""
     n = DigitsFeatureExtractor.out_features(size)
-    return DANNNet(
-        DigitsFeatureExtractor(in_channels),
-        _mlp([n, 100, 100, n_classes]),
-        _mlp([n, 100, 1]),
-        input_mean=input_mean,
-    )
+    return DANNNet(DigitsFeatureExtractor(in_channels), _mlp([n, 100, 100, n_classes]), _mlp([n, 100, 1]),
+                   input_mean=input_mean)
 
 
 class LeNetEncoder(nn.Sequential):
-    """ADDA's LeNet encoder (Tzeng et al. 2017): conv 5x5x20 -> max-pool 2 -> ReLU ->
-    conv 5x5x50 -> dropout -> max-pool 2 -> ReLU -> flatten -> fc 500 -> ReLU.
-    Input ``(N, C, 28, 28)``, output ``(N, 500)``. Dropout is off by default (p = 0) so
-    runs are deterministic under a seed."""
+    """ADDA's LeNet encoder (Tzeng et al. 2017): conv 5x5x20 -> max-pool 2 -> ReLU -> conv 5x5x50
+    -> dropout -> max-pool 2 -> ReLU -> flatten -> fc 500 -> ReLU; ``(N, C, 28, 28)`` ->
+    ``(N, 500)``. Dropout is off by default (p = 0): runs are deterministic under a seed."""
 
     def __init__(self, in_channels: int = 1, size: int = 28, dropout: float = 0.0):
-        s = ((size - 4) // 2 - 4) // 2
-        super().__init__(
-            nn.Conv2d(in_channels, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
-            nn.Conv2d(20, 50, 5), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU(),
-            nn.Flatten(), nn.Linear(50 * s * s, 500), nn.ReLU(),
-        )
+        super().__init__(nn.Conv2d(in_channels, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
+                         nn.Conv2d(20, 50, 5), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(50 * _conv_side(size) ** 2, 500), nn.ReLU())
 
 
 def adda_discriminator(in_features: int = 500, hidden: int = 500) -> nn.Sequential:
@@ -132,25 +111,20 @@ class GaussianNoise(nn.Module):
 
 
 def _vada_block(in_channels: int) -> list[nn.Module]:
-    layers: list[nn.Module] = []
-    for i in range(3):
-        layers += [nn.Conv2d(in_channels if i == 0 else 64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.LeakyReLU(0.1)]
-    return layers
+    return [m for i in range(3) for m in (nn.Conv2d(in_channels if i == 0 else 64, 64, 3, padding=1),
+                                          nn.BatchNorm2d(64), nn.LeakyReLU(0.1))]
 
 
 def vada_small_net(in_channels: int = 3, size: int = 28, n_classes: int = 10) -> DANNNet:
-    """The small digits network of VADA/DIRT-T (Shu et al. 2018), as its authors' code builds it
-    (docs/protocol.md, section 4): instance-normalised input, three blocks of three 3x3
-    convolutions (64 channels, batch norm, leaky ReLU 0.1); the first two blocks end in max-pool
-    2, dropout 0.5 and Gaussian noise (std 1), the third in global average pooling and a dense
-    layer to the classes. The domain classifier reads the output of the second block (the
-    code's ``--trim 5``): dense 100, ReLU, one logit."""
-    s = size // 4
+    """VADA/DIRT-T's small digits network (Shu et al. 2018) as its authors' code builds it
+    (docs/protocol.md, section 4): instance-normalised input, three blocks of three 3x3 convolutions
+    (64 channels, batch norm, leaky ReLU 0.1); the first two end in max-pool 2, dropout 0.5 and
+    Gaussian noise (std 1), the third in global average pooling and a dense layer to the classes.
+    G_d reads the second block's output (the code's ``--trim 5``): dense 100, ReLU, one logit."""
     features = nn.Sequential(
         nn.InstanceNorm2d(in_channels),
         *_vada_block(in_channels), nn.MaxPool2d(2), nn.Dropout(0.5), GaussianNoise(1.0),
         *_vada_block(64), nn.MaxPool2d(2), nn.Dropout(0.5), GaussianNoise(1.0),
     )
     classifier = nn.Sequential(*_vada_block(64), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, n_classes))
-    domain = nn.Sequential(nn.Flatten(), _mlp([64 * s * s, 100, 1]))
-    return DANNNet(features, classifier, domain)
+    return DANNNet(features, classifier, nn.Sequential(nn.Flatten(), _mlp([64 * (size // 4) ** 2, 100, 1])))

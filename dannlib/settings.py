@@ -1,12 +1,6 @@
-"""Settings checked before any work starts: the command lines' options and the environment's
-variables (``DANNLIB_WORKERS``, ``DANNLIB_SCHEDULER``), the reachability of a Dask scheduler
-and the writability of output folders (the run store among them).
-
-Each check raises with one line naming the setting, the value and the accepted range (or
-the fix): ValueError for a bad value, PermissionError for a folder that refuses writes,
-ConnectionError for a scheduler that does not answer. The commands print that line and exit
-with status 2 before anything is trained or written.
-"""
+"""Settings checked before any work starts (options, ``DANNLIB_WORKERS``, ``DANNLIB_SCHEDULER``, the
+scheduler's reachability, output folders' writability): each raises one line naming the setting, the
+value and the accepted range or fix; the commands print it and exit 2 before anything is written."""
 from __future__ import annotations
 
 import math
@@ -14,6 +8,9 @@ import os
 import socket
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from .utils import check_positive_int
 
 WORKERS_ENV = "DANNLIB_WORKERS"
 SCHEDULER_ENV = "DANNLIB_SCHEDULER"
@@ -21,31 +18,23 @@ SCHEDULER_ENV = "DANNLIB_SCHEDULER"
 DASK_PORT = 8786
 
 
-def check_positive_int(setting: str, value) -> int:
-    """``value`` as an int >= 1, or ValueError naming ``setting``."""
-    if isinstance(value, bool) or not hasattr(value, "__index__") or value.__index__() < 1:
-        raise ValueError(f"{setting} must be an integer >= 1, got {value!r}")
-    return value.__index__()
-
-
 def check_workers(value=None, *, setting: str = "workers") -> int:
-    """The number of worker processes: ``value`` (the option ``setting``) if given, else
-    ``$DANNLIB_WORKERS``, else one per core available to this process."""
+    """The number of worker processes: ``value`` (option ``setting``), else ``$DANNLIB_WORKERS``,
+    else one per core available to this process."""
     if value is not None:
         return check_positive_int(setting, value)
     env = os.environ.get(WORKERS_ENV, "").strip()
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise ValueError(f"{WORKERS_ENV} must be an integer >= 1, got {env!r}") from None
-        return check_positive_int(WORKERS_ENV, n)
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    if not env:
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    try:
+        n = int(env)
+    except ValueError:
+        raise ValueError(f"{WORKERS_ENV} must be an integer >= 1, got {env!r}") from None
+    return check_positive_int(WORKERS_ENV, n)
 
 
 def check_time_limit(value, *, setting: str = "--time-limit", unit: str = "minutes") -> float | None:
-    """``value`` (None: no limit; 0: start nothing) as a finite number >= 0, or ValueError
-    naming ``setting``."""
+    """``value`` (None: no limit; 0: start nothing) as a finite number >= 0, or ValueError."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -54,8 +43,8 @@ def check_time_limit(value, *, setting: str = "--time-limit", unit: str = "minut
 
 
 def scheduler_setting(value: str | None) -> tuple[str | None, str]:
-    """The Dask scheduler address to use and the setting it came from: ``value`` (the option
-    ``--scheduler``), else ``$DANNLIB_SCHEDULER``, else None (local processes)."""
+    """The Dask scheduler address and the setting it came from: ``value`` (``--scheduler``), else
+    ``$DANNLIB_SCHEDULER``, else None (local processes)."""
     if value:
         return value, "--scheduler"
     env = os.environ.get(SCHEDULER_ENV, "").strip()
@@ -63,39 +52,31 @@ def scheduler_setting(value: str | None) -> tuple[str | None, str]:
 
 
 def _host_port(address: str, setting: str) -> tuple[str, int] | None:
-    """``(host, port)`` of a ``tcp://``/``tls://`` (or scheme-less) address; None for other
+    """``(host, port)`` of a ``tcp://`` / ``tls://`` (or scheme-less) address; None for other
     transports (``inproc://``, ``ucx://``, ...), which are not probed."""
-    scheme, sep, rest = address.partition("://")
-    if not sep:
-        scheme, rest = "tcp", address
-    if scheme not in ("tcp", "tls"):
+    scheme, sep, _ = address.partition("://")
+    if sep and scheme not in ("tcp", "tls"):
         return None
-    rest = rest.rstrip("/")
-    if rest.startswith("["):  # [IPv6]:port
-        host, _, port = rest[1:].partition("]")
-        port = port.lstrip(":")
-    else:
-        host, _, port = rest.rpartition(":") if ":" in rest else (rest, "", "")
     try:
-        port_n = int(port) if port else DASK_PORT
+        url = urlsplit(address if sep else f"tcp://{address}")
+        host, port = url.hostname, DASK_PORT if url.port is None else url.port
     except ValueError:
-        port_n = -1
-    if not host or not 0 < port_n < 65536:
+        host, port = None, -1
+    if not host or not 0 < port < 65536:
         raise ValueError(f"{setting} must be a Dask scheduler address tcp://HOST:PORT (or tls://HOST:PORT), "
                          f"got {address!r}")
-    return host, port_n
+    return host, port
 
 
 def check_scheduler(address: str, *, setting: str = "--scheduler", timeout: float = 3.0) -> None:
-    """ConnectionError, in one line, unless something accepts a TCP connection at the
-    scheduler ``address`` within ``timeout`` seconds (a distributed Client would wait 30 s
-    and end in a traceback); ValueError for an address that is not one."""
+    """ConnectionError, in one line, unless something accepts a TCP connection at ``address``
+    within ``timeout`` seconds (a distributed Client would wait 30 s and end in a traceback);
+    ValueError for an address that is not one."""
     hp = _host_port(address, setting)
     if hp is None:
         return
     try:
-        with socket.create_connection(hp, timeout=timeout):
-            pass
+        socket.create_connection(hp, timeout=timeout).close()
     except OSError as exc:
         why = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
         drop = f"unset {SCHEDULER_ENV}" if setting == SCHEDULER_ENV else "drop --scheduler"
@@ -106,23 +87,19 @@ def check_scheduler(address: str, *, setting: str = "--scheduler", timeout: floa
 
 
 def check_writable(folder: str | os.PathLike, how_to_change: str) -> None:
-    """Raise PermissionError naming ``folder`` and ``how_to_change`` (the option or
-    environment variable that picks it) unless files can be created in it (or, where it
-    does not exist yet, in the nearest existing folder above it, through which it would be
-    created). Tries a real file, so a read-only file system counts too."""
-    folder = Path(folder)
-    probe = folder
+    """PermissionError naming ``folder`` and ``how_to_change`` (the option or variable that picks
+    it) unless a file can be created in it, or, where it does not exist yet, in the nearest
+    existing folder above it (a real file: a read-only file system counts too)."""
+    folder = probe = Path(folder)
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        raise PermissionError(
-            f"output folder {folder} cannot be created: {probe} is not a folder; change it with {how_to_change}"
-        )
+        raise PermissionError(f"output folder {folder} cannot be created: {probe} is not a folder; "
+                              f"change it with {how_to_change}")
     try:
         fd, name = tempfile.mkstemp(prefix=".write-test-", dir=probe)
     except OSError as exc:
-        raise PermissionError(
-            f"output folder {folder} is not writable ({probe}: {exc.strerror or exc}); change it with {how_to_change}"
-        ) from None
+        raise PermissionError(f"output folder {folder} is not writable ({probe}: {exc.strerror or exc}); "
+                              f"change it with {how_to_change}") from None
     os.close(fd)
     os.unlink(name)

@@ -1,20 +1,14 @@
-"""Toy domain-shift problems, all seeded.
-
-- :func:`make_blobs_shift` — seed 003's two Gaussian blobs; the target is the same two
-  blobs translated, so a source-only boundary misclassifies about half the target.
-- :func:`make_moons_rotated` — the JMLR paper's inter-twinning moons (Ganin et al. 2016,
-  section 5.1.1), target rotated by ``angle`` degrees (35 by default).
-
-Each returns ``ToyProblem`` with float32 numpy arrays ``xs (N, 2)``, ``ys (N,)``,
-``xt (N, 2)``, ``yt (N,)`` (target labels for evaluation only).
-"""
+"""Seeded toy domain-shift problems, each a :class:`ToyProblem` of float32 points ``xs (N, 2)``,
+``xt (N, 2)`` and int64 labels ``ys (N,)``, ``yt (N,)`` (target labels for evaluation only): seed
+003's Gaussian blobs, translated (:func:`make_blobs_shift`), and the inter-twinning moons of Ganin et
+al. (JMLR 2016, sec. 5.1.1), rotated (:func:`make_moons_rotated`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from .utils import check_positive_int
+from .utils import check_choice, check_positive_int
 
 
 @dataclass
@@ -28,8 +22,8 @@ class ToyProblem:
 
 def make_blobs_shift(n: int = 300, seed: int = 0, std: float = 0.2,
                      shift: tuple[float, float] = (1.0, -1.0)) -> ToyProblem:
-    """Source: class 0 around (0, 0), class 1 around (0, 1), isotropic std ``std``; target:
-    the same two blobs moved by ``shift``. ``n`` points per domain, classes balanced."""
+    """Source: class 0 around (0, 0), class 1 around (0, 1), isotropic ``std``; target: the same
+    blobs moved by ``shift`` (a source-only boundary misclassifies about half). ``n`` per domain."""
     n = check_positive_int("n", n)
     if not std > 0:
         raise ValueError(f"std must be > 0, got {std}")
@@ -42,9 +36,7 @@ def make_blobs_shift(n: int = 300, seed: int = 0, std: float = 0.2,
         x = centers[y] + np.asarray(offset) + std * rng.standard_normal((n, 2))
         return x.astype(np.float32), y.astype(np.int64)
 
-    xs, ys = domain((0.0, 0.0))
-    xt, yt = domain(shift)
-    return ToyProblem("blobs", xs, ys, xt, yt)
+    return ToyProblem("blobs", *domain((0.0, 0.0)), *domain(shift))
 
 
 def _moons(n: int, noise: float, rng: np.random.Generator):
@@ -53,12 +45,10 @@ def _moons(n: int, noise: float, rng: np.random.Generator):
     t = rng.uniform(0, np.pi, n)
     upper = np.stack([np.cos(t), np.sin(t)], 1)
     lower = np.stack([1 - np.cos(t), 0.5 - np.sin(t)], 1)
-    x = np.where(y[:, None] == 0, upper, lower) + noise * rng.standard_normal((n, 2))
-    return x, y
+    return np.where(y[:, None] == 0, upper, lower) + noise * rng.standard_normal((n, 2)), y.astype(np.int64)
 
 
-def make_moons_rotated(n: int = 300, seed: int = 0, angle: float = 35.0,
-                       noise: float = 0.1) -> ToyProblem:
+def make_moons_rotated(n: int = 300, seed: int = 0, angle: float = 35.0, noise: float = 0.1) -> ToyProblem:
     """Two inter-twinning moons (class 0 upper, class 1 lower), centred; the target is an
     independent draw rotated by ``angle`` degrees about the centre of the data."""
     n = check_positive_int("n", n)
@@ -66,20 +56,15 @@ def make_moons_rotated(n: int = 300, seed: int = 0, angle: float = 35.0,
         raise ValueError(f"angle must be a finite number of degrees, got {angle}")
     rng = np.random.default_rng(seed)
     centre = np.array([0.5, 0.25])
-    xs, ys = _moons(n, noise, rng)
-    xt, yt = _moons(n, noise, rng)
+    (xs, ys), (xt, yt) = _moons(n, noise, rng), _moons(n, noise, rng)
     a = np.deg2rad(angle)
     rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    xs = xs - centre
-    xt = (xt - centre) @ rot.T
-    return ToyProblem("moons", xs.astype(np.float32), ys.astype(np.int64),
-                      xt.astype(np.float32), yt.astype(np.int64))
+    return ToyProblem("moons", (xs - centre).astype(np.float32), ys, ((xt - centre) @ rot.T).astype(np.float32), yt)
 
 
 TOYS = {"blobs": make_blobs_shift, "moons": make_moons_rotated}
 
 
 def make_toy(name: str, **kwargs) -> ToyProblem:
-    if name not in TOYS:
-        raise ValueError(f"unknown toy problem {name!r}; allowed values: {', '.join(TOYS)}")
+    check_choice("toy problem", name, TOYS)
     return TOYS[name](**kwargs)

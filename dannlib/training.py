@@ -1,17 +1,8 @@
-"""The one training loop. Every method (source-only, DANN, ADDA, IIMT, ...) plugs in as a
-:class:`Method` that owns its networks and optimisers and implements ``step``; the loop
-(:func:`fit`) draws the batches, feeds the schedules' progress ``p``, logs, evaluates,
-watches for divergence and shows a progress bar. Methods differ in their step, not in
-copies of a loop.
-
-A training run is one seed (:meth:`Method.run` builds a method per seed). A
-:class:`PerSeedMethod` built for ``K`` seeds can also train them in one :func:`fit`: it
-receives batches shaped ``(K, B, ...)`` (seed ``k``'s are exactly those a single-seed run
-with that seed draws) and loops over the seeds. Either way :func:`fit` returns one
-:class:`RunResult` per seed.
-
-Data never leaves the training device: batches are gathered by index from tensors already
-there, no per-sample ``DataLoader``.
+"""The one training loop, :func:`fit`: seeded batches, the schedules' progress ``p = step / steps``,
+the recipe, logging, evaluation, divergence watch and progress bar. Every method is a :class:`Method`
+that owns its networks and optimisers and implements ``step``. A run is one seed; a
+:class:`PerSeedMethod` built for ``K`` seeds trains them in one :func:`fit` on batches ``(K, B, ...)``
+(seed ``k``'s those of a single-seed run). Batches are gathered by index on the training device.
 """
 from __future__ import annotations
 
@@ -20,7 +11,7 @@ import functools
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Callable
 
 import torch
@@ -29,21 +20,17 @@ from torch import nn
 from .domain import Batches, Domain, check_domains
 from .utils import check_positive_int, check_seeds, progress_enabled
 
-
-#: A logged loss (a key ending in "loss") above this counts as an explosion: the cross-entropies,
-#: squared errors and adversarial losses of these methods stay below ~50 in any sane run (2.3
-#: is chance on 10 classes); 1e4 means logits of that order. A seed seen once past it (or
-#: non-finite) is recorded as diverged, even if it later settles at a dead network's 2.30.
+#: A logged loss above this is an explosion (sane runs stay below ~50; 2.3 is chance on 10 classes): the
+#: seed is recorded as diverged, even if it later settles at a dead network's 2.30.
 EXPLODED_LOSS = 1e4
 
 
 def loss_trouble(values: dict) -> str | None:
-    """"key=value" of the first non-finite value in ``values`` (one monitoring record or
-    window of means), or of a loss above :data:`EXPLODED_LOSS`; None when all are sane."""
+    """"key=value" of the first non-finite number in ``values``, or of a loss (a key ending in "loss")
+    above :data:`EXPLODED_LOSS`; None when all are sane."""
     for key, v in values.items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            continue
-        if not math.isfinite(v) or (key.endswith("loss") and abs(v) > EXPLODED_LOSS):
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and (
+                not math.isfinite(v) or key.endswith("loss") and abs(v) > EXPLODED_LOSS):
             return f"{key}={v:.3g}"
     return None
 
@@ -58,28 +45,18 @@ def judge_history(history: list[dict]) -> str | None:
 
 
 class Method:
-    """What a method supplies to :func:`fit`. Subclasses set ``name``, ``seeds``,
-    ``config`` and implement ``step``, ``predict`` and ``modules``.
+    """What a method supplies to :func:`fit`: ``name``, ``seeds``, ``config``, ``uses_target`` and
 
-    - ``step(xs, ys, xt, p) -> dict[str, Tensor]``: one update on a source batch
-      ``xs (B, ...)``/``ys (B,)`` and a target batch ``xt (B, ...)`` (leading seed axis
-      ``K`` when ``len(seeds) > 1``, :class:`PerSeedMethod`); returns detached
-      losses/metrics, scalars or ``(K,)``.
-    - ``predict(x) -> logits``: ``(N, n_classes)``, or ``(K, N, n_classes)`` for K seeds.
-    - ``schedule(p) -> dict``: the schedule values at progress p (e.g. lambda, lr), logged.
-    - ``modules(i) -> dict[str, nn.Module]``: seed ``i``'s trained networks (for saving).
-    - ``uses_target``: whether the loop must sample target batches.
+    - ``step(xs, ys, xt, p) -> dict``: one update on a source batch ``xs (B, ...)``/``ys (B,)`` and a
+      target batch ``xt (B, ...)`` (leading seed axis ``K`` for several seeds); detached losses,
+      scalars or ``(K,)``;
+    - ``predict(x)``: logits ``(N, n_classes)``, or ``(K, N, n_classes)`` for K seeds;
+    - ``modules(i) -> dict[str, nn.Module]``: seed ``i``'s trained networks.
 
-    The recipe is the base's, not each method's (:meth:`update`, which :func:`fit` calls): the
-    learning rate ``config.lr_at(p)`` of every optimiser in :meth:`scheduled_optimizers` before each step
-    (where the config has ``lr_at``), bfloat16 autocast around the step for
-    ``config.precision == "bf16"``, and channels_last convolution weights for every network in
-    :meth:`networks` once construction ends (``config.channels_last``; None: on the CPU).
-
-    :meth:`run` is every method's one entry point for a training run (``dannlib.methods.train``
-    calls it): by default it builds the method for each seed and calls :func:`fit`;
-    multi-stage methods (ADDA) override it.
-    """
+    The recipe is the base's (:meth:`update`): ``config.lr_at(p)`` in ``optimizer`` and/or
+    ``optimizers`` before each step, bfloat16 autocast for ``config.precision == "bf16"``, and
+    channels_last weights for :meth:`networks` once built (``config.channels_last``; None: on the
+    CPU). :meth:`run` is a training run's one entry point (ADDA overrides it)."""
 
     name: str = "method"
     seeds: list[int]
@@ -93,7 +70,6 @@ class Method:
         self.name = name or type(self).__name__.lower()
 
     def __init_subclass__(cls, **kwargs):
-        # after the outermost __init__ of a method has built its networks: channels_last
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
         if init is None:
@@ -102,66 +78,40 @@ class Method:
         @functools.wraps(init)
         def __init__(self, *args, **kw):
             init(self, *args, **kw)
-            if type(self).__init__ is __init__:
-                self._use_channels_last()
+            if type(self).__init__ is __init__:  # the outermost: the networks are built
+                nets = self.networks()
+                flag = getattr(self.config, "channels_last", None)
+                if flag is None:
+                    flag = next((p.device.type == "cpu" for net in nets for p in net.parameters()), False)
+                if flag:
+                    for net in nets:
+                        net.to(memory_format=torch.channels_last)
 
         cls.__init__ = __init__
 
-    def _use_channels_last(self) -> None:
-        nets = self.networks()
-        params = [p for net in nets for p in net.parameters()]
-        flag = getattr(self.config, "channels_last", None)
-        if flag is None:
-            flag = bool(params) and params[0].device.type == "cpu"
-        if flag:
-            for net in nets:
-                net.to(memory_format=torch.channels_last)
-
     def networks(self) -> list[nn.Module]:
-        """Every network the method computes with (each once), for channels_last; default: every
-        seed's :meth:`modules`."""
-        nets = {id(m): m for i in range(len(self.seeds)) for m in self.modules(i).values()}
-        return list(nets.values())
-
-    def scheduled_optimizers(self) -> list[torch.optim.Optimizer]:
-        """The optimisers whose learning rate :meth:`update` sets from ``config.lr_at``; default:
-        the method's attribute ``optimizer`` (one) and/or ``optimizers`` (one per seed)."""
-        one = getattr(self, "optimizer", None)
-        return ([one] if one is not None else []) + list(getattr(self, "optimizers", []))
+        """Every network the method computes with, each once; default: every seed's :meth:`modules`."""
+        return list({id(m): m for i in range(len(self.seeds)) for m in self.modules(i).values()}.values())
 
     def update(self, xs, ys, xt, p: float) -> dict:
-        """One training step with the recipe applied: the learning rates at ``p``, autocast per
-        ``config.precision``, then :meth:`step`."""
+        """:meth:`step` with the recipe: the learning rates at ``p``, autocast per ``config.precision``."""
         lr_at = getattr(self.config, "lr_at", None)
         if lr_at is not None:
             lr = lr_at(p)
-            for opt in self.scheduled_optimizers():
-                for group in opt.param_groups:
+            for opt in [getattr(self, "optimizer", None), *getattr(self, "optimizers", [])]:
+                for group in opt.param_groups if opt is not None else []:
                     group["lr"] = lr
-        with self.autocast(xs.device):
+        bf16 = getattr(self.config, "precision", "fp32") == "bf16"
+        with torch.autocast(device_type=xs.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
             return self.step(xs, ys, xt, p)
-
-    def autocast(self, device: torch.device):
-        """bfloat16 autocast on ``device`` where ``config.precision == "bf16"``, else a no-op."""
-        if getattr(self.config, "precision", "fp32") == "bf16":
-            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     @property
     def batched(self) -> bool:
         return len(self.seeds) > 1
 
-    def step(self, xs, ys, xt, p: float) -> dict:
-        raise NotImplementedError
-
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
     def schedule(self, p: float) -> dict:
+        """The schedule values at ``p`` (e.g. lambda, lr), logged."""
         return {}
-
-    def modules(self, i: int) -> dict[str, nn.Module]:
-        raise NotImplementedError
 
     def train(self, mode: bool = True):
         for i in range(len(self.seeds)):
@@ -207,27 +157,18 @@ class Method:
     @classmethod
     def run(cls, config, source: Domain, target: Domain, seeds, *, eval_sets=None, progress=True,
             name: str | None = None, monitor_size: int = 2000) -> list["RunResult"]:
-        """Train ``config`` on ``source`` -> ``target`` for each seed, one seed after another;
-        one :class:`RunResult` per seed."""
-        results = []
-        for seed in check_seeds(seeds):
-            method = cls(config, source, target, [seed], name=name)
-            results += fit(method, source, target, steps=cls.total_steps(config), batch_size=config.batch_size,
-                           eval_sets=eval_sets, eval_every=config.eval_every, progress=progress,
-                           monitor_size=monitor_size)
-        return results
+        """Train ``config`` on ``source`` -> ``target`` for each seed, one after another; one
+        :class:`RunResult` per seed."""
+        return [r for seed in check_seeds(seeds)
+                for r in fit(cls(config, source, target, [seed], name=name), source, target,
+                             steps=cls.total_steps(config), batch_size=config.batch_size, eval_sets=eval_sets,
+                             eval_every=config.eval_every, progress=progress, monitor_size=monitor_size)]
 
 
 class PerSeedMethod(Method):
-    """A method that keeps one independent set of networks per seed and loops over the
-    seeds inside ``step`` (ADDA, CDAN, IIMT). Subclasses implement ``step_one(i, xs, ys, xt, p)``
-    for seed index ``i`` on that seed's ``(B, ...)`` batches, and ``predict_one(i, x)``."""
-
-    def step_one(self, i: int, xs, ys, xt, p: float) -> dict:
-        raise NotImplementedError
-
-    def predict_one(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    """A method with independent networks per seed, looping over the seeds in ``step`` (ADDA, CDAN,
+    IIMT). Subclasses implement ``step_one(i, xs, ys, xt, p)`` on seed index ``i``'s ``(B, ...)``
+    batches and ``predict_one(i, x)``."""
 
     def step(self, xs, ys, xt, p: float) -> dict:
         if not self.batched:
@@ -243,10 +184,9 @@ class PerSeedMethod(Method):
 
 @dataclass
 class RunResult:
-    """One seed's training run: the method's name and config, the monitoring ``history``
-    (one dict per logged step), the ``final`` evaluation (the numbers to report), the
-    timing, the trained networks (``modules``), and ``parts``: earlier stages of a
-    multi-stage method (ADDA's ``{"pretrain": RunResult}``)."""
+    """One seed's training run: the method's name and config, the monitoring ``history`` (one dict
+    per logged step), the ``final`` evaluation (the numbers to report), the timing, the trained
+    networks (``modules``), and ``parts``: earlier stages (ADDA's ``{"pretrain": RunResult}``)."""
 
     method: str
     seed: int
@@ -265,48 +205,27 @@ class RunResult:
 
 @torch.no_grad()
 def accuracy(predict: Callable, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Top-1 accuracy of ``predict`` on ``(x, y)``: a scalar tensor, or ``(K,)`` when
-    ``predict`` returns ``(K, N, C)`` logits for K seeds."""
-    correct = None
-    for i in range(0, len(x), batch_size):
-        logits = predict(x[i:i + batch_size])
-        c = (logits.argmax(-1) == y[i:i + batch_size]).sum(-1)
-        correct = c if correct is None else correct + c
+    """Top-1 accuracy of ``predict`` on ``(x, y)``: a scalar tensor, or ``(K,)`` when ``predict``
+    returns ``(K, N, C)`` logits for K seeds."""
+    correct = sum((predict(x[i:i + batch_size]).argmax(-1) == y[i:i + batch_size]).sum(-1)
+                  for i in range(0, len(x), batch_size))
     return correct.double() / len(x)
 
 
 def _as_list(value, k: int) -> list[float]:
+    """A scalar or ``(K,)`` step output as K floats."""
     if isinstance(value, torch.Tensor):
         v = value.detach().double().cpu()
         return v.tolist() if v.ndim else [v.item()] * k
     return [float(value)] * k
 
 
-class _LossWindow:
-    """Running sums of the step outputs since the last log; ``means()`` -> per-seed lists."""
-
-    def __init__(self, k: int):
-        self.k, self.sums, self.n = k, {}, 0
-
-    def add(self, out: dict) -> None:
-        for key, v in out.items():
-            v = v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
-            self.sums[key] = v if key not in self.sums else self.sums[key] + v
-        self.n += 1
-
-    def means(self) -> dict[str, list[float]]:
-        out = {key: _as_list(v / self.n, self.k) for key, v in self.sums.items()}
-        self.sums, self.n = {}, 0
-        return out
-
-
 def evaluate(method: Method, eval_sets: dict[str, Domain], limit: int | None = None) -> dict[str, list[float]]:
-    """``{"<name>_acc": [per-seed accuracy]}`` on each evaluation set (its first ``limit``
-    samples; None: all), with the method's networks in eval mode."""
-    k = len(method.seeds)
+    """``{"<name>_acc": [per-seed accuracy]}`` on each evaluation set (its first ``limit`` samples;
+    None: all), the method's networks in eval mode."""
     method.train(False)
     try:
-        return {f"{name}_acc": _as_list(accuracy(method.predict, d.x[:limit], d.y[:limit]), k)
+        return {f"{name}_acc": _as_list(accuracy(method.predict, d.x[:limit], d.y[:limit]), len(method.seeds))
                 for name, d in eval_sets.items()}
     finally:
         method.train(True)
@@ -315,22 +234,18 @@ def evaluate(method: Method, eval_sets: dict[str, Domain], limit: int | None = N
 def fit(method: Method, source: Domain, target: Domain | None, *, steps: int, batch_size: int,
         eval_sets: dict[str, Domain] | None = None, eval_every: int | None = None,
         monitor_size: int = 2000, progress: bool = True, desc: str | None = None) -> list[RunResult]:
-    """Train ``method`` for ``steps`` steps on labelled ``source`` and (unlabelled) ``target``;
-    one :class:`RunResult` per seed of the method.
+    """Train ``method`` for ``steps`` steps on labelled ``source`` and unlabelled ``target``; one
+    :class:`RunResult` per seed.
 
-    Every ``eval_every`` steps (default: 20 records per run) it logs, per seed, the mean
-    losses since the last record, the schedule values the logged step used (computed at
-    ``(step - 1) / steps``; the record's ``p`` is the progress after it, ``step / steps``) and
-    the accuracy on the first
-    ``monitor_size`` samples of each evaluation set (monitoring curves only: nothing is
-    selected on them). At the end it evaluates each set in full; ``final`` holds those
-    numbers, which are the ones to report. A non-finite loss marks that seed ``diverged``
-    (its numbers are kept but flagged, and a message is printed); once every seed has diverged
-    the run stops, and no exception is raised, so callers carry on with other seeds and methods.
+    Every ``eval_every`` steps (default: 20 records) it logs per seed the mean step outputs since the
+    last record, the schedule values of the logged step (at ``(step - 1) / steps``; the record's ``p``
+    is ``step / steps``) and the accuracy on the first ``monitor_size`` samples of each of
+    ``eval_sets`` (labelled domains by name, the only use of target labels); ``final`` holds those
+    on the full sets, the numbers to report. A non-finite or exploded loss marks a seed ``diverged``
+    (a message is printed); once all have, the run stops without raising. The tqdm.auto bar is off
+    for ``progress=False`` or ``$DANNLIB_PROGRESS=0``."""
+    from tqdm.auto import tqdm
 
-    ``eval_sets`` maps names (e.g. ``"source_test"``, ``"target_test"``) to labelled
-    domains; target labels are used only here, never by the method.
-    """
     steps = check_positive_int("steps", steps)
     batch_size = check_positive_int("batch_size", batch_size)
     eval_every = check_positive_int("eval_every", eval_every) if eval_every else max(1, steps // 20)
@@ -338,84 +253,48 @@ def fit(method: Method, source: Domain, target: Domain | None, *, steps: int, ba
     check_domains(source, target if method.uses_target else None, eval_sets)
     if method.uses_target and target is None:
         raise ValueError(f"{method.name} needs a target domain")
-    seeds = list(method.seeds)
-    k = len(seeds)
+    seeds, k = list(method.seeds), len(method.seeds)
     batches = Batches(source, target.unlabelled() if method.uses_target else None, seeds, batch_size)
-    window = _LossWindow(k)
-    history: list[dict] = []
+    sums, n, history = {}, 0, []
     status, messages = ["ok"] * k, [""] * k
     start = time.perf_counter()
-    bar = progress_bar(steps, desc or f"{method.name} (seed{'s' if k > 1 else ''} {', '.join(map(str, seeds))})",
-                       progress)
+    bar = tqdm(total=steps, desc=desc or f"{method.name} (seed{'s' if k > 1 else ''} {', '.join(map(str, seeds))})",
+               mininterval=1.0, leave=False, disable=not (progress and progress_enabled()))
     method.train(True)
-    try:
+    with bar:
         for step in range(steps):
             p = step / steps
-            window.add(method.update(*batches.next(), p))
+            for key, v in method.update(*batches.next(), p).items():
+                v = v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+                sums[key] = sums[key] + v if key in sums else v
+            n += 1
             if (step + 1) % eval_every == 0 or step == steps - 1:
-                means = window.means()
-                accs = evaluate(method, eval_sets, monitor_size)
-                sched = method.schedule(p)
+                means = {key: _as_list(v / n, k) for key, v in sums.items()}
+                sums, n = {}, 0
+                accs, sched = evaluate(method, eval_sets, monitor_size), method.schedule(p)
                 for i, seed in enumerate(seeds):
-                    rec = {"step": step + 1, "seed": seed, "p": (step + 1) / steps, **sched}
-                    rec.update({key: vals[i] for key, vals in means.items()})
-                    rec.update({key: vals[i] for key, vals in accs.items()})
-                    trouble = loss_trouble({key: vals[i] for key, vals in means.items()})
-                    if status[i] == "ok" and trouble:
+                    losses = {key: vals[i] for key, vals in means.items()}
+                    if status[i] == "ok" and loss_trouble(losses):
                         status[i] = "diverged"
-                        kind = ("exploded" if all(math.isfinite(vals[i]) for vals in means.values())
-                                else "non-finite")
+                        kind = "exploded" if all(map(math.isfinite, losses.values())) else "non-finite"
                         messages[i] = (f"{method.name}: {kind} loss at step {step + 1} (seed {seed}): "
-                                       + ", ".join(f"{key}={vals[i]:.4g}" for key, vals in means.items())
+                                       + ", ".join(f"{key}={v:.4g}" for key, v in losses.items())
                                        + "; this seed is recorded as diverged and left out of the means")
-                        _warn(messages[i], bar)
-                    rec["status"] = status[i]
-                    history.append(rec)
-                if bar is not None:
-                    bar.set_postfix({key: f"{sum(v) / k:.3f}" for key, v in accs.items()}, refresh=False)
+                        bar.write(messages[i], file=sys.stderr)
+                    history.append({"step": step + 1, "seed": seed, "p": (step + 1) / steps, **sched, **losses,
+                                    **{key: vals[i] for key, vals in accs.items()}, "status": status[i]})
+                bar.set_postfix({key: f"{sum(v) / k:.3f}" for key, v in accs.items()}, refresh=False)
                 if all(s != "ok" for s in status):
-                    _warn(f"stopping {method.name} at step {step + 1}: every seed has diverged", bar)
+                    bar.write(f"stopping {method.name} at step {step + 1}: every seed has diverged", file=sys.stderr)
                     break
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+            bar.update(1)
     seconds = time.perf_counter() - start
     finals = evaluate(method, eval_sets)
     method.train(False)
-    config = _config_dict(method.config)
-    results = []
-    for i, seed in enumerate(seeds):
-        final = {"seed": seed, "status": status[i], "steps": steps, "seconds": seconds}
-        if messages[i]:
-            final["message"] = messages[i]
-        final.update({key: vals[i] for key, vals in finals.items()})
-        results.append(RunResult(method=method.name, seed=seed, config=config,
-                                 history=[h for h in history if h["seed"] == seed], final=final,
-                                 seconds=seconds, steps=steps, modules=method.modules(i)))
-    return results
-
-
-def _config_dict(config) -> dict:
-    from dataclasses import asdict, is_dataclass
-
-    return asdict(config) if is_dataclass(config) else dict(config or {})
-
-
-def _warn(message: str, bar) -> None:
-    if bar is not None:
-        bar.write(message, file=sys.stderr)
-    else:
-        print(message, file=sys.stderr)
-
-
-def progress_bar(total: int, desc: str, enabled: bool = True, **kwargs):
-    """A tqdm.auto bar (a widget in JupyterLab, text in a terminal), or None when disabled by
-    the caller or by ``$DANNLIB_PROGRESS=0`` (set by ``dannlib regenerate`` for the kernels it
-    runs, so that no progress-bar text is saved into notebooks)."""
-    if not (enabled and progress_enabled()):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, mininterval=1.0, leave=kwargs.pop("leave", False), **kwargs)
+    config = asdict(method.config) if is_dataclass(method.config) else dict(method.config or {})
+    return [RunResult(method=method.name, seed=seed, config=config, history=[h for h in history if h["seed"] == seed],
+                      final={"seed": seed, "status": status[i], "steps": steps, "seconds": seconds,
+                             **({"message": messages[i]} if messages[i] else {}),
+                             **{key: vals[i] for key, vals in finals.items()}},
+                      seconds=seconds, steps=steps, modules=method.modules(i))
+            for i, seed in enumerate(seeds)]

@@ -1,12 +1,10 @@
-"""Small shared helpers: the device choice, explicit seeding, atomic file writes, paths.
-
-Everything here is stateless apart from what its caller passes in: no helper reseeds the
-global random number generators behind the caller's back (``seeded`` restores them).
-"""
+"""Shared helpers: device, explicit seeding (nothing reseeds the global generators behind the caller's
+back), argument checks, the thread policy, atomic writes, paths, machine info."""
 from __future__ import annotations
 
 import contextlib
 import math
+import operator
 import os
 import platform
 import tempfile
@@ -16,24 +14,12 @@ from typing import Iterator
 import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _publish(tmp: str | os.PathLike, target: Path) -> None:
-    """Give a finished temporary file the permissions a plain ``open(..., "w")`` would
-    (0666 less the umask; mkstemp makes it 0600), then rename it over ``target``."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, target)
+THREADS_ENV = "DANNLIB_THREADS"
 
 
 def default_device() -> torch.device:
-    """The one place the training device is chosen: ``$DANNLIB_DEVICE`` if set, else CUDA
-    when present, else the CPU."""
-    name = os.environ.get("DANNLIB_DEVICE")
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``$DANNLIB_DEVICE`` if set, else CUDA when present, else the CPU."""
+    return torch.device(os.environ.get("DANNLIB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -42,9 +28,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Run a block with torch's global RNG (CPU and CUDA) seeded to ``seed``, then restore
-    the caller's RNG state. Used to build networks whose layers draw their initial weights
-    from the global generator, without leaving the global state changed."""
+    """Run a block (e.g. building networks) with torch's global RNG (CPU, CUDA) seeded to ``seed``,
+    then restore the caller's RNG state."""
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
@@ -52,47 +37,37 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
-    """A torch.Generator on ``device`` seeded with ``seed`` (explicit randomness)."""
-    g = torch.Generator(device=torch.device(device))
-    g.manual_seed(int(seed))
-    return g
+    """A torch.Generator on ``device`` seeded with ``seed``."""
+    return torch.Generator(device=torch.device(device)).manual_seed(int(seed))
 
 
 def check_positive_int(name: str, value) -> int:
-    """Return ``value`` as int, or raise ValueError naming the parameter."""
-    import operator
-
+    """``value`` as an int >= 1 (not a bool), or ValueError naming the parameter."""
     try:
-        if isinstance(value, bool):
-            raise TypeError
-        value = operator.index(value)
+        n = None if isinstance(value, bool) else operator.index(value)
     except TypeError:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer (>= 1), got {value}")
-    return value
+        n = None
+    if n is None or n < 1:
+        raise ValueError(f"{name} must be an integer >= 1 (a positive integer), got {value!r}")
+    return n
 
 
 def check_positive_number(name: str, value, hint: str = "") -> float:
-    """Return ``value`` if it is a finite real number > 0 (not a bool), else raise
-    ValueError naming the parameter; ``hint`` is added after "> 0" in the message."""
+    """``value`` if a finite real number > 0 (not a bool), else ValueError naming it (and ``hint``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0{hint}, got {value!r}")
     return value
 
 
 def check_seeds(seeds) -> list[int]:
-    """``seeds`` as a non-empty list of ints >= 0, or a ValueError naming the parameter."""
+    """``seeds`` as a non-empty list of distinct ints >= 0, or ValueError naming the parameter."""
     if isinstance(seeds, (int, str)) or seeds is None:
         raise ValueError(f"seeds must be a list of integers >= 0, e.g. [0, 1, 2]; got {seeds!r}")
-    out = []
+    seeds = list(seeds)
     for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int) and not (hasattr(s, "__index__")):
-            raise ValueError(f"seeds must be integers >= 0, got {s!r} in {list(seeds)!r}")
-        s = int(s)
-        if s < 0:
-            raise ValueError(f"seeds must be integers >= 0, got {s} in {list(seeds)!r}")
-        out.append(s)
+        if isinstance(s, bool) or not hasattr(s, "__index__") or int(s) < 0:
+            raise ValueError(f"seeds must be integers >= 0, got {s!r} in {seeds!r}")
+    out = [int(s) for s in seeds]
     if not out:
         raise ValueError("seeds must name at least one seed, e.g. seeds=[0]; got an empty list")
     if len(set(out)) != len(out):
@@ -100,21 +75,21 @@ def check_seeds(seeds) -> list[int]:
     return out
 
 
+def check_choice(name: str, value, allowed) -> None:
+    """ValueError naming the parameter and the allowed values unless ``value`` is one of them."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed values: {', '.join(map(str, allowed))}")
+
+
 def progress_enabled() -> bool:
-    """False when ``$DANNLIB_PROGRESS`` is ``0`` (no progress bars at all, e.g. inside
-    notebooks executed by ``dannlib regenerate``), else True."""
+    """False when ``$DANNLIB_PROGRESS`` is ``0`` (no progress bars: ``dannlib regenerate``'s notebooks)."""
     return os.environ.get("DANNLIB_PROGRESS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-THREADS_ENV = "DANNLIB_THREADS"
-
-
 def configure_threads(threads: int | None = None) -> int:
-    """The study's one thread policy for torch on the CPU, called by the notebooks, the CLI,
-    the sweep's workers and the tests: ``threads`` if given, else ``$DANNLIB_THREADS``, else
-    1. Measured on the 2-core CPU the study runs on: one torch thread per process, with
-    runs in parallel processes, beats 2 threads in one process (``benchmarks/README.md``);
-    on a shared machine 2 threads collapsed. Returns the number set."""
+    """The thread policy for torch on the CPU: ``threads``, else ``$DANNLIB_THREADS``, else 1 (with
+    runs in parallel processes, measured fastest on the study's 2-core CPU: benchmarks/README.md)."""
     if threads is None:
         text = os.environ.get(THREADS_ENV, "1")
         try:
@@ -128,84 +103,54 @@ def configure_threads(threads: int | None = None) -> int:
 
 
 def results_root(path: str | os.PathLike | None = None) -> Path:
-    """The results folder: ``path`` if given, else ``$DANNLIB_RESULTS``, else the project's
-    ``results/`` (found from this file, so it works from any working directory)."""
+    """``path``, else ``$DANNLIB_RESULTS``, else the project's ``results/``."""
     if path is not None:
         return Path(path).expanduser()
     env = os.environ.get("DANNLIB_RESULTS")
     return Path(env).expanduser() if env else PROJECT_ROOT / "results"
 
 
-def check_choice(name: str, value, allowed) -> None:
-    """Raise ValueError naming the parameter and the allowed values."""
-    allowed = list(allowed)
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; allowed values: {', '.join(map(str, allowed))}")
-
-
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator:
-    """Open a temporary file beside ``path`` for writing; on success rename it over
-    ``path``; on error remove it, so ``path`` is never half-written and an earlier version
-    survives a failure."""
+def _replacing(path: str | os.PathLike, prefix: str, suffix: str) -> Iterator[Path]:
+    """A temporary file beside ``path``, renamed over it on success with a plain ``open``'s permissions
+    (0666 less the umask), removed on error: ``path`` is never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        with open(tmp, mode, **kwargs) as fh:
-            yield fh
-        _publish(tmp, path)
+        yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
 
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator:
+    """``open(path, mode)``, atomically: writes go to ``.<name>.*.tmp`` (see :func:`_replacing`)."""
+    with _replacing(path, f".{Path(path).name}.", ".tmp") as tmp, open(tmp, mode, **kwargs) as fh:
+        yield fh
+
+
 def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager:
-    """Like ``atomic_write`` but yields a temporary *path* (for writers that take a file
-    name, e.g. ``np.savez`` or ``fig.savefig``), renamed over ``path`` on success."""
-
-    @contextlib.contextmanager
-    def _ctx():
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
-        os.close(fd)
-        try:
-            yield Path(tmp)
-            _publish(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
-    return _ctx()
+    """Like :func:`atomic_write` but yields a temporary *path* ``.<stem>.*<suffix>`` (``fig.savefig``)."""
+    return _replacing(path, f".{Path(path).stem}.", Path(path).suffix)
 
 
 def machine_info(device: str | torch.device | None = None) -> dict:
     """What produced a number: host, CPU count, device name and library versions."""
-    device = resolve_device(device)
-    info = {
-        "host": platform.node(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(device)
-    else:
-        info["device_name"] = platform.processor() or platform.machine()
-    try:
-        import torchvision
+    import torchvision
 
-        info["torchvision"] = torchvision.__version__
-    except Exception:  # pragma: no cover - torchvision is a dependency
-        pass
-    return info
+    device = resolve_device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {"host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "device": str(device), "device_name": name, "torchvision": torchvision.__version__}
 
 
 #: Weights files found to load, by (path, size, mtime): each is read once per process.
@@ -213,8 +158,8 @@ _WEIGHTS_OK: set[tuple[str, int, int]] = set()
 
 
 def weights_problem(path: Path) -> str | None:
-    """Why the weights file at ``path`` does not load (truncated, not a torch archive, not state
-    dicts), or None when it loads or is absent (then a consumer that needs it retrains the run)."""
+    """Why the weights file at ``path`` does not load (truncated, not state dicts, ...), or None when
+    it loads or is absent (a consumer that needs it then retrains the run)."""
     try:
         st = path.stat()
     except FileNotFoundError:
