@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .domain import Batches, Domain, check_domains
-from .utils import check_positive_int, check_seeds, progress_enabled
+from .utils import check_positive_int, check_seeds, progress_enabled, seeded
 
 #: A logged loss above this is an explosion (sane runs stay below ~50; 2.3 is chance on 10 classes): the
 #: seed is recorded as diverged, even if it later settles at a dead network's 2.30.
@@ -231,6 +231,9 @@ def evaluate(method: Method, eval_sets: dict[str, Domain], limit: int | None = N
         method.train(True)
 
 
+TRAIN_RNG_OFFSET = 2_000_003  # distinct from the seeds networks are built under (utils.seeded(seed))
+
+
 def fit(method: Method, source: Domain, target: Domain | None, *, steps: int, batch_size: int,
         eval_sets: dict[str, Domain] | None = None, eval_every: int | None = None,
         monitor_size: int = 2000, progress: bool = True, desc: str | None = None) -> list[RunResult]:
@@ -243,7 +246,9 @@ def fit(method: Method, source: Domain, target: Domain | None, *, steps: int, ba
     ``eval_sets`` (labelled domains by name, the only use of target labels); ``final`` holds those
     on the full sets, the numbers to report. A non-finite or exploded loss marks a seed ``diverged``
     (a message is printed); once all have, the run stops without raising. The tqdm.auto bar is off
-    for ``progress=False`` or ``$DANNLIB_PROGRESS=0``."""
+    for ``progress=False`` or ``$DANNLIB_PROGRESS=0``. Modules that draw from torch's global generator
+    while training (dropout, VADA's noise) draw from it seeded with the first seed + ``TRAIN_RNG_OFFSET``;
+    the caller's generator state is restored afterwards."""
     from tqdm.auto import tqdm
 
     steps = check_positive_int("steps", steps)
@@ -261,7 +266,7 @@ def fit(method: Method, source: Domain, target: Domain | None, *, steps: int, ba
     bar = tqdm(total=steps, desc=desc or f"{method.name} (seed{'s' if k > 1 else ''} {', '.join(map(str, seeds))})",
                mininterval=1.0, leave=False, disable=not (progress and progress_enabled()))
     method.train(True)
-    with bar:
+    with bar, seeded(seeds[0] + TRAIN_RNG_OFFSET):
         for step in range(steps):
             p = step / steps
             for key, v in method.update(*batches.next(), p).items():

@@ -306,3 +306,27 @@ def test_the_loop_owns_the_recipe():
     m.update(d.x[:8].reshape(2, 4, 3, 28, 28), d.y[:8].reshape(2, 4), d.x[8:].reshape(2, 4, 3, 28, 28), 0.5)
     assert seen == [True, True]
     assert [o.param_groups[0]["lr"] for o in m.optimizers] == [cfg.lr_at(0.5)] * 2
+
+
+def test_training_does_not_depend_on_the_callers_global_generator():
+    """VADA's network draws dropout masks and noise from torch's global generator while training:
+    ``fit`` seeds it from the run's seed, so the same seed gives the same weights whatever state the
+    caller left it in, and the caller's state is restored afterwards."""
+    from synthetic import bars
+
+    xs, ys = bars(32, 0)
+    xt, yt = bars(32, 1, 0.3)
+    source = Domain("s3", xs.repeat(1, 3, 1, 1), ys)
+    target = Domain("t3", xt.repeat(1, 3, 1, 1) * 0.8, yt)
+
+    def weights(global_seed):
+        torch.manual_seed(global_seed)
+        run, = methods.train("dann", source, target, steps=3, batch_size=8, network="vada_small", progress=False)
+        after = torch.rand(1)
+        torch.manual_seed(global_seed)
+        assert torch.equal(after, torch.rand(1)), "fit left the caller's global generator advanced"
+        return {k: v.clone() for k, v in run.modules["net"].state_dict().items()}
+
+    first, second = weights(1), weights(2)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
