@@ -16,7 +16,7 @@ import os
 import subprocess
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -137,7 +137,6 @@ class StoredRun:
     code: dict
     machine: dict
     path: Path
-    parts: dict = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -211,7 +210,7 @@ class Store:
     ``data_root``: where the data is now, to compare with a run's stored data fingerprint."""
 
     def __init__(self, root: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None):
-        self.root = Path(root or os.environ.get(STORE_ENV) or results_root() / "runs").expanduser()
+        self.root = Path(os.environ.get(STORE_ENV) or results_root() / "runs" if root is None else root).expanduser()
         self.data_root = data_root
 
     def __repr__(self) -> str:

@@ -1,11 +1,7 @@
-"""Computing the missing runs: in this process, in local worker processes (the default: one
-per core, one torch thread each), or on a Dask distributed cluster.
-
-:func:`ensure` is the one call the notebooks and the sweep use: it returns the stored runs of
-a list of :class:`~dannlib.store.RunSpec` and trains only the missing ones, dependencies
-(ADDA's pre-training) first. An interrupted sweep loses at most the runs in flight: every
-finished run is already in the store. A run whose worker process dies is retried; a run that
-raises is reported with its error. The ``sweep`` command is in :mod:`dannlib.__main__`.
+"""Computing the missing runs (:func:`ensure`): in this process, in local worker processes (one
+per core, one torch thread each) or on a Dask cluster, dependencies (ADDA's pre-training) first.
+An interrupted sweep loses at most the runs in flight; a run whose worker process dies is
+retried; a run that raises is reported with its error.
 """
 from __future__ import annotations
 
@@ -42,11 +38,6 @@ class RunError(RuntimeError):
 
     def __reduce__(self):
         return type(self), (self.type_name, self.message)
-
-
-def describe_failure(exc: BaseException) -> str:
-    """``"TypeName: message"`` of a run's exception."""
-    return str(exc) if isinstance(exc, RunError) else f"{type(exc).__name__}: {exc}"
 
 
 @dataclass
@@ -95,15 +86,11 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
            data_root=None, train_missing: bool | str = True, recompute: bool = False,
            time_limit: float | None = None, progress: bool = True, budget_seconds: float = 600.0,
            hint: str = "") -> dict[RunSpec, StoredRun]:
-    """The stored runs of ``specs`` (a dict spec -> :class:`StoredRun`), training the missing.
-
-    ``train_missing``: True trains them; False raises :class:`MissingRunsError`; ``"auto"``
-    trains them only when the estimate is under ``budget_seconds`` and otherwise raises,
-    naming the command that computes them (``hint``); ``"stored"`` trains nothing and returns
-    what the store holds. ``workers``: local processes (default ``$DANNLIB_WORKERS`` or one
-    per core; 1 trains in this process); ``scheduler``: a Dask scheduler address (default
-    ``$DANNLIB_SCHEDULER``). Failed runs are left out; the summary is ``ensure.last_summary``.
-    """
+    """The stored runs of ``specs`` (a dict spec -> :class:`StoredRun`; failed runs left out;
+    the summary in ``ensure.last_summary``). ``train_missing``: True trains the missing; False
+    raises :class:`MissingRunsError`; "auto" trains them only if the estimate is under
+    ``budget_seconds`` (else raises, naming ``hint``); "stored" trains nothing. ``workers``:
+    local processes (1: in this process); ``scheduler``: a Dask scheduler address."""
     train_missing = check_train_missing(train_missing)
     store = store or Store()
     if data_root is not None and store.data_root is None:  # stored runs' data fingerprints compare with it
@@ -239,7 +226,7 @@ def _settle(spec, result, summary, bar) -> None:
         result()
         summary.trained += 1
     except Exception as exc:  # a failing run does not stop the others
-        summary.failed.append((spec.label, describe_failure(exc)))
+        summary.failed.append((spec.label, str(exc) if isinstance(exc, RunError) else f"{type(exc).__name__}: {exc}"))
     if bar is not None:
         bar.done(spec)
 
@@ -353,15 +340,12 @@ class _RunsBar:
         # rounded once, so that the updates add up to the total exactly (no "101%")
         self.cost = {s: round(s.cost_steps() / DANN_STEPS_PER_SECOND / max(1, min(workers, len(phase))), 1)
                      for s in phase}
-        self.n, self.total = 0, len(phase)
-        self.bar = tqdm(total=round(sum(self.cost.values()), 1), desc=f"runs 0/{self.total}", unit="s",
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
+        self.n, self.bar = 0, tqdm(total=round(sum(self.cost.values()), 1), desc=f"runs 0/{len(phase)}", unit="s",
+                                   bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
+        self.close = self.bar.close
 
     def done(self, spec) -> None:
         self.n += 1
-        self.bar.set_description_str(f"runs {self.n}/{self.total}", refresh=False)
+        self.bar.set_description_str(f"runs {self.n}/{len(self.cost)}", refresh=False)
         self.bar.set_postfix_str(spec.label, refresh=False)
         self.bar.update(min(self.cost.get(spec, 0.0), max(0.0, self.bar.total - self.bar.n)))
-
-    def close(self) -> None:
-        self.bar.close()
