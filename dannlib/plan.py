@@ -97,14 +97,26 @@ def _sweep_command(p: Plan, seeds) -> str:
 def fetch(notebook: str, profile: str, seeds=None, *, train_missing="auto", **kwargs):
     """The runs of ``notebook``'s plan from the store, training the missing ones per
     ``train_missing`` (:func:`dannlib.sweep.ensure`). Returns ``(plan, [(tags, StoredRun), ...])``
-    in plan order; failed computations are left out."""
-    from .sweep import check_fetched, ensure
+    in plan order; failed runs are left out, with a warning that lists them, and
+    :class:`~dannlib.sweep.RunsFailedError` says why when no run could be had."""
+    import warnings
+
+    from .sweep import RunsFailedError, ensure
 
     p = plan(notebook, profile, seeds)
     hint = _sweep_command(p, seeds)
     stored = ensure(p.specs, train_missing=train_missing, hint=hint, **kwargs)
     runs = [(r.tags, stored[r.spec]) for r in p.runs if r.spec in stored]
-    check_fetched(p, runs, ensure.last_summary, hint)
+    failed = list(ensure.last_summary.failed) if ensure.last_summary is not None else []
+    listing = "".join(f"\n  - {label}: {err}" for label, err in failed[:20])
+    listing += f"\n  - ... and {len(failed) - 20} more" if len(failed) > 20 else ""
+    if p.runs and not runs:
+        raise RunsFailedError(f"{p.notebook} [{p.profile}]: " + (
+            f"all {len(p.specs)} runs failed; {len(failed)} raised:{listing}" if failed
+            else f"none of its {len(p.specs)} runs is in the store yet; compute them with `{hint}`"))
+    if failed:
+        warnings.warn(f"{p.notebook} [{p.profile}]: {len(failed)} run(s) failed and are left out:{listing}",
+                      stacklevel=2)
     return p, runs
 
 

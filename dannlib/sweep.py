@@ -126,26 +126,6 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
 ensure.last_summary = None
 
 
-def check_fetched(p, runs, summary, hint: str) -> None:
-    """Raise :class:`RunsFailedError` when the plan ``p`` has runs but none could be had, naming
-    the failed runs and their errors (or saying none is stored yet); warn when only some failed."""
-    import warnings
-
-    failed = list(summary.failed) if summary is not None else []
-    listing = "".join(f"\n  - {label}: {err}" for label, err in failed[:20])
-    if len(failed) > 20:
-        listing += f"\n  - ... and {len(failed) - 20} more"
-    if p.runs and not runs:
-        if failed:
-            raise RunsFailedError(f"{p.notebook} [{p.profile}]: all {len(p.specs)} runs failed; "
-                                  f"{len(failed)} raised:{listing}")
-        raise RunsFailedError(f"{p.notebook} [{p.profile}]: none of its {len(p.specs)} runs is in the store yet; "
-                              f"compute them with `{hint}`")
-    if failed:
-        warnings.warn(f"{p.notebook} [{p.profile}]: {len(failed)} run(s) failed and are left out:{listing}",
-                      stacklevel=3)
-
-
 def compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = True) -> StoredRun:
     """Train ``spec`` (and, first, any missing run it depends on), store it, return it; a
     digits run's record keeps its label-free selection scores (:mod:`dannlib.selection`)."""
