@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         "130 interrupted.",
     )
     add = sw.add_argument
-    add("--profile", default=DEFAULT_PROFILE, choices=PROFILES, help=f"which profile's runs (default: {DEFAULT_PROFILE})")
+    add("--profile", default=DEFAULT_PROFILE, choices=PROFILES,
+        help=f"which profile's runs (default: {DEFAULT_PROFILE})")
     add("--only", help="only these notebooks, by number, e.g. 03,05")
     add("--seeds", help="override the profile's seeds, e.g. 0,1,2")
     add("--workers", type=int, default=None, help="local worker processes, one torch thread each (default: "

@@ -31,7 +31,8 @@ SECTIONS = [  # (notebook number, title, keys, metric)
     ("06", "IIMT (notebook 06): target test accuracy", ("pair", "method"), "target_test_acc"),
 ]
 #: The headline: (notebook, title, metric, group) of the tables of ours against the published numbers.
-HEADLINE = [("03", "MNIST → MNIST-M, target test accuracy (notebook 03; DANN paper, table 2)", "target_test_acc", "pair"),
+HEADLINE = [("03", "MNIST → MNIST-M, target test accuracy (notebook 03; DANN paper, table 2)", "target_test_acc",
+             "pair"),
             ("05", "MNIST ↔ USPS, target test accuracy (notebook 05; ADDA paper, table 2)", "target_test_acc", "pair")]
 
 
@@ -245,9 +246,11 @@ def threshold_counts(records, metric: str, threshold: float, *, by=("method",), 
     import pandas as pd
 
     keys = list(by) + ([columns] if columns else [])
-    df = pd.DataFrame([{**{key: g[key] for key in keys},
-                        metric: f"{sum((v < threshold) if below else (v > threshold) for v in g['values'])} of {g['n']}"}
-                       for g in aggregate(records, metric, keys)])
+    rows = []
+    for g in aggregate(records, metric, keys):
+        k = sum((v < threshold) if below else (v > threshold) for v in g["values"])
+        rows.append({**{key: g[key] for key in keys}, metric: f"{k} of {g['n']}"})
+    df = pd.DataFrame(rows)
     return df.pivot(index=list(by), columns=columns, values=metric) if columns else df.set_index(list(by))[[metric]]
 
 
