@@ -1,15 +1,19 @@
 """Command line: ``python -m dannlib {sweep,regenerate,report} ...`` (also the ``dannlib`` script).
 
-A thin dispatcher; each subcommand lives in its own module.
+``sweep`` trains every run that the selected notebooks need under a profile
+(:func:`dannlib.sweep.ensure`), or ``--prune``\\ s the store, or ``--backfill-fingerprints``;
+``regenerate`` is :mod:`dannlib.regenerate`'s, ``report`` :mod:`dannlib.report`'s.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import regenerate, sweep_command
+    from . import regenerate
+    from .profiles import DEFAULT_PROFILE, PROFILES
 
     parser = argparse.ArgumentParser(prog="python -m dannlib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="{sweep,regenerate,report}")
@@ -22,7 +26,27 @@ def build_parser() -> argparse.ArgumentParser:
         "runs in flight; rerun it to continue. Exit status: 0 all ok, 1 some run failed, 2 bad arguments, "
         "130 interrupted.",
     )
-    sweep_command.add_arguments(sw)
+    add = sw.add_argument
+    add("--profile", default=DEFAULT_PROFILE, choices=PROFILES,
+        help=f"which profile's runs (default: {DEFAULT_PROFILE})")
+    add("--only", help="only these notebooks, by number, e.g. 03,05")
+    add("--seeds", help="override the profile's seeds, e.g. 0,1,2")
+    add("--workers", type=int, default=None, help="local worker processes, one torch thread each (default: "
+        "$DANNLIB_WORKERS or one per core); 1 trains in this process")
+    add("--scheduler", default=None, help="a Dask distributed scheduler, tcp://HOST:PORT (default: $DANNLIB_SCHEDULER; "
+        "unset: local processes). Start one with `dask scheduler` and `dask worker ADDR`; use only a "
+        "scheduler and workers you trust (tls:// on networks you do not control): docs/dask.md")
+    add("--time-limit", type=float, default=None, metavar="MINUTES",
+        help="start no new run after this many minutes (runs in flight finish)")
+    add("--recompute", action="store_true", help="retrain even the runs found in the store")
+    add("--data-root", default=None, help="the data root (default: $DANNLIB_DATA, else data/)")
+    add("--store", default=None, help="the run store (default: $DANNLIB_STORE, else results/runs)")
+    add("--dry-run", action="store_true", help="only list what is missing and the estimate")
+    add("--backfill-fingerprints", action="store_true", help="train nothing; give the stored runs recorded without a "
+        "data fingerprint the fingerprint of the data root's current files, each checked against its SHA256SUMS "
+        "(the data they were trained on); with --dry-run, only count them")
+    add("--prune", action="store_true", help="train nothing; remove the stored runs that no notebook needs under any "
+        "profile (e.g. left behind when a config change gave runs new keys); with --dry-run, only list them")
     regen = sub.add_parser(
         "regenerate",
         help="execute notebooks/NN_*.ipynb in place with papermill (regenerates every figure)",
@@ -37,24 +61,113 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _prune(store, dry_run: bool) -> int:
+    from .plan import NOTEBOOKS, plan_specs
+    from .profiles import PROFILES
+
+    keep = {k for p in PROFILES for nb in NOTEBOOKS for s in plan_specs(nb, p) for k in
+            [s.key, *(d.key for d in s.dependencies())]}
+    files = store.prune(keep, dry_run=dry_run)
+    runs = sorted({f"{p.parent.name}/{p.stem}" for p in files})
+    print(f"sweep --prune: {len(runs)} stored run(s) that no notebook needs under any profile "
+          + ("(dry run: nothing removed)" if dry_run else f"removed ({len(files)} files)") + f"; store {store.root}")
+    for r in runs:
+        print(f"  {r}")
+    return 0
+
+
+def _backfill(store, data_root, dry_run: bool) -> int:
+    from .data.common import DataChecksumError, DataNotFoundError, data_root as resolve
+    from .data.fingerprint import backfill_store
+
+    try:
+        out = backfill_store(store.root, data_root, dry_run=dry_run)
+    except (DataChecksumError, DataNotFoundError) as exc:
+        print(f"dannlib sweep --backfill-fingerprints: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    print(f"sweep --backfill-fingerprints: {len(out['added'])} record(s) "
+          + ("would get" if dry_run else "got") + f" the data fingerprint of {resolve(data_root)}; "
+          f"{out['had']} had one; {len(out['skipped'])} skipped; store {store.root}")
+    for path, why in out["skipped"]:
+        print(f"  skipped {path}: {why}")
+    return 0
+
+
+def sweep_main(args: argparse.Namespace) -> int:
+    from . import sweep
+    from .plan import parse_only, parse_seeds, plan_specs, selected_notebooks
+    from .settings import check_scheduler, check_time_limit, check_workers, check_writable, scheduler_setting
+    from .store import Store, estimate_seconds
+    from .utils import atomic_write, results_root
+
+    store = Store(args.store, data_root=args.data_root)
+    try:  # every option and setting is checked before anything is trained, removed or written
+        only = parse_only(args.only)
+        seeds = parse_seeds(args.seeds)
+        notebooks = selected_notebooks(only)
+        specs = sweep._unique(s for nb in notebooks for s in plan_specs(nb, args.profile, seeds))
+        workers = check_workers(args.workers, setting="--workers")
+        time_limit = check_time_limit(args.time_limit)
+        scheduler, scheduler_from = scheduler_setting(args.scheduler)
+        if not args.dry_run:
+            check_writable(store.root, "--store or $DANNLIB_STORE")
+            if not (args.prune or args.backfill_fingerprints):
+                check_writable(results_root() / args.profile, "$DANNLIB_RESULTS (the sweep's summary)")
+                if scheduler:
+                    check_scheduler(scheduler, setting=scheduler_from)
+    except (ValueError, OSError) as exc:
+        print(f"dannlib sweep: {exc}", file=sys.stderr)
+        return 2
+    if args.prune:
+        return _prune(store, args.dry_run)
+    if args.backfill_fingerprints:
+        return _backfill(store, args.data_root, args.dry_run)
+    removed = store.clean_partial()
+    missing = [s for p in sweep._phases(specs, store, args.recompute) for s in p]
+    print(f"sweep [{args.profile}] notebooks {', '.join(notebooks)}: {len(specs)} runs, {len(missing)} to train "
+          f"(estimate {estimate_seconds(missing, workers) / 60:.0f} min with {workers} worker(s) on the study's "
+          f"2-core CPU); store {store.root}" + (f"; removed {removed} partial file(s)" if removed else ""))
+    if args.dry_run:
+        for s in missing:
+            steps = s.config.get("pretrain_steps") if s.method == "adda_pretrain" else s.config.get("steps")
+            print(f"  {s.method:22s} seed {s.seed}  {steps} steps  {s.key}")
+        return 0
+    summary = sweep.SweepSummary(total=len(specs))
+    try:
+        sweep.ensure(specs, store=store, workers=workers, scheduler=scheduler, data_root=args.data_root,
+                     recompute=args.recompute, time_limit=None if time_limit is None else 60 * time_limit)
+        summary = sweep.ensure.last_summary
+        code = 1 if summary.failed else 0
+    except KeyboardInterrupt:
+        summary = sweep.ensure.last_summary or summary
+        print(f"\nsweep interrupted: {summary.line()}; finished runs are in the store, rerun to continue",
+              file=sys.stderr)
+        code = 130
+    with atomic_write(results_root() / args.profile / "sweep.json") as fh:
+        json.dump({"profile": args.profile, "notebooks": notebooks, "total": summary.total, "found": summary.found,
+                   "trained": summary.trained, "failed": summary.failed, "not_started": summary.not_started,
+                   "seconds": round(summary.seconds, 1), "workers": workers, "scheduler": bool(scheduler)},
+                  fh, indent=1)
+    print(f"sweep [{args.profile}]: {summary.line()}")
+    for label, err in summary.failed:
+        print(f"  failed: {label}: {err}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "report":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "sweep":
-        from .sweep_command import run_from_args as sweep_main
-
         return sweep_main(args)
     if args.command == "regenerate":
         from .regenerate import run_from_args
 
         return run_from_args(args)
-    if args.command == "report":
-        from .report import main as report_main
+    from .report import main as report_main
 
-        return int(report_main(extra) or 0)
-    raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
+    return int(report_main(extra) or 0)
 
 
 if __name__ == "__main__":

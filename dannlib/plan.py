@@ -1,16 +1,11 @@
 """The runs each notebook needs under each profile: the one list that the notebooks and
 ``python -m dannlib sweep`` both read.
 
-Profiles (``dannlib.profiles``): ``smoke`` exercises every code path in seconds (CI);
-``quick`` is sized for a 2-core CPU (the whole ``make figures`` in about 20-25 minutes from an empty store);
-``paper`` keeps the papers' step counts with 5 seeds on the headline rows and 3 on ablation
-variants. Where quick and paper ask for the same run (same method, config, data, seed), the
-store computes it once.
-
-Each entry of a plan is a :class:`~dannlib.plan_runs.Planned` run: a
-:class:`~dannlib.store.RunSpec` plus ``tags`` for the tables (the toy, the domain pair, the
-row's label). The runs of each notebook are built in :mod:`dannlib.plan_runs` (01-06) and
-:mod:`dannlib.plan_grids` (07, 08).
+Profiles (``dannlib.profiles``): ``smoke`` exercises every code path in seconds (CI); ``quick``
+is sized for a 2-core CPU; ``paper`` keeps the papers' step counts with 5 seeds on the headline
+rows and 3 on ablation variants. A run that several profiles ask for is computed once. Each
+entry of a plan is a :class:`~dannlib.plan_runs.Planned` run, built in :mod:`dannlib.plan_runs`
+(01-06) and :mod:`dannlib.plan_grids` (07, 08).
 """
 from __future__ import annotations
 
@@ -22,17 +17,13 @@ from .plan_runs import _plan_01, _plan_03, _plan_04, _plan_05, _plan_06, Planned
 from .plan_runs import TOY_MODES, TOYS  # noqa: F401  (01's toys: the notebook and dannlib.bench read them here)
 from .profiles import check_profile
 from .store import RunSpec
+from .utils import check_seeds
 
-NOTEBOOKS = {
-    "01": "01_toy_blobs",
-    "02": "02_mnist_m_construction",
-    "03": "03_dann_vs_source_only",
-    "04": "04_tsne_embeddings",
-    "05": "05_adda_comparison",
-    "06": "06_iimt_mixup_ablation",
-    "07": "07_model_selection",
-    "08": "08_shortfalls",
-}
+NOTEBOOKS = {"01": "01_toy_blobs", "02": "02_mnist_m_construction", "03": "03_dann_vs_source_only",
+             "04": "04_tsne_embeddings", "05": "05_adda_comparison", "06": "06_iimt_mixup_ablation",
+             "07": "07_model_selection", "08": "08_shortfalls"}
+_PLANS = {"01": _plan_01, "03": _plan_03, "04": _plan_04, "05": _plan_05, "06": _plan_06, "07": _plan_07,
+          "08": _plan_08}
 
 
 @dataclass
@@ -48,10 +39,6 @@ class Plan:
     @property
     def specs(self) -> list[RunSpec]:
         return list(dict.fromkeys(p.spec for p in self.runs))
-
-
-_PLANS = {"01": _plan_01, "03": _plan_03, "04": _plan_04, "05": _plan_05, "06": _plan_06, "07": _plan_07,
-          "08": _plan_08}
 
 
 def plan(notebook: str, profile: str, seeds=None) -> Plan:
@@ -74,14 +61,11 @@ def parse_only(text: str | Sequence[str] | None) -> list[str] | None:
     """``"01,3"`` -> ``["01", "03"]``; None or empty -> None (all notebooks)."""
     if text is None:
         return None
-    items = text.split(",") if isinstance(text, str) else list(text)
     numbers = []
-    for item in (str(i).strip() for i in items):
-        if not item:
-            continue
-        if not item.isdigit() or len(item) > 2:
+    for item in (str(i).strip() for i in (text.split(",") if isinstance(text, str) else text)):
+        if item and (not item.isdigit() or len(item) > 2):
             raise ValueError(f"only: {item!r} is not a notebook number (two digits, e.g. 01,03)")
-        numbers.append(item.zfill(2))
+        numbers += [item.zfill(2)] if item else []
     return numbers or None
 
 
@@ -94,73 +78,75 @@ def parse_seeds(text: str | Sequence[int] | None) -> list[int] | None:
         seeds = [int(s) for s in items if s != ""]
     except (TypeError, ValueError):
         raise ValueError(f"seeds must be comma-separated integers, e.g. 0,1,2; got {text!r}") from None
-    from .utils import check_seeds
-
     return check_seeds(seeds)
 
 
 def selected_notebooks(only=None) -> list[str]:
     """Notebook numbers in order, restricted to ``only`` (numbers) when given."""
-    if not only:
-        return list(NOTEBOOKS)
-    unknown = [n for n in only if n not in NOTEBOOKS]
+    unknown = [n for n in only or () if n not in NOTEBOOKS]
     if unknown:
         raise ValueError(f"unknown notebook number(s) {unknown}; known: {', '.join(NOTEBOOKS)}")
-    return [n for n in NOTEBOOKS if n in only]
+    return [n for n in NOTEBOOKS if not only or n in only]
+
+
+def _sweep_command(p: Plan, seeds) -> str:
+    seed_arg = "" if seeds is None else " --seeds " + ",".join(map(str, p.seeds))
+    return f"python -m dannlib sweep --profile {p.profile} --only {p.notebook[:2]}{seed_arg}"
 
 
 def fetch(notebook: str, profile: str, seeds=None, *, train_missing="auto", **kwargs):
     """The runs of ``notebook``'s plan from the store, training the missing ones per
-    ``train_missing`` (see :func:`dannlib.sweep.ensure`: "auto" trains only what takes a few
-    minutes and otherwise says how many runs are missing and which command computes them).
-    Returns ``(plan, [(tags, StoredRun), ...])`` in plan order; failed computations are left out."""
-    from .sweep import check_fetched, ensure
+    ``train_missing`` (:func:`dannlib.sweep.ensure`). Returns ``(plan, [(tags, StoredRun), ...])``
+    in plan order; failed runs are left out, with a warning that lists them, and
+    :class:`~dannlib.sweep.RunsFailedError` says why when no run could be had."""
+    import warnings
+
+    from .sweep import RunsFailedError, ensure
 
     p = plan(notebook, profile, seeds)
-    seed_arg = "" if seeds is None else " --seeds " + ",".join(map(str, p.seeds))
-    hint = f"python -m dannlib sweep --profile {profile} --only {notebook[:2]}{seed_arg}"
+    hint = _sweep_command(p, seeds)
     stored = ensure(p.specs, train_missing=train_missing, hint=hint, **kwargs)
     runs = [(r.tags, stored[r.spec]) for r in p.runs if r.spec in stored]
-    check_fetched(p, runs, ensure.last_summary, hint)
+    failed = list(ensure.last_summary.failed) if ensure.last_summary is not None else []
+    listing = "".join(f"\n  - {label}: {err}" for label, err in failed[:20])
+    listing += f"\n  - ... and {len(failed) - 20} more" if len(failed) > 20 else ""
+    if p.runs and not runs:
+        raise RunsFailedError(f"{p.notebook} [{p.profile}]: " + (
+            f"all {len(p.specs)} runs failed; {len(failed)} raised:{listing}" if failed
+            else f"none of its {len(p.specs)} runs is in the store yet; compute them with `{hint}`"))
+    if failed:
+        warnings.warn(f"{p.notebook} [{p.profile}]: {len(failed)} run(s) failed and are left out:{listing}",
+                      stacklevel=2)
     return p, runs
 
 
 def coverage_note(plan: Plan, runs, seeds=None) -> str:
-    """Markdown saying which of ``plan``'s runs are not among ``runs`` (from :func:`fetch`),
-    per tag group (e.g. "iimt, MNIST->USPS: 5 of 5 missing"), and the command that computes
-    them; "" when every run is there. Notebooks show it so that a render made while the
-    profile's sweep is still running (``train_missing="stored"``) says so."""
+    """Markdown saying which of ``plan``'s runs are not among ``runs`` (from :func:`fetch`), per
+    tag group, and the command that computes them; "" when every run is there."""
     got = {r.spec for _, r in runs}
     groups: dict[str, list[int]] = {}
     for p in plan.runs:
-        label = ", ".join(str(v) for v in p.tags.values())
-        n = groups.setdefault(label, [0, 0])
+        n = groups.setdefault(", ".join(str(v) for v in p.tags.values()), [0, 0])
+        n[0] += p.spec not in got
         n[1] += 1
-        if p.spec not in got:
-            n[0] += 1
-    missing = {k: v for k, v in groups.items() if v[0]}
-    if not missing:
+    if not any(m for m, _ in groups.values()):
         return ""
     n_missing = sum(p.spec not in got for p in plan.runs)
-    seed_arg = "" if seeds is None else " --seeds " + ",".join(map(str, plan.seeds))
     lines = [f"**Incomplete: {n_missing} of {len(plan.runs)} runs of the {plan.profile} profile are not in the "
              f"store**, so the tables and figures below show only the runs that are. Missing:"]
-    lines += [f"- {label}: {m} of {n}" for label, (m, n) in missing.items()]
-    lines.append(f"\nCompute them with `python -m dannlib sweep --profile {plan.profile} --only "
-                 f"{plan.notebook[:2]}{seed_arg}` and run this notebook again.")
+    lines += [f"- {label}: {m} of {n}" for label, (m, n) in groups.items() if m]
+    lines.append(f"\nCompute them with `{_sweep_command(plan, seeds)}` and run this notebook again.")
     return "\n".join(lines)
 
 
 def records(notebook: str, profile: str, runs) -> list[dict]:
-    """Flat records (one per run) for the tables: the run's record plus its tags, the
-    notebook and the profile."""
+    """Flat records (one per run): the run's record plus its tags, the notebook and the profile."""
     return [run.record(**tags, notebook=NOTEBOOKS[notebook[:2]], profile=profile) for tags, run in runs]
 
 
 def histories(runs, key: str = "method", **match) -> dict[str, list[dict]]:
     """The monitoring histories of ``runs`` (from :func:`fetch`) pooled per value of the tag
-    ``key`` (all seeds together, as :func:`dannlib.plotting.plot_method_curves` takes them),
-    keeping only runs whose tags match ``match`` (e.g. ``pair="MNIST->USPS"``)."""
+    ``key`` (all seeds together), keeping only runs whose tags match ``match``."""
     out: dict[str, list[dict]] = {}
     for tags, run in runs:
         if all(tags.get(k) == v for k, v in match.items()):

@@ -1,6 +1,6 @@
 """The runs of notebooks 07 (label-free model selection: the settings grids) and 08 (the
-shortfalls, each diagnosed by controlled runs, many of them 05's, 06's and 07's runs read
-again) under each profile: plan builders, as in :mod:`dannlib.plan_runs`.
+shortfalls, each diagnosed by controlled runs, many of them 05's, 06's and 07's read again)
+under each profile: plan builders, as in :mod:`dannlib.plan_runs`.
 """
 from __future__ import annotations
 
@@ -8,76 +8,60 @@ from .grids import ADDA_GRID, ADDA_GRID_RELEASED, DANN_GRID, GRID_DEFAULTS, GRID
 from .plan_runs import MNIST_M_PAIRS, USPS_PAIRS, Planned, _plan_05, _plan_06, _seeds
 from .store import RunSpec, digits_data
 
-
-# -- 07: label-free model selection (issue 20) ---------------------------------------------------
-def _grid_pairs(s):
-    """07's pairs: 06's MNIST->USPS data (ADDA's protocol sizes) and the released MNIST-M."""
-    usps = {**USPS_PAIRS["MNIST->USPS"], "n_test": s["n_test"]}
-    if s["n_cap"]:
-        usps = {**usps, "n_source": s["n_cap"], "n_target": s["n_cap"]}
-    released = digits_data("mnist", "mnist_m_released", n_source=s["n_cap"], n_target=s["n_cap"], n_test=s["n_test"])
-    return {"MNIST->USPS": usps, MNIST_M_PAIRS["mnist_m_released"]: released}
+U, R = "MNIST->USPS", MNIST_M_PAIRS["mnist_m_released"]
 
 
 def _plan_07(profile, seeds):
     s = {
         "smoke": {"n_seeds": 1, "steps": 6, "eval_every": 3, "monitor_size": 100, "n_cap": 200, "n_test": 100,
-                  "lambda_max": {"MNIST->USPS": [0.1, 1.0], "MNIST->MNIST-M (released)": [1.0]},
-                  "lr": {"MNIST->USPS": [0.01], "MNIST->MNIST-M (released)": [0.01]},
-                  "ramp_max": {"MNIST->USPS": [0.1, 1.0], "MNIST->MNIST-M (released)": [1.0]},
-                  "adda": {"grid": {"MNIST->USPS": {"lr": [2e-4, 5e-5], "stage2_steps": [4, 8]},
-                                    "MNIST->MNIST-M (released)": {"lr": [2e-4], "stage2_steps": [4, 8]}},
+                  "lambda_max": {U: [0.1, 1.0], R: [1.0]}, "lr": {U: [0.01], R: [0.01]},
+                  "ramp_max": {U: [0.1, 1.0], R: [1.0]},
+                  "adda": {"grid": {U: {"lr": [2e-4, 5e-5], "stage2_steps": [4, 8]},
+                                    R: {"lr": [2e-4], "stage2_steps": [4, 8]}},
                            "pretrain_steps": 8, "batch_size": 32, "eval_every": 4}},
         "quick": {"n_seeds": 3, "steps": 1000, "eval_every": 100, "monitor_size": 2000, "n_cap": None,
-                  "n_test": None, "lambda_max": {"MNIST->USPS": [0.1, 1.0, 3.0], "MNIST->MNIST-M (released)": []},
-                  "lr": {"MNIST->USPS": [0.01], "MNIST->MNIST-M (released)": []},
-                  "ramp_max": {"MNIST->USPS": [0.1, 1.0, 10.0], "MNIST->MNIST-M (released)": []},
-                  "adda": {"grid": {"MNIST->USPS": {"lr": [2e-4, 5e-5], "stage2_steps": [1000, 2000]}},
+                  "n_test": None, "lambda_max": {U: [0.1, 1.0, 3.0], R: []}, "lr": {U: [0.01], R: []},
+                  "ramp_max": {U: [0.1, 1.0, 10.0], R: []},
+                  "adda": {"grid": {U: {"lr": [2e-4, 5e-5], "stage2_steps": [1000, 2000]}},
                            "pretrain_steps": 1000, "batch_size": 64, "eval_every": 100}},
-        # paper: the grids' runs are 2,000 steps, a fifth of the study's paper length (budget: issue
-        # 20 gives 4 h of the 2-core machine to every grid together); ADDA's stage-2 length is itself
-        # a grid axis; the released MNIST-M grid keeps DANN's paper learning rate only
+        # paper: 2,000-step runs, a fifth of the study's length (issue 20's budget: 4 h of the 2-core
+        # machine for every grid); ADDA's stage-2 length is a grid axis; on the released MNIST-M
+        # DANN keeps its paper learning rate only
         "paper": {"n_seeds": 3, "steps": 2000, "eval_every": 100, "monitor_size": 2000, "n_cap": None,
-                  "n_test": None,
-                  "lambda_max": {"MNIST->USPS": list(DANN_GRID["lambda_max"]),
-                                 "MNIST->MNIST-M (released)": list(DANN_GRID["lambda_max"])},
-                  "lr": {"MNIST->USPS": list(DANN_GRID["lr"]), "MNIST->MNIST-M (released)": [0.01]},
-                  "ramp_max": {"MNIST->USPS": list(IIMT_GRID["ramp_max"]),
-                               "MNIST->MNIST-M (released)": list(IIMT_GRID["ramp_max"])},
-                  "adda": {"grid": {"MNIST->USPS": {k: list(v) for k, v in ADDA_GRID.items()},
-                                    "MNIST->MNIST-M (released)": {k: list(v) for k, v in ADDA_GRID_RELEASED.items()}},
+                  "n_test": None, "lambda_max": {U: list(DANN_GRID["lambda_max"]), R: list(DANN_GRID["lambda_max"])},
+                  "lr": {U: list(DANN_GRID["lr"]), R: [0.01]},
+                  "ramp_max": {U: list(IIMT_GRID["ramp_max"]), R: list(IIMT_GRID["ramp_max"])},
+                  "adda": {"grid": {U: {k: list(v) for k, v in ADDA_GRID.items()},
+                                    R: {k: list(v) for k, v in ADDA_GRID_RELEASED.items()}},
                            "pretrain_steps": 10_000, "batch_size": 128, "eval_every": 250}},
     }[profile]
     seeds = _seeds(s["n_seeds"], seeds)
-    pairs = _grid_pairs(s)
-    common = dict(monitor_size=s["monitor_size"], steps=s["steps"], batch_size=32, eval_every=s["eval_every"])
-    cells = []  # (pair, method, tags, config overrides); floats throughout (1 and 1.0 are different keys)
+    usps = {**USPS_PAIRS[U], "n_test": s["n_test"]}  # 06's MNIST->USPS data (ADDA's protocol sizes)
+    pairs = {U: {**usps, "n_source": s["n_cap"], "n_target": s["n_cap"]} if s["n_cap"] else usps,
+             R: digits_data("mnist", "mnist_m_released", n_source=s["n_cap"], n_target=s["n_cap"], n_test=s["n_test"])}
+    cells = []  # (pair, method, tags); floats throughout (1 and 1.0 are different keys)
     for pair in pairs:
         for lr in map(float, s["lr"][pair]):
-            for schedule in DANN_GRID["schedule"]:
-                for lam in map(float, s["lambda_max"][pair]):
-                    cells.append((pair, "dann", {"schedule": schedule, "lambda_max": lam, "lr": lr}))
+            cells += [(pair, "dann", {"schedule": schedule, "lambda_max": lam, "lr": lr})
+                      for schedule in DANN_GRID["schedule"] for lam in map(float, s["lambda_max"][pair])]
             cells.append((pair, "dann", {"schedule": "none", "lambda_max": 0.0, "lr": lr}))
-        for ramp in map(float, s["ramp_max"][pair]):
-            cells.append((pair, "iimt", {"ramp_max": ramp}))
-    a = s["adda"]  # ADDA's own pair, MNIST->USPS, and the released MNIST-M (shorter stage 2: the budget)
-    adda = {"monitor_size": s["monitor_size"], "pretrain_steps": a["pretrain_steps"], "batch_size": a["batch_size"],
-            "eval_every": a["eval_every"]}
-    for pair, grid in a["grid"].items():
-        for lr in map(float, grid["lr"]):
-            for steps in grid["stage2_steps"]:
-                cells.append((pair, "adda_gan", {"lr": lr, "stage2_steps": steps}))
-    runs = [Planned(RunSpec.make(method, pairs[pair], seed, **(adda if method == "adda_gan" else common),
+        cells += [(pair, "iimt", {"ramp_max": ramp}) for ramp in map(float, s["ramp_max"][pair])]
+    a = s["adda"]
+    cells += [(pair, "adda_gan", {"lr": lr, "stage2_steps": steps}) for pair, grid in a["grid"].items()
+              for lr in map(float, grid["lr"]) for steps in grid["stage2_steps"]]
+    common = {"dann": dict(monitor_size=s["monitor_size"], steps=s["steps"], batch_size=32, eval_every=s["eval_every"]),
+              "adda_gan": {"monitor_size": s["monitor_size"], "pretrain_steps": a["pretrain_steps"],
+                           "batch_size": a["batch_size"], "eval_every": a["eval_every"]}}
+    runs = [Planned(RunSpec.make(method, pairs[pair], seed, **common.get(method, common["dann"]),
                                  **grid_config(method, tags)), {"pair": pair, "method": method, **tags})
             for pair, method, tags in cells for seed in seeds]
     # ADDA's untuned cell: ADDA's learning rate at the grid's longest stage 2 (on MNIST->USPS 05's length)
-    defaults = {**{k: v for k, v in GRID_DEFAULTS.items() if isinstance(k, str)}, **{("adda_gan", pair) if pair != "MNIST->USPS" else "adda_gan":
-                                    {"lr": 2e-4, "stage2_steps": max(g["stage2_steps"])} for pair, g in a["grid"].items()}}
-    return {**s, "pairs": list(pairs), "batch_size": 32, "defaults": defaults,
-            "setting": GRID_SETTING}, seeds, runs
+    defaults = {**{k: v for k, v in GRID_DEFAULTS.items() if isinstance(k, str)},
+                **{("adda_gan", pair) if pair != U else "adda_gan": {"lr": 2e-4, "stage2_steps": max(g["stage2_steps"])}
+                   for pair, g in a["grid"].items()}}
+    return {**s, "pairs": list(pairs), "batch_size": 32, "defaults": defaults, "setting": GRID_SETTING}, seeds, runs
 
 
-# -- 08: the shortfalls, each diagnosed by controlled runs ---------------------------------------
 #: IIMT without the adversarial term (06's ``iimt_no_adversarial``) and its controls, on 06's
 #: MNIST->MNIST-M setting: all its target terms weighted 0 (must train exactly like the next row),
 #: source-only plus intra-source mixup (the target terms switched off).
@@ -90,72 +74,58 @@ IIMT_CONTROLS = {
 
 
 def _plan_08(profile, seeds):
-    s = {
-        "smoke": {"n_seeds": 1, "steps": 6, "eval_every": 3, "monitor_size": 100, "n_cap": 200, "n_test": 100,
-                  "long_steps": 12, "controls_seeds": {k: 1 for k in IIMT_CONTROLS}, "n_long_seeds": 1,
-                  "n_network_seeds": 1},
-        "quick": {"n_seeds": 0, "steps": 10_000, "eval_every": 250, "monitor_size": 2000, "n_cap": None,
-                  "n_test": None, "long_steps": 20_000, "controls_seeds": {}, "n_long_seeds": 0, "n_network_seeds": 0},
-        "paper": {"n_seeds": 3, "steps": 10_000, "eval_every": 250, "monitor_size": 2000, "n_cap": None,
-                  "n_test": None, "long_steps": 20_000, "n_long_seeds": 3, "n_network_seeds": 2,
-                  "controls_seeds": {"no_adversarial": 3, "target_weights_0": 1, "source_intra_mixup": 3}},
-    }[profile]
+    paper = {"n_seeds": 3, "steps": 10_000, "eval_every": 250, "monitor_size": 2000, "n_cap": None, "n_test": None,
+             "long_steps": 20_000, "n_long_seeds": 3, "n_network_seeds": 2,
+             "controls_seeds": {"no_adversarial": 3, "target_weights_0": 1, "source_intra_mixup": 3}}
+    s = {"paper": paper,
+         "smoke": {"n_seeds": 1, "steps": 6, "eval_every": 3, "monitor_size": 100, "n_cap": 200, "n_test": 100,
+                   "long_steps": 12, "controls_seeds": {k: 1 for k in IIMT_CONTROLS}, "n_long_seeds": 1,
+                   "n_network_seeds": 1},
+         "quick": {"n_seeds": 0, "steps": 10_000, "eval_every": 250, "monitor_size": 2000, "n_cap": None,
+                   "n_test": None, "long_steps": 20_000, "controls_seeds": {}, "n_long_seeds": 0,
+                   "n_network_seeds": 0}}[profile]
     seeds = _seeds(max(s["n_seeds"], 1), seeds)
-    mnist_m = digits_data("mnist", "mnist_m", n_source=s["n_cap"], n_target=s["n_cap"], n_test=s["n_test"])
-    runs = []
+    cap, n_test, monitor = s["n_cap"], s["n_test"], s["monitor_size"]
+    mnist_m = digits_data("mnist", "mnist_m", n_source=cap, n_target=cap, n_test=n_test)
     common = dict(steps=s["steps"], batch_size=32, eval_every=s["eval_every"])
-    for control, n in s["controls_seeds"].items():
-        for seed in seeds[:n]:
-            spec = RunSpec.make("iimt_no_adversarial", mnist_m, seed, monitor_size=s["monitor_size"],
-                                **common, **IIMT_CONTROLS[control])
-            runs.append(Planned(spec, {"diagnosis": "iimt_no_adversarial", "pair": "MNIST->MNIST-M",
-                                       "method": control}))
-    for method in ("source_only", "iimt"):  # the references, on the same seeds (03's and 06's runs)
-        for seed in seeds[:s["controls_seeds"].get("no_adversarial", 0)]:
-            spec = RunSpec.make(method, mnist_m, seed, monitor_size=s["monitor_size"], **common)
-            runs.append(Planned(spec, {"diagnosis": "iimt_no_adversarial", "pair": "MNIST->MNIST-M",
-                                       "method": method}))
+    tags = {"diagnosis": "iimt_no_adversarial", "pair": "MNIST->MNIST-M"}
+    runs = [Planned(RunSpec.make("iimt_no_adversarial", mnist_m, seed, monitor_size=monitor, **common,
+                                 **IIMT_CONTROLS[control]), {**tags, "method": control})
+            for control, n in s["controls_seeds"].items() for seed in seeds[:n]]
+    runs += [Planned(RunSpec.make(method, mnist_m, seed, monitor_size=monitor, **common), {**tags, "method": method})
+             for method in ("source_only", "iimt")  # the references, on the same seeds (03's and 06's runs)
+             for seed in seeds[:s["controls_seeds"].get("no_adversarial", 0)]]
     # ADDA-GAN's stage 2 and 06's baselines: the stored runs of 05 and 06, read again
-    _, _, runs_05 = _plan_05(profile, None)
-    _, _, runs_06 = _plan_06(profile, None)
+    runs_05, runs_06, runs_07 = (f(profile, None)[2] for f in (_plan_05, _plan_06, _plan_07))
     runs += [Planned(r.spec, {"diagnosis": "adda_gan_decay", **r.tags}) for r in runs_05
              if r.tags["method"] == "adda_gan"]
     # ADDA-GAN's stage 2, controlled: 07's grid on MNIST->USPS (learning rate x length), read again
     runs += [Planned(r.spec, {"diagnosis": "adda_stage2", "pair": r.tags["pair"],
                               "method": f"lr {r.tags['lr']:g}, {r.tags['stage2_steps']:,} steps"})
-             for r in _plan_07(profile, None)[2] if r.tags["method"] == "adda_gan" and r.tags["pair"] == "MNIST->USPS"]
+             for r in runs_07 if r.tags["method"] == "adda_gan" and r.tags["pair"] == U]
     # IIMT's network: 07's untuned DANN and IIMT cells on the released MNIST-M (2,000 steps) read
     # again, against the same runs on VADA's small CNN (Shu et al. 2018) instead of the digits network
-    for r in _plan_07(profile, None)[2]:
+    for r in runs_07:
         t = r.tags
-        if (t["pair"] == "MNIST->MNIST-M (released)" and t["method"] in ("dann", "iimt")
-                and r.spec.seed in seeds[:s["n_network_seeds"]]
+        if (t["pair"] == R and t["method"] in ("dann", "iimt") and r.spec.seed in seeds[:s["n_network_seeds"]]
                 and all(t.get(k) == v for k, v in GRID_DEFAULTS[t["method"]].items())):
             vada = RunSpec.make(r.spec.method, r.spec.data, r.spec.seed, monitor_size=r.spec.monitor_size,
                                 **{**r.spec.config, "network": "vada_small"})
             runs += [Planned(spec, {"diagnosis": "iimt_network", "pair": t["pair"], "method": f"{t['method']} {net}"})
                      for spec, net in ((r.spec, "digits"), (vada, "vada_small"))]
     runs += [Planned(r.spec, {"diagnosis": "baselines", "from": "06", **r.tags}) for r in runs_06
-             if r.tags["pair"] == "MNIST->USPS"
-             and r.tags["method"] in ("source_only", "dann", "iimt", "dann_selected", "iimt_selected")]
+             if r.tags["pair"] == U and r.tags["method"] in ("source_only", "dann", "iimt", "dann_selected",
+                                                             "iimt_selected")]
     runs += [Planned(r.spec, {"diagnosis": "baselines", "from": "05", **r.tags}) for r in runs_05
-             if r.tags["pair"] == "MNIST->USPS" and r.tags["method"] in ("adda_pretrain", "dann_lenet")]
+             if r.tags["pair"] == U and r.tags["method"] in ("adda_pretrain", "dann_lenet")]
     # DANN on the released data: 03's recipe (10,000 steps of 32 + 32 at 28 px; the length is ours,
     # the DANN papers do not state one) against twice the steps, the JMLR paper's batch (64 + 64,
     # Ganin et al. 2016, sec. 5.2.2) and its 32 px images (arXiv 1409.7495, sec. 4)
-    released = digits_data("mnist", "mnist_m_released", n_source=s["n_cap"], n_target=s["n_cap"], n_test=s["n_test"])
-    for steps in (s["steps"], s["long_steps"]):
-        for seed in seeds[:s["n_long_seeds"]]:
-            spec = RunSpec.make("dann", released, seed, monitor_size=s["monitor_size"], steps=steps, batch_size=32,
-                                eval_every=s["eval_every"])
-            runs.append(Planned(spec, {"diagnosis": "dann_length", "pair": "MNIST->MNIST-M (released)",
-                                       "method": f"dann {steps:,} steps"}))
-    released_32 = digits_data("mnist", "mnist_m_released", n_source=s["n_cap"], n_target=s["n_cap"],
-                              n_test=s["n_test"], size=32)
-    for label, data, batch in (("dann batch 64 + 64", released, 64), ("dann 32 px", released_32, 32)):
-        for seed in seeds[:s["n_long_seeds"]]:
-            spec = RunSpec.make("dann", data, seed, monitor_size=s["monitor_size"], steps=s["steps"], batch_size=batch,
-                                eval_every=s["eval_every"])
-            runs.append(Planned(spec, {"diagnosis": "dann_length", "pair": "MNIST->MNIST-M (released)",
-                                       "method": label}))
+    released = digits_data("mnist", "mnist_m_released", n_source=cap, n_target=cap, n_test=n_test)
+    released_32 = digits_data("mnist", "mnist_m_released", n_source=cap, n_target=cap, n_test=n_test, size=32)
+    variants = [(f"dann {steps:,} steps", released, 32, steps) for steps in (s["steps"], s["long_steps"])]
+    variants += [("dann batch 64 + 64", released, 64, s["steps"]), ("dann 32 px", released_32, 32, s["steps"])]
+    runs += [Planned(RunSpec.make("dann", data, seed, monitor_size=monitor, steps=steps, batch_size=batch,
+                                  eval_every=s["eval_every"]), {"diagnosis": "dann_length", "pair": R, "method": label})
+             for label, data, batch, steps in variants for seed in seeds[:s["n_long_seeds"]]]
     return s, seeds, runs

@@ -2,16 +2,11 @@
 few tables the notebooks print in place of prose.
 
 ``python -m dannlib report [--profile paper] [--results-dir DIR]`` prints the headline (ours
-against the published numbers), then one table per notebook (mean ± std over seeds, the
-number of seeds in brackets, failed runs counted apart) beside the published numbers of
-:data:`dannlib.results.PUBLISHED` and its paired comparisons (:mod:`dannlib.stats`), with the
-profile, the seeds, the machine and the regeneration times. The README's results tables are
-copied from its output (a test checks every number), so each can be traced to a record. The
-results folder defaults to the project's ``results/`` wherever the command is run from.
-
-The notebooks call the same builders (:func:`notebook_comparisons`, :func:`published_table`,
-:func:`method_table`, :func:`threshold_counts`, :func:`last_logged`, :func:`final_trend`): no notebook builds its
-sentences itself, and a comparison reads the same in a notebook, the report and the README.
+against :data:`dannlib.results.PUBLISHED`), then one table per notebook (mean ± std over seeds,
+failed runs apart) with its paired comparisons (:mod:`dannlib.stats`), the machine and the
+regeneration times. The README's tables are copied from it (a test checks every number). The
+notebooks call the same builders, so a comparison reads the same in a notebook, the report
+and the README.
 """
 from __future__ import annotations
 
@@ -28,24 +23,6 @@ from .utils import results_root
 #: MNIST-M on the released set, so both of our MNIST-M pairs compare with the same published rows.
 EXPERIMENT_OF_PAIR = {"MNIST->MNIST-M": "mnist->mnist_m", "MNIST->MNIST-M (released)": "mnist->mnist_m",
                       "MNIST->USPS": "mnist->usps", "USPS->MNIST": "usps->mnist"}
-
-
-def metric_table(records, keys, metric, *, digits=3, published: bool = True) -> str:
-    """One Markdown row per group of ``keys``: the :func:`aggregate` cell, failed runs and,
-    where the records carry a ``pair`` or ``toy``, the published number."""
-    rows, header = [], list(keys) + [f"{metric}, mean ± std (n seeds)", "failed"]
-    if published:
-        header.append("published")
-    for g in aggregate(records, metric, keys):
-        row = [*(g[k] for k in keys), format_cell(g["mean"], g["std"], g["n"], digits), g["failed"]]
-        if published:
-            pair = g.get("pair")
-            exp = EXPERIMENT_OF_PAIR.get(pair) if pair is not None else (g.get("toy") or "mnist->mnist_m")
-            row.append(published_text(exp, g.get("method"), digits))
-        rows.append(row)
-    return markdown_table(header, rows)
-
-
 SECTIONS = [  # (notebook number, title, keys, metric)
     ("01", "Toy problems (notebook 01): target accuracy", ("toy", "method"), "target_acc"),
     ("03", "MNIST → MNIST-M (notebook 03): target test accuracy", ("method",), "target_test_acc"),
@@ -53,6 +30,50 @@ SECTIONS = [  # (notebook number, title, keys, metric)
     ("05", "ADDA comparison (notebook 05): target test accuracy", ("pair", "method"), "target_test_acc"),
     ("06", "IIMT (notebook 06): target test accuracy", ("pair", "method"), "target_test_acc"),
 ]
+#: The headline: (notebook, title, metric, group) of the tables of ours against the published numbers.
+HEADLINE = [("03", "MNIST → MNIST-M, target test accuracy (notebook 03; DANN paper, table 2)", "target_test_acc",
+             "pair"),
+            ("05", "MNIST ↔ USPS, target test accuracy (notebook 05; ADDA paper, table 2)", "target_test_acc", "pair")]
+
+
+def _records(folder, number) -> tuple[list[Path], list[dict]]:
+    paths = sorted(Path(folder).glob(f"{number}_*.jsonl"))
+    return paths, [r for p in paths for r in read_records(p)]
+
+
+def metric_table(records, keys, metric, *, digits=3, published: bool = True) -> str:
+    """One Markdown row per group of ``keys``: the :func:`aggregate` cell, failed runs and,
+    where the records carry a ``pair`` or ``toy``, the published number."""
+    rows = []
+    for g in aggregate(records, metric, keys):
+        rows.append([*(g[k] for k in keys), format_cell(g["mean"], g["std"], g["n"], digits), g["failed"]])
+        if published:
+            pair = g.get("pair")
+            exp = EXPERIMENT_OF_PAIR.get(pair) if pair is not None else (g.get("toy") or "mnist->mnist_m")
+            rows[-1].append(published_text(exp, g.get("method"), digits))
+    return markdown_table([*keys, f"{metric}, mean ± std (n seeds)", "failed"] + ["published"] * published, rows)
+
+
+def _regeneration(info: dict, profile: str) -> list[str]:
+    """The machine line and the table of notebook run times of ``regeneration.json``."""
+    log = info.get("runs", {})
+
+    def status(r):  # a render of the runs stored so far (regenerate --partial) says so
+        partial = (log.get(r.get("run")) or {}).get("parameters", {}).get("train_missing") == "stored"
+        return f"{r.get('status')}, partial: only the runs stored then" if partial else r.get("status")
+
+    rows = [[name, status(r), f"{r.get('seconds') or float('nan'):.0f}", f"{r.get('peak_rss_mib') or float('nan'):.0f}"]
+            for name, r in sorted(info.get("notebooks", {}).items())]
+    m = next(iter(log.values()), {}).get("machine", {}) or info.get("machine", {})
+    scratch = info.get("from_scratch") or {}
+    wall, sweep = scratch.get("wall_seconds"), scratch.get("sweep") or {}
+    line = (f"Machine: {m.get('host', '?')}, {m.get('device', '?')} ({m.get('device_name', '?')}), "
+            f"{m.get('cpu_count', '?')} CPUs, torch {m.get('torch', '?')}.")
+    if wall:
+        line += (f" From an empty run store, `make figures PROFILE={profile}` took {wall / 60:.1f} min of wall "
+                 f"time (`wall_seconds` {wall:.0f}; started {scratch.get('started_at', '?')}; its sweep trained "
+                 f"{sweep.get('trained', '?')} runs in {sweep.get('seconds', float('nan')) / 60:.1f} min).")
+    return [line, markdown_table(["notebook", "status", "seconds", "peak memory (MiB)"], rows)]
 
 
 def markdown_report(results_dir=None, profile: str = "quick") -> str:
@@ -67,49 +88,26 @@ def markdown_report(results_dir=None, profile: str = "quick") -> str:
     headline = headline_markdown(folder)
     if headline:
         parts.append(headline)
-    regen = folder / "regeneration.json"
-    if regen.is_file():
-        info = json.loads(regen.read_text())
-        runs = info.get("notebooks", {})
-        log = info.get("runs", {})
-
-        def status(r):  # a render of the runs stored so far (regenerate --partial) says so
-            partial = (log.get(r.get("run")) or {}).get("parameters", {}).get("train_missing") == "stored"
-            return f"{r.get('status')}, partial: only the runs stored then" if partial else r.get("status")
-
-        rows = [[name, status(r), f"{r.get('seconds') or float('nan'):.0f}",
-                 f"{r.get('peak_rss_mib') or float('nan'):.0f}"] for name, r in sorted(runs.items())]
-        machine = next(iter(info.get("runs", {}).values()), {}).get("machine", {}) or info.get("machine", {})
-        scratch = info.get("from_scratch") or {}
-        wall = scratch.get("wall_seconds")
-        sweep = scratch.get("sweep") or {}
-        parts.append(f"Machine: {machine.get('host', '?')}, {machine.get('device', '?')} "
-                     f"({machine.get('device_name', '?')}), {machine.get('cpu_count', '?')} CPUs, torch "
-                     f"{machine.get('torch', '?')}."
-                     + (f" From an empty run store, `make figures PROFILE={profile}` took {wall / 60:.1f} min of wall "
-                        f"time (`wall_seconds` {wall:.0f}; started {scratch.get('started_at', '?')}; its sweep trained "
-                        f"{sweep.get('trained', '?')} runs in {sweep.get('seconds', float('nan')) / 60:.1f} min)."
-                        if wall else ""))
-        parts.append(markdown_table(["notebook", "status", "seconds", "peak memory (MiB)"], rows))
+    if (folder / "regeneration.json").is_file():
+        parts += _regeneration(json.loads((folder / "regeneration.json").read_text()), profile)
     for number, title, keys, metric in SECTIONS:
-        paths = sorted(folder.glob(f"{number}_*.jsonl"))
+        paths, recs = _records(folder, number)
         if not paths:
             parts.append(f"### {title}\n\n(no records: notebook {number} has not run under `{profile}`)")
             continue
-        recs = [r for p in paths for r in read_records(p)]
         seeds = sorted({r["seed"] for r in recs if r.get("seed") is not None})
         steps = sorted({r["steps"] for r in recs if r.get("steps")})
         body = metric_table(recs, keys, metric, digits=4 if number == "03" else 3, published=metric != "pad")
         parts.append(f"### {title}\n\n`{paths[0].name}`; seeds {', '.join(map(str, seeds))}; "
                      f"steps {', '.join(map(str, steps)) or '—'}.\n\n{body}")
-        for name in (n for n in COMPARISONS if COMPARISONS[n][0] == number):
-            parts.append(f"Paired comparisons (`{name}`):\n\n" + notebook_comparisons(recs, name))
-    paths = sorted(folder.glob("07_*.jsonl"))
+        parts += [f"Paired comparisons (`{name}`):\n\n" + notebook_comparisons(recs, name)
+                  for name in COMPARISONS if COMPARISONS[name][0] == number]
+    paths, recs = _records(folder, "07")
     if paths:
         from .grids import GRID_DEFAULTS, GRID_SETTING
         from .selection_report import selection_markdown
 
-        recs = [r for p in paths for r in read_records(p) if r.get("scores_from") != "missing"]
+        recs = [r for r in recs if r.get("scores_from") != "missing"]
         parts.append("### Label-free model selection (notebook 07): regret of the trusted rule (oracle's best target "
                      f"accuracy − the pick's)\n\n`{paths[0].name}`; seeds "
                      f"{', '.join(map(str, sorted({r['seed'] for r in recs})))}.\n\n"
@@ -117,7 +115,6 @@ def markdown_report(results_dir=None, profile: str = "quick") -> str:
     return "\n\n".join(parts) + "\n"
 
 
-# -- the few tables the notebooks print (prose from one place) -------------------------------
 #: The paired comparisons each notebook reports, and the report prints: name -> (notebook,
 #: grouping key or None, [(metric, a, b), ...]); "a − b" on the seeds both ran ok
 #: (:mod:`dannlib.stats`). A comparison whose sides have no shared seed is left out.
@@ -155,46 +152,39 @@ def comparisons(records, name: str, *, names: dict | None = None) -> list[tuple]
         raise ValueError(f"name must be one of {sorted(COMPARISONS)}, got {name!r}")
     _, group, specs = COMPARISONS[name]
     records = list(records)
-    groups = list(dict.fromkeys(r.get(group) for r in records)) if group else [None]
     out = []
-    for g in groups:
-        where = {group: g} if group else {}
+    for g in (list(dict.fromkeys(r.get(group) for r in records)) if group else [None]):
         for metric, a, b in specs:
-            c = compare_records(records, metric, a, b, where=where, names=names)
-            if c.n:
-                out.append((g, metric, c))
+            c = compare_records(records, metric, a, b, where={group: g} if group else {}, names=names)
+            out += [(g, metric, c)] if c.n else []
     return out
 
 
 def comparison_table(rows, *, group: str | None = None, digits: int = 3) -> str:
     """A Markdown table of ``(group, metric, Comparison)`` rows (as :func:`comparisons` gives):
-    [group |] [metric |] comparison | n | mean diff | 95% CI | sign-test p | verdict. The metric
-    column appears only when the rows have more than one metric."""
+    [group |] [metric |] comparison | n | mean diff | 95% CI | sign-test p | verdict; the metric
+    column only when the rows have more than one metric."""
     rows = list(rows)
     if not rows:
         return "(no comparison: no two methods share a seed in these records)"
-    metrics = list(dict.fromkeys(m for _, m, _ in rows))
-    header = ([group] if group else []) + (["metric"] if len(metrics) > 1 else []) + COMPARISON_HEADER
-    body = []
-    for g, metric, c in rows:
-        cells = c.as_row(digits)
-        body.append(([g] if group else []) + ([metric] if len(metrics) > 1 else []) + [cells[k] for k in COMPARISON_HEADER])
+    many = len({m for _, m, _ in rows}) > 1
+    header = [group] * bool(group) + ["metric"] * many + COMPARISON_HEADER
+    body = [[g] * bool(group) + [metric] * many + [c.as_row(digits)[k] for k in COMPARISON_HEADER]
+            for g, metric, c in rows]
     return markdown_table(header, body)
 
 
 def notebook_comparisons(records, name: str, *, names: dict | None = None, digits: int = 3) -> str:
     """:func:`comparison_table` of :func:`comparisons` ``(records, name)``, with a one-line key."""
-    group = COMPARISONS[name][1]
-    return (comparison_table(comparisons(records, name, names=names), group=group, digits=digits)
+    return (comparison_table(comparisons(records, name, names=names), group=COMPARISONS[name][1], digits=digits)
             + "\n\nPaired by seed (`dannlib.stats`): a − b on the seeds both ran ok; 95% paired t-interval; exact "
               "two-sided sign test; *higher*/*lower* only when the interval excludes 0.")
 
 
 def selected_table(records, metric: str = "target_test_acc", *, digits: int = 3):
-    """05's and 06's rows at the settings chosen without target labels (method names ending in
+    """05's and 06's rows at the settings chosen without target labels (methods ending in
     ``_selected``, tagged ``chosen``) beside their untuned rows: a pandas DataFrame indexed by
-    pair and method with the choice and ``metric`` (mean ± sd (n)) of both; None when no
-    record is a selected row."""
+    pair and method; None when no record is a selected row."""
     import pandas as pd
 
     cells = {(g["pair"], g["method"]): format_cell(g["mean"], g["std"], g["n"], digits)
@@ -211,45 +201,42 @@ def selected_table(records, metric: str = "target_test_acc", *, digits: int = 3)
 
 def head_to_head(records, a: str, b: str, metric: str = "target_test_acc", *, group: str = "pair",
                  digits: int = 3) -> str:
-    """Markdown bullets, one per value of ``group`` where ``a`` and ``b`` share a seed: whether
-    ``a`` beats ``b`` on ``metric``, as the paired comparison (:mod:`dannlib.stats`) says it:
-    "higher"/"lower" only when the 95% interval excludes 0, else "no clear difference"."""
+    """Markdown bullets, one per value of ``group`` where ``a`` and ``b`` share a seed: does ``a``
+    beat ``b`` on ``metric`` ("higher"/"lower" only when the paired 95% interval excludes 0)."""
     records = list(records)
     lines = []
     for g in dict.fromkeys(r.get(group) for r in records):
         c = compare_records(records, metric, a, b, where={group: g})
-        if not c.n:
-            continue
-        answer = {"higher": "yes", "lower": "no, lower"}.get(c.verdict, "not shown (no clear difference)")
-        lines.append(f"- **{g}**: {a} beats {b}? {answer}: {a} − {b} = {c.mean:+.{digits}f}, 95% CI "
-                     f"{format_interval(c.ci_low, c.ci_high, digits)}, {c.n} seeds ({c.n_higher} higher, "
-                     f"{c.n_lower} lower)")
+        if c.n:
+            answer = {"higher": "yes", "lower": "no, lower"}.get(c.verdict, "not shown (no clear difference)")
+            lines.append(f"- **{g}**: {a} beats {b}? {answer}: {a} − {b} = {c.mean:+.{digits}f}, 95% CI "
+                         f"{format_interval(c.ci_low, c.ci_high, digits)}, {c.n} seeds ({c.n_higher} higher, "
+                         f"{c.n_lower} lower)")
     return "\n".join(lines) or f"(no seed shared by {a} and {b})"
 
 
 def published_table(records, metric: str, *, group: str | None = None, experiment=None,
                     names: dict | None = None, digits: int = 3) -> str:
-    """Ours beside the published number, for every (group, method) that has one in
-    :data:`dannlib.results.PUBLISHED`: [group |] method | ours, mean ± sd (n) | published |
-    ours − published | published in. ``experiment``: the experiment's name, or a mapping from
-    the group's values to it (default :data:`EXPERIMENT_OF_PAIR`)."""
+    """Ours beside the published number, for every (group, method) that has one: [group |]
+    method | ours, mean ± sd (n) | published | ours − published | published in. ``experiment``:
+    the experiment's name, or a mapping from the group's values to it (default
+    :data:`EXPERIMENT_OF_PAIR`)."""
     names = names or {}
-    keys = [group, "method"] if group else ["method"]
     body = []
-    for g in aggregate(records, metric, keys):
-        exp = (experiment.get(g[group]) if isinstance(experiment, dict) else experiment) if experiment is not None \
-            else EXPERIMENT_OF_PAIR.get(g.get(group)) if group else None
+    for g in aggregate(records, metric, [group, "method"] if group else ["method"]):
+        if experiment is None:
+            exp = EXPERIMENT_OF_PAIR.get(g.get(group)) if group else None
+        else:
+            exp = experiment.get(g[group]) if isinstance(experiment, dict) else experiment
         pub = published(exp, g["method"]) if exp else None
-        if pub is None or not g["n"]:
-            continue
-        gap = f"{g['mean'] - pub[0]:+.{digits}f}"
-        body.append(([g[group]] if group else []) + [names.get(g["method"], g["method"]),
-                     format_cell(g["mean"], g["std"], g["n"], digits), published_text(exp, g["method"], digits),
-                     gap, pub[1].replace(" (?)", "")])
+        if pub is not None and g["n"]:
+            body.append(([g[group]] if group else []) + [names.get(g["method"], g["method"]),
+                        format_cell(g["mean"], g["std"], g["n"], digits), published_text(exp, g["method"], digits),
+                        f"{g['mean'] - pub[0]:+.{digits}f}", pub[1].replace(" (?)", "")])
     if not body:
         return "(no published number for these records)"
-    return markdown_table(([group] if group else []) + ["method", "ours, mean ± sd (n)", "published", "ours − published",
-                                                "published in"], body)
+    return markdown_table([group] * bool(group) + ["method", "ours, mean ± sd (n)", "published", "ours − published",
+                                                   "published in"], body)
 
 
 def threshold_counts(records, metric: str, threshold: float, *, by=("method",), columns: str | None = None,
@@ -270,11 +257,8 @@ def threshold_counts(records, metric: str, threshold: float, *, by=("method",), 
 def last_logged(runs, keys) -> list[dict]:
     """One record per stored run ``(tags, run)``: its tags, seed, status and the last logged
     value of each of ``keys`` (None where the history lacks it), for :func:`aggregate`."""
-    out = []
-    for tags, run in runs:
-        last = run.history[-1] if run.history else {}
-        out.append({**tags, "seed": run.spec.seed, "status": run.status, **{k: last.get(k) for k in keys}})
-    return out
+    return [{**tags, "seed": run.spec.seed, "status": run.status,
+             **{k: (run.history[-1] if run.history else {}).get(k) for k in keys}} for tags, run in runs]
 
 
 def final_trend(histories: dict, key: str, *, x: str = "step", fraction: float = 0.2, digits: int = 3):
@@ -304,11 +288,9 @@ def method_table(records, metrics, *, order=None, names: dict | None = None, exp
     cell, the failed runs and, with ``experiment``, the published number and its source."""
     import pandas as pd
 
-    names = names or {}
-    records = list(records)
-    order = list(order) if order is not None else list(dict.fromkeys(r["method"] for r in records))
+    names, records = names or {}, list(records)
     rows = {}
-    for m in order:
+    for m in (list(order) if order is not None else list(dict.fromkeys(r["method"] for r in records))):
         rs = [r for r in records if r["method"] == m]
         if not rs:
             continue
@@ -319,25 +301,17 @@ def method_table(records, metrics, *, order=None, names: dict | None = None, exp
         row["failed"] = g["failed"]
         if experiment is not None:
             pub = published(experiment, m)
-            row["published"] = published_text(experiment, m, digits)
-            row["published in"] = pub[1] if pub else "—"
+            row.update({"published": published_text(experiment, m, digits), "published in": pub[1] if pub else "—"})
         rows[names.get(m, m)] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-#: The headline: (notebook, title, metric, group) of the tables of ours against the published numbers.
-HEADLINE = [("03", "MNIST → MNIST-M, target test accuracy (notebook 03; DANN paper, table 2)", "target_test_acc", "pair"),
-            ("05", "MNIST ↔ USPS, target test accuracy (notebook 05; ADDA paper, table 2)", "target_test_acc", "pair")]
-
-
 def headline_markdown(folder) -> str:
-    """The headline tables (:data:`HEADLINE`) from the records in ``folder``: ours against the
-    published numbers. Empty when no headline notebook has records there."""
+    """The headline tables (:data:`HEADLINE`) of the records in ``folder``; "" when none has records."""
     parts = []
     for number, title, metric, group in HEADLINE:
-        paths = sorted(Path(folder).glob(f"{number}_*.jsonl"))
+        paths, recs = _records(folder, number)
         if paths:
-            recs = [r for p in paths for r in read_records(p)]
             parts.append(f"#### {title}\n\n" + published_table(recs, metric, group=group))
     return ("### Headline: ours against the published numbers\n\n" + "\n\n".join(parts)) if parts else ""
 
@@ -345,9 +319,8 @@ def headline_markdown(folder) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dannlib report", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
-    parser.add_argument("--results-dir", default=None,
-                        help="where the notebooks wrote their records (default: $DANNLIB_RESULTS, else the "
-                             "project's results/)")
+    parser.add_argument("--results-dir", default=None, help="where the notebooks wrote their records "
+                        "(default: $DANNLIB_RESULTS, else the project's results/)")
     args = parser.parse_args(argv)
     try:
         print(markdown_report(args.results_dir, args.profile), end="")

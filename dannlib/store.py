@@ -1,18 +1,11 @@
 """The run store: every training run computed once, kept as data, reused by every notebook.
 
-A run is identified by a :class:`RunSpec`: the registered method's name, its full config, the
-data spec (pair, subset sizes and seed, the MNIST-M build), the seed, the monitoring size and
-:data:`STORE_FORMAT`. Its key is a hash of those. A finished run is one small JSON file,
-``<store>/<method>/<key>.json``: the spec, the final evaluation, the full monitoring history,
-the code version and the machine, written atomically (a temporary file renamed into place),
-so a run in flight or killed is never read as finished. The trained weights go beside it,
-``<key>.pt`` (git-ignored except where a later notebook needs them: see ``.gitignore``).
-
-Bump :data:`STORE_FORMAT` whenever a change of training code changes numbers: every stored
-run then counts as missing and is recomputed (``CONTRIBUTING.md``).
-
-The default store is the project's ``results/runs`` (or ``$DANNLIB_STORE``); it is shared by
-the profiles, so a run that the quick and paper profiles both need is trained once.
+A run is a :class:`RunSpec` (method, full config, data spec, seed, monitoring size and
+:data:`STORE_FORMAT`); its key is a hash of those. A finished run is ``<store>/<method>/<key>.json``
+(spec, final evaluation, monitoring history, code version, machine), written atomically, with
+its weights beside it as ``<key>.pt``. Bump :data:`STORE_FORMAT` whenever a change of training
+code changes numbers: every stored run then counts as missing (``CONTRIBUTING.md``). The
+default store, ``results/runs`` (or ``$DANNLIB_STORE``), is shared by the profiles.
 """
 from __future__ import annotations
 
@@ -21,28 +14,26 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from .results import dumps
-from .utils import PROJECT_ROOT, atomic_path, atomic_write, machine_info, results_root, weights_problem
+from .utils import PROJECT_ROOT, atomic_path, atomic_write, check_choice, machine_info, results_root, weights_problem
 
 STORE_FORMAT = 1
 STORE_ENV = "DANNLIB_STORE"
+DANN_STEPS_PER_SECOND = 57.0
 
 
-# -- run specs ---------------------------------------------------------------------------------
 def digits_data(source: str, target: str, *, n_source: int | None = None, n_target: int | None = None,
                 n_test: int | None = None, subset_seed: int = 0, size: int = 28, channels: int = 3,
                 mnist_m_seed: int = 0) -> dict:
-    """The data spec of a digits pair (``load_domain``'s arguments): training subsets of
-    ``n_source``/``n_target`` images (None: the whole split) drawn with ``subset_seed``, test
-    subsets of ``n_test``, every domain at ``size`` px and ``channels`` channels."""
+    """The data spec of a digits pair (``load_domain``'s arguments); None sizes: the whole split."""
     from .data import DOMAINS, MNIST_M_FORMAT_VERSION
-    from .utils import check_choice
 
     check_choice("source", source, DOMAINS)
     check_choice("target", target, DOMAINS)
@@ -60,7 +51,6 @@ def digits_data(source: str, target: str, *, n_source: int | None = None, n_targ
 def toy_data(toy: str, **kwargs) -> dict:
     """The data spec of a toy problem (:func:`dannlib.toys.make_toy`'s arguments)."""
     from .toys import TOYS
-    from .utils import check_choice
 
     check_choice("toy", toy, TOYS)
     return {"kind": "toy", "toy": toy, **kwargs}
@@ -112,17 +102,14 @@ class RunSpec:
         return f"{self.method} seed {self.seed}"
 
     def _method(self):
-        """``(the registered method's class, this run's config as its Config)``: the class
-        answers the store's questions about the run (:class:`dannlib.training.Method`'s hooks)."""
+        """``(the registered method's class, this run's config as its Config)``."""
         from .methods import METHODS
 
         cls = METHODS[self.method][0]
         return cls, cls.Config(**self.config)
 
     def dependencies(self) -> list["RunSpec"]:
-        """Runs this one starts from (the method's ``dependencies``, on the same data and seed;
-        e.g. ADDA's stage 2 starts from its stage 1, shared by the stage-2 variants with the
-        same pre-training settings)."""
+        """Runs this one starts from (e.g. ADDA's stage 2 from its stage 1), same data and seed."""
         cls, cfg = self._method()
         return [RunSpec.make(method, self.data, self.seed, monitor_size=self.monitor_size, **settings)
                 for method, settings in cls.dependencies(cfg)]
@@ -133,20 +120,15 @@ class RunSpec:
         return cls.cost_steps(cfg, self.data)
 
 
-DANN_STEPS_PER_SECOND = 57.0
-
-
 def estimate_seconds(specs, workers: int = 1) -> float:
     """Rough wall time of training ``specs`` on the study's CPU with ``workers`` processes."""
     total = sum(s.cost_steps() for s in specs) / DANN_STEPS_PER_SECOND
     return total / max(1, min(workers, len(list(specs)) or 1))
 
 
-# -- stored runs ---------------------------------------------------------------------------------
 @dataclass
 class StoredRun:
-    """A finished run read from the store: its spec, ``final`` evaluation, monitoring
-    ``history``, timing, code version and machine."""
+    """A finished run read from the store."""
 
     spec: RunSpec
     final: dict
@@ -155,17 +137,12 @@ class StoredRun:
     code: dict
     machine: dict
     path: Path
-    parts: dict = field(default_factory=dict)
 
     @property
     def status(self) -> str:
-        """The run's status; a run stored as "ok" whose history shows an exploded loss
-        (:func:`dannlib.training.judge_history`, a check newer than some stored runs) reads as
-        "diverged"."""
+        """The stored status; "diverged" for an "ok" run whose history shows an exploded loss."""
         status = self.final.get("status", "ok")
-        if status == "ok" and self.divergence:
-            return "diverged"
-        return status
+        return "diverged" if status == "ok" and self.divergence else status
 
     @functools.cached_property
     def divergence(self) -> str | None:
@@ -178,8 +155,7 @@ class StoredRun:
         return self.path.with_suffix(".pt")
 
     def record(self, **extra) -> dict:
-        """A flat record for the results tables: method, seed, the final metrics, status,
-        steps, seconds, the run's key, config, data spec and machine, plus ``extra``."""
+        """A flat record for the tables: method, seed, final metrics, key, config, data, machine, ``extra``."""
         rec = {"method": self.spec.method, "seed": self.spec.seed, **self.final, "key": self.spec.key,
                "config": self.spec.config, "data": self.spec.data, "machine": self.machine}
         if rec.get("status", "ok") == "ok" and self.status != "ok":
@@ -194,8 +170,15 @@ class StoredRun:
             raise FileNotFoundError(f"no weights for {self.spec.label} at {self.weights_path}; they are kept "
                                     "only where a later notebook needs them: recompute the run with "
                                     "`python -m dannlib sweep --recompute ...`")
+        from .training import Domain
+
         blob = torch.load(self.weights_path, map_location="cpu", weights_only=True)
-        modules = _blank_modules(self.spec)
+        cls, cfg = self.spec._method()
+        d = self.spec.data
+        shape = (2,) if d["kind"] == "toy" else (d["channels"], d["size"], d["size"])
+        n = max(getattr(cfg, "batch_size", 2), 10)
+        dummy = Domain("blank", torch.zeros(n, *shape), torch.arange(n) % (2 if d["kind"] == "toy" else 10))
+        modules = cls.blank(cfg, dummy, self.spec.seed)
         for name, m in modules.items():
             m.load_state_dict(blob[name])
             m.to(device).eval()
@@ -203,20 +186,8 @@ class StoredRun:
 
 
 def usable(stored: StoredRun | None) -> bool:
-    """A stored run another run can start from: finished, with its weights (checked to load)."""
+    """A stored run another run can start from: finished, with its weights."""
     return stored is not None and stored.weights_path.is_file()
-
-
-def _blank_modules(spec: RunSpec) -> dict[str, torch.nn.Module]:
-    """Untrained networks of the spec's architecture (the method's ``blank``; weights to be loaded)."""
-    from .training import Domain
-
-    cls, cfg = spec._method()
-    d = spec.data
-    shape = (2,) if d["kind"] == "toy" else (d["channels"], d["size"], d["size"])
-    n = max(getattr(cfg, "batch_size", 2), 10)
-    dummy = Domain("blank", torch.zeros(n, *shape), torch.arange(n) % (2 if d["kind"] == "toy" else 10))
-    return cls.blank(cfg, dummy, spec.seed)
 
 
 @functools.lru_cache(maxsize=1)
@@ -236,13 +207,10 @@ def code_version() -> dict:
 
 class Store:
     """The folder of stored runs (default: ``$DANNLIB_STORE``, else ``<results>/runs``).
-    ``data_root``: where the data of its runs is now (default: ``$DANNLIB_DATA``, else
-    data/), to compare with the data fingerprint a run was stored with."""
+    ``data_root``: where the data is now, to compare with a run's stored data fingerprint."""
 
     def __init__(self, root: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None):
-        if root is None:
-            root = os.environ.get(STORE_ENV) or results_root() / "runs"
-        self.root = Path(root).expanduser()
+        self.root = Path(os.environ.get(STORE_ENV) or results_root() / "runs" if root is None else root).expanduser()
         self.data_root = data_root
 
     def __repr__(self) -> str:
@@ -252,9 +220,8 @@ class Store:
         return self.root / spec.method / f"{spec.key}.json"
 
     def get(self, spec: RunSpec) -> StoredRun | None:
-        """The stored run of ``spec``, or None (also, with a warning, for an unreadable or
-        mismatched record, weights that do not load, or a record whose ``data_fingerprint``
-        differs from the current data's: it will be recomputed)."""
+        """The stored run of ``spec``, or None (with a warning for an unreadable or mismatched
+        record, weights that do not load, or other data than the data root holds now)."""
         from .data.fingerprint import current_fingerprint, fingerprint_mismatch
 
         path = self.path(spec)
@@ -286,9 +253,8 @@ class Store:
         return run
 
     def put(self, spec: RunSpec, result, *, weights: bool = True, data_fingerprint: dict | None = None) -> StoredRun:
-        """Store a finished :class:`~dannlib.training.RunResult` of ``spec``: the weights
-        first, then the JSON file (its presence is what marks the run finished), with the
-        fingerprint of the data it was trained on (:mod:`dannlib.data.fingerprint`) if given."""
+        """Store a finished :class:`~dannlib.training.RunResult`: the weights first, then the
+        JSON file (whose presence marks the run finished), with the data fingerprint if given."""
         path = self.path(spec)
         if weights and result.modules:
             state = {name: {k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()}
@@ -304,38 +270,28 @@ class Store:
         return self.get(spec)
 
     def clean_partial(self, min_age: float = 120.0) -> int:
-        """Remove temporary files left by killed writers (never a finished run): the hidden
-        ``.<key>.json.*.tmp`` and ``.<key>.*.pt`` beside the runs, untouched for ``min_age``
-        seconds (younger ones may belong to a writer still at work, e.g. another sweep on the
-        same store: removing those would make its rename fail)."""
-        import time
-
+        """Remove killed writers' temporary files (``.<key>.json.*.tmp``, ``.<key>.*.pt``)
+        untouched for ``min_age`` seconds (younger ones may belong to a writer at work)."""
         n = 0
-        if self.root.is_dir():
-            now = time.time()
-            for p in [*self.root.glob("*/.*.tmp"), *self.root.glob("*/.*.pt")]:
-                try:
-                    if now - p.stat().st_mtime < min_age:
-                        continue
+        for p in [*self.root.glob("*/.*.tmp"), *self.root.glob("*/.*.pt")]:
+            try:
+                if time.time() - p.stat().st_mtime >= min_age:
                     p.unlink()
-                except FileNotFoundError:
-                    continue
-                n += 1
+                    n += 1
+            except FileNotFoundError:
+                continue
         return n
-
 
     def stored_keys(self) -> dict[str, list[Path]]:
         """Every finished run's key -> its files (record and weights)."""
         out: dict[str, list[Path]] = {}
-        if self.root.is_dir():
-            for p in sorted(self.root.glob("*/*.json")) + sorted(self.root.glob("*/*.pt")):
-                if not p.name.startswith("."):
-                    out.setdefault(p.stem, []).append(p)
+        for p in sorted(self.root.glob("*/*.json")) + sorted(self.root.glob("*/*.pt")):
+            if not p.name.startswith("."):
+                out.setdefault(p.stem, []).append(p)
         return out
 
     def prune(self, keep: set[str], dry_run: bool = False) -> list[Path]:
-        """Remove the runs whose key is not in ``keep`` (record and weights); returns the
-        removed (with ``dry_run``: the removable) files."""
+        """Remove (with ``dry_run``: list) the files of the runs whose key is not in ``keep``."""
         gone = [p for key, paths in self.stored_keys().items() if key not in keep for p in paths]
         if not dry_run:
             for p in gone:
@@ -343,14 +299,6 @@ class Store:
         return gone
 
 
-def __getattr__(name):  # a sweep started before the worker entry point moved to dannlib.pool
-    if name == "_worker_compute":
-        from .pool import _worker_compute
-        return _worker_compute
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# -- computing one run ------------------------------------------------------------------------
 @functools.lru_cache(maxsize=4)
 def _load_data(data_json: str, data_root: str | None):
     from .training import Domain
@@ -359,8 +307,7 @@ def _load_data(data_json: str, data_root: str | None):
     if d["kind"] == "toy":
         from .toys import make_toy
 
-        kw = {k: v for k, v in d.items() if k not in ("kind", "toy")}
-        pr = make_toy(d["toy"], **kw)
+        pr = make_toy(d["toy"], **{k: v for k, v in d.items() if k not in ("kind", "toy")})
         src = Domain(f"{d['toy']} source", torch.tensor(pr.xs), torch.tensor(pr.ys))
         tgt = Domain(f"{d['toy']} target", torch.tensor(pr.xt), torch.tensor(pr.yt))
         return src, tgt, {"source": src, "target": tgt}
@@ -368,47 +315,13 @@ def _load_data(data_json: str, data_root: str | None):
 
     common = dict(size=d["size"], channels=d["channels"], seed=d["subset_seed"],
                   mnist_m_seed=d.get("mnist_m", {}).get("seed", 0))
-    xs, ys = load_domain(d["source"], "train", data_root, n=d["n_source"], **common)
-    xt, yt = load_domain(d["target"], "train", data_root, n=d["n_target"], **common)
-    xse, yse = load_domain(d["source"], "test", data_root, n=d["n_test"], **common)
-    xte, yte = load_domain(d["target"], "test", data_root, n=d["n_test"], **common)
-    return (Domain(d["source"], xs, ys), Domain(d["target"], xt, yt),
-            {"source_test": Domain(d["source"], xse, yse), "target_test": Domain(d["target"], xte, yte)})
+    dom = {(name, split): Domain(d[name], *load_domain(d[name], split, data_root, n=d[n], **common))
+           for name, split, n in (("source", "train", "n_source"), ("target", "train", "n_target"),
+                                  ("source", "test", "n_test"), ("target", "test", "n_test"))}
+    return (dom["source", "train"], dom["target", "train"],
+            {"source_test": dom["source", "test"], "target_test": dom["target", "test"]})
 
 
 def load_data(data: dict, data_root=None):
     """``(source, target (labelled), eval_sets)`` of a data spec, cached per process."""
     return _load_data(dumps(data), None if data_root is None else str(data_root))
-
-
-def compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = True) -> StoredRun:
-    """Train ``spec`` (and, first, any missing run it depends on), store it, return it."""
-    from .data.fingerprint import current_fingerprint
-    from .methods import ORACLES, train
-
-    pretrained = None
-    for dep in spec.dependencies():
-        stored = store.get(dep)
-        if not usable(stored):
-            stored = compute(dep, store, data_root=data_root, progress=progress)
-        pretrained = [_as_run_result(stored)]
-    source, target, eval_sets = load_data(spec.data, data_root)
-    fingerprint = current_fingerprint(spec.data, data_root)
-    if spec.method in ORACLES:
-        source = target  # the labelled target training set: an upper bound, not adaptation
-    (result,) = train(spec.method, source, target.unlabelled(), seeds=[spec.seed], eval_sets=eval_sets,
-                      progress=progress, monitor_size=spec.monitor_size, pretrained=pretrained, **spec.config)
-    from .selection import SELECTION_FIELD, score_trained, scoreable
-
-    if spec.data["kind"] == "digits" and scoreable(result.modules):  # label-free scores and oracle (notebook 07)
-        result.final[SELECTION_FIELD] = score_trained(result.modules, eval_sets, target.unlabelled().x)
-    return store.put(spec, result, data_fingerprint=fingerprint)
-
-
-def _as_run_result(stored: StoredRun):
-    from .training import RunResult
-
-    return RunResult(method=stored.spec.method, seed=stored.spec.seed, config=stored.spec.config,
-                     history=stored.history, final=stored.final, seconds=stored.seconds,
-                     steps=stored.final.get("steps", 0), modules=stored.load_modules())
-

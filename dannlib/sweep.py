@@ -1,28 +1,23 @@
-"""Computing the missing runs: in this process, in local worker processes (the default: one
-per core, one torch thread each), or on a Dask distributed cluster; and the ``sweep`` command.
-
-:func:`ensure` is the one call the notebooks and the sweep use: it returns the stored runs of
-a list of :class:`~dannlib.store.RunSpec` and trains only the missing ones. Runs that other
-runs depend on (ADDA's pre-training) go first. An interrupted sweep (Ctrl-C, SIGKILL, a worker
-or machine that goes away) loses at most the runs in flight: every finished run is already in
-the store, and a rerun continues from there. A worker that dies mid-run has its run retried.
-
-``python -m dannlib sweep --profile paper [--only 05,06] [--workers N] [--scheduler ADDR]
-[--time-limit MINUTES] [--recompute]`` (:mod:`dannlib.sweep_command`) trains every run that
-the selected notebooks need under a profile, without executing the notebooks, prints a
-summary (found / trained / failed) and writes it to ``results/<profile>/sweep.json``.
+"""Computing the missing runs (:func:`ensure`): in this process, in local worker processes (one
+per core, one torch thread each) or on a Dask cluster, dependencies (ADDA's pre-training) first.
+An interrupted sweep loses at most the runs in flight; a run whose worker process dies is
+retried; a run that raises is reported with its error.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
+import multiprocessing as mp
 import os
+import pickle
+import signal
+import sys
 import time
 from dataclasses import dataclass, field
 
-from .store import DANN_STEPS_PER_SECOND, RunSpec, usable, Store, StoredRun, compute, estimate_seconds
-from .pool import _payload, _run_local, _worker_compute, describe_failure  # noqa: F401  (the worker pool)
-from .settings import SCHEDULER_ENV, WORKERS_ENV, check_scheduler, check_time_limit, check_workers  # noqa: F401
-from .utils import progress_enabled
-
+from . import store as runstore
+from .settings import SCHEDULER_ENV, check_scheduler, check_time_limit, check_workers
+from .store import DANN_STEPS_PER_SECOND, RunSpec, Store, StoredRun, estimate_seconds, usable
+from .utils import configure_threads, progress_enabled
 
 
 class MissingRunsError(RuntimeError):
@@ -30,8 +25,19 @@ class MissingRunsError(RuntimeError):
 
 
 class RunsFailedError(RuntimeError):
-    """None of the runs a notebook needs could be had: the message lists the runs that failed
-    and why (or says that none is stored yet), instead of an empty table failing later."""
+    """None of the runs a notebook needs could be had (the message says which failed and why)."""
+
+
+class RunError(RuntimeError):
+    """A worker's exception that does not survive pickling, as its type's name and message
+    (without it the parent could not read the answer and would take the worker for dead)."""
+
+    def __init__(self, type_name: str, message: str):
+        super().__init__(f"{type_name}: {message}")
+        self.type_name, self.message = type_name, message
+
+    def __reduce__(self):
+        return type(self), (self.type_name, self.message)
 
 
 @dataclass
@@ -55,20 +61,12 @@ TRAIN_MISSING = (True, False, "auto", "stored")
 
 
 def check_train_missing(value):
-    """``value`` as one of :data:`TRAIN_MISSING` (the strings "true"/"false" as booleans);
-    ValueError otherwise."""
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
+    """``value`` as one of :data:`TRAIN_MISSING` (the strings "true"/"false" as booleans)."""
     if isinstance(value, str):
-        value = value.strip().lower()
+        value = {"true": True, "false": False}.get(value.strip().lower(), value.strip().lower())
     if value not in TRAIN_MISSING or (value in (0, 1) and not isinstance(value, bool)):
         raise ValueError(f"train_missing must be True, False, 'auto' or 'stored'; got {value!r}")
     return value
-
-
-def default_workers() -> int:
-    """``$DANNLIB_WORKERS`` (ValueError, naming it, unless an integer >= 1), else one per core."""
-    return check_workers(None)
 
 
 def _unique(specs) -> list[RunSpec]:
@@ -76,10 +74,8 @@ def _unique(specs) -> list[RunSpec]:
 
 
 def _phases(specs: list[RunSpec], store: Store, recompute: bool) -> list[list[RunSpec]]:
-    """The runs to train, in phases: first every run another one depends on (ADDA's
-    pre-training), so that no worker retrains a dependency that another worker is computing
-    at the same time; then the rest. Each phase longest first (estimated cost), so that the
-    runs that finish last are short ones and no worker idles long at the end."""
+    """The runs to train: first every run another one depends on (so that no two workers
+    train it at once), then the rest; each phase longest first (estimated cost)."""
     todo = [s for s in specs if recompute or store.get(s) is None]
     deps = _unique(d for s in todo for d in s.dependencies() if d in todo or not usable(store.get(d)))
     rest = [s for s in todo if s not in deps]
@@ -90,29 +86,19 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
            data_root=None, train_missing: bool | str = True, recompute: bool = False,
            time_limit: float | None = None, progress: bool = True, budget_seconds: float = 600.0,
            hint: str = "") -> dict[RunSpec, StoredRun]:
-    """The stored runs of ``specs`` (a dict spec -> :class:`StoredRun`), training the missing.
-
-    ``train_missing``: True trains them; False raises :class:`MissingRunsError`; ``"auto"``
-    trains them only when the estimate is under ``budget_seconds`` (so opening a notebook
-    never silently starts hours of training) and otherwise raises, saying how many runs are
-    missing, roughly how long they take and which command computes them (``hint``);
-    ``"stored"`` trains nothing and returns what the store holds (to look at a profile while
-    its sweep is still running; :func:`dannlib.plan.coverage_note` says what is missing).
-    The strings "true"/"false" (e.g. from an environment variable) mean True/False.
-    ``workers``: local processes (default ``$DANNLIB_WORKERS`` or one per core; 1 trains in
-    this process); ``scheduler``: a Dask scheduler address (default ``$DANNLIB_SCHEDULER``).
-    Failed runs are left out of the returned dict; the summary is in ``ensure.last_summary``.
-    """
+    """The stored runs of ``specs`` (a dict spec -> :class:`StoredRun`; failed runs left out;
+    the summary in ``ensure.last_summary``). ``train_missing``: True trains the missing; False
+    raises :class:`MissingRunsError`; "auto" trains them only if the estimate is under
+    ``budget_seconds`` (else raises, naming ``hint``); "stored" trains nothing. ``workers``:
+    local processes (1: in this process); ``scheduler``: a Dask scheduler address."""
     train_missing = check_train_missing(train_missing)
     store = store or Store()
     if data_root is not None and store.data_root is None:  # stored runs' data fingerprints compare with it
         store = Store(store.root, data_root=data_root)
     specs = _unique(specs)
     if train_missing == "stored":
-        ensure.last_summary = SweepSummary(total=len(specs))
         out = {s: r for s in specs if (r := store.get(s)) is not None}
-        ensure.last_summary.found = len(out)
-        ensure.last_summary.not_started = len(specs) - len(out)
+        ensure.last_summary = SweepSummary(total=len(specs), found=len(out), not_started=len(specs) - len(out))
         return out
     workers = check_workers(workers)
     check_time_limit(time_limit, setting="time_limit", unit="seconds")
@@ -126,8 +112,7 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
                 f"{len(missing)} of {len(specs)} runs are not in the store {store.root} "
                 f"(about {est / 60:.0f} min on a 2-core CPU with {workers} worker(s)). Compute them first"
                 + (f": {hint}" if hint else "") + ", or pass train_missing=True.")
-    summary = SweepSummary(total=len(specs), found=len(specs) - len([s for s in missing if s in specs]))
-    ensure.last_summary = summary
+    summary = ensure.last_summary = SweepSummary(total=len(specs), found=len(specs) - len(set(missing) & set(specs)))
     start = time.monotonic()
     deadline = None if time_limit is None else start + time_limit
     try:
@@ -135,98 +120,167 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
             _run_phase(phase, store, workers, scheduler, data_root, summary, deadline, progress)
     finally:
         summary.seconds = time.monotonic() - start
-        ensure.last_summary = summary
-    out = {}
-    for s in specs:
-        r = store.get(s)
-        if r is not None:
-            out[s] = r
-    return out
+    return {s: r for s in specs if (r := store.get(s)) is not None}
 
 
 ensure.last_summary = None
 
 
-def check_fetched(p, runs, summary, hint: str) -> None:
-    """Raise :class:`~dannlib.sweep.RunsFailedError` when the plan has runs but none could be
-    had, naming the failed runs and their errors (or, none having failed, that none is stored
-    yet); warn when only some failed."""
-    import warnings
+def compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = True) -> StoredRun:
+    """Train ``spec`` (and, first, any missing run it depends on), store it, return it; a
+    digits run's record keeps its label-free selection scores (:mod:`dannlib.selection`)."""
+    from .data.fingerprint import current_fingerprint
+    from .methods import ORACLES, train
+    from .selection import SELECTION_FIELD, score_trained, scoreable
+    from .training import RunResult
 
-    failed = list(summary.failed) if summary is not None else []
-    listing = "".join(f"\n  - {label}: {err}" for label, err in failed[:20])
-    if len(failed) > 20:
-        listing += f"\n  - ... and {len(failed) - 20} more"
-    if p.runs and not runs:
-        if failed:
-            raise RunsFailedError(f"{p.notebook} [{p.profile}]: all {len(p.specs)} runs failed; "
-                                  f"{len(failed)} raised:{listing}")
-        raise RunsFailedError(f"{p.notebook} [{p.profile}]: none of its {len(p.specs)} runs is in the store yet; "
-                              f"compute them with `{hint}`")
-    if failed:
-        warnings.warn(f"{p.notebook} [{p.profile}]: {len(failed)} run(s) failed and are left out:{listing}",
-                      stacklevel=3)
+    pretrained = None
+    for dep in spec.dependencies():
+        stored = store.get(dep)
+        if not usable(stored):
+            stored = compute(dep, store, data_root=data_root, progress=progress)
+        pretrained = [RunResult(method=dep.method, seed=dep.seed, config=dep.config, history=stored.history,
+                                final=stored.final, seconds=stored.seconds, steps=stored.final.get("steps", 0),
+                                modules=stored.load_modules())]
+    source, target, eval_sets = runstore.load_data(spec.data, data_root)
+    fingerprint = current_fingerprint(spec.data, data_root)
+    if spec.method in ORACLES:
+        source = target  # the labelled target training set: an upper bound, not adaptation
+    (result,) = train(spec.method, source, target.unlabelled(), seeds=[spec.seed], eval_sets=eval_sets,
+                      progress=progress, monitor_size=spec.monitor_size, pretrained=pretrained, **spec.config)
+    if spec.data["kind"] == "digits" and scoreable(result.modules):  # label-free scores and oracle (notebook 07)
+        result.final[SELECTION_FIELD] = score_trained(result.modules, eval_sets, target.unlabelled().x)
+    return store.put(spec, result, data_fingerprint=fingerprint)
+
+
+# -- workers --------------------------------------------------------------------------------------
+def _worker_compute(payload: dict, store_root: str, data_root: str | None, threads: int) -> dict:
+    """A worker process's entry point (local pool or Dask): train one run (always: the sweep
+    hands out only runs to train), return its summary."""
+    configure_threads(threads)
+    spec = RunSpec(payload["method"], payload["config"], payload["data"], payload["seed"], payload["monitor_size"])
+    try:
+        run = compute(spec, Store(store_root), data_root=data_root, progress=False)
+    except Exception as exc:
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:
+            raise RunError(type(exc).__name__, str(exc)) from None
+        raise
+    return {"key": spec.key, "label": spec.label, "status": run.status, "seconds": run.seconds}
+
+
+def _payload(spec: RunSpec) -> dict:
+    return {"method": spec.method, "config": spec.config, "data": spec.data, "seed": spec.seed,
+            "monitor_size": spec.monitor_size}
+
+
+def _init_worker():
+    """A local worker: no progress bar; Ctrl-C is the parent's (it kills the workers); and on
+    Linux the kernel SIGKILLs the worker when the parent ends, however it ends."""
+    os.environ["DANNLIB_PROGRESS"] = "0"
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+            if os.getppid() == 1:  # the parent died before the call
+                os._exit(1)
+        except (OSError, AttributeError):
+            pass
+
+
+def _past(deadline, summary, pending) -> bool:
+    """Past the deadline: the pending runs are counted as not started and dropped."""
+    if deadline is not None and time.monotonic() >= deadline:
+        summary.not_started += len(pending)
+        pending.clear()
+        return True
+    return False
+
+
+def _settle(spec, result, summary, bar) -> None:
+    """Count the run whose outcome ``result()`` gives (trained, or failed with its error)."""
+    try:
+        result()
+        summary.trained += 1
+    except Exception as exc:  # a failing run does not stop the others
+        summary.failed.append((spec.label, str(exc) if isinstance(exc, RunError) else f"{type(exc).__name__}: {exc}"))
+    if bar is not None:
+        bar.done(spec)
 
 
 def _run_phase(phase, store, workers, scheduler, data_root, summary, deadline, progress):
-    bar = None
-    if progress and progress_enabled():
-        bar = _RunsBar(phase, workers if not scheduler else len(phase))
+    bar = _RunsBar(phase, workers if not scheduler else len(phase)) if progress and progress_enabled() else None
+    pending = list(phase)
     try:
         if scheduler:
-            _run_dask(phase, store, scheduler, data_root, summary, deadline, bar)
+            _run_dask(pending, store, scheduler, data_root, summary, deadline, bar)
         elif workers <= 1 or len(phase) == 1:
-            for spec in phase:
-                if deadline is not None and time.monotonic() >= deadline:
-                    summary.not_started += 1
-                    continue
-                try:
-                    compute(spec, store, data_root=data_root, progress=progress)
-                    summary.trained += 1
-                except Exception as exc:  # a failing run does not stop the others
-                    summary.failed.append((spec.label, describe_failure(exc)))
-                if bar is not None:
-                    bar.done(spec)
+            while pending and not _past(deadline, summary, pending):
+                spec = pending.pop(0)
+                _settle(spec, lambda: compute(spec, store, data_root=data_root, progress=progress), summary, bar)
         else:
-            _run_local(phase, store, workers, data_root, summary, deadline, bar)
+            _run_local(pending, store, workers, data_root, summary, deadline, bar)
     finally:
         if bar is not None:
             bar.close()
 
 
-class _RunsBar:
-    """One progress bar over a phase's runs, advancing by each run's estimated cost (so its
-    ETA is in seconds of training, not in runs of very different lengths), with the count of
-    finished runs beside it."""
+def _run_local(pending, store, workers, data_root, summary, deadline, bar, max_attempts: int = 3):
+    """Spawned worker processes, at most ``workers`` runs in flight. A worker that dies breaks
+    the pool: its runs in flight are retried in a new pool, up to ``max_attempts`` times each."""
+    attempts = dict.fromkeys(pending, 0)
+    args = (str(store.root), None if data_root is None else str(data_root), 1)
 
-    def __init__(self, phase, workers: int):
-        from tqdm.auto import tqdm
+    def retry_or_fail(spec):
+        if attempts[spec] < max_attempts:
+            print(f"sweep: retrying {spec.label} (its worker process died)", file=sys.stderr)
+            pending.append(spec)
+        else:
+            summary.failed.append((spec.label, f"its worker process died {attempts[spec]} times"))
+            if bar is not None:
+                bar.done(spec)
 
-        # rounded once, so that the updates add up to the total exactly (no "101%")
-        self.cost = {s: round(s.cost_steps() / DANN_STEPS_PER_SECOND / max(1, min(workers, len(phase))), 1)
-                     for s in phase}
-        self.n, self.total = 0, len(phase)
-        self.bar = tqdm(total=round(sum(self.cost.values()), 1), desc=f"runs 0/{self.total}", unit="s",
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
+    while pending:
+        with cf.ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=mp.get_context("spawn"),
+                                    initializer=_init_worker) as pool:
+            in_flight: dict[cf.Future, RunSpec] = {}
+            broken = False
+            try:
+                while (pending or in_flight) and not broken:
+                    while pending and len(in_flight) < workers and not _past(deadline, summary, pending):
+                        try:
+                            fut = pool.submit(_worker_compute, _payload(pending[0]), *args)
+                        except cf.process.BrokenProcessPool:  # a worker died since the last wait
+                            print("sweep: a worker process died; continuing in a new pool", file=sys.stderr)
+                            broken = True
+                            break
+                        in_flight[fut] = spec = pending.pop(0)
+                        attempts[spec] += 1
+                    if in_flight and not broken:
+                        cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                    for fut in [f for f in in_flight if f.done()]:
+                        if isinstance(fut.exception(), cf.process.BrokenProcessPool):
+                            broken = True
+                            retry_or_fail(in_flight.pop(fut))
+                        else:
+                            _settle(in_flight[fut], fut.result, summary, bar)
+                            del in_flight[fut]
+                for spec in in_flight.values():  # only when broken: they died with the pool
+                    retry_or_fail(spec)
+            except BaseException:
+                for p in list(getattr(pool, "_processes", {}).values()):
+                    p.kill()
+                raise
 
-    def done(self, spec) -> None:
-        self.n += 1
-        self.bar.set_description_str(f"runs {self.n}/{self.total}", refresh=False)
-        self.bar.set_postfix_str(spec.label, refresh=False)
-        self.bar.update(min(self.cost.get(spec, 0.0), max(0.0, self.bar.total - self.bar.n)))
 
-    def close(self) -> None:
-        self.bar.close()
-
-
-
-def _run_dask(phase, store, address, data_root, summary, deadline, bar):
-    """Send the runs to a Dask distributed scheduler (``tcp://HOST:PORT``) or a
-    ``distributed.Client`` object. The workers must see the same store and data folders
-    (a shared filesystem) and import the same ``dannlib``. A run whose worker dies is
-    rescheduled by the scheduler (up to ``distributed.scheduler.allowed-failures`` times,
-    default 3); a run that raises is not retried (its error is reported). Under a time limit at most one run per
-    worker thread is queued at a time, so no new run starts after the deadline."""
+def _run_dask(pending, store, address, data_root, summary, deadline, bar):
+    """Send the runs to a Dask scheduler (``tcp://HOST:PORT``) or ``distributed.Client``; its
+    workers must see the same store and data folders and import the same ``dannlib``. The
+    scheduler reschedules a run whose worker dies; a run that raises is reported. Under a time
+    limit at most one run per worker thread is queued, so none starts after the deadline."""
     try:
         from distributed import Client, as_completed
     except ImportError:
@@ -235,35 +289,43 @@ def _run_dask(phase, store, address, data_root, summary, deadline, bar):
     if not isinstance(address, Client):
         check_scheduler(address)  # seconds, where a Client would wait 30 s and end in a traceback
     client = address if isinstance(address, Client) else Client(address)
-    root = os.path.abspath(store.root)
-    droot = None if data_root is None else os.path.abspath(data_root)
+    args = (os.path.abspath(store.root), None if data_root is None else os.path.abspath(data_root), 1)
+    futures, completed = {}, as_completed()
+
+    def submit_more():
+        limit = len(pending) if deadline is None else max(1, sum(client.nthreads().values()))
+        while pending and len(futures) < limit and not _past(deadline, summary, pending):
+            spec = pending.pop(0)
+            fut = client.submit(_worker_compute, _payload(spec), *args, key=f"run-{spec.key}", pure=False)
+            futures[fut] = spec
+            completed.add(fut)
+
     try:
-        pending, futures, completed = list(phase), {}, as_completed()
-
-        def submit_more():
-            limit = len(pending) if deadline is None else max(1, sum(client.nthreads().values()))
-            while pending and len(futures) < limit:
-                if deadline is not None and time.monotonic() >= deadline:
-                    summary.not_started += len(pending)
-                    pending.clear()
-                    return
-                spec = pending.pop(0)
-                fut = client.submit(_worker_compute, _payload(spec), root, droot, 1, key=f"run-{spec.key}",
-                                    pure=False)
-                futures[fut] = spec
-                completed.add(fut)
-
         submit_more()
         for fut in completed:
-            spec = futures.pop(fut)
-            try:
-                fut.result()
-                summary.trained += 1
-            except Exception as exc:
-                summary.failed.append((spec.label, describe_failure(exc)))
-            if bar is not None:
-                bar.done(spec)
+            _settle(futures.pop(fut), fut.result, summary, bar)
             submit_more()
     finally:
         if not isinstance(address, Client):
             client.close()
+
+
+class _RunsBar:
+    """One progress bar over a phase's runs, advancing by each run's estimated cost (its ETA in
+    seconds of training), with the count of finished runs beside it."""
+
+    def __init__(self, phase, workers: int):
+        from tqdm.auto import tqdm
+
+        # rounded once, so that the updates add up to the total exactly (no "101%")
+        self.cost = {s: round(s.cost_steps() / DANN_STEPS_PER_SECOND / max(1, min(workers, len(phase))), 1)
+                     for s in phase}
+        self.n, self.bar = 0, tqdm(total=round(sum(self.cost.values()), 1), desc=f"runs 0/{len(phase)}", unit="s",
+                                   bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
+        self.close = self.bar.close
+
+    def done(self, spec) -> None:
+        self.n += 1
+        self.bar.set_description_str(f"runs {self.n}/{len(self.cost)}", refresh=False)
+        self.bar.set_postfix_str(spec.label, refresh=False)
+        self.bar.update(min(self.cost.get(spec, 0.0), max(0.0, self.bar.total - self.bar.n)))

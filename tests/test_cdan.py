@@ -134,7 +134,8 @@ def test_auto_rule_randomises_only_above_the_limit(monkeypatch):
 def test_cdan_round_trips_through_the_run_store(tmp_path):
     """The store rebuilds CDAN's networks from a blank instance and loads the saved weights
     (the randomised map's fixed matrices included): the same predictions after loading."""
-    from dannlib.store import RunSpec, Store, compute, toy_data
+    from dannlib.store import RunSpec, Store, toy_data
+    from dannlib.sweep import compute
 
     spec = RunSpec.make("cdan", toy_data("blobs", n=64, seed=0), 0, steps=4, batch_size=8,
                         network="toy", conditioning="randomized", random_dim=16, eval_every=2, monitor_size=32)

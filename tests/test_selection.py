@@ -200,7 +200,8 @@ class _Features(torch.nn.Module):
 
 
 def test_score_run_on_a_stored_run(tmp_path, real_data_root):
-    from dannlib.store import RunSpec, Store, compute, digits_data
+    from dannlib.store import RunSpec, Store, digits_data
+    from dannlib.sweep import compute
 
     data = digits_data("mnist", "usps", n_source=100, n_target=100, n_test=100, channels=1)
     spec = RunSpec.make("dann", data, 0, monitor_size=50, steps=3, batch_size=16)

@@ -131,7 +131,8 @@ def test_plan_07_defaults_are_cells_of_every_profile_grid():
 
 # -- the scores kept in a run's record ---------------------------------------------------------
 def test_compute_keeps_every_rule_and_the_oracle_in_the_record(tmp_path, real_data_root):
-    from dannlib.store import RunSpec, Store, compute, digits_data
+    from dannlib.store import RunSpec, Store, digits_data
+    from dannlib.sweep import compute
 
     data = digits_data("mnist", "usps", n_source=100, n_target=100, n_test=100, channels=1)
     spec = RunSpec.make("dann", data, 0, monitor_size=50, steps=3, batch_size=16)
@@ -158,7 +159,8 @@ def test_compute_keeps_every_rule_and_the_oracle_in_the_record(tmp_path, real_da
 
 
 def test_toy_runs_keep_no_selection_scores(tmp_path):
-    from dannlib.store import RunSpec, Store, compute, toy_data
+    from dannlib.store import RunSpec, Store, toy_data
+    from dannlib.sweep import compute
 
     spec = RunSpec.make("dann", toy_data("blobs", n=60, seed=0), 0, monitor_size=20, network="toy", steps=5,
                         batch_size=16, lr=0.01)

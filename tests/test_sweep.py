@@ -429,7 +429,7 @@ def test_a_worker_retrains_a_run_whose_weights_are_missing(tmp_path):
     """A fresh clone holds records without (git-ignored) weights; the sweep then hands a
     dependency whose weights are missing to a worker, which must train it, not return the
     weightless record."""
-    from dannlib.pool import _worker_compute
+    from dannlib.sweep import _worker_compute
     from dannlib.sweep import _payload
 
     data = toy_data("blobs", n=80, seed=0)

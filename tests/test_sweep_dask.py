@@ -103,7 +103,7 @@ def test_dask_runs_equal_local_runs_and_the_client_is_closed(tmp_path, cluster):
         assert remote[spec].path.is_relative_to(tmp_path / "dask")
         _assert_close(_numbers(remote[spec]), _numbers(local[spec]), spec.label)
     assert remote[specs[0]].history != remote[specs[1]].history
-    # the runs were computed on the workers: they imported dannlib.store (dannlib.pool._worker_compute)
+    # the runs were computed on the workers: they imported dannlib.store (dannlib.sweep._worker_compute)
     imported = client.run(lambda: "dannlib.store" in __import__("sys").modules)
     assert len(imported) == 2 and all(imported.values()), imported
     # ensure closed the client it opened
