@@ -1,5 +1,5 @@
 """Notebook 07's tables and figure against hand computations, and the label-free scores that
-``dannlib.store.compute`` keeps in a run's record (so that a clone without weights files can
+``dannlib.sweep.compute`` keeps in a run's record (so that a clone without weights files can
 judge the rules)."""
 from __future__ import annotations
 
