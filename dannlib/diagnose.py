@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _stats
 
+
 def curve_summary(runs, metric: str = "target_test_acc", companion: str | None = None) -> pd.DataFrame:
     """Per ``(tags, run)``: ``metric``'s peak (value, step), last value and fall; with ``companion`` (e.g. ``d_acc``)
     its value at the peak and last, and the two curves' Spearman correlation after the peak (>= 3 points)."""
@@ -27,6 +28,7 @@ def curve_summary(runs, metric: str = "target_test_acc", companion: str | None =
         rows.append(row)
     return pd.DataFrame(rows)
 
+
 def recipe_table(specs: dict, fields=None) -> pd.DataFrame:
     """``specs`` (label -> ``RunSpec``) side by side: the config and data fields that differ (or ``fields``)."""
     cols = {label: {"method": s.method, **{f"data.{k}": v for k, v in s.data.items()}, **s.config}
@@ -36,12 +38,14 @@ def recipe_table(specs: dict, fields=None) -> pd.DataFrame:
             else [k for k in fields if k in keys])
     return pd.DataFrame({label: [c.get(k, "—") for k in keys] for label, c in cols.items()}, index=keys).astype(str)
 
+
 def against(records, metric: str, reference: str, others, where: dict | None = None, digits: int = 3) -> str:
     """Markdown paired comparisons (:mod:`dannlib.stats`) of each of ``others`` minus ``reference`` on ``metric``."""
     from .report import comparison_table
     from .stats import compare_records
     rows = [(None, metric, compare_records(records, metric, o, reference, where=where)) for o in others]
     return comparison_table([r for r in rows if r[2].n], digits=digits)
+
 
 def max_history_difference(run_a, run_b, keys=("target_test_acc", "source_test_acc", "label_loss")) -> float:
     """The largest absolute difference of two runs' logged ``keys`` at the same steps (0.0: identical logs)."""

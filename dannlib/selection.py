@@ -22,25 +22,31 @@ ORACLE = "oracle_target_accuracy"
 #: where :func:`dannlib.store.compute` keeps :func:`score_trained`'s scores in a run's ``final``
 SELECTION_FIELD = "selection"
 
+
 def _numpy(a) -> np.ndarray:
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
 
 def _array(name: str, a, ndim: int) -> np.ndarray:
     if (a := _numpy(a)).ndim != ndim or len(a) == 0:
         raise ValueError(f"{name} must be a non-empty array of {ndim} dimension(s), got shape {a.shape}")
     return a.astype(np.float64)
 
+
 def _labels(name: str, a, n: int) -> np.ndarray:
     if not np.all((a := _array(name, a, 1)) == np.round(a)) or len(a) != n:
         raise ValueError(f"{name} must hold {n} integer class indices, got {len(a)} values")
     return a.astype(np.int64)
 
+
 def _log_probs(name: str, logits) -> torch.Tensor:
     return torch.log_softmax(torch.as_tensor(_array(name, logits, 2)), dim=-1)
+
 
 def _entropy(log_p: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) of each row of ``log_p (N, n)``; ``0 log 0 = 0``."""
     return -torch.special.xlogy(log_p.exp(), log_p.exp()).sum(-1)
+
 
 def _features(a, b, names) -> tuple[np.ndarray, np.ndarray]:
     """Two feature samples as float64 ``(N, D)`` (``(N, ...)`` flattened) of one width."""
@@ -48,6 +54,7 @@ def _features(a, b, names) -> tuple[np.ndarray, np.ndarray]:
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"{names[0]} and {names[1]} must have the same feature size, got {a.shape[1]}, {b.shape[1]}")
     return a, b
+
 
 def _logistic(C: float, max_iter: int, x, y, scale_by, method: str, x_out):
     """``method`` on ``x_out`` of an L2 (``C``) logistic regression fitted on ``(x, y)``, scaled as ``scale_by``."""
@@ -60,23 +67,28 @@ def _logistic(C: float, max_iter: int, x, y, scale_by, method: str, x_out):
         clf = LogisticRegression(C=C, max_iter=max_iter).fit((x - mean) / std, y)
         return getattr(clf, method)((x_out - mean) / std)
 
+
 def _accuracy(logits, labels, names) -> float:
     logits = _array(names[0], logits, 2)
     return float(np.mean(logits.argmax(1) == _labels(names[1], labels, len(logits))))
 
+
 def source_accuracy(source_logits, source_labels) -> float:
     """Arg-max accuracy on a held-out source split (DomainBed, Gulrajani & Lopez-Paz 2021). Higher is better."""
     return _accuracy(source_logits, source_labels, ("source_logits", "source_labels"))
+
 
 def oracle_target_accuracy(target_logits, target_labels) -> float:
     """**Oracle, not a selection rule: it reads the target test labels.** Arg-max accuracy of
     ``target_logits (N, n_classes)`` against ``target_labels (N,)``."""
     return _accuracy(target_logits, target_labels, ("target_logits", "target_labels"))
 
+
 def per_sample_cross_entropy(logits, labels) -> np.ndarray:
     """``-log softmax(logits)[label]``: ``(N, n_classes)``, ``(N,)`` -> ``(N,)``."""
     y = _labels("labels", labels, (log_p := _log_probs("logits", logits)).shape[0])
     return (-log_p[torch.arange(len(y)), torch.as_tensor(y)]).numpy()
+
 
 def importance_weights(source_features, target_features, *, C: float = 1.0, max_iter: int = 2000) -> np.ndarray:
     """``w(x) = p_t(x) / p_s(x) = exp(logit) * N_s / N_t`` (You et al. 2019, sec. 4.2) of a source-vs-target
@@ -85,6 +97,7 @@ def importance_weights(source_features, target_features, *, C: float = 1.0, max_
     x = np.concatenate([fs, ft])
     logit = _logistic(C, max_iter, x, np.r_[np.zeros(len(fs)), np.ones(len(ft))], x, "decision_function", fs)
     return np.exp(np.clip(logit, -50.0, 50.0)) * len(fs) / len(ft)
+
 
 def dev_risk(losses, weights) -> float:
     """DEV's risk (You et al. 2019, Algorithm 1): ``L = w l``, ``eta = -Cov(L, W) / Var(W)`` (0 for equal weights),
@@ -99,19 +112,23 @@ def dev_risk(losses, weights) -> float:
     eta = -np.cov(w * l, w)[0, 1] / np.var(w, ddof=1)
     return float((w * l).mean() + eta * w.mean() - eta)
 
+
 def dev(source_logits, source_labels, source_features, target_features, *, C: float = 1.0) -> float:
     """DEV (You et al., ICML 2019): :func:`dev_risk` of source losses, :func:`importance_weights`. Lower is better."""
     losses = per_sample_cross_entropy(source_logits, source_labels)
     return dev_risk(losses, importance_weights(source_features, target_features, C=C))
 
+
 def prediction_entropy(target_logits) -> float:
     """Mean entropy (nats) of ``softmax(target_logits (N, n_classes))``. **Lower is better.**"""
     return float(_entropy(_log_probs("target_logits", target_logits)).mean())
+
 
 def information_maximisation(target_logits) -> float:
     """``H(mean_i p_i) - mean_i H(p_i)`` (nats; Shi & Sha 2012, Hu et al. 2017); a collapse: 0. Higher is better."""
     log_p = _log_probs("target_logits", target_logits)
     return float(_entropy(torch.log(log_p.exp().mean(0, keepdim=True)))[0] - _entropy(log_p).mean())
+
 
 def reverse_validation(target_features, target_pseudo_labels, source_features, source_labels, *,
                        C: float = 1.0, max_iter: int = 2000) -> float:
@@ -124,19 +141,23 @@ def reverse_validation(target_features, target_pseudo_labels, source_features, s
         return float(np.mean(ys == classes[0]))
     return float(np.mean(_logistic(C, max_iter, ft, pseudo, ft, "predict", fs) == ys))
 
+
 def _finite(scores: Mapping[Hashable, float], name: str) -> dict:
     if not (out := {k: float(v) for k, v in scores.items() if v is not None and math.isfinite(float(v))}):
         raise ValueError(f"{name} holds no finite score")
     return out
 
+
 def pick(scores_by_setting: Mapping[Hashable, float]) -> Hashable:
     """The setting with the highest finite score (ties: the first in the mapping's order)."""
     return max(s := _finite(scores_by_setting, "scores_by_setting"), key=s.get)
+
 
 def regret(scores_by_setting: Mapping[Hashable, float], oracle_by_setting: Mapping[Hashable, float]) -> float:
     """The oracle's best target accuracy minus that of the rule's :func:`pick`, over the settings both score."""
     oracle = _finite(oracle_by_setting, "oracle_by_setting")
     return float(max(oracle.values()) - oracle[pick({k: v for k, v in scores_by_setting.items() if k in oracle})])
+
 
 def rank_correlation(scores_by_setting: Mapping[Hashable, float], oracle_by_setting: Mapping[Hashable, float]) -> float:
     """Spearman's correlation with the oracle over the settings both hold finite (nan below 3 or if constant)."""
@@ -146,6 +167,7 @@ def rank_correlation(scores_by_setting: Mapping[Hashable, float], oracle_by_sett
         return float("nan")
     a, b = np.array(pairs).T
     return float("nan") if np.ptp(a) == 0 or np.ptp(b) == 0 else float(spearmanr(a, b).statistic)
+
 
 def label_free_scores(source_logits, source_labels, source_features, target_logits, target_features, *,
                       C: float = 1.0) -> dict[str, float]:
@@ -160,9 +182,11 @@ def label_free_scores(source_logits, source_labels, source_features, target_logi
             "entropy": -prediction_entropy(target_logits), "info_max": information_maximisation(target_logits),
             "reverse_validation": reverse_validation(target_features, pseudo, source_features, source_labels, C=C)}
 
+
 def scoreable(modules: Mapping[str, torch.nn.Module]) -> bool:
     """Whether ``modules`` hold a DANN-family ``net`` or an ADDA-family ``encoder`` and ``classifier``."""
     return "net" in modules or {"encoder", "classifier"} <= set(modules)
+
 
 @torch.no_grad()
 def network_outputs(modules: Mapping[str, torch.nn.Module], x: torch.Tensor,
@@ -180,6 +204,7 @@ def network_outputs(modules: Mapping[str, torch.nn.Module], x: torch.Tensor,
            for i in range(0, len(x), batch_size)]
     return torch.cat([o[0] for o in out]).numpy(), torch.cat([o[1] for o in out]).numpy()
 
+
 def score_modules(modules, source_val_x, source_val_y, target_x, *, n: int | None = 2000, seed: int = 0,
                   C: float = 1.0) -> dict[str, float]:
     """:func:`label_free_scores` on at most ``n`` source and ``n`` target images (drawn under ``seed``; None: all)."""
@@ -190,12 +215,14 @@ def score_modules(modules, source_val_x, source_val_y, target_x, *, n: int | Non
     t_logits, t_feats = network_outputs(modules, target_x[i_t])
     return label_free_scores(s_logits, _numpy(source_val_y)[i_s], s_feats, t_logits, t_feats, C=C)
 
+
 def score_trained(modules, eval_sets, target_x, *, n: int | None = 2000, seed: int = 0,
                   C: float = 1.0) -> dict[str, float]:
     """:func:`score_modules` on the source test split and ``target_x``, and :data:`ORACLE` on the target test split."""
     source_val, target_test = eval_sets["source_test"], eval_sets["target_test"]
     scores = score_modules(modules, source_val.x, source_val.y, target_x, n=n, seed=seed, C=C)
     return {**scores, ORACLE: oracle_target_accuracy(network_outputs(modules, target_test.x)[0], target_test.y)}
+
 
 def score_run(stored, *, n: int | None = 2000, seed: int = 0, C: float = 1.0, data_root=None) -> dict[str, float]:
     """:func:`score_trained` of a stored digits run (:class:`dannlib.store.StoredRun`) from its saved weights."""
@@ -205,6 +232,7 @@ def score_run(stored, *, n: int | None = 2000, seed: int = 0, C: float = 1.0, da
                          f"{stored.spec.label} has data kind {stored.spec.data.get('kind')!r}")
     _, target, eval_sets = load_data(stored.spec.data, data_root)
     return score_trained(stored.load_modules(), eval_sets, target.unlabelled().x, n=n, seed=seed, C=C)
+
 
 def scored_records(runs, *, n: int | None = 2000, seed: int = 0, C: float = 1.0, data_root=None) -> list[dict]:
     """Per ``(tags, StoredRun)``: its record, scores and :data:`ORACLE`, and ``scores_from``: ``"record"`` (kept
@@ -219,6 +247,7 @@ def scored_records(runs, *, n: int | None = 2000, seed: int = 0, C: float = 1.0,
         rec = {k: v for k, v in run.record(**tags).items() if k != SELECTION_FIELD}
         out.append({**rec, **scores, "scores_from": source})
     return out
+
 
 def judge_rules(records, setting, *, by=("method", "pair"), rules=tuple(RULES), oracle: str = ORACLE) -> list[dict]:
     """One row per group ``by``, seed and rule over the grid of cells ``setting`` (tag names): ``pick`` (a dict),

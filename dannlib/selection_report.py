@@ -16,9 +16,11 @@ DEFAULT, RANDOM = "untuned default", "random pick (expected)"
 VERDICTS = ("trust", "picks well, ranks badly", "no better than the untuned default", "no better than a random pick",
             "fewer than two settings", "no score")
 
+
 def default_of(defaults: Mapping, method, pair=None):
     """The untuned cell of ``method`` on ``pair``: a ``(method, pair)`` key overrides the method's."""
     return defaults.get((method, pair), defaults.get(method))
+
 
 def baseline_rows(records, setting: Sequence[str], defaults: Mapping[str, Mapping], *, by=("method", "pair"),
                   oracle: str = ORACLE) -> list[dict]:
@@ -38,15 +40,19 @@ def baseline_rows(records, setting: Sequence[str], defaults: Mapping[str, Mappin
         rows.append({**base, "rule": RANDOM, "pick": None, "regret": sum(best - v for v in grid.values()) / len(grid)})
     return rows
 
+
 def _finite_rows(rows, metric):
     return [r for r in rows if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
+
 
 def _summaries(rows, metric, keys) -> dict:
     return {tuple(g[k] for k in keys): g for g in aggregate(_finite_rows(rows, metric), metric, keys)}
 
+
 def _pick_text(pick) -> str:
     return "—" if not pick else ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                                           for k, v in pick.items() if v is not None)
+
 
 def selection_table(rows, *, by=("method", "pair"), digits: int = 3):
     """Per ``by`` and rule: settings per seed, regret (oracle's best minus the pick's target accuracy), seeds
@@ -71,6 +77,7 @@ def selection_table(rows, *, by=("method", "pair"), digits: int = 3):
                     "no score": len(mine) - (g["n"] if g else 0)})
     return pd.DataFrame(out).set_index(keys)
 
+
 def verdicts(rows, *, by=("method", "pair")) -> list[dict]:
     """Per group and label-free rule: mean regret and Spearman, the baselines' mean regrets, and the first verdict
     that holds of: no score, fewer than two settings, no better than a random pick or the untuned default (mean
@@ -92,6 +99,7 @@ def verdicts(rows, *, by=("method", "pair")) -> list[dict]:
                         "default_regret": base[DEFAULT], "random_regret": base[RANDOM], "verdict": verdict})
     return out
 
+
 def trust_table(rows, *, by=("method", "pair"), digits: int = 3):
     """Per group: the "trust" rule of lowest mean regret (or "none"), the baselines, the rules of each verdict."""
     import pandas as pd
@@ -107,6 +115,7 @@ def trust_table(rows, *, by=("method", "pair"), digits: int = 3):
                     **{k: ", ".join(v["rule"] for v in mine if v["verdict"] == k) or "—" for k in VERDICTS}})
     return pd.DataFrame(out).set_index(list(by))
 
+
 def rule_glossary():
     """The rules and the oracle: what each measures, which way is better."""
     import pandas as pd
@@ -115,6 +124,7 @@ def rule_glossary():
     rows.append({"rule": ORACLE, "what it measures": "target test accuracy: the oracle, never a rule",
                  "natural quantity": "higher is better", "reads target labels": "yes (oracle)"})
     return pd.DataFrame(rows).set_index("rule")
+
 
 def rule_for_pair(rows, pair, *, methods=None, rules=tuple(RULES)) -> tuple[str, list]:
     """``(rule, pairs judged on)``: the lowest mean regret on the grids (of two cells or more) of the **other**
@@ -126,6 +136,7 @@ def rule_for_pair(rows, pair, *, methods=None, rules=tuple(RULES)) -> tuple[str,
         raise ValueError(f"no regret on a pair other than {pair!r}: judge the rules on a second pair first")
     mean = {g["rule"]: g["mean"] for g in aggregate(others, "regret", ["rule"])}
     return min((r for r in rules if r in mean), key=lambda r: mean[r]), sorted({r["pair"] for r in others})
+
 
 def select_setting(records, rule: str, setting, where: Mapping) -> dict | None:
     """The cell of highest seed-mean ``rule`` score among those matching ``where`` and ok on every seed, or None."""
@@ -139,6 +150,7 @@ def select_setting(records, rule: str, setting, where: Mapping) -> dict | None:
     best = max(full, key=lambda c: sum(full[c].values()) / len(full[c])) if full else None
     return None if best is None else {k: v for k, v in zip(setting, best) if v is not None}
 
+
 def selections(records, rows, setting, *, rules=tuple(RULES), judging=None) -> dict[tuple[str, str], dict]:
     """Per (method, pair): ``{"rule", "judged_on", "setting"}``: :func:`rule_for_pair` (on the methods
     ``judging``; None: all) applied by :func:`select_setting`."""
@@ -151,10 +163,12 @@ def selections(records, rows, setting, *, rules=tuple(RULES), judging=None) -> d
             out[(method, pair)] = {"rule": rule, "judged_on": judged_on, "setting": chosen}
     return out
 
+
 def chosen_text(selected: Mapping) -> str:
     """"SETTING: chosen by RULE ..." for one of :func:`selections`' entries."""
     return (f"{_pick_text(selected['setting'])}: chosen by {selected['rule']} (the rule with the lowest mean regret "
             f"on {', '.join(selected['judged_on'])}) on 07's grid")
+
 
 def grid_description(plan, paper) -> str:
     """Markdown bullets: what 07's ``plan`` trains, against the paper profile's settings ``paper``."""
@@ -185,6 +199,7 @@ def grid_description(plan, paper) -> str:
         lines.append("- **Smoke** checks the code path in seconds; its numbers mean nothing.")
     return "\n".join(lines)
 
+
 def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
     """Per (method, pair): the label-free choice, the oracle's best cell, the untuned one, what ``committed``
     (:data:`dannlib.grids.SELECTED`) trains in 05/06. None with fewer than two judged pairs."""
@@ -201,6 +216,7 @@ def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
                     "untuned default": _pick_text(default_of(defaults, method, pair)),
                     "trained in 05/06 (dannlib.grids.SELECTED, the paper grids' choice)": state})
     return pd.DataFrame(out).set_index(["method", "pair"])
+
 
 def selection_markdown(records, setting, defaults: Mapping, *, digits: int = 3) -> str:
     """``make report``'s section for 07: :func:`trust_table`'s rule to trust and the baselines, in Markdown."""

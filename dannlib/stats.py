@@ -13,6 +13,7 @@ from .results import mean_std
 HIGHER, LOWER, UNCLEAR = "higher", "lower", "no clear difference"
 CONFIDENCE = 0.95
 
+
 @dataclass(frozen=True)
 class Comparison:
     """``a - b`` over the shared ``seeds`` (``diffs`` in seed order); ``sd``, ``ci_low``, ``ci_high`` NaN below
@@ -44,9 +45,11 @@ class Comparison:
                 "sign-test p": "—" if not self.n else "1" if p >= .9995 else f"{p:.2g}" if p >= .001 else f"{p:.1e}",
                 "verdict": self.verdict}
 
+
 def format_interval(low: float, high: float, digits: int = 3) -> str:
     """``"[+0.012, +0.034]"``; ``"—"`` when undefined (fewer than two seeds)."""
     return f"[{low:+.{digits}f}, {high:+.{digits}f}]" if math.isfinite(low) and math.isfinite(high) else "—"
+
 
 def paired(a: Mapping, b: Mapping, *, a_name: str = "a", b_name: str = "b",
            confidence: float = CONFIDENCE) -> Comparison:
@@ -64,6 +67,7 @@ def paired(a: Mapping, b: Mapping, *, a_name: str = "a", b_name: str = "b",
     verdict = HIGHER if n > 1 and low > 0 else LOWER if n > 1 and high < 0 else UNCLEAR
     return Comparison(a_name, b_name, seeds, diffs, mean, sd, low, high, sign_p, up, down, verdict)
 
+
 def compare_records(records: Iterable[dict], metric: str, a, b, *, by: str = "method",
                     where: Mapping | None = None, names: Mapping | None = None,
                     confidence: float = CONFIDENCE) -> Comparison:
@@ -72,6 +76,7 @@ def compare_records(records: Iterable[dict], metric: str, a, b, *, by: str = "me
     records, names, where = list(records), names or {}, {**(where or {})}
     return paired(_values(records, metric, {**where, by: a}), _values(records, metric, {**where, by: b}),
                   a_name=str(names.get(a, a)), b_name=str(names.get(b, b)), confidence=confidence)
+
 
 def _values(records: list, metric: str, match: dict) -> dict:
     """seed -> ``metric`` of the ok records matching ``match`` (one per seed)."""
