@@ -1,6 +1,5 @@
-"""Results as data: records (flat dicts with ``notebook``, ``profile``, ``method``, ``seed``, metrics,
-``status``) as JSON lines, the one aggregator (runs not "ok" counted as ``failed``, never averaged)
-and the published numbers."""
+"""Records (flat dicts with ``notebook``, ``profile``, ``method``, ``seed``, metrics, ``status``) as JSON lines,
+the one aggregator (runs not "ok" counted as ``failed``, never averaged) and the published numbers."""
 from __future__ import annotations
 
 import contextlib
@@ -29,7 +28,6 @@ PUBLISHED: dict[tuple[str, str], tuple[float, str]] = {
 
 
 def published(experiment: str, method: str) -> tuple[float, str] | None:
-    """``(value, citation)`` of a published number, or None."""
     return PUBLISHED.get((experiment, method))
 
 
@@ -72,8 +70,7 @@ def read_records(path_or_dir, notebook: str | None = None, profile: str | None =
     path = Path(path_or_dir) if notebook is None else Path(path_or_dir) / profile / f"{notebook}.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no records at {path}; run the notebook (python -m dannlib regenerate) first")
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -115,8 +112,7 @@ def mean_curve(histories: Sequence[list[dict]], key: str, *, x: str = "step", st
     whose status (``statuses``; None: each one's last ``status``) is "ok"; ``complete``: only the x every
     such run logged. ``{"x", "mean", "std", "count": lists, "n": ok runs with the key, "failed"}``."""
     histories = [list(h) for h in histories]
-    if statuses is None:
-        statuses = [h[-1].get("status", "ok") if h else "ok" for h in histories]
+    statuses = [h[-1].get("status", "ok") if h else "ok" for h in histories] if statuses is None else statuses
     ok = [h for h, status in zip(histories, statuses) if status == "ok"]
     n = sum(any(key in rec for rec in h) for h in ok)
     points = [{"x": r[x], "v": r[key]} for h in ok for r in h if r.get(x) is not None and r.get(key) is not None

@@ -211,10 +211,9 @@ def plot_paired_differences(diffs: list, *, by: str = "method", baseline: str = 
 def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = None, panel: str | None = None,
                        control: dict | None = None, control_label: str = "control", ylabel: str | None = None,
                        title: str | None = None):
-    """``metric`` against the setting ``x`` (07's grids, log axis): a line per ``hue`` through the means over the
-    ok seeds, every ok seed a point (set apart per line, no random jitter), a panel per ``panel``, runs not ok
-    counted in the legend. ``control`` (tag -> value) picks a control: grey dashed at its mean, seeds at the
-    right edge."""
+    """``metric`` against the setting ``x`` (07's grids, log axis): a line per ``hue`` through the ok seeds' means,
+    each ok seed a point (set apart per line, no jitter), a panel per ``panel``, runs not ok counted in the legend;
+    ``control`` (tag -> value) picks a control: grey dashed at its mean, its seeds at the right edge."""
     def is_control(r):
         return control is not None and all(r.get(k) == v for k, v in control.items())
 
