@@ -56,32 +56,29 @@ def _features(a, b, names) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def _logistic(C: float, x, y, scale_by, method: str, x_out):
-    """``method`` on ``x_out`` of an L2 (``C``) logistic regression fitted on ``(x, y)``, scaled as ``scale_by``."""
+def _logistic(C: float, x, y, method: str, x_out):
+    """``method`` on ``x_out`` of an L2 (``C``) logistic regression fitted on ``(x, y)``, both scaled as ``x``."""
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
     if not (isinstance(C, (int, float)) and C > 0):
         raise ValueError(f"C must be a number > 0, got {C!r}")
-    mean, std = scale_by.mean(0), scale_by.std(0) + 1e-8
+    mean, std = x.mean(0), x.std(0) + 1e-8
     with threadpool_limits(limits=1):
         clf = LogisticRegression(C=C, max_iter=2000).fit((x - mean) / std, y)
         return getattr(clf, method)((x_out - mean) / std)
 
 
-def _accuracy(logits, labels, names) -> float:
-    logits = _array(names[0], logits, 2)
-    return float(np.mean(logits.argmax(1) == _labels(names[1], labels, len(logits))))
-
-
 def source_accuracy(source_logits, source_labels) -> float:
     """Arg-max accuracy on a held-out source split (DomainBed, Gulrajani & Lopez-Paz 2021). Higher is better."""
-    return _accuracy(source_logits, source_labels, ("source_logits", "source_labels"))
+    logits = _array("source_logits", source_logits, 2)
+    return float(np.mean(logits.argmax(1) == _labels("source_labels", source_labels, len(logits))))
 
 
 def oracle_target_accuracy(target_logits, target_labels) -> float:
     """**Oracle, not a selection rule: it reads the target test labels.** Arg-max accuracy of
     ``target_logits (N, n_classes)`` against ``target_labels (N,)``."""
-    return _accuracy(target_logits, target_labels, ("target_logits", "target_labels"))
+    logits = _array("target_logits", target_logits, 2)
+    return float(np.mean(logits.argmax(1) == _labels("target_labels", target_labels, len(logits))))
 
 
 def per_sample_cross_entropy(logits, labels) -> np.ndarray:
@@ -95,7 +92,7 @@ def importance_weights(source_features, target_features, *, C: float = 1.0) -> n
     logistic regression (logit clipped at +-50), fitted on the weighed samples: (N_s, D), (N_t, D) -> (N_s,)."""
     fs, ft = _features(source_features, target_features, ("source_features", "target_features"))
     x = np.concatenate([fs, ft])
-    logit = _logistic(C, x, np.r_[np.zeros(len(fs)), np.ones(len(ft))], x, "decision_function", fs)
+    logit = _logistic(C, x, np.r_[np.zeros(len(fs)), np.ones(len(ft))], "decision_function", fs)
     return np.exp(np.clip(logit, -50.0, 50.0)) * len(fs) / len(ft)
 
 
@@ -138,7 +135,7 @@ def reverse_validation(target_features, target_pseudo_labels, source_features, s
     ys = _labels("source_labels", source_labels, len(fs))
     if len(classes := np.unique(pseudo)) == 1:
         return float(np.mean(ys == classes[0]))
-    return float(np.mean(_logistic(1.0, ft, pseudo, ft, "predict", fs) == ys))
+    return float(np.mean(_logistic(1.0, ft, pseudo, "predict", fs) == ys))
 
 
 def _finite(scores: Mapping[Hashable, float], name: str) -> dict:

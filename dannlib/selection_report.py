@@ -24,14 +24,10 @@ def _key(r, keys) -> tuple:
     return tuple(r.get(k) for k in keys)
 
 
-def default_of(defaults: Mapping, method, pair=None):
-    """The untuned cell of ``method`` on ``pair``: a ``(method, pair)`` key overrides the method's."""
-    return defaults.get((method, pair), defaults.get(method))
-
-
 def baseline_rows(records, setting: Sequence[str], defaults: Mapping[str, Mapping], *, by=BY) -> list[dict]:
     """``judge_rules``-like rows per group and seed over the cells with a finite oracle: the untuned cell's regret
-    (``defaults``: ``by[0]``'s value -> {tag: value}) as :data:`DEFAULT`, the mean regret as :data:`RANDOM`."""
+    (``defaults``: method -> {tag: value}, a (method, pair) key overriding it) as :data:`DEFAULT`, the mean regret
+    as :data:`RANDOM`."""
     grids, rows = {}, []
     for r in records:
         if (v := r.get(ORACLE)) is not None and not isinstance(v, str) and math.isfinite(float(v)):
@@ -39,7 +35,8 @@ def baseline_rows(records, setting: Sequence[str], defaults: Mapping[str, Mappin
     for (group, seed), grid in grids.items():
         best = max(grid.values())
         base = {**dict(zip(by, group)), "seed": seed, "spearman": float("nan"), "n_settings": len(grid)}
-        if (default := default_of(defaults, *group[:2])) is not None and (cell := _key(default, setting)) in grid:
+        default = defaults.get(group[:2], defaults.get(group[0]))
+        if default is not None and (cell := _key(default, setting)) in grid:
             rows.append({**base, "rule": DEFAULT, "pick": dict(default), "regret": best - grid[cell]})
         rows.append({**base, "rule": RANDOM, "pick": None, "regret": sum(best - v for v in grid.values()) / len(grid)})
     return rows
@@ -213,7 +210,7 @@ def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
             " (the same)" if kept == c else " (differs from this choice)")
         out.append({"method": method, "pair": pair, "chosen (label-free)": chosen_text(c),
                     "oracle's best cell (reading only)": _pick_text(best),
-                    "untuned default": _pick_text(default_of(defaults, method, pair)),
+                    "untuned default": _pick_text(defaults.get((method, pair), defaults.get(method))),
                     "trained in 05/06 (dannlib.grids.SELECTED, the paper grids' choice)": state})
     return pd.DataFrame(out).set_index(["method", "pair"])
 
