@@ -35,6 +35,7 @@ SELECTED: dict[tuple[str, str], dict] = {
     ("adda_gan", _R): {"rule": "info_max", "judged_on": [_U], "setting": {"lr": 5e-05, "stage2_steps": 3000}},
 }
 
+
 def grid_config(method: str, setting: dict) -> dict:
     """The run config of a grid cell's tags: rates floats, lengths ints (a run key tells 1 from 1.0)."""
     if method == "dann":

@@ -7,9 +7,11 @@ from .utils import check_choice
 PROFILES = ("smoke", "quick", "paper")
 DEFAULT_PROFILE = "quick"
 
+
 def check_profile(profile: str) -> str:
     check_choice("profile", profile, PROFILES)
     return profile
+
 
 def pick(settings: dict, profile: str) -> dict:
     """``settings[profile]`` after checking the profile name."""

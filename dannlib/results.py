@@ -1,6 +1,5 @@
-"""Results as data: records (flat dicts with ``notebook``, ``profile``, ``method``, ``seed``, metrics,
-``status``) as JSON lines, the one aggregator (runs not "ok" counted as ``failed``, never averaged)
-and the published numbers."""
+"""Records (flat dicts with ``notebook``, ``profile``, ``method``, ``seed``, metrics, ``status``) as JSON lines,
+the one aggregator (runs not "ok" counted as ``failed``, never averaged) and the published numbers."""
 from __future__ import annotations
 
 import contextlib
@@ -27,14 +26,16 @@ PUBLISHED: dict[tuple[str, str], tuple[float, str]] = {
                               "about .95"),
 }
 
+
 def published(experiment: str, method: str) -> tuple[float, str] | None:
-    """``(value, citation)`` of a published number, or None."""
     return PUBLISHED.get((experiment, method))
+
 
 def published_text(experiment: str, method: str, digits: int = 4) -> str:
     """A published number as a table cell (``—`` where there is none)."""
     p = published(experiment, method)
     return "—" if p is None else f"{p[0]:.{digits}f}".lstrip("0") + (" (?)" if "(?)" in p[1] else "")
+
 
 def _clean(value):
     if isinstance(value, float) and not math.isfinite(value):
@@ -46,9 +47,11 @@ def _clean(value):
         return {k: _clean(v) for k, v in value.items()}
     return [_clean(v) for v in value] if isinstance(value, (list, tuple)) else value
 
+
 def dumps(obj) -> str:
     """Canonical JSON (sorted keys, NaN/inf as strings)."""
     return json.dumps(_clean(obj), sort_keys=True)
+
 
 def write_records(results_dir, notebook: str, profile: str, records: Iterable[dict]) -> Path:
     """Write ``records`` (each with :data:`REQUIRED_KEYS`) to ``results_dir/profile/notebook.jsonl``, atomically."""
@@ -61,19 +64,21 @@ def write_records(results_dir, notebook: str, profile: str, records: Iterable[di
         fh.writelines(dumps(r) + "\n" for r in records)
     return path
 
+
 def read_records(path_or_dir, notebook: str | None = None, profile: str | None = None) -> list[dict]:
     """Read records from one ``.jsonl`` file, or ``dir/profile/notebook.jsonl``."""
     path = Path(path_or_dir) if notebook is None else Path(path_or_dir) / profile / f"{notebook}.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no records at {path}; run the notebook (python -m dannlib regenerate) first")
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
+
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof 1; NaN for fewer than two values)."""
     n = len(values)
     m = sum(values) / n if n else float("nan")
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
+
 
 def aggregate(records: Iterable[dict], metric: str, by: Sequence[str] = ("method",)) -> list[dict]:
     """Per group of ``by`` (first-seen order): the keys, ``mean``, ``std``, ``n``, ``values`` and ``seeds`` of
@@ -92,6 +97,7 @@ def aggregate(records: Iterable[dict], metric: str, by: Sequence[str] = ("method
         g["n"] = len(g["values"])
     return list(groups.values())
 
+
 def runs_of(records: Iterable[dict], by: str = "seed") -> list[list[dict]]:
     """Pooled histories (:func:`dannlib.plan.histories`) split into one list per run (``by``)."""
     runs: dict = {}
@@ -99,14 +105,14 @@ def runs_of(records: Iterable[dict], by: str = "seed") -> list[list[dict]]:
         runs.setdefault(r.get(by), []).append(r)
     return list(runs.values())
 
+
 def mean_curve(histories: Sequence[list[dict]], key: str, *, x: str = "step", statuses: Sequence[str] | None = None,
                complete: bool = False) -> dict:
     """The curves' aggregator: :func:`mean_std` of ``key`` at each ``x`` (ascending) over the histories
     whose status (``statuses``; None: each one's last ``status``) is "ok"; ``complete``: only the x every
     such run logged. ``{"x", "mean", "std", "count": lists, "n": ok runs with the key, "failed"}``."""
     histories = [list(h) for h in histories]
-    if statuses is None:
-        statuses = [h[-1].get("status", "ok") if h else "ok" for h in histories]
+    statuses = [h[-1].get("status", "ok") if h else "ok" for h in histories] if statuses is None else statuses
     ok = [h for h, status in zip(histories, statuses) if status == "ok"]
     n = sum(any(key in rec for rec in h) for h in ok)
     points = [{"x": r[x], "v": r[key]} for h in ok for r in h if r.get(x) is not None and r.get(key) is not None
@@ -115,6 +121,7 @@ def mean_curve(histories: Sequence[list[dict]], key: str, *, x: str = "step", st
     return {"x": [g["x"] for g in at], "mean": [g["mean"] for g in at], "std": [g["std"] for g in at],
             "count": [g["n"] for g in at], "n": n, "failed": len(histories) - len(ok)}
 
+
 def format_cell(mean: float, std: float, n: int, digits: int = 3) -> str:
     """``"0.745 ± 0.012 (5)"``; one seed: ``"0.745 (1 seed: no spread)"``; none: ``"—"``."""
     if n == 0:
@@ -122,6 +129,7 @@ def format_cell(mean: float, std: float, n: int, digits: int = 3) -> str:
     if n == 1 or not math.isfinite(std):
         return f"{mean:.{digits}f} (1 seed: no spread)"
     return f"{mean:.{digits}f} ± {std:.{digits}f} ({n})"
+
 
 def summary_table(records: list[dict], metric: str, by=("method",), columns: str | None = None,
                   digits: int = 4, experiment: str | None = None):
@@ -142,6 +150,7 @@ def summary_table(records: list[dict], metric: str, by=("method",), columns: str
         table["published"] = [published_text(experiment, m) for m in table.index]
     return table
 
+
 def paired_differences(records: list[dict], metric: str, baseline: str, by: str = "method",
                        group: str | None = None) -> list[dict]:
     """Per (``group``, variant): ``mean``, ``std``, ``n``, ``diffs`` and ``seeds`` of
@@ -156,6 +165,7 @@ def paired_differences(records: list[dict], metric: str, baseline: str, by: str 
             m, sd = mean_std(diffs)
             out.append({"group": g, by: variant, "mean": m, "std": sd, "n": len(diffs), "diffs": diffs, "seeds": seeds})
     return out
+
 
 def markdown_table(header: list[str], rows) -> str:
     """A Markdown table: ``header`` and one row of cells per item of ``rows`` (cells as ``str``)."""

@@ -16,70 +16,74 @@ DEFAULT, RANDOM = "untuned default", "random pick (expected)"
 VERDICTS = ("trust", "picks well, ranks badly", "no better than the untuned default", "no better than a random pick",
             "fewer than two settings", "no score")
 
-def default_of(defaults: Mapping, method, pair=None):
-    """The untuned cell of ``method`` on ``pair``: a ``(method, pair)`` key overrides the method's."""
-    return defaults.get((method, pair), defaults.get(method))
 
-def baseline_rows(records, setting: Sequence[str], defaults: Mapping[str, Mapping], *, by=("method", "pair"),
-                  oracle: str = ORACLE) -> list[dict]:
+BY, KEYS = ("method", "pair"), ("method", "pair", "rule")
+
+
+def _key(r, keys) -> tuple:
+    return tuple(r.get(k) for k in keys)
+
+
+def baseline_rows(records, setting: Sequence[str], defaults: Mapping[str, Mapping], *, by=BY) -> list[dict]:
     """``judge_rules``-like rows per group and seed over the cells with a finite oracle: the untuned cell's regret
-    (``defaults``: ``by[0]``'s value -> {tag: value}) as :data:`DEFAULT`, the mean regret as :data:`RANDOM`."""
-    setting, grids, rows = tuple(setting), {}, []
+    (``defaults``: method -> {tag: value}, a (method, pair) key overriding it) as :data:`DEFAULT`, the mean regret
+    as :data:`RANDOM`."""
+    grids, rows = {}, []
     for r in records:
-        if (v := r.get(oracle)) is not None and not isinstance(v, str) and math.isfinite(float(v)):
-            grid = grids.setdefault((tuple(r.get(k) for k in by), r.get("seed")), {})
-            grid[tuple(r.get(k) for k in setting)] = float(v)
+        if (v := r.get(ORACLE)) is not None and not isinstance(v, str) and math.isfinite(float(v)):
+            grids.setdefault((_key(r, by), r.get("seed")), {})[_key(r, setting)] = float(v)
     for (group, seed), grid in grids.items():
         best = max(grid.values())
         base = {**dict(zip(by, group)), "seed": seed, "spearman": float("nan"), "n_settings": len(grid)}
-        if (default := default_of(defaults, *group[:2])) is not None and (
-                cell := tuple(default.get(k) for k in setting)) in grid:
+        default = defaults.get(group[:2], defaults.get(group[0]))
+        if default is not None and (cell := _key(default, setting)) in grid:
             rows.append({**base, "rule": DEFAULT, "pick": dict(default), "regret": best - grid[cell]})
         rows.append({**base, "rule": RANDOM, "pick": None, "regret": sum(best - v for v in grid.values()) / len(grid)})
     return rows
 
+
 def _finite_rows(rows, metric):
     return [r for r in rows if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
 
-def _summaries(rows, metric, keys) -> dict:
-    return {tuple(g[k] for k in keys): g for g in aggregate(_finite_rows(rows, metric), metric, keys)}
+
+def _summaries(rows, metric) -> dict:
+    return {_key(g, KEYS): g for g in aggregate(_finite_rows(rows, metric), metric, KEYS)}
+
 
 def _pick_text(pick) -> str:
     return "—" if not pick else ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                                           for k, v in pick.items() if v is not None)
 
-def selection_table(rows, *, by=("method", "pair"), digits: int = 3):
-    """Per ``by`` and rule: settings per seed, regret (oracle's best minus the pick's target accuracy), seeds
+
+def selection_table(rows):
+    """Per method, pair and rule: settings per seed, regret (oracle's best minus the pick's target accuracy), seeds
     picking the best, Spearman with the oracle, the most frequent pick, seeds without a score."""
     import pandas as pd
-    keys, out = list(by) + ["rule"], []
-    regret, spear = _summaries(rows, "regret", keys), _summaries(rows, "spearman", keys)
-    order = list(dict.fromkeys(tuple(r.get(k) for k in by) for r in rows))  # each group's rules together
-    for key in sorted(dict.fromkeys(tuple(r.get(k) for k in keys) for r in rows), key=lambda k: order.index(k[:-1])):
-        mine = [r for r in rows if tuple(r.get(k) for k in keys) == key]
-        g, s = regret.get(key), spear.get(key)
+    out, regret, spear = [], _summaries(rows, "regret"), _summaries(rows, "spearman")
+    order = list(dict.fromkeys(_key(r, BY) for r in rows))  # each group's rules together
+    for key in sorted(dict.fromkeys(_key(r, KEYS) for r in rows), key=lambda k: order.index(k[:-1])):
+        mine, g, s = [r for r in rows if _key(r, KEYS) == key], regret.get(key), spear.get(key)
         picks = [_pick_text(r["pick"]) for r in mine if r.get("pick")]
         common = max(dict.fromkeys(picks), key=picks.count) if picks else "—"
         sizes = sorted({r["n_settings"] for r in mine if "n_settings" in r})
-        out.append({**dict(zip(keys, key)),
+        out.append({**dict(zip(KEYS, key)),
                     "settings scored per seed": "–".join(map(str, dict.fromkeys([sizes[0], sizes[-1]]))) if sizes
-                    else "—",
-                    "regret (oracle best − pick)": format_cell(g["mean"], g["std"], g["n"], digits) if g else "—",
+                    else "—", "regret (oracle best − pick)": format_cell(g["mean"], g["std"], g["n"]) if g else "—",
                     "picked the oracle's best": (f"{sum(v == 0 for v in g['values'])} of {g['n']}" if g else "—"),
-                    "Spearman with the oracle": format_cell(s["mean"], s["std"], s["n"], digits) if s else "—",
+                    "Spearman with the oracle": format_cell(s["mean"], s["std"], s["n"]) if s else "—",
                     "most frequent pick": f"{common} ({picks.count(common)} of {len(picks)})" if picks else "—",
                     "no score": len(mine) - (g["n"] if g else 0)})
-    return pd.DataFrame(out).set_index(keys)
+    return pd.DataFrame(out).set_index(list(KEYS))
 
-def verdicts(rows, *, by=("method", "pair")) -> list[dict]:
-    """Per group and label-free rule: mean regret and Spearman, the baselines' mean regrets, and the first verdict
-    that holds of: no score, fewer than two settings, no better than a random pick or the untuned default (mean
-    regret not below theirs), picks well, ranks badly (mean Spearman not > 0), trust."""
-    keys, out = list(by) + ["rule"], []
-    mean, spear = _summaries(rows, "regret", keys), _summaries(rows, "spearman", keys)
-    for group in dict.fromkeys(tuple(r.get(k) for k in by) for r in rows):
+
+def verdicts(rows) -> list[dict]:
+    """Per method, pair and label-free rule: mean regret and Spearman, the baselines' mean regrets, and the first
+    verdict that holds of: no score, fewer than two settings, no better than a random pick or the untuned default
+    (mean regret not below theirs), picks well, ranks badly (mean Spearman not > 0), trust."""
+    out, mean, spear = [], _summaries(rows, "regret"), _summaries(rows, "spearman")
+    for group in dict.fromkeys(_key(r, BY) for r in rows):
         base = {b: mean.get(group + (b,), {}).get("mean", float("nan")) for b in (DEFAULT, RANDOM)}
-        mine = [r for r in rows if tuple(r.get(k) for k in by) == group]
+        mine = [r for r in rows if _key(r, BY) == group]
         for rule in dict.fromkeys(r["rule"] for r in mine if r["rule"] not in (DEFAULT, RANDOM, ORACLE)):
             g, s = mean.get(group + (rule,)), spear.get(group + (rule,))
             m, rho = g["mean"] if g else float("nan"), s["mean"] if s else float("nan")
@@ -88,24 +92,27 @@ def verdicts(rows, *, by=("method", "pair")) -> list[dict]:
                        "no better than a random pick" if not m < base[RANDOM] else  # a nan baseline: no evidence
                        "no better than the untuned default" if math.isfinite(base[DEFAULT]) and not m < base[DEFAULT]
                        else "trust" if rho > 0 else "picks well, ranks badly")
-            out.append({**dict(zip(by, group)), "rule": rule, "regret": m, "spearman": rho, "n": g["n"] if g else 0,
+            out.append({**dict(zip(BY, group)), "rule": rule, "regret": m, "spearman": rho, "n": g["n"] if g else 0,
                         "default_regret": base[DEFAULT], "random_regret": base[RANDOM], "verdict": verdict})
     return out
 
-def trust_table(rows, *, by=("method", "pair"), digits: int = 3):
-    """Per group: the "trust" rule of lowest mean regret (or "none"), the baselines, the rules of each verdict."""
+
+def trust_table(rows):
+    """Per method and pair: the "trust" rule of lowest mean regret (or "none"), the baselines, the rules of each
+    verdict."""
     import pandas as pd
-    judged, out = verdicts(rows, by=by), []
-    for group in dict.fromkeys(tuple(v[k] for k in by) for v in judged):
-        mine = sorted((v for v in judged if tuple(v[k] for k in by) == group), key=lambda v: v["regret"])
+    judged, out = verdicts(rows), []
+    for group in dict.fromkeys(_key(v, BY) for v in judged):
+        mine = sorted((v for v in judged if _key(v, BY) == group), key=lambda v: v["regret"])
         best = next((v for v in mine if v["verdict"] == "trust"), None)
-        base = {f"{b}: mean regret": f"{x:.{digits}f}" if math.isfinite(x := mine[0][f"{k}_regret"]) else "—"
+        base = {f"{b}: mean regret": f"{x:.3f}" if math.isfinite(x := mine[0][f"{k}_regret"]) else "—"
                 for b, k in ((DEFAULT, "default"), (RANDOM, "random"))}
-        out.append({**dict(zip(by, group)), "rule to trust": best["rule"] if best else "none",
-                    "its mean regret": f"{best['regret']:.{digits}f} ({best['n']} seeds)" if best else "—",
-                    "its mean Spearman": f"{best['spearman']:.{digits}f}" if best else "—", **base,
+        out.append({**dict(zip(BY, group)), "rule to trust": best["rule"] if best else "none",
+                    "its mean regret": f"{best['regret']:.3f} ({best['n']} seeds)" if best else "—",
+                    "its mean Spearman": f"{best['spearman']:.3f}" if best else "—", **base,
                     **{k: ", ".join(v["rule"] for v in mine if v["verdict"] == k) or "—" for k in VERDICTS}})
-    return pd.DataFrame(out).set_index(list(by))
+    return pd.DataFrame(out).set_index(list(BY))
+
 
 def rule_glossary():
     """The rules and the oracle: what each measures, which way is better."""
@@ -115,6 +122,7 @@ def rule_glossary():
     rows.append({"rule": ORACLE, "what it measures": "target test accuracy: the oracle, never a rule",
                  "natural quantity": "higher is better", "reads target labels": "yes (oracle)"})
     return pd.DataFrame(rows).set_index("rule")
+
 
 def rule_for_pair(rows, pair, *, methods=None, rules=tuple(RULES)) -> tuple[str, list]:
     """``(rule, pairs judged on)``: the lowest mean regret on the grids (of two cells or more) of the **other**
@@ -127,17 +135,18 @@ def rule_for_pair(rows, pair, *, methods=None, rules=tuple(RULES)) -> tuple[str,
     mean = {g["rule"]: g["mean"] for g in aggregate(others, "regret", ["rule"])}
     return min((r for r in rules if r in mean), key=lambda r: mean[r]), sorted({r["pair"] for r in others})
 
+
 def select_setting(records, rule: str, setting, where: Mapping) -> dict | None:
     """The cell of highest seed-mean ``rule`` score among those matching ``where`` and ok on every seed, or None."""
-    setting = tuple(setting)
     mine = [r for r in records if all(r.get(k) == v for k, v in where.items())]
     seeds, cells = {r.get("seed") for r in mine}, {}
     for r in mine:
         ok = r.get("status", "ok") == "ok" and isinstance(v := r.get(rule), (int, float)) and math.isfinite(v)
-        cells.setdefault(tuple(r.get(k) for k in setting), {})[r.get("seed")] = float(v) if ok else None
+        cells.setdefault(_key(r, setting), {})[r.get("seed")] = float(v) if ok else None
     full = {c: v for c, v in cells.items() if set(v) == seeds and all(x is not None for x in v.values())}
     best = max(full, key=lambda c: sum(full[c].values()) / len(full[c])) if full else None
     return None if best is None else {k: v for k, v in zip(setting, best) if v is not None}
+
 
 def selections(records, rows, setting, *, rules=tuple(RULES), judging=None) -> dict[tuple[str, str], dict]:
     """Per (method, pair): ``{"rule", "judged_on", "setting"}``: :func:`rule_for_pair` (on the methods
@@ -151,10 +160,12 @@ def selections(records, rows, setting, *, rules=tuple(RULES), judging=None) -> d
             out[(method, pair)] = {"rule": rule, "judged_on": judged_on, "setting": chosen}
     return out
 
+
 def chosen_text(selected: Mapping) -> str:
     """"SETTING: chosen by RULE ..." for one of :func:`selections`' entries."""
     return (f"{_pick_text(selected['setting'])}: chosen by {selected['rule']} (the rule with the lowest mean regret "
             f"on {', '.join(selected['judged_on'])}) on 07's grid")
+
 
 def grid_description(plan, paper) -> str:
     """Markdown bullets: what 07's ``plan`` trains, against the paper profile's settings ``paper``."""
@@ -185,6 +196,7 @@ def grid_description(plan, paper) -> str:
         lines.append("- **Smoke** checks the code path in seconds; its numbers mean nothing.")
     return "\n".join(lines)
 
+
 def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
     """Per (method, pair): the label-free choice, the oracle's best cell, the untuned one, what ``committed``
     (:data:`dannlib.grids.SELECTED`) trains in 05/06. None with fewer than two judged pairs."""
@@ -198,14 +210,14 @@ def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
             " (the same)" if kept == c else " (differs from this choice)")
         out.append({"method": method, "pair": pair, "chosen (label-free)": chosen_text(c),
                     "oracle's best cell (reading only)": _pick_text(best),
-                    "untuned default": _pick_text(default_of(defaults, method, pair)),
+                    "untuned default": _pick_text(defaults.get((method, pair), defaults.get(method))),
                     "trained in 05/06 (dannlib.grids.SELECTED, the paper grids' choice)": state})
     return pd.DataFrame(out).set_index(["method", "pair"])
 
-def selection_markdown(records, setting, defaults: Mapping, *, digits: int = 3) -> str:
+
+def selection_markdown(records, setting, defaults: Mapping) -> str:
     """``make report``'s section for 07: :func:`trust_table`'s rule to trust and the baselines, in Markdown."""
-    table = trust_table(judge_rules(records, setting) + baseline_rows(records, setting, defaults),
-                        digits=digits).reset_index()
+    table = trust_table(judge_rules(records, setting) + baseline_rows(records, setting, defaults)).reset_index()
     cols = ["method", "pair", "rule to trust", "its mean regret", "its mean Spearman",
             f"{DEFAULT}: mean regret", f"{RANDOM}: mean regret"]
     return markdown_table(cols, ([r[c] for c in cols] for _, r in table.iterrows()))

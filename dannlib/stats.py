@@ -11,7 +11,7 @@ from typing import Iterable, Mapping
 from .results import mean_std
 
 HIGHER, LOWER, UNCLEAR = "higher", "lower", "no clear difference"
-CONFIDENCE = 0.95
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -44,34 +44,34 @@ class Comparison:
                 "sign-test p": "—" if not self.n else "1" if p >= .9995 else f"{p:.2g}" if p >= .001 else f"{p:.1e}",
                 "verdict": self.verdict}
 
+
 def format_interval(low: float, high: float, digits: int = 3) -> str:
     """``"[+0.012, +0.034]"``; ``"—"`` when undefined (fewer than two seeds)."""
     return f"[{low:+.{digits}f}, {high:+.{digits}f}]" if math.isfinite(low) and math.isfinite(high) else "—"
 
-def paired(a: Mapping, b: Mapping, *, a_name: str = "a", b_name: str = "b",
-           confidence: float = CONFIDENCE) -> Comparison:
+
+def paired(a: Mapping, b: Mapping, *, a_name: str = "a", b_name: str = "b") -> Comparison:
     """Compare ``a`` against ``b``, two mappings seed -> value, on the seeds both hold."""
     from scipy import stats
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
     seeds = tuple(sorted(set(a) & set(b), key=lambda s: (str(type(s)), s)))
     diffs = tuple(float(a[s]) - float(b[s]) for s in seeds)
     n, (mean, sd) = len(diffs), mean_std(diffs)
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n) if n > 1 else float("nan")
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n) if n > 1 else float("nan")
     low, high = mean - half, mean + half
     up, down = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
     sign_p = float(stats.binomtest(up, up + down, 0.5).pvalue) if up + down else 1.0
     verdict = HIGHER if n > 1 and low > 0 else LOWER if n > 1 and high < 0 else UNCLEAR
     return Comparison(a_name, b_name, seeds, diffs, mean, sd, low, high, sign_p, up, down, verdict)
 
+
 def compare_records(records: Iterable[dict], metric: str, a, b, *, by: str = "method",
-                    where: Mapping | None = None, names: Mapping | None = None,
-                    confidence: float = CONFIDENCE) -> Comparison:
+                    where: Mapping | None = None, names: Mapping | None = None) -> Comparison:
     """:func:`paired` on ``metric`` of the ok records with ``by`` ``a`` against ``b``, among those matching
     ``where`` (e.g. ``{"pair": "MNIST->USPS"}``); ``names`` renames a and b."""
     records, names, where = list(records), names or {}, {**(where or {})}
     return paired(_values(records, metric, {**where, by: a}), _values(records, metric, {**where, by: b}),
-                  a_name=str(names.get(a, a)), b_name=str(names.get(b, b)), confidence=confidence)
+                  a_name=str(names.get(a, a)), b_name=str(names.get(b, b)))
+
 
 def _values(records: list, metric: str, match: dict) -> dict:
     """seed -> ``metric`` of the ok records matching ``match`` (one per seed)."""

@@ -98,8 +98,7 @@ def plot_loss_terms(histories: list[dict], terms, *, weights: dict | None = None
     axes[2].set_ylim(bottom=0.0)  # weights start at 0: show the whole rise
     axes[2].set_title("weights' schedules", fontsize=9)
     for ax, ylabel in zip(axes, ("loss", "weight × loss", "weight")):
-        ax.set_ylabel(ylabel)
-        ax.set_xlabel(x)
+        ax.set(ylabel=ylabel, xlabel=x)
         ax.grid(alpha=0.3)
     handles, texts = axes[0].get_legend_handles_labels()
     if handles:

@@ -1,5 +1,4 @@
-"""Saving, schedules, training curves over seeds, per-seed points, paired differences, setting sweeps. No
-``matplotlib.use`` here: the notebook or the regeneration command picks the backend."""
+"""Saving, schedules, curves over seeds, per-seed points, paired differences, setting sweeps (no ``matplotlib.use``)."""
 from __future__ import annotations
 
 import math
@@ -16,22 +15,18 @@ from ..utils import atomic_path
 
 FIGURE_FORMATS = ("png", "svg")
 SVG_HASHSALT = "dannlib"  # fixed, or matplotlib salts the SVG element ids at random
-_METADATA = {"svg": {"Date": None, "Creator": None}, "png": {"Software": None},
-             "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
+_METADATA = {"svg": {"Date": None, "Creator": None}, "png": {"Software": None}}
 
 
 def save_figure(fig, figures_dir, notebook: str, name: str, *, dpi: int = 110, formats=FIGURE_FORMATS) -> list[Path]:
     """Write ``fig`` atomically as ``figures_dir/notebook/name.{png,svg}`` (runs of characters outside
     ``[A-Za-z0-9._-]`` in ``name``: one ``_``), the same bytes every time. Returns the written paths."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
-    out = []
-    for ext in formats:
-        out.append(Path(figures_dir) / notebook / f"{name}.{ext}")
-        kwargs = {"dpi": dpi} if ext == "png" else {}
-        if ext in _METADATA:
-            kwargs["metadata"] = dict(_METADATA[ext])
-        with atomic_path(out[-1]) as tmp, matplotlib.rc_context({"svg.hashsalt": SVG_HASHSALT}):
-            fig.savefig(tmp, format=ext, bbox_inches="tight", **kwargs)
+    out = [Path(figures_dir) / notebook / f"{name}.{ext}" for ext in formats]
+    for path, ext in zip(out, formats):
+        with atomic_path(path) as tmp, matplotlib.rc_context({"svg.hashsalt": SVG_HASHSALT}):
+            fig.savefig(tmp, format=ext, bbox_inches="tight", metadata=dict(_METADATA.get(ext, {})),
+                        **({"dpi": dpi} if ext == "png" else {}))
     return out
 
 
@@ -39,8 +34,18 @@ def palette() -> list:
     return plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
+def _seed_axes(fig, ax, ticks, ylabel: str, bar: str, title: str | None):
+    """The per-seed plots' x ticks, y label (what the points and bars are) and grid; ``fig`` laid out."""
+    ax.set_xticks(range(len(ticks)), ticks, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel(f"{ylabel}\n(points: seeds; ◆ and bar: {bar})", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return finish(fig)
+
+
 def finish(fig, title: str | None = None, rect=(0, 0, 1, 1), **title_kw):
-    """``fig`` titled (where there is a title) and laid out within ``rect`` (figure fractions)."""
+    """``fig`` titled (if ``title``) and laid out within ``rect`` (figure fractions)."""
     if title:
         fig.suptitle(title, **title_kw)
     fig.tight_layout(rect=rect)
@@ -159,22 +164,17 @@ def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str 
         parts = [f"{c['n']}" + (f"+{c['failed']}✗" if c["failed"] else "")
                  for c in (counts[name, h] for h in (hue_order or [None]) if (name, h) in counts)]
         labels.append(f"{name}\n(n={'/'.join(parts)})")
-    ax.set_xticks(range(len(order)), labels, rotation=25, ha="right", fontsize=8)
     ax.set_xlabel("")
     for label, y in (reference or {}).items():
         ax.axhline(y, color="grey", linestyle="--", linewidth=1)
         ax.annotate(label, (1.0, y), xycoords=("axes fraction", "data"), xytext=(3, 0), textcoords="offset points",
                     fontsize=7, color="grey", va="center")
-    ax.set_ylabel((ylabel or metric) + "\n(points: seeds; ◆ and bar: median, IQR)", fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
     if ylim is not None:
         ax.set_ylim(*ylim)
     if hue:  # under the axes: clear of the points and of the reference lines' labels at the right
         ax.legend(title=hue, fontsize=8, title_fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.32),
                   ncol=len(hue_order), frameon=False)
-    if title:
-        ax.set_title(title, fontsize=10)
-    return finish(fig)
+    return _seed_axes(fig, ax, labels, ylabel or metric, "median, IQR", title)
 
 
 def plot_paired_differences(diffs: list, *, by: str = "method", baseline: str = "", title: str | None = None,
@@ -203,29 +203,19 @@ def plot_paired_differences(diffs: list, *, by: str = "method", baseline: str = 
     lo, hi = ax.get_ylim()
     ax.set_ylim(min(lo, -0.08 * (hi - lo)), max(hi, 0.08 * (hi - lo)))  # zero, what every verdict reads, in view
     ax.set_xlim(-0.6, len(names) - 0.4)
-    ax.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
-    ax.set_ylabel((ylabel or f"difference to {baseline}, per seed") + "\n(points: seeds; ◆ and bar: mean, 95% CI)",
-                  fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
     if any(g is not None for g in groups):
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    if title:
-        ax.set_title(title, fontsize=10)
-    return finish(fig)
+    return _seed_axes(fig, ax, names, ylabel or f"difference to {baseline}, per seed", "mean, 95% CI", title)
 
 
 def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = None, panel: str | None = None,
-                       control: dict | None = None, control_label: str = "control", log_x: bool = True,
-                       ylabel: str | None = None, title: str | None = None):
-    """``metric`` against the setting ``x`` (notebook 07's grids): a line per ``hue`` through the means over the
-    ok seeds, every ok seed a point (set apart per line, no random jitter), a panel per ``panel``, runs not ok
-    counted in the legend. ``control`` (tag -> value) picks a control: grey dashed at its mean, seeds at the
-    right edge."""
+                       control: dict | None = None, control_label: str = "control", ylabel: str | None = None,
+                       title: str | None = None):
+    """``metric`` against the setting ``x`` (07's grids, log axis): a line per ``hue`` through the ok seeds' means,
+    each ok seed a point (set apart per line, no jitter), a panel per ``panel``, runs not ok counted in the legend;
+    ``control`` (tag -> value) picks a control: grey dashed at its mean, its seeds at the right edge."""
     def is_control(r):
         return control is not None and all(r.get(k) == v for k, v in control.items())
-
-    def move(value, shift):  # ``shift`` in axis units (decades on a log axis)
-        return value * 10 ** shift if log_x else value + shift
 
     grid = [r for r in records if not is_control(r) and r.get(metric) is not None]
     ctrl = [r for r in records if is_control(r) and r.get(metric) is not None]
@@ -233,8 +223,8 @@ def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = 
     hues = list(dict.fromkeys(r.get(hue) for r in grid)) if hue else [None]
     xs = sorted({float(r[x]) for r in grid})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), sharey=True, squeeze=False)
-    span = (math.log10(max(xs) / min(xs)) if log_x and xs and min(xs) > 0 and max(xs) > min(xs) else
-            (max(xs) - min(xs) if len(xs) > 1 else 1.0))
+    span = math.log10(max(xs) / min(xs)) if xs and min(xs) > 0 and max(xs) > min(xs) else (
+        max(xs) - min(xs) if len(xs) > 1 else 1.0)
     for ax, p in zip(axes[0], panels):
         for i, h in enumerate(hues):
             rows = [r for r in grid if (panel is None or r.get(panel) == p) and (hue is None or r.get(hue) == h)]
@@ -245,10 +235,10 @@ def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = 
             shift = 0.015 * span * (i - (len(hues) - 1) / 2)
             for g in (g for g in cells if g["values"]):  # a cell whose runs all failed has no point
                 offsets = np.linspace(-0.006, 0.006, len(g["values"])) * span if len(g["values"]) > 1 else [0.0]
-                ax.scatter([move(float(g[x]), shift + o) for o in offsets], g["values"], s=14, color=colour,
+                ax.scatter([float(g[x]) * 10 ** (shift + o) for o in offsets], g["values"], s=14, color=colour,
                            alpha=0.5, linewidths=0)
             failed = sum(g["failed"] for g in cells)
-            ax.plot([move(float(g[x]), shift) for g in cells if g["n"]], [g["mean"] for g in cells if g["n"]], "-o",
+            ax.plot([float(g[x]) * 10 ** shift for g in cells if g["n"]], [g["mean"] for g in cells if g["n"]], "-o",
                     color=colour, markersize=4,
                     label=(f"{hue} = {h}" if hue else metric) + (f" ({failed} run(s) not ok)" if failed else ""))
         c_rows = [r for r in ctrl if panel is None or r.get(panel) == p]
@@ -258,13 +248,12 @@ def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = 
                        label=f"{control_label} (mean of {c['n']} seed(s))")
             ax.scatter([1.02] * c["n"], c["values"], s=14, color="grey", alpha=0.6, linewidths=0,
                        transform=ax.get_yaxis_transform(), clip_on=False)
-        if log_x:
-            ax.set_xscale("log")
+        ax.set_xscale("log")
         if len(xs) == 1:  # one setting: a window around it, not the points' tiny spread
-            ax.set_xlim(*((xs[0] / 3, xs[0] * 3) if log_x and xs[0] > 0 else (xs[0] - 1, xs[0] + 1)))
+            ax.set_xlim(*((xs[0] / 3, xs[0] * 3) if xs[0] > 0 else (xs[0] - 1, xs[0] + 1)))
         ax.set_xticks(xs, [f"{v:g}" for v in xs])
         ax.minorticks_off()
-        ax.set_xlabel(x)
+        ax.set(xlabel=x)
         ax.grid(alpha=0.3)
         if panel:
             ax.set_title(f"{panel} = {p}", fontsize=9)

@@ -8,6 +8,8 @@ import pandas as pd
 from .common import finish
 from .toys import legend_below, scatter_domains
 
+RGB = (("tab:red", "R"), ("tab:green", "G"), ("tab:blue", "B"))
+
 
 def _show_image(ax, image, title=None):
     """A uint8 (H, W) grey or (H, W, 3) RGB image without ticks."""
@@ -18,10 +20,9 @@ def _show_image(ax, image, title=None):
         ax.set_title(title, fontsize=9)
 
 
-def plot_image_grid(rows: dict, *, n_cols: int = 10, title: str | None = None, cell: float = 0.9):
+def plot_image_grid(rows: dict, *, n_cols: int = 10, title: str | None = None):
     """The first ``n_cols`` uint8 images of each row (name -> (N, H, W) or (N, H, W, 3)), rows labelled."""
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(cell * n_cols + 1.2, cell * len(rows) + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(0.9 * n_cols + 1.2, 0.9 * len(rows) + 0.6), squeeze=False)
     for ax_row, (name, images) in zip(axes, rows.items()):
         for ax, image in zip(ax_row, images):
             _show_image(ax, image)
@@ -49,28 +50,27 @@ def plot_blend_steps(steps: list, *, title: str = "MNIST-M, step by step: |patch
     return finish(fig, title)
 
 
-def plot_channel_histograms(histograms: dict, *, title: str = "Pixel values per channel", density: bool = True):
+def plot_channel_histograms(histograms: dict, *, title: str = "Pixel values per channel"):
     """A panel per data set (name -> counts (C, 256), ``dannlib.data.channel_histograms``), a line per channel."""
     fig, axes = plt.subplots(1, len(histograms), figsize=(4.4 * len(histograms), 3.2), squeeze=False, sharey=True)
     for ax, (name, counts) in zip(axes[0], histograms.items()):
         counts = np.asarray(counts, dtype=float)
-        rgb = [("tab:red", "R"), ("tab:green", "G"), ("tab:blue", "B")]
-        for c, (colour, label) in zip(counts, [("black", "grey")] if len(counts) == 1 else rgb):
-            ax.plot(np.arange(256), c / c.sum() if density else c, color=colour, label=label, linewidth=1.0)
+        for c, (colour, label) in zip(counts, [("black", "grey")] if len(counts) == 1 else RGB):
+            ax.plot(np.arange(256), c / c.sum(), color=colour, label=label, linewidth=1.0)
         ax.set(yscale="log", xlabel="pixel value", title=name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("fraction of pixels" if density else "pixels")
+    axes[0][0].set_ylabel("fraction of pixels")
     return finish(fig, title)
 
 
 def plot_embeddings(embeddings: dict, classes, domains, *, domain_names=("source", "target"),
-                    title: str | None = None, point_size: float = 7.0, axis_labels: dict | None = None):
+                    title: str | None = None, axis_labels: dict | None = None):
     """A panel per 2-D embedding (title -> (N, 2)), colour = class (``classes (N,)``), marker = domain
     (``domains (N,)`` 0/1). ``axis_labels``: title -> (x label, y label)."""
     fig, axes = plt.subplots(1, len(embeddings), figsize=(4.6 * len(embeddings), 5.0), squeeze=False)
     for ax, (name, e) in zip(axes[0], embeddings.items()):
-        scatter_domains(ax, e, classes, domains, s=point_size, lw=0.6, alpha=0.7)
+        scatter_domains(ax, e, classes, domains, s=7.0, lw=0.6, alpha=0.7)
         ax.set_title(name, fontsize=10)
         ax.set(xticks=[], yticks=[])
         if name in (axis_labels or {}):
