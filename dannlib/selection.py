@@ -19,7 +19,7 @@ RULES: dict[str, tuple[bool, str]] = {
 }
 #: the oracle's name in every table: target test accuracy, read from target labels
 ORACLE = "oracle_target_accuracy"
-#: where :func:`dannlib.store.compute` keeps :func:`score_trained`'s scores in a run's ``final``
+#: where :func:`dannlib.sweep.compute` keeps :func:`score_trained`'s scores in a run's ``final``
 SELECTION_FIELD = "selection"
 
 
