@@ -1,9 +1,7 @@
-"""The digit domains of the study (MNIST, USPS, and MNIST-M built from MNIST and BSDS500) as float32 tensors in
-[0, 1] at one size (``load_domain``) for the networks of Ganin & Lempitsky (2015, sec. 5) and ADDA (Tzeng et al.
-2017). The raw files live under a data root (``data_root``; layout: data/README.md), derived arrays in a cache
-folder (``cache_dir``). Modules, each importing only those before it: ``common`` (folders, errors, checksums, the
-on-disk cache), ``digits`` (MNIST, USPS), ``mnist_m`` (BSDS500 and our build), ``mnist_m_released``,
-``fingerprint`` (of a run's input files). To replace a function in a test, patch it where it is defined."""
+"""The digit domains of the study (MNIST, USPS, MNIST-M built from MNIST and BSDS500, the released MNIST-M) as
+float32 tensors in [0, 1] (``load_domain``). Raw files live under a data root (``data_root``; layout:
+data/README.md), derived arrays in a cache folder (``cache_dir``). Modules, each importing only those before it:
+``common``, ``digits``, ``mnist_m``, ``mnist_m_released``, ``fingerprint``; patch a function where it is defined."""
 from __future__ import annotations
 
 import numpy as np
@@ -32,11 +30,9 @@ def to_tensor_domain(images_uint8: np.ndarray, size: int = 28, channels: int = 1
     size = check_positive_int("size", size)
     check_choice("channels", channels, (1, 3))
     x = images_uint8.cpu().numpy() if isinstance(images_uint8, torch.Tensor) else images_uint8
-    if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
-        raise ValueError(f"images_uint8 must be a uint8 array (0-255), got {getattr(x, 'dtype', type(x).__name__)}; "
-                         f"the loaders return uint8")
-    if not (x.ndim == 3 or (x.ndim == 4 and x.shape[3] == 3)):
-        raise ValueError(f"images_uint8 must have shape (N, H, W) or (N, H, W, 3), got {x.shape}")
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim not in (3, 4) or x.shape[3:] not in ((), (3,)):
+        raise ValueError(f"images_uint8 must be a uint8 array (0-255) of shape (N, H, W) or (N, H, W, 3), as the "
+                         f"loaders return, got {getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
     n, h, w = x.shape[:3]
     out = torch.empty((n, channels, size, size), dtype=torch.float32)
     for s in range(0, n, 4096):

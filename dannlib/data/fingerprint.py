@@ -28,8 +28,7 @@ def _files(domain: str, base: Path) -> list[Path]:
     if domain == "mnist_m":
         return _files("mnist", base) + bsds500_train_files(base)
     if domain == "mnist_m_released":
-        source = released_mnist_m_source(base)
-        return [source] if source.is_file() else [source / f"mnist_m_{s}_labels.txt" for s in SPLITS]
+        return [released_mnist_m_source(base)]
     raise ValueError(f"domain must be one of {', '.join(DIGIT_DOMAINS)}, got {domain!r}")
 
 

@@ -1,11 +1,10 @@
 """The released MNIST-M (Ganin & Lempitsky 2015, sec. 5; Ganin et al. 2016, JMLR, sec. 5.2.2), the data the
 papers measured on: ``mnist_m.tar.gz`` holds ``mnist_m/mnist_m_{train,test}/NNNNNNNN.png`` (59,001 / 9,001
 images, 32x32 RGB) and ``mnist_m/mnist_m_{train,test}_labels.txt`` ("NAME.png LABEL" a line). Looked for under
-the data root as ``MNIST_M/mnist_m.tar.gz``, ``mnist_m.tar.gz`` or extracted as ``MNIST_M/mnist_m/``,
-``mnist_m/``; read once into the cache. A script cannot download it (its page links it behind a form)."""
+the data root as ``MNIST_M/mnist_m.tar.gz`` or ``mnist_m.tar.gz``; read once into the cache. A script cannot
+download it (its page links it behind a form)."""
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import tarfile
@@ -18,18 +17,18 @@ from .common import (DataChecksumError, DataNotFoundError, _check_split, _file_d
 
 RELEASED_FORMAT_VERSION = 1  # of the cache: bump it when the reading changes
 RELEASED_COUNTS = {"train": 59_001, "test": 9_001}
-_PLACES = ("MNIST_M/mnist_m.tar.gz", "mnist_m.tar.gz", "MNIST_M/mnist_m", "mnist_m")  # archives, then folders
+_PLACES = ("MNIST_M/mnist_m.tar.gz", "mnist_m.tar.gz")
 _FIX = ("Fix: download mnist_m.tar.gz from the authors' project page (http://yaroslav.ganin.net/, "
         "\"MNIST-M\") and put it at <data root>/MNIST_M/mnist_m.tar.gz (the data root is DANNLIB_DATA, "
-        "or the root= argument), or extract it there as <data root>/MNIST_M/mnist_m/.")
+        "or the root= argument).")
 _LINE = re.compile(r"^(\S+\.png)\s+(\d+)\s*$")
 
 
 def released_mnist_m_source(root=None, hint: str = _FIX) -> Path:
-    """The archive or extracted folder under the data root, else ``DataNotFoundError``."""
+    """The archive under the data root, else ``DataNotFoundError``."""
     base = data_root(root)
     for rel in _PLACES:
-        if (base / rel).is_file() if rel.endswith(".gz") else (base / rel).is_dir():
+        if (base / rel).is_file():
             return base / rel
     raise DataNotFoundError("the released MNIST-M (mnist_m.tar.gz)", [base / p for p in _PLACES], hint=hint)
 
@@ -52,24 +51,19 @@ def _decode_png(data: bytes, name: str, where: Path) -> np.ndarray:
 
 
 def _read_split(source: Path, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Decode one split from the archive or folder (``limit``: only its first ``limit`` images)."""
-    label_name, image_dir, labels_text = f"mnist_m_{split}_labels.txt", f"mnist_m_{split}", None
-    if source.is_dir():
-        labels_text = (source / label_name).read_text() if (source / label_name).is_file() else None
-        blobs = {p.name: p.read_bytes() for p in (source / image_dir).glob("*.png")}
-    else:
-        blobs = {}
-        try:
-            with tarfile.open(source, "r:gz") as tar:
-                for member in tar:
-                    parts = member.name.split("/")
-                    if member.isfile() and len(parts) > 1 and parts[-1] == label_name:
-                        labels_text = tar.extractfile(member).read().decode("utf-8", errors="replace")
-                    elif member.isfile() and len(parts) > 1 and parts[-2] == image_dir and parts[-1].endswith(".png"):
-                        blobs[parts[-1]] = tar.extractfile(member).read()
-        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-            raise _error(f"{source} cannot be read ({type(e).__name__}: {e}): the archive is truncated or not a "
-                         f"gzip tar", source) from None
+    """Decode one split from the archive (``limit``: only its first ``limit`` images)."""
+    label_name, image_dir, labels_text, blobs = f"mnist_m_{split}_labels.txt", f"mnist_m_{split}", None, {}
+    try:
+        with tarfile.open(source, "r:gz") as tar:
+            for member in tar:
+                parts = member.name.split("/")
+                if member.isfile() and len(parts) > 1 and parts[-1] == label_name:
+                    labels_text = tar.extractfile(member).read().decode("utf-8", errors="replace")
+                elif member.isfile() and len(parts) > 1 and parts[-2] == image_dir and parts[-1].endswith(".png"):
+                    blobs[parts[-1]] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        raise _error(f"{source} cannot be read ({type(e).__name__}: {e}): the archive is truncated or not a gzip "
+                     f"tar", source) from None
     if labels_text is None:
         raise _error(f"{source} holds no {label_name}: not the official layout", source)
     labels, where = {}, f"{source}/{label_name}"
@@ -102,16 +96,11 @@ def load_mnist_m_released(split: str = "train", root=None, cache=None, *, limit:
                           download: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The released MNIST-M ``split`` as ``(images uint8 (N, 32, 32, 3), labels int64 (N,))``, N = 59,001 /
     9,001, in the release's order: read from the archive (checked against ``SHA256SUMS`` where it lists it) once,
-    then from the cache (keyed on the archive's SHA-256; for a folder, on its two label files). ``limit``: only
-    the first ``limit`` images, uncached. ``download=True`` is refused with the manual step."""
+    then from the cache (keyed on the archive's SHA-256). ``limit``: only the first ``limit`` images, uncached.
+    ``download=True`` is refused with the manual step."""
     _check_split(split)
     source = released_mnist_m_source(root, ("It cannot be downloaded by a script. " if download else "") + _FIX)
-    if source.is_file():
-        verify_sha256(root, [source], [digest := _file_digest(source, "sha256")], "the released MNIST-M", _FIX)
-    else:
-        files = [source / f"mnist_m_{s}_labels.txt" for s in ("train", "test")]
-        digest = hashlib.sha256(b"".join(bytes.fromhex(_file_digest(f, "sha256")) for f in files if f.is_file()))
-        digest = digest.hexdigest()
+    verify_sha256(root, [source], [digest := _file_digest(source, "sha256")], "the released MNIST-M", _FIX)
     if limit is not None:
         return _read_split(source, split, limit)
     params = {"format_version": RELEASED_FORMAT_VERSION, "split": split, "source_sha256": digest}
