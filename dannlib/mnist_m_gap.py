@@ -95,10 +95,9 @@ SETTINGS["paper"] = SETTINGS["quick"]
 
 
 def gap_records(nets: dict, settings: dict, root=None, seed: int = 0, progress=None) -> list[dict]:
-    """For the released test split and each variant of ``settings["variants"]``: the per-channel means, the
-    two-set classifier's held-out accuracy against the released test images (None for the released row: 0.5 by
-    construction) and the accuracy of every network in ``nets`` (``{"METHOD SEED": module}``). One record per
-    (test set, network), the set's ``classifier_acc`` and ``channel_mean`` repeated on each."""
+    """A record per (test set, network in ``nets`` = ``{"METHOD SEED": module}``) for the released test split and
+    each variant of ``settings["variants"]``: the network's accuracy, the set's per-channel means and two-set
+    classifier's held-out accuracy against the released test images (None for the released row)."""
     rel_u8, rel_y = load_mnist_m_released("test", root)
     out = []
     for name in ["released", *settings["variants"]]:

@@ -84,10 +84,9 @@ def _array_sha256(images: np.ndarray, labels: np.ndarray) -> str:
 
 
 def cached(path: Path, params: dict, what: str, build) -> tuple[np.ndarray, np.ndarray]:
-    """The arrays cached at ``path`` if written with ``params`` (``n``, ``build_seconds`` aside) and their
-    checksum holds; else ``build() -> (images, labels, params to record)`` (with a warning naming ``what`` and
-    why, none when there is no file), written atomically. A folder that refuses writes (``_writable`` says no,
-    or EROFS, EACCES, EPERM) gives one warning; other errors propagate."""
+    """The arrays cached at ``path`` if written with ``params`` (``n``, ``build_seconds`` aside) and intact; else
+    ``build() -> (images, labels, params to record)`` (a warning says why), written atomically where the folder
+    takes writes (else one warning: ``_writable`` says no, or EROFS, EACCES, EPERM; other errors propagate)."""
     if path.is_file():
         try:
             with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:

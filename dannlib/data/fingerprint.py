@@ -1,7 +1,5 @@
-"""Fingerprints of the data a run is trained on, per domain: a sha256 over the input files its loader reads
-(MNIST: its four archives; USPS: ``usps.h5`` or torchvision's two bz2 files; our MNIST-M: MNIST's and the
-BSDS500 train images; the released MNIST-M: its archive). The run store records it with a run and compares it
-on reuse, so that changed data means recomputation without a change of any run's key."""
+"""Fingerprints of the data a run is trained on, per domain: a sha256 over the input files its loader reads. The
+run store records it with a run and compares it on reuse: changed data means recomputation, with the same key."""
 from __future__ import annotations
 
 import functools

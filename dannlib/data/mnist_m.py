@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import shutil
 import tarfile
 import tempfile
 import time
@@ -23,8 +22,7 @@ from .common import (SPLITS, DataChecksumError, DataNotFoundError, _check_seed, 
                      _readonly, cache_dir, cached, data_root, verify_sha256)
 from .digits import load_mnist, mnist_md5
 
-#: The BSDS500 archive (about 70 MB): ``BSR/BSDS500/data/images/{train,val,test}/*.jpg``. No checksum is
-#: pinned (none could be confirmed offline): pass ``md5=`` to verify.
+#: The BSDS500 archive (about 70 MB): ``BSR/BSDS500/data/images/{train,val,test}/*.jpg``; no MD5 pinned.
 BSDS500_URL = "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/BSR/BSR_bsds500.tgz"
 BSDS500_MD5: str | None = None
 MNIST_M_THRESHOLD = 127  # of the binarisation: a digit pixel > 127 becomes 255, else 0
@@ -73,8 +71,7 @@ def download_bsds500(root=None, url: str = BSDS500_URL, md5: str | None = BSDS50
     with tempfile.TemporaryDirectory(prefix=".bsds500-", dir=target.parent) as tmp:
         archive, folder = Path(tmp) / "archive.tgz", Path(tmp) / "train"
         folder.mkdir()
-        with urllib.request.urlopen(url) as resp, open(archive, "wb") as out:
-            shutil.copyfileobj(resp, out)
+        urllib.request.urlretrieve(url, archive)
         if md5 is not None and (actual := _file_digest(archive, "md5")) != md5:
             raise DataChecksumError(f"BSDS500 archive from {url} has MD5 {actual}, expected {md5}; the download "
                                     f"is corrupt or the URL serves another file", dataset="BSDS500")
@@ -83,8 +80,7 @@ def download_bsds500(root=None, url: str = BSDS500_URL, md5: str | None = BSDS50
                 p = PurePosixPath(member.name)
                 if (member.isfile() and not p.is_absolute() and ".." not in p.parts and "\\" not in p.name
                         and p.parts[-3:-1] == ("images", "train") and p.suffix.lower() == ".jpg" and p.name[0] != "."):
-                    with open(folder / p.name, "wb") as out:
-                        shutil.copyfileobj(tar.extractfile(member), out)
+                    (folder / p.name).write_bytes(tar.extractfile(member).read())
         if not any(folder.iterdir()):
             raise ValueError(f"the archive from {url} holds no */images/train/*.jpg member; is it BSR_bsds500.tgz?")
         if target.exists():
@@ -111,19 +107,19 @@ def _load_images_cached(files: tuple[tuple[str, str], ...]) -> tuple[np.ndarray,
     return tuple(_readonly(_decode_jpg(Path(path))) for path, _ in files)
 
 
-def _train_files(root, download: bool, url: str = BSDS500_URL, md5: str | None = BSDS500_MD5) -> list[Path]:
+def _train_files(root, download: bool, url: str = BSDS500_URL, md5: str | None = BSDS500_MD5) -> tuple[list, list]:
+    """The BSDS500 train images and their sha256, checked by ``bsds500_train_digests``."""
     if download:
         download_bsds500(root, url=url, md5=md5)  # nothing to do where the images are
     if not (files := bsds500_train_files(root)):
         raise DataNotFoundError("BSDS500 (train images, *.jpg), the backgrounds of MNIST-M", [bsds500_train_dir(root)])
-    return files
+    return files, bsds500_train_digests(root, files)
 
 
 def load_bsds500_train(root=None, download: bool = False, url: str = BSDS500_URL, md5=BSDS500_MD5) -> list:
     """The BSDS500 train images (200) as read-only uint8 ``(H, W, 3)`` arrays sorted by file name, checked by
     ``bsds500_train_digests`` and kept in memory keyed on their paths and contents."""
-    files = _train_files(root, download, url, md5)
-    digests = bsds500_train_digests(root, files)
+    files, digests = _train_files(root, download, url, md5)
     return list(_load_images_cached(tuple((str(p.resolve()), d) for p, d in zip(files, digests))))
 
 
@@ -202,12 +198,11 @@ def mnist_m_seed(seed: int, split: str) -> int:
 
 
 def _mnist_m_params(split: str, root, seed: int, size: int, n: int | None, download: bool) -> dict:
-    files = _train_files(root, download)
+    files, digests = _train_files(root, download)
     return {"format_version": MNIST_M_FORMAT_VERSION, "dataset": "mnist_m", "split": split, "seed": seed,
             "build_seed": mnist_m_seed(seed, split), "size": size, "n_digits": n, "threshold": MNIST_M_THRESHOLD,
             "digit_resize": "bilinear", "mnist_md5": mnist_md5(split), "backgrounds": "BSDS500/images/train",
-            "n_backgrounds": len(files),
-            "backgrounds_sha256": backgrounds_fingerprint(files, bsds500_train_digests(root, files))}
+            "n_backgrounds": len(files), "backgrounds_sha256": backgrounds_fingerprint(files, digests)}
 
 
 def build_mnist_m(split: str = "train", root=None, seed: int = 0, size: int = 28, n: int | None = None,
@@ -233,8 +228,7 @@ def load_mnist_m(split: str = "train", root=None, cache=None, seed: int = 0, siz
                  download: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """MNIST-M ``split`` as ``(images uint8 (N, size, size, 3), labels int64 (N,))``: ``build_mnist_m`` of all
     digits, cached at ``mnist_m_cache_path`` with its parameters (among them the sha256 of the backgrounds'
-    contents) and a checksum; rebuilt when they differ or when the file is corrupt. A cache folder that refuses
-    writes gives an in-memory build and one warning."""
+    contents) and a checksum (``common.cached``: rebuilt when they differ or the file is corrupt)."""
     seed, size = _check_seed(seed), check_positive_int("size", size)
     params = _mnist_m_params(_check_split(split), root, seed, size, None, download)
     return cached(mnist_m_cache_path(split, seed, size, cache), params, "MNIST-M",

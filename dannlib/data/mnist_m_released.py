@@ -94,10 +94,9 @@ def released_cache_path(split: str, cache=None) -> Path:
 
 def load_mnist_m_released(split: str = "train", root=None, cache=None, *, limit: int | None = None,
                           download: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The released MNIST-M ``split`` as ``(images uint8 (N, 32, 32, 3), labels int64 (N,))``, N = 59,001 /
-    9,001, in the release's order: read from the archive (checked against ``SHA256SUMS`` where it lists it) once,
-    then from the cache (keyed on the archive's SHA-256). ``limit``: only the first ``limit`` images, uncached.
-    ``download=True`` is refused with the manual step."""
+    """The released MNIST-M ``split`` as ``(images uint8 (N, 32, 32, 3), labels int64 (N,))`` in the release's
+    order: read from the archive (checked against ``SHA256SUMS`` where it lists it) once, then from the cache
+    (keyed on its SHA-256). ``limit``: the first ``limit`` images, uncached. ``download=True`` is refused."""
     _check_split(split)
     source = released_mnist_m_source(root, ("It cannot be downloaded by a script. " if download else "") + _FIX)
     verify_sha256(root, [source], [digest := _file_digest(source, "sha256")], "the released MNIST-M", _FIX)
