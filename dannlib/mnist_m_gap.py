@@ -9,36 +9,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import (DataNotFoundError, binarise_digits, blend_mnist_m, channel_stats, data_root, load_mnist,
-                   load_mnist_m_released, mnist_m_seed, to_tensor_domain)
+from .data import (DataNotFoundError, binarise_digits, blend_mnist_m, bsds500_train_dir, bsds500_train_files,
+                   channel_stats, load_mnist, load_mnist_m_released, mnist_m_seed, to_tensor_domain)
 from .data.mnist_m import _decode_jpg
 from .utils import check_choice, seeded
-
-BACKGROUND_SPLITS = ("train", "test", "val", "all")
-
-
-def load_bsds500_split(split: str = "train", root=None) -> list[np.ndarray]:
-    """The BSDS500 images of ``split`` ("train", "test", "val" or "all") as uint8 (H, W, 3) arrays sorted by file
-    name, from ``<data root>/BSDS500/images/<split>/*.jpg``."""
-    check_choice("split", split, BACKGROUND_SPLITS)
-    out = []
-    for s in BACKGROUND_SPLITS[:3] if split == "all" else (split,):
-        folder = data_root(root) / "BSDS500" / "images" / s
-        if not (files := sorted(folder.glob("*.jpg"))):
-            raise DataNotFoundError(f"BSDS500 {s} images (*.jpg)", [folder])
-        out += [_decode_jpg(f) for f in files]
-    return out
 
 
 def build_variant(split: str = "test", root=None, *, backgrounds: str = "train", build_size: int = 28,
                   patch_scale: float = 1.0, threshold: int = 127, seed: int = 0,
                   n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST-M ``split`` built with factors changed: uint8 (N, build_size, build_size, 3) and labels. With the
-    defaults it equals ``load_mnist_m(split, seed=seed)``; otherwise the digit is resized to ``build_size`` and
-    binarised at ``threshold``, and for each digit a uniform background and a uniform ``patch_scale`` times
-    larger crop of it (shrunk to ``build_size``) are drawn; the blend is the same ``|patch - digit|``."""
+    """MNIST-M ``split`` built with factors changed (``backgrounds``: the BSDS500 split, "train", "test", "val" or
+    "all"): uint8 (N, build_size, build_size, 3) and labels. With the defaults it equals ``load_mnist_m(split,
+    seed=seed)``; otherwise the digit is resized to ``build_size`` and binarised at ``threshold``, and for each
+    digit a uniform background and a uniform ``patch_scale`` times larger crop of it (shrunk to ``build_size``)
+    are drawn; the blend is the same ``|patch - digit|``."""
+    check_choice("backgrounds", backgrounds, ("train", "test", "val", "all"))
+    images_bg = []
+    for s in ("train", "test", "val") if backgrounds == "all" else (backgrounds,):  # BSDS500/images/<s>/*.jpg
+        if not (files := bsds500_train_files(root, s)):
+            raise DataNotFoundError(f"BSDS500 {s} images (*.jpg)", [bsds500_train_dir(root, s)])
+        images_bg += [_decode_jpg(f) for f in files]
     digits, labels = load_mnist(split, root)
-    digits, labels, images_bg = digits[:n], labels[:n], load_bsds500_split(backgrounds, root)
+    digits, labels = digits[:n], labels[:n]
     if patch_scale == 1.0 and threshold == 127:
         return blend_mnist_m(digits, images_bg, mnist_m_seed(seed, split), build_size), labels
     rng, crop = np.random.default_rng(mnist_m_seed(seed, split)), int(round(build_size * patch_scale))
@@ -87,12 +79,9 @@ def distinguishability(a_uint8: np.ndarray, b_uint8: np.ndarray, *, size: int = 
 #: The variants of notebook 02: one factor changed at a time from our build ("ours"), then combined with the one
 #: that moved the classifier most (the 32 px build).
 VARIANTS: dict[str, dict] = {
-    "ours": {},
-    "backgrounds: BSDS500 test": {"backgrounds": "test"},
-    "backgrounds: BSDS500 val": {"backgrounds": "val"},
-    "backgrounds: all 500": {"backgrounds": "all"},
-    "built at 32 px": {"build_size": 32},
-    "32 px, patch x1.5": {"build_size": 32, "patch_scale": 1.5},
+    "ours": {}, "backgrounds: BSDS500 test": {"backgrounds": "test"},
+    "backgrounds: BSDS500 val": {"backgrounds": "val"}, "backgrounds: all 500": {"backgrounds": "all"},
+    "built at 32 px": {"build_size": 32}, "32 px, patch x1.5": {"build_size": 32, "patch_scale": 1.5},
     "32 px, patch x2": {"build_size": 32, "patch_scale": 2.0},
     "32 px, threshold 64": {"build_size": 32, "threshold": 64},
 }
@@ -101,15 +90,14 @@ VARIANTS: dict[str, dict] = {
 SETTINGS = {
     "smoke": {"n": 1500, "n_train": 500, "n_test": 250, "steps": 40, "variants": ["ours", "built at 32 px"]},
     "quick": {"n": None, "n_train": 4000, "n_test": 2000, "steps": 400, "variants": list(VARIANTS)},
-    "paper": {"n": None, "n_train": 4000, "n_test": 2000, "steps": 400, "variants": list(VARIANTS)},
 }
+SETTINGS["paper"] = SETTINGS["quick"]
 
 
 def gap_records(nets: dict, settings: dict, root=None, seed: int = 0, progress=None) -> list[dict]:
-    """For the released test split and each variant of ``settings["variants"]``: the per-channel means, the
-    two-set classifier's held-out accuracy against the released test images (None for the released row: 0.5 by
-    construction) and the accuracy of every network in ``nets`` (``{"METHOD SEED": module}``). One record per
-    (test set, network), the set's ``classifier_acc`` and ``channel_mean`` repeated on each."""
+    """A record per (test set, network in ``nets`` = ``{"METHOD SEED": module}``) for the released test split and
+    each variant of ``settings["variants"]``: the network's accuracy, the set's per-channel means and two-set
+    classifier's held-out accuracy against the released test images (None for the released row)."""
     rel_u8, rel_y = load_mnist_m_released("test", root)
     out = []
     for name in ["released", *settings["variants"]]:
@@ -139,9 +127,7 @@ def gap_table(records: list[dict]) -> pd.DataFrame:
     accuracy over its networks, and that minus their mean on the released test split (0: as hard as it)."""
     df = pd.DataFrame(records)
     acc = df.pivot_table(index="test_set", columns="method", values="accuracy", aggfunc="mean", sort=False)
-    released = acc.loc["released"]
     table = pd.DataFrame({"classifier vs released": df.groupby("test_set", sort=False)["classifier_acc"].first()})
     for m in acc.columns:
-        table[f"{m} accuracy"] = acc[m]
-        table[f"{m} − released"] = acc[m] - released[m]
+        table[f"{m} accuracy"], table[f"{m} − released"] = acc[m], acc[m] - acc.loc["released", m]
     return table.round(4)

@@ -1,5 +1,5 @@
 """The released MNIST-M loader (dannlib.data.mnist_m_released): the official layout read from a
-gzip tar or its extracted folder, into the cache; clear errors for a missing, truncated or
+gzip tar into the cache; clear errors for a missing, truncated or
 mislabelled archive. Small archives are built here; the real one is read as a slice."""
 from __future__ import annotations
 
@@ -76,15 +76,6 @@ def test_a_changed_archive_is_read_again_not_served_from_the_cache(small):
     _, want = _archive(small / "root", labels={"train": [1] * 5, "test": [9, 9, 9]})
     _, y = load_mnist_m_released("test", small / "root", cache)
     assert y.tolist() == [9, 9, 9]
-
-
-def test_extracted_folder_reads_the_same(small):
-    path, want = _archive(small / "root")
-    folder = small / "other"
-    with tarfile.open(path) as tar:
-        tar.extractall(folder / "MNIST_M", filter="data")
-    x, y = load_mnist_m_released("test", folder, small / "cache2")
-    assert np.array_equal(x, want["test"][0]) and np.array_equal(y, want["test"][1])
 
 
 def test_missing_archive_names_the_paths_and_the_fix(tmp_path):

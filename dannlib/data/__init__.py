@@ -1,9 +1,7 @@
-"""The digit domains of the study (MNIST, USPS, and MNIST-M built from MNIST and BSDS500) as float32 tensors in
-[0, 1] at one size (``load_domain``) for the networks of Ganin & Lempitsky (2015, sec. 5) and ADDA (Tzeng et al.
-2017). The raw files live under a data root (``data_root``; layout: data/README.md), derived arrays in a cache
-folder (``cache_dir``). Modules, each importing only those before it: ``common`` (folders, errors, checksums, the
-on-disk cache), ``digits`` (MNIST, USPS), ``mnist_m`` (BSDS500 and our build), ``mnist_m_released``,
-``fingerprint`` (of a run's input files). To replace a function in a test, patch it where it is defined."""
+"""The digit domains of the study (MNIST, USPS, MNIST-M built from MNIST and BSDS500, the released MNIST-M) as
+float32 tensors in [0, 1] (``load_domain``). Raw files live under a data root (``data_root``; layout:
+data/README.md), derived arrays in a cache folder (``cache_dir``). Modules, each importing only those before it:
+``common``, ``digits``, ``mnist_m``, ``mnist_m_released``, ``fingerprint``; patch a function where it is defined."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,25 +9,16 @@ import torch
 import torch.nn.functional as F
 
 from ..utils import PROJECT_ROOT, check_choice, check_positive_int, resolve_device
-from . import common, digits, mnist_m, mnist_m_released
+from . import common, digits, mnist_m, mnist_m_released  # tests patch functions through them
 from .common import (SPLITS, CacheNotWritableError, DataChecksumError, DataNotFoundError, _check_seed, _check_split,
-                     cache_dir, check_cache_writable, data_root, read_sha256sums, verify_sha256)
+                     cache_dir, check_cache_writable, data_root, read_sha256sums)
 from .digits import _MNIST_FILES, _USPS_BZ2, _mnist_md5s, load_mnist, load_usps
-from .mnist_m import (BSDS500_MD5, BSDS500_URL, MNIST_M_FORMAT_VERSION, MNIST_M_THRESHOLD, backgrounds_fingerprint,
-                      binarise_digits, blend_mnist_m, bsds500_train_digests, bsds500_train_dir, bsds500_train_files,
-                      build_mnist_m, download_bsds500, draw_mnist_m_crops, load_bsds500_train, load_mnist_m,
-                      mnist_m_blend_steps, mnist_m_cache_path, mnist_m_seed)
-from .mnist_m_released import RELEASED_COUNTS, load_mnist_m_released, released_cache_path, released_mnist_m_source
+from .mnist_m import (MNIST_M_FORMAT_VERSION, backgrounds_fingerprint, binarise_digits, blend_mnist_m,
+                      bsds500_train_digests, bsds500_train_dir, bsds500_train_files, build_mnist_m, download_bsds500,
+                      draw_mnist_m_crops, load_bsds500_train, load_mnist_m, mnist_m_blend_steps, mnist_m_cache_path,
+                      mnist_m_seed)
+from .mnist_m_released import load_mnist_m_released, released_cache_path
 
-__all__ = [
-    "PROJECT_ROOT", "SPLITS", "DOMAINS", "data_root", "cache_dir", "check_cache_writable", "DataNotFoundError",
-    "DataChecksumError", "CacheNotWritableError", "read_sha256sums", "verify_sha256", "load_mnist", "load_usps",
-    "BSDS500_URL", "BSDS500_MD5", "bsds500_train_dir", "bsds500_train_files", "bsds500_train_digests",
-    "backgrounds_fingerprint", "download_bsds500", "load_bsds500_train", "MNIST_M_THRESHOLD", "MNIST_M_FORMAT_VERSION",
-    "binarise_digits", "draw_mnist_m_crops", "blend_mnist_m", "mnist_m_blend_steps", "mnist_m_seed", "build_mnist_m",
-    "mnist_m_cache_path", "load_mnist_m", "RELEASED_COUNTS", "load_mnist_m_released", "released_mnist_m_source",
-    "released_cache_path", "to_tensor_domain", "channel_histograms", "channel_stats", "load_domain",
-]
 DOMAINS = ("mnist", "mnist_m", "mnist_m_released", "usps")
 _LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R BT.601
 
@@ -41,11 +30,9 @@ def to_tensor_domain(images_uint8: np.ndarray, size: int = 28, channels: int = 1
     size = check_positive_int("size", size)
     check_choice("channels", channels, (1, 3))
     x = images_uint8.cpu().numpy() if isinstance(images_uint8, torch.Tensor) else images_uint8
-    if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
-        raise ValueError(f"images_uint8 must be a uint8 array (0-255), got {getattr(x, 'dtype', type(x).__name__)}; "
-                         f"the loaders return uint8")
-    if not (x.ndim == 3 or (x.ndim == 4 and x.shape[3] == 3)):
-        raise ValueError(f"images_uint8 must have shape (N, H, W) or (N, H, W, 3), got {x.shape}")
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim not in (3, 4) or x.shape[3:] not in ((), (3,)):
+        raise ValueError(f"images_uint8 must be a uint8 array (0-255) of shape (N, H, W) or (N, H, W, 3), as the "
+                         f"loaders return, got {getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
     n, h, w = x.shape[:3]
     out = torch.empty((n, channels, size, size), dtype=torch.float32)
     for s in range(0, n, 4096):
@@ -82,7 +69,7 @@ def channel_stats(images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_domain(name: str, split: str, root=None, size: int = 28, channels: int = 3, n: int | None = None,
-                seed: int = 0, device=None, *, mnist_m_seed: int = 0, cache=None,
+                seed: int = 0, device=None, *, mnist_m_seed: int = 0, cache=None,  # noqa: F811
                 download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One digit domain as ``(x float32 (N, channels, size, size) in [0, 1], y int64 (N,))`` on ``device``.
     name: one of ``DOMAINS`` ("mnist_m": our build, at ``size`` with its own ``mnist_m_seed``;

@@ -1,5 +1,5 @@
-"""What the data modules share: the data root and cache folders, the data errors, checksums (MD5 lists, a
-``SHA256SUMS`` file at the data root), the on-disk cache of derived arrays, argument checks."""
+"""What the data modules share: the data root and cache folders, the data errors, checksums (a ``SHA256SUMS``
+file at the data root), the on-disk cache of derived arrays, argument checks."""
 from __future__ import annotations
 
 import errno
@@ -16,7 +16,6 @@ import numpy as np
 from ..utils import PROJECT_ROOT, atomic_write, check_choice
 
 SPLITS = ("train", "test")
-READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)  # a write refused by the folder
 _FIX = ("Fix: point the data root at a copy of the data (set DANNLIB_DATA=/path/to/data, or pass "
         "root=/path/to/data, the notebooks' data_root parameter), or allow the download (download=True).")
 
@@ -66,16 +65,15 @@ def _writable(folder: Path) -> bool:
         return False
 
 
-def cache_not_writable_message(folder: Path) -> str:
+def _not_writable(folder: Path) -> str:
     return (f"the cache folder {folder} is not writable (read-only file system or no permission). Fix: set "
             f"DANNLIB_CACHE=/a/writable/folder (or pass cache=/a/writable/folder), or make {folder} writable.")
 
 
 def check_cache_writable(cache=None) -> Path:
     """``cache_dir(cache)``, created if missing; ``CacheNotWritableError`` if it refuses writes."""
-    folder = cache_dir(cache)
-    if not _writable(folder):
-        raise CacheNotWritableError(cache_not_writable_message(folder))
+    if not _writable(folder := cache_dir(cache)):
+        raise CacheNotWritableError(_not_writable(folder))
     return folder
 
 
@@ -85,40 +83,36 @@ def _array_sha256(images: np.ndarray, labels: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def read_cached(path: Path, params: dict, what: str, redo: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """The arrays cached at ``path`` if written with ``params`` and their checksum holds; else None, with a
-    warning naming ``what``, why and ``redo`` (none when there is no file)."""
-    if not path.is_file():
-        return None
-    try:
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"][()]))
-            stored = {k: v for k, v in meta.get("params", {}).items() if k not in ("build_seconds", "n")}
-            diff = sorted(k for k in set(stored) | set(params) if stored.get(k) != params.get(k))
-            images, labels = (z["images"], z["labels"]) if not diff else (None, None)
-        why = f"was built with other parameters ({', '.join(diff)})" if diff else (
-            "fails its checksum" if _array_sha256(images, labels) != meta["sha256"] else None)
-    except Exception as e:  # any unreadable cache is rebuilt, never a crash
-        why = f"is unreadable ({type(e).__name__}: {e})"
-    if why is None:
-        return images, labels
-    warnings.warn(f"{what} cache {path} {why}; {redo}", stacklevel=3)
-
-
-def write_cached(path: Path, images: np.ndarray, labels: np.ndarray, params: dict, what: str) -> bool:
-    """Write the cache file atomically; True if written. A folder that refuses writes (``_writable`` says no,
-    or EROFS, EACCES, EPERM) gives one warning and False; other errors propagate."""
+def cached(path: Path, params: dict, what: str, build) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays cached at ``path`` if written with ``params`` (``n``, ``build_seconds`` aside) and intact; else
+    ``build() -> (images, labels, params to record)`` (a warning says why), written atomically where the folder
+    takes writes (else one warning: ``_writable`` says no, or EROFS, EACCES, EPERM; other errors propagate)."""
+    if path.is_file():
+        try:
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"][()]))
+                stored = {k: v for k, v in meta.get("params", {}).items() if k not in ("build_seconds", "n")}
+                diff = sorted(k for k in set(stored) | set(params) if stored.get(k) != params.get(k))
+                images, labels = (z["images"], z["labels"]) if not diff else (None, None)
+            why = f"was built with other parameters ({', '.join(diff)})" if diff else (
+                "fails its checksum" if _array_sha256(images, labels) != meta["sha256"] else None)
+        except Exception as e:  # any unreadable cache is rebuilt, never a crash
+            why = f"is unreadable ({type(e).__name__}: {e})"
+        if why is None:
+            return images, labels
+        warnings.warn(f"{what} cache {path} {why}; rebuilding it", stacklevel=3)
+    images, labels, record = build()
     if _writable(path.parent):
-        meta = {"params": params, "sha256": _array_sha256(images, labels)}
+        meta = json.dumps({"params": record, "sha256": _array_sha256(images, labels)}, sort_keys=True)
         try:
             with atomic_write(path, "wb") as fh:
-                np.savez(fh, images=images, labels=labels, meta=np.array(json.dumps(meta, sort_keys=True)))
-            return True
+                np.savez(fh, images=images, labels=labels, meta=np.array(meta))
+            return images, labels
         except OSError as e:
-            if e.errno not in READ_ONLY_ERRNOS:
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise
-    warnings.warn(f"{what} and not cached: {cache_not_writable_message(path.parent)}", stacklevel=3)
-    return False
+    warnings.warn(f"{what} kept in memory, not cached: {_not_writable(path.parent)}", stacklevel=3)
+    return images, labels
 
 
 def _file_digest(path: Path, algorithm: str = "md5") -> str:
@@ -126,18 +120,9 @@ def _file_digest(path: Path, algorithm: str = "md5") -> str:
         return hashlib.file_digest(fh, algorithm).hexdigest()
 
 
-def _check_md5(path: Path, expected: str, dataset: str) -> None:
-    if (actual := _file_digest(path, "md5")) != expected:
-        raise DataChecksumError(
-            f"{dataset}: {path} has MD5 {actual}, expected {expected} (torchvision's list): the file is truncated "
-            f"or not the original. Delete it and copy it again, or delete it and load with download=True.",
-            dataset=dataset, path=path)
-
-
 def read_sha256sums(root=None) -> dict[str, str]:
     """The data root's ``SHA256SUMS`` (``sha256sum`` output) as ``{posix path: hex}``; empty without one."""
-    path = data_root(root) / "SHA256SUMS"
-    sums = {}
+    path, sums = data_root(root) / "SHA256SUMS", {}
     for i, line in enumerate(path.read_text().splitlines() if path.is_file() else [], 1):
         digest, _, name = line.partition(" ")
         name = name[1:] if name[:1] in (" ", "*") else name

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import (SPLITS, DataChecksumError, DataNotFoundError, _check_md5, _check_split, _file_digest,
-                     _readonly, data_root, verify_sha256)
+from .common import (SPLITS, DataChecksumError, DataNotFoundError, _check_split, _file_digest, _readonly, data_root,
+                     verify_sha256)
 
 _MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
                 "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
@@ -22,47 +22,52 @@ def _mnist_md5s() -> dict[str, str]:
     return dict(torchvision.datasets.MNIST.resources)
 
 
+def _usps_md5s() -> dict[str, str]:
+    import torchvision
+
+    return {name: md5 for _, name, md5 in torchvision.datasets.USPS.split_list.values()}
+
+
 def mnist_md5(split: str) -> list[str]:
     """The MD5s of the images and labels archives of an MNIST split, from torchvision's list."""
     return [_mnist_md5s()[name] for name in _MNIST_FILES[split]]
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _check_md5(path: Path, expected: str, dataset: str) -> None:
+    if (actual := _file_digest(path, "md5")) != expected:
+        raise DataChecksumError(
+            f"{dataset}: {path} has MD5 {actual}, expected {expected} (torchvision's list): the file is truncated "
+            f"or not the original. Delete it and copy it again, or delete it and load with download=True.",
+            dataset=dataset, path=path)
+
+
+def _read_idx(path: Path, dtype) -> np.ndarray:
     """An IDX archive (already MD5-checked): header 0, 0, dtype, ndim, then ndim big-endian uint32 sizes."""
     with gzip.open(path, "rb") as fh:
         raw = fh.read()
-    ndim = raw[3]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(np.frombuffer(raw, ">u4", ndim, 4).astype(int))
+    shape = np.frombuffer(raw, ">u4", raw[3], 4).astype(int)
+    return _readonly(np.frombuffer(raw, np.uint8, offset=4 + 4 * raw[3]).reshape(shape).astype(dtype))
 
 
 @functools.lru_cache(maxsize=8)
-def _load_mnist_cached(split: str, raw_dir: str) -> tuple[np.ndarray, np.ndarray]:
+def _load_mnist_cached(split: str, raw: Path) -> tuple[np.ndarray, np.ndarray]:
     for name, md5 in zip(_MNIST_FILES[split], mnist_md5(split)):
-        _check_md5(Path(raw_dir) / name, md5, "MNIST")
-    images = _read_idx(Path(raw_dir) / _MNIST_FILES[split][0]).copy()
-    return _readonly(images), _readonly(_read_idx(Path(raw_dir) / _MNIST_FILES[split][1]).astype(np.int64))
+        _check_md5(raw / name, md5, "MNIST")
+    return _read_idx(raw / _MNIST_FILES[split][0], np.uint8), _read_idx(raw / _MNIST_FILES[split][1], np.int64)
 
 
 def load_mnist(split: str = "train", root=None, download: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """MNIST ``split`` (60,000 / 10,000) as ``(images uint8 (N, 28, 28), labels int64 (N,))`` from
     ``root/MNIST/raw``, MD5-checked; missing files are downloaded by torchvision if ``download``."""
-    _check_split(split)
     raw = data_root(root) / "MNIST" / "raw"
-    paths = [raw / name for name in _MNIST_FILES[split]]
-    if not all(p.is_file() for p in paths):
+    if not all((raw / name).is_file() for name in _MNIST_FILES[_check_split(split)]):
         if not download:
-            raise DataNotFoundError("MNIST", paths)
+            raise DataNotFoundError("MNIST", [raw / name for name in _MNIST_FILES[split]])
         import torchvision
 
         torchvision.datasets.MNIST(str(data_root(root)), train=(split == "train"), download=True)
-    images, labels = _load_mnist_cached(split, str(raw.resolve()))
+    images, labels = _load_mnist_cached(split, raw.resolve())
     return images.copy(), labels.copy()
-
-
-def _usps_md5s() -> dict[str, str]:
-    import torchvision
-
-    return {name: md5 for _, name, md5 in torchvision.datasets.USPS.split_list.values()}
 
 
 def _usps_h5_fix(path: Path) -> str:
@@ -71,55 +76,44 @@ def _usps_h5_fix(path: Path) -> str:
             f"load_usps(download=True) uses torchvision's bz2 files instead.)")
 
 
-def _read_usps_h5(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            x, y = np.asarray(f[f"{split}/data"], dtype=np.float64), np.asarray(f[f"{split}/target"]).astype(np.int64)
-    except (OSError, KeyError, ValueError, TypeError) as e:
-        raise DataChecksumError(f"USPS: {path} is damaged or not the USPS h5 file ({type(e).__name__}: {e}); it "
-                                f"should hold train/data, train/target, test/data, test/target. {_usps_h5_fix(path)}",
-                                dataset="USPS", path=path) from e
-    if x.ndim != 2 or x.shape[1] != 256 or len(x) != len(y):
-        raise DataChecksumError(f"USPS: {path} holds {split}/data of shape {x.shape} and {len(y)} targets, expected "
-                                f"(N, 256) and N targets. {_usps_h5_fix(path)}", dataset="USPS", path=path)
-    return x, y
-
-
 @functools.lru_cache(maxsize=8)
-def _load_usps_cached(split: str, source: str, path: str, root: str) -> tuple[np.ndarray, np.ndarray]:
-    if source == "h5":
-        verify_sha256(root, [Path(path)], [_file_digest(Path(path), "sha256")], "USPS", _usps_h5_fix(Path(path)))
-        x01, y = _read_usps_h5(Path(path), split)
-    else:  # torchvision's LIBSVM text: labels 1-10, values in [-1, 1]
+def _load_usps_cached(split: str, path: Path, root: Path) -> tuple[np.ndarray, np.ndarray]:
+    if path.suffix == ".h5":
+        import h5py
+
+        verify_sha256(root, [path], [_file_digest(path, "sha256")], "USPS", _usps_h5_fix(path))
+        try:
+            with h5py.File(path, "r") as f:
+                x01 = np.asarray(f[f"{split}/data"], dtype=np.float64).reshape(-1, 16, 16)
+                y = np.asarray(f[f"{split}/target"]).astype(np.int64)
+            if len(x01) != len(y) or not np.isin(y, range(10)).all():
+                raise ValueError(f"{len(x01)} images of 16x16 but {len(y)} labels, or labels outside 0-9")
+        except (OSError, KeyError, ValueError, TypeError) as e:
+            raise DataChecksumError(f"USPS: {path} is damaged or not the USPS h5 file ({type(e).__name__}: {e}); "
+                                    f"it should hold {split}/data (N, 256) and {split}/target (N,). "
+                                    f"{_usps_h5_fix(path)}", dataset="USPS", path=path) from e
+    else:  # torchvision's LIBSVM text (MD5-checked): labels 1-10, values in [-1, 1]
         from sklearn.datasets import load_svmlight_file
 
-        _check_md5(Path(path), _usps_md5s()[Path(path).name], "USPS")
-        x, y = load_svmlight_file(path, n_features=256, zero_based=False)
-        x01, y = (x.toarray() + 1.0) / 2.0, y.astype(np.int64) - 1
-    images = np.clip(np.round(x01 * 255.0), 0, 255).astype(np.uint8).reshape(-1, 16, 16)
-    if len(images) != len(y) or y.min() < 0 or y.max() > 9:
-        raise ValueError(f"USPS {split} at {path}: {len(images)} images, {len(y)} labels in [{y.min()}, {y.max()}]")
-    return _readonly(images), _readonly(y)
+        _check_md5(path, _usps_md5s()[path.name], "USPS")
+        x, y = load_svmlight_file(str(path), n_features=256, zero_based=False)
+        x01, y = (x.toarray().reshape(-1, 16, 16) + 1.0) / 2.0, y.astype(np.int64) - 1
+    return _readonly(np.clip(np.round(x01 * 255.0), 0, 255).astype(np.uint8)), _readonly(y)
 
 
 def load_usps(split: str = "train", root=None, download: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """USPS ``split`` (7,291 / 2,007) as ``(images uint8 (N, 16, 16), labels int64)``: from
     ``root/USPS_h5/usps.h5`` when it exists (``round(255 x)``), else torchvision's ``root/USPS/usps{,.t}.bz2``
     (``round(255 (x + 1) / 2)``, labels 1-10 -> 0-9; downloaded if ``download``); one format for both splits."""
-    _check_split(split)
     root = data_root(root)
-    h5, bz = root / "USPS_h5" / "usps.h5", root / "USPS" / _USPS_BZ2[split]
-    if h5.is_file():  # as found under root (not resolved), so that SHA256SUMS's names match
-        images, labels = _load_usps_cached(split, "h5", str(h5.absolute()), str(root.absolute()))
-        return images.copy(), labels.copy()
-    if not bz.is_file():
+    h5, bz = root / "USPS_h5" / "usps.h5", root / "USPS" / _USPS_BZ2[_check_split(split)]
+    if not h5.is_file() and not bz.is_file():
         if not download:
             raise DataNotFoundError("USPS", [h5, bz])
         import torchvision
 
         for s in SPLITS:  # both splits, so that train and test come from one format
             torchvision.datasets.USPS(str(root / "USPS"), train=(s == "train"), download=True)
-    images, labels = _load_usps_cached(split, "bz2", str(bz.resolve()), str(root.absolute()))
+    # h5 as found under root (not resolved), so that SHA256SUMS's names match
+    images, labels = _load_usps_cached(split, h5.absolute() if h5.is_file() else bz.resolve(), root.absolute())
     return images.copy(), labels.copy()

@@ -1,7 +1,5 @@
-"""Fingerprints of the data a run is trained on, per domain: a sha256 over the input files its loader reads
-(MNIST: its four archives; USPS: ``usps.h5`` or torchvision's two bz2 files; our MNIST-M: MNIST's and the
-BSDS500 train images; the released MNIST-M: its archive). The run store records it with a run and compares it
-on reuse, so that changed data means recomputation without a change of any run's key."""
+"""Fingerprints of the data a run is trained on, per domain: a sha256 over the input files its loader reads. The
+run store records it with a run and compares it on reuse: changed data means recomputation, with the same key."""
 from __future__ import annotations
 
 import functools
@@ -28,24 +26,25 @@ def _files(domain: str, base: Path) -> list[Path]:
     if domain == "mnist_m":
         return _files("mnist", base) + bsds500_train_files(base)
     if domain == "mnist_m_released":
-        source = released_mnist_m_source(base)
-        return [source] if source.is_file() else [source / f"mnist_m_{s}_labels.txt" for s in SPLITS]
+        return [released_mnist_m_source(base)]
     raise ValueError(f"domain must be one of {', '.join(DIGIT_DOMAINS)}, got {domain!r}")
 
 
 @functools.lru_cache(maxsize=None)
-def _digests(domain: str, root: str) -> tuple[tuple[Path, str], ...]:
-    files = _files(domain, Path(root))
-    missing = [p for p in files if not p.is_file()]
-    if missing or not files:
-        raise DataNotFoundError(domain, missing or [Path(root)])
+def _digests(domain: str, base: Path) -> tuple[tuple[Path, str], ...]:
+    files = _files(domain, base)
+    if (missing := [p for p in files if not p.is_file()]) or not files:
+        raise DataNotFoundError(domain, missing or [base])
     return tuple((p, _file_digest(p, "sha256")) for p in files)
+
+
+clear_cache = _digests.cache_clear  # forget the digests computed in this process (after the data changed)
 
 
 def domain_fingerprint(domain: str, root=None) -> str:
     """sha256 of the sorted ``relative path:sha256`` lines of the files ``domain`` is loaded from."""
     base = data_root(root).absolute()
-    lines = sorted(f"{p.relative_to(base).as_posix()}:{d}" for p, d in _digests(domain, str(base)))
+    lines = sorted(f"{p.relative_to(base).as_posix()}:{d}" for p, d in _digests(domain, base))
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
@@ -58,7 +57,7 @@ def data_fingerprint(data: dict, root=None, verified: bool = False) -> dict | No
     domains, base = dict.fromkeys((data["source"], data["target"])), data_root(root).absolute()
     sums = read_sha256sums(base) if verified else {}
     for domain in domains if verified else ():
-        for path, digest in _digests(domain, str(base)):
+        for path, digest in _digests(domain, base):
             if sums.get(path.relative_to(base).as_posix()) != digest:
                 raise DataChecksumError(f"{domain}: {path} is not listed with SHA-256 {digest} in "
                                         f"{base / 'SHA256SUMS'}: its fingerprint cannot be vouched for",
@@ -82,18 +81,13 @@ def fingerprint_mismatch(recorded: dict | None, current: dict | None) -> str | N
                  if d != "format" and d in current and current[d] != h), None)
 
 
-def clear_cache() -> None:
-    """Forget the digests computed in this process (after the data changed)."""
-    _digests.cache_clear()
-
-
 def backfill_store(store_root, root=None, dry_run: bool = False) -> dict:
     """Give every run record under ``store_root`` without a ``data_fingerprint`` the verified fingerprint of the
     data root's files (all computed before anything is written), where that adds the one field and changes
     nothing else. Returns ``{"added": [paths], "had": n, "skipped": [(path, why)]}``."""
     from ..results import dumps
 
-    todo, had, skipped = [], 0, []
+    added, had, skipped = [], 0, []
     for path in sorted(p for p in Path(store_root).glob("*/*.json") if not p.name.startswith(".")):
         try:
             blob = json.loads(text := path.read_text())
@@ -105,10 +99,9 @@ def backfill_store(store_root, root=None, dry_run: bool = False) -> dict:
             had += 1
         elif dumps(blob) + "\n" != text:
             skipped.append((path, "not in canonical form: rewriting it would change more than the one field"))
-        else:
-            todo.append((path, blob, data_fingerprint(data, root, verified=True)))
-    added = [(path, blob, fp) for path, blob, fp in todo if fp is not None]  # None: a toy, no files
-    for path, blob, fp in added if not dry_run else ():
+        elif (fp := data_fingerprint(data, root, verified=True)) is not None:  # None: a toy, no files
+            added.append((path, {**blob, "data_fingerprint": fp}))
+    for path, blob in added if not dry_run else ():
         with atomic_write(path) as fh:
-            fh.write(dumps({**blob, "data_fingerprint": fp}) + "\n")
-    return {"added": [path for path, _, _ in added], "had": had, "skipped": skipped}
+            fh.write(dumps(blob) + "\n")
+    return {"added": [path for path, _ in added], "had": had, "skipped": skipped}

@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import shutil
 import tarfile
 import tempfile
 import time
@@ -20,26 +19,23 @@ import torch.nn.functional as F
 
 from ..utils import check_positive_int
 from .common import (SPLITS, DataChecksumError, DataNotFoundError, _check_seed, _check_split, _file_digest,
-                     _readonly, cache_dir, data_root, read_cached, verify_sha256, write_cached)
+                     _readonly, cache_dir, cached, data_root, verify_sha256)
 from .digits import load_mnist, mnist_md5
 
-#: The BSDS500 archive (about 70 MB): ``BSR/BSDS500/data/images/{train,val,test}/*.jpg``. No checksum is
-#: pinned (none could be confirmed offline): pass ``md5=`` to verify.
+#: The BSDS500 archive (about 70 MB): ``BSR/BSDS500/data/images/{train,val,test}/*.jpg``; no MD5 pinned.
 BSDS500_URL = "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/BSR/BSR_bsds500.tgz"
 BSDS500_MD5: str | None = None
-#: Threshold of the binarisation: a digit pixel > 127 becomes 255, else 0.
-MNIST_M_THRESHOLD = 127
-#: Version of the construction and cache format (2: backgrounds fingerprinted by their contents).
-MNIST_M_FORMAT_VERSION = 2
+MNIST_M_THRESHOLD = 127  # of the binarisation: a digit pixel > 127 becomes 255, else 0
+MNIST_M_FORMAT_VERSION = 2  # of the construction and cache (2: backgrounds fingerprinted by their contents)
 
 
-def bsds500_train_dir(root=None) -> Path:
-    return data_root(root) / "BSDS500" / "images" / "train"
+def bsds500_train_dir(root=None, split: str = "train") -> Path:
+    return data_root(root) / "BSDS500" / "images" / split
 
 
-def bsds500_train_files(root=None) -> list[Path]:
-    """The BSDS500 train images ``root/BSDS500/images/train/*.jpg``, sorted by file name."""
-    folder = bsds500_train_dir(root)
+def bsds500_train_files(root=None, split: str = "train") -> list[Path]:
+    """The BSDS500 images ``root/BSDS500/images/<split>/*.jpg``, sorted by file name."""
+    folder = bsds500_train_dir(root, split)
     files = (p for p in folder.iterdir() if p.suffix.lower() == ".jpg" and p.is_file()) if folder.is_dir() else ()
     return sorted(files, key=lambda p: p.name)
 
@@ -50,9 +46,8 @@ def _bsds500_fix(path: Path) -> str:
             f"of BSDS500/images/train.")
 
 
-def bsds500_train_digests(root=None, files=None) -> list[str]:
-    """The sha256 of each of ``files`` (default: all train images), checked against ``SHA256SUMS``."""
-    files = bsds500_train_files(root) if files is None else list(files)
+def bsds500_train_digests(root, files) -> list[str]:
+    """The sha256 of each of ``files``, checked against ``SHA256SUMS``."""
     digests = [_file_digest(p, "sha256") for p in files]
     verify_sha256(root, files, digests, "BSDS500", _bsds500_fix(Path(files[0])) if files else "")
     return digests
@@ -61,11 +56,8 @@ def bsds500_train_digests(root=None, files=None) -> list[str]:
 def backgrounds_fingerprint(files, digests=None) -> str:
     """sha256 of the sorted ``name:sha256(contents)`` lines of the background files (``digests``: their
     sha256 in the order of ``files``, if already computed)."""
-    files = list(files)
-    digests = [_file_digest(p, "sha256") for p in files] if digests is None else list(digests)
-    if len(digests) != len(files):
-        raise ValueError(f"{len(files)} files but {len(digests)} digests: pass one digest per file")
-    text = "\n".join(f"{p.name}:{d}" for p, d in sorted(zip(files, digests), key=lambda t: t[0].name))
+    digests = [_file_digest(p, "sha256") for p in files] if digests is None else digests
+    text = "\n".join(f"{p.name}:{d}" for p, d in sorted(zip(files, digests, strict=True), key=lambda t: t[0].name))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -73,15 +65,13 @@ def download_bsds500(root=None, url: str = BSDS500_URL, md5: str | None = BSDS50
     """Download the archive from ``url`` (``file://`` too), check its MD5 if ``md5`` is given, extract its regular
     ``*/images/train/*.jpg`` members by base name (no absolute paths, ``..``, hidden files or links) into a
     temporary folder renamed to ``root/BSDS500/images/train``. Does nothing if that folder holds images."""
-    target = bsds500_train_dir(root)
     if bsds500_train_files(root):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+        return bsds500_train_dir(root)
+    (target := bsds500_train_dir(root)).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".bsds500-", dir=target.parent) as tmp:
         archive, folder = Path(tmp) / "archive.tgz", Path(tmp) / "train"
         folder.mkdir()
-        with urllib.request.urlopen(url) as resp, open(archive, "wb") as out:
-            shutil.copyfileobj(resp, out)
+        urllib.request.urlretrieve(url, archive)
         if md5 is not None and (actual := _file_digest(archive, "md5")) != md5:
             raise DataChecksumError(f"BSDS500 archive from {url} has MD5 {actual}, expected {md5}; the download "
                                     f"is corrupt or the URL serves another file", dataset="BSDS500")
@@ -90,8 +80,7 @@ def download_bsds500(root=None, url: str = BSDS500_URL, md5: str | None = BSDS50
                 p = PurePosixPath(member.name)
                 if (member.isfile() and not p.is_absolute() and ".." not in p.parts and "\\" not in p.name
                         and p.parts[-3:-1] == ("images", "train") and p.suffix.lower() == ".jpg" and p.name[0] != "."):
-                    with open(folder / p.name, "wb") as out:
-                        shutil.copyfileobj(tar.extractfile(member), out)
+                    (folder / p.name).write_bytes(tar.extractfile(member).read())
         if not any(folder.iterdir()):
             raise ValueError(f"the archive from {url} holds no */images/train/*.jpg member; is it BSR_bsds500.tgz?")
         if target.exists():
@@ -118,46 +107,41 @@ def _load_images_cached(files: tuple[tuple[str, str], ...]) -> tuple[np.ndarray,
     return tuple(_readonly(_decode_jpg(Path(path))) for path, _ in files)
 
 
-def _train_files(root, download: bool, url: str = BSDS500_URL, md5: str | None = BSDS500_MD5) -> list[Path]:
+def _train_files(root, download: bool, url: str = BSDS500_URL, md5: str | None = BSDS500_MD5) -> tuple[list, list]:
+    """The BSDS500 train images and their sha256, checked by ``bsds500_train_digests``."""
     if download:
         download_bsds500(root, url=url, md5=md5)  # nothing to do where the images are
     if not (files := bsds500_train_files(root)):
         raise DataNotFoundError("BSDS500 (train images, *.jpg), the backgrounds of MNIST-M", [bsds500_train_dir(root)])
-    return files
+    return files, bsds500_train_digests(root, files)
 
 
 def load_bsds500_train(root=None, download: bool = False, url: str = BSDS500_URL, md5=BSDS500_MD5) -> list:
     """The BSDS500 train images (200) as read-only uint8 ``(H, W, 3)`` arrays sorted by file name, checked by
     ``bsds500_train_digests`` and kept in memory keyed on their paths and contents."""
-    files = _train_files(root, download, url, md5)
-    digests = bsds500_train_digests(root, files)
+    files, digests = _train_files(root, download, url, md5)
     return list(_load_images_cached(tuple((str(p.resolve()), d) for p, d in zip(files, digests))))
 
 
-def _check_inputs(digits, backgrounds, size, check_backgrounds: bool = True) -> int:
-    if not isinstance(digits, np.ndarray) or digits.dtype != np.uint8:
-        kind = f"array of {digits.dtype}" if isinstance(digits, np.ndarray) else type(digits).__name__
-        raise ValueError(f"digits must be a uint8 numpy array (N, H, W) with values 0-255, got {kind}; "
-                         f"pass MNIST as load_mnist returns it")
-    if digits.ndim != 3 or digits.shape[1] != digits.shape[2]:
-        raise ValueError(f"digits must have shape (N, H, W) with H == W (e.g. (N, 28, 28)), got {digits.shape}")
+def _check_inputs(digits, backgrounds, size) -> int:
+    if not isinstance(digits, np.ndarray) or digits.dtype != np.uint8 or digits.ndim != 3 or (
+            digits.shape[1] != digits.shape[2]):
+        raise ValueError(f"digits must be a uint8 numpy array of shape (N, H, H), as load_mnist returns, got "
+                         f"{getattr(digits, 'dtype', type(digits).__name__)} {getattr(digits, 'shape', '')}")
     size = check_positive_int("size", size)
-    if check_backgrounds and (backgrounds is None or len(backgrounds) == 0):
+    if backgrounds is not None and len(backgrounds) == 0:
         raise ValueError("backgrounds is empty: pass at least one uint8 (H, W, 3) image, e.g. load_bsds500_train()")
-    for i, b in enumerate(backgrounds if check_backgrounds else ()):
-        if not isinstance(b, np.ndarray) or b.dtype != np.uint8 or b.ndim != 3 or b.shape[2] != 3:
-            desc = f"{b.dtype} array of shape {b.shape}" if isinstance(b, np.ndarray) else type(b).__name__
-            raise ValueError(f"backgrounds[{i}] must be a uint8 (H, W, 3) RGB array, got {desc}")
-        if b.shape[0] < size or b.shape[1] < size:
-            raise ValueError(f"backgrounds[{i}] is {b.shape[0]}x{b.shape[1]}, smaller than the {size}x{size} "
-                             f"crop: use larger images or a smaller size")
+    for i, b in enumerate(() if backgrounds is None else backgrounds):
+        if not isinstance(b, np.ndarray) or b.dtype != np.uint8 or b.shape[2:] != (3,) or min(b.shape[:2]) < size:
+            raise ValueError(f"backgrounds[{i}] must be a uint8 (H, W, 3) RGB array no smaller than the {size}x"
+                             f"{size} crop, got {getattr(b, 'dtype', type(b).__name__)} {getattr(b, 'shape', '')}")
     return size
 
 
 def binarise_digits(digits: np.ndarray, size: int = 28, threshold: int = MNIST_M_THRESHOLD) -> np.ndarray:
     """The digit mask: uint8 (N, H, H) -> uint8 (N, size, size) in {0, 255}: resized bilinearly
     (``align_corners=False``, antialiased when shrinking) if ``size != H``, then pixel > ``threshold`` -> 255."""
-    size = _check_inputs(digits, None, size, check_backgrounds=False)
+    size = _check_inputs(digits, None, size)
     if digits.shape[1] == size:
         return (digits > threshold).astype(np.uint8) * np.uint8(255)
     out = np.empty((len(digits), size, size), dtype=np.uint8)
@@ -214,29 +198,26 @@ def mnist_m_seed(seed: int, split: str) -> int:
 
 
 def _mnist_m_params(split: str, root, seed: int, size: int, n: int | None, download: bool) -> dict:
-    files = _train_files(root, download)
+    files, digests = _train_files(root, download)
     return {"format_version": MNIST_M_FORMAT_VERSION, "dataset": "mnist_m", "split": split, "seed": seed,
             "build_seed": mnist_m_seed(seed, split), "size": size, "n_digits": n, "threshold": MNIST_M_THRESHOLD,
             "digit_resize": "bilinear", "mnist_md5": mnist_md5(split), "backgrounds": "BSDS500/images/train",
-            "n_backgrounds": len(files),
-            "backgrounds_sha256": backgrounds_fingerprint(files, bsds500_train_digests(root, files))}
+            "n_backgrounds": len(files), "backgrounds_sha256": backgrounds_fingerprint(files, digests)}
 
 
 def build_mnist_m(split: str = "train", root=None, seed: int = 0, size: int = 28, n: int | None = None,
                   download: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
     """MNIST-M ``split`` from the first ``n`` MNIST digits (None: all) and the BSDS500 train images, uncached:
     ``(images uint8 (N, size, size, 3), labels int64 (N,), params)``, params with ``build_seconds``."""
-    _check_split(split)
     seed, size = _check_seed(seed), check_positive_int("size", size)
     n = None if n is None else check_positive_int("n", n)
-    params = _mnist_m_params(split, root, seed, size, n, download)
+    params = _mnist_m_params(_check_split(split), root, seed, size, n, download)
     t0 = time.perf_counter()
     digits, labels = load_mnist(split, root, download=download)
     if n is not None and n > len(digits):
         raise ValueError(f"n={n} exceeds the {len(digits)} MNIST {split} digits")
-    digits, labels = digits[:n], labels[:n]
-    images = blend_mnist_m(digits, load_bsds500_train(root, download=download), params["build_seed"], size)
-    return images, labels, {**params, "n": len(images), "build_seconds": time.perf_counter() - t0}
+    images = blend_mnist_m(digits[:n], load_bsds500_train(root, download=download), params["build_seed"], size)
+    return images, labels[:n], {**params, "n": len(images), "build_seconds": time.perf_counter() - t0}
 
 
 def mnist_m_cache_path(split: str, seed: int = 0, size: int = 28, cache=None) -> Path:
@@ -244,18 +225,11 @@ def mnist_m_cache_path(split: str, seed: int = 0, size: int = 28, cache=None) ->
 
 
 def load_mnist_m(split: str = "train", root=None, cache=None, seed: int = 0, size: int = 28,
-                 rebuild: bool = False, download: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                 download: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """MNIST-M ``split`` as ``(images uint8 (N, size, size, 3), labels int64 (N,))``: ``build_mnist_m`` of all
     digits, cached at ``mnist_m_cache_path`` with its parameters (among them the sha256 of the backgrounds'
-    contents) and a checksum; rebuilt when ``rebuild``, when they differ or when the file is corrupt. A cache
-    folder that refuses writes gives an in-memory build and one warning."""
-    _check_split(split)
+    contents) and a checksum (``common.cached``: rebuilt when they differ or the file is corrupt)."""
     seed, size = _check_seed(seed), check_positive_int("size", size)
-    params = _mnist_m_params(split, root, seed, size, None, download)
-    path = mnist_m_cache_path(split, seed, size, cache)
-    cached = None if rebuild else read_cached(path, params, "MNIST-M", "rebuilding")
-    if cached is not None:
-        return cached
-    images, labels, built = build_mnist_m(split, root, seed, size, None, download)
-    write_cached(path, images, labels, built, "MNIST-M built in memory")
-    return images, labels
+    params = _mnist_m_params(_check_split(split), root, seed, size, None, download)
+    return cached(mnist_m_cache_path(split, seed, size, cache), params, "MNIST-M",
+                  lambda: build_mnist_m(split, root, seed, size, None, download))

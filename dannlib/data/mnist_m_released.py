@@ -1,11 +1,10 @@
 """The released MNIST-M (Ganin & Lempitsky 2015, sec. 5; Ganin et al. 2016, JMLR, sec. 5.2.2), the data the
 papers measured on: ``mnist_m.tar.gz`` holds ``mnist_m/mnist_m_{train,test}/NNNNNNNN.png`` (59,001 / 9,001
 images, 32x32 RGB) and ``mnist_m/mnist_m_{train,test}_labels.txt`` ("NAME.png LABEL" a line). Looked for under
-the data root as ``MNIST_M/mnist_m.tar.gz``, ``mnist_m.tar.gz`` or extracted as ``MNIST_M/mnist_m/``,
-``mnist_m/``; read once into the cache. A script cannot download it (its page links it behind a form)."""
+the data root as ``MNIST_M/mnist_m.tar.gz`` or ``mnist_m.tar.gz``; read once into the cache. A script cannot
+download it (its page links it behind a form)."""
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import tarfile
@@ -13,103 +12,80 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import (DataChecksumError, DataNotFoundError, _check_split, _file_digest, cache_dir, data_root,
-                     read_cached, verify_sha256, write_cached)
+from .common import (DataChecksumError, DataNotFoundError, _check_split, _file_digest, cache_dir, cached, data_root,
+                     verify_sha256)
 
 RELEASED_FORMAT_VERSION = 1  # of the cache: bump it when the reading changes
 RELEASED_COUNTS = {"train": 59_001, "test": 9_001}
-_ARCHIVES = ("MNIST_M/mnist_m.tar.gz", "mnist_m.tar.gz")
-_FOLDERS = ("MNIST_M/mnist_m", "mnist_m")
+_PLACES = ("MNIST_M/mnist_m.tar.gz", "mnist_m.tar.gz")
 _FIX = ("Fix: download mnist_m.tar.gz from the authors' project page (http://yaroslav.ganin.net/, "
         "\"MNIST-M\") and put it at <data root>/MNIST_M/mnist_m.tar.gz (the data root is DANNLIB_DATA, "
-        "or the root= argument), or extract it there as <data root>/MNIST_M/mnist_m/.")
+        "or the root= argument).")
 _LINE = re.compile(r"^(\S+\.png)\s+(\d+)\s*$")
 
 
-def released_mnist_m_source(root=None) -> Path:
-    """The archive or extracted folder under the data root, else ``DataNotFoundError``."""
+def released_mnist_m_source(root=None, hint: str = _FIX) -> Path:
+    """The archive under the data root, else ``DataNotFoundError``."""
     base = data_root(root)
-    for rel in _ARCHIVES + _FOLDERS:
-        if (base / rel).is_file() if rel in _ARCHIVES else (base / rel).is_dir():
+    for rel in _PLACES:
+        if (base / rel).is_file():
             return base / rel
-    raise DataNotFoundError("the released MNIST-M (mnist_m.tar.gz)",
-                            [base / p for p in (*_ARCHIVES, *_FOLDERS)], hint=_FIX)
-
-
-def _source_digest(source: Path) -> str:
-    """SHA-256 of the archive; for an extracted folder, of its two label files."""
-    if source.is_file():
-        return _file_digest(source, "sha256")
-    files = [source / f"mnist_m_{s}_labels.txt" for s in ("train", "test")]
-    return hashlib.sha256(b"".join(bytes.fromhex(_file_digest(f, "sha256")) for f in files if f.is_file())
-                          ).hexdigest()
+    raise DataNotFoundError("the released MNIST-M (mnist_m.tar.gz)", [base / p for p in _PLACES], hint=hint)
 
 
 def _error(message: str, where) -> DataChecksumError:
     return DataChecksumError(f"released MNIST-M: {message}. {_FIX}", dataset="mnist_m_released", path=where)
 
 
-def parse_labels(text: str, where: str) -> list[tuple[str, int]]:
-    """``NAME.png LABEL`` lines -> ``[(name, label)]``; a malformed line, a label outside 0-9 or a repeated name
-    raises ``DataChecksumError`` naming the file and the line."""
-    out = {}
-    for i, line in enumerate(text.splitlines(), 1):
-        m = _LINE.match(line.strip())
-        if line.strip() and (m is None or not 0 <= int(m.group(2)) <= 9):
-            raise _error(f"{where}, line {i}, is not 'NAME.png LABEL' with a label 0-9 ({line[:60]!r}): the "
-                         f"label list is damaged or not MNIST-M's", where)
-        if m and m.group(1) in out:
-            raise _error(f"{where} lists {m.group(1)} twice", where)
-        if m:
-            out[m.group(1)] = int(m.group(2))
-    return list(out.items())
-
-
-def _decode_png(data: bytes, name: str, where: str) -> np.ndarray:
+def _decode_png(data: bytes, name: str, where: Path) -> np.ndarray:
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
             a = np.asarray(im.convert("RGB"), dtype=np.uint8)
     except Exception as e:  # PIL raises many kinds for a damaged file
-        raise _error(f"{name} in {where} cannot be decoded ({type(e).__name__}: {e}): the archive is damaged",
-                     where) from None
+        raise _error(f"{name} in {where} cannot be decoded ({type(e).__name__}: {e})", where) from None
     if a.shape != (32, 32, 3):
         raise _error(f"{name} in {where} is {a.shape}, not 32x32 RGB", where)
     return a
 
 
 def _read_split(source: Path, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Decode one split from the archive or folder (``limit``: only its first ``limit`` images)."""
-    label_name, image_dir = f"mnist_m_{split}_labels.txt", f"mnist_m_{split}"
-    labels_text, blobs = None, {}
-    if source.is_dir():
-        labels_text = (source / label_name).read_text() if (source / label_name).is_file() else None
-        blobs = {p.name: p.read_bytes() for p in (source / image_dir).glob("*.png")}
-    else:
-        try:
-            with tarfile.open(source, "r:gz") as tar:
-                for member in tar:
-                    parts = member.name.split("/")
-                    if member.isfile() and len(parts) > 1 and parts[-1] == label_name:
-                        labels_text = tar.extractfile(member).read().decode("utf-8", errors="replace")
-                    elif member.isfile() and len(parts) > 1 and parts[-2] == image_dir and parts[-1].endswith(".png"):
-                        blobs[parts[-1]] = tar.extractfile(member).read()
-        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-            raise _error(f"{source} cannot be read ({type(e).__name__}: {e}): the archive is truncated or not a "
-                         f"gzip tar", source) from None
+    """Decode one split from the archive (``limit``: only its first ``limit`` images)."""
+    label_name, image_dir, labels_text, blobs = f"mnist_m_{split}_labels.txt", f"mnist_m_{split}", None, {}
+    try:
+        with tarfile.open(source, "r:gz") as tar:
+            for member in tar:
+                parts = member.name.split("/")
+                if member.isfile() and len(parts) > 1 and parts[-1] == label_name:
+                    labels_text = tar.extractfile(member).read().decode("utf-8", errors="replace")
+                elif member.isfile() and len(parts) > 1 and parts[-2] == image_dir and parts[-1].endswith(".png"):
+                    blobs[parts[-1]] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        raise _error(f"{source} cannot be read ({type(e).__name__}: {e}): the archive is truncated or not a gzip "
+                     f"tar", source) from None
     if labels_text is None:
         raise _error(f"{source} holds no {label_name}: not the official layout", source)
-    pairs = parse_labels(labels_text, f"{source}/{label_name}")[:limit]
-    missing = [n for n, _ in pairs if n not in blobs]
-    if missing:
+    labels, where = {}, f"{source}/{label_name}"
+    for i, line in enumerate(labels_text.splitlines(), 1):
+        if not line.strip():
+            continue
+        if (m := _LINE.match(line.strip())) is None or not 0 <= int(m[2]) <= 9 or m[1] in labels:
+            what = f"lists {m[1]} twice" if m and m[1] in labels else "is not 'NAME.png LABEL' with a label 0-9"
+            raise _error(f"{where}, line {i}, {what} ({line[:60]!r}): the label list is damaged or not MNIST-M's",
+                         source)
+        labels[m[1]] = int(m[2])
+    names = list(labels)[:limit]
+    if missing := [n for n in names if n not in blobs]:
         raise _error(f"{source} lists {len(missing)} {split} images it does not hold (first: {missing[0]}): it is "
                      f"truncated or incomplete", source)
-    if limit is None and len(pairs) != RELEASED_COUNTS[split]:
-        raise _error(f"{split} lists {len(pairs)} images, the release has {RELEASED_COUNTS[split]}: the label list "
+    if limit is None and len(names) != RELEASED_COUNTS[split]:
+        raise _error(f"{split} lists {len(names)} images, the release has {RELEASED_COUNTS[split]}: the label list "
                      f"is not the official one", source)
-    images = [_decode_png(blobs[n], n, str(source)) for n, _ in pairs]
-    return np.stack(images) if images else np.zeros((0, 32, 32, 3), np.uint8), np.array([y for _, y in pairs], np.int64)
+    images = np.zeros((len(names), 32, 32, 3), np.uint8)
+    for k, name in enumerate(names):
+        images[k] = _decode_png(blobs[name], name, source)
+    return images, np.array([labels[n] for n in names], np.int64)
 
 
 def released_cache_path(split: str, cache=None) -> Path:
@@ -118,27 +94,14 @@ def released_cache_path(split: str, cache=None) -> Path:
 
 def load_mnist_m_released(split: str = "train", root=None, cache=None, *, limit: int | None = None,
                           download: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The released MNIST-M ``split`` as ``(images uint8 (N, 32, 32, 3), labels int64 (N,))``, N = 59,001 /
-    9,001, in the release's order: read from the archive (checked against ``SHA256SUMS`` where it lists it) once,
-    then from the cache (keyed on the archive's SHA-256). ``limit``: only the first ``limit`` images, uncached.
-    ``download=True`` is refused with the manual step."""
+    """The released MNIST-M ``split`` as ``(images uint8 (N, 32, 32, 3), labels int64 (N,))`` in the release's
+    order: read from the archive (checked against ``SHA256SUMS`` where it lists it) once, then from the cache
+    (keyed on its SHA-256). ``limit``: the first ``limit`` images, uncached. ``download=True`` is refused."""
     _check_split(split)
-    try:
-        source = released_mnist_m_source(root)
-    except DataNotFoundError:
-        if not download:
-            raise
-        raise DataNotFoundError("the released MNIST-M (mnist_m.tar.gz)", [data_root(root) / _ARCHIVES[0]],
-                                hint="It cannot be downloaded by a script. " + _FIX) from None
-    digest = _source_digest(source)
-    if source.is_file():
-        verify_sha256(root, [source], [digest], "the released MNIST-M", _FIX)
+    source = released_mnist_m_source(root, ("It cannot be downloaded by a script. " if download else "") + _FIX)
+    verify_sha256(root, [source], [digest := _file_digest(source, "sha256")], "the released MNIST-M", _FIX)
     if limit is not None:
         return _read_split(source, split, limit)
     params = {"format_version": RELEASED_FORMAT_VERSION, "split": split, "source_sha256": digest}
-    path = released_cache_path(split, cache)
-    cached = read_cached(path, params, "released MNIST-M", "reading the archive again")
-    if cached is None:
-        cached = _read_split(source, split)
-        write_cached(path, *cached, params, "released MNIST-M read into memory")
-    return cached
+    return cached(released_cache_path(split, cache), params, "released MNIST-M",
+                  lambda: (*_read_split(source, split), params))
