@@ -26,14 +26,15 @@ from .transaction import (JOURNAL_SUFFIX, REPORT_NAME, RUNNING_SUFFIX, STAGING_P
                           path_replacements, tidy_notebook)
 
 COMMITTED_PROFILE = "paper"  # the profile the committed notebooks and figures/ carry: only it works in place
-CURRENT_ENV_KERNEL = "python3"  # the name papermill is given when no --kernel is asked for
 KERNEL_ENV = {"DANNLIB_PROGRESS": "0", "TQDM_DISABLE": "1"}  # no progress bars (tqdm >= 4.66 reads TQDM_*)
-SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _RUNNING_KERNELS: list = []  # the kernel managers of the notebook now running (a signal kills their kernels)
+# Where one regeneration writes: ``project`` (the notebooks folder's parent) holds .tmp/, ``store`` is the run
+# store the notebooks read ($DANNLIB_STORE, else <results>/runs).
+Outputs = namedtuple("Outputs", "notebooks figures results in_place project store")
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; ``signum`` says which."""
+    """SIGINT or SIGTERM arrived; ``signum`` says which (the exit status is 128 + signum)."""
 
     def __init__(self, signum: int = signal.SIGINT):
         super().__init__(signum)
@@ -52,16 +53,11 @@ class NotebookRun:
     peak_rss_mib: float | None = None  # the kernel's peak resident memory (Linux VmHWM)
 
 
-# Where one regeneration writes: ``project`` (the notebooks folder's parent) holds .tmp/, ``store`` is the run
-# store the notebooks read ($DANNLIB_STORE, else <results>/runs).
-Outputs = namedtuple("Outputs", "notebooks figures results in_place project store")
-
-
 def find_notebooks(notebooks_dir: str | os.PathLike) -> list[Path]:
-    """The notebooks ``NN_*.ipynb`` (two-digit prefix) in ``notebooks_dir``, in order."""
-    if not Path(notebooks_dir).is_dir():
-        raise FileNotFoundError(f"notebooks_dir {str(notebooks_dir)!r} is not a directory (option --notebooks-dir)")
-    return sorted(p for p in Path(notebooks_dir).glob("[0-9][0-9]_?*.ipynb") if p.is_file())
+    """The notebooks ``NN_*.ipynb`` (two-digit prefix) in ``notebooks_dir``, in order; FileNotFoundError if none."""
+    if not (found := sorted(p for p in Path(notebooks_dir).glob("[0-9][0-9]_?*.ipynb") if p.is_file())):
+        raise FileNotFoundError(f"no notebooks named NN_*.ipynb in {notebooks_dir} (option --notebooks-dir)")
+    return found
 
 
 def select_notebooks(notebooks: Sequence[Path], only: Sequence[str] | None) -> list[Path]:
@@ -93,12 +89,11 @@ def _display(path: str | os.PathLike, project: Path) -> str:
         "…/" + "/".join(path.parts[-2:])
 
 
-def _kernel_manager_class(current_env: bool, env: dict):
-    """A kernel manager that adds ``env`` to the kernel's environment, encrypts its sockets (no
-    ipykernel warning about plain TCP), keeps the kernel's peak resident memory (``peak``, MiB:
-    Linux ``VmHWM`` at shutdown; getrusage would count a forked child's copy of this process) and,
-    when ``current_env``, starts ``python3`` as this interpreter (ipykernel's own spec, as nbval's
-    --nbval-current-env: an installed ``python3`` kernelspec may be another Python)."""
+def _kernel_manager_class(env: dict):
+    """A kernel manager that starts ``python3`` as this interpreter (ipykernel's own spec, as nbval's
+    --nbval-current-env: an installed ``python3`` kernelspec may be another Python) with ``env`` added,
+    encrypts its sockets (no ipykernel warning about plain TCP) and keeps ``peak``, the kernel's peak
+    resident memory (MiB, Linux ``VmHWM`` at shutdown; getrusage would count a forked copy of this process)."""
     import zmq
     from ipykernel.kernelspec import RESOURCES, get_kernel_dict
     from jupyter_client import AsyncKernelManager
@@ -108,15 +103,9 @@ def _kernel_manager_class(current_env: bool, env: dict):
         peak = None
 
         def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
+            super().__init__(*args, **kwargs, **({"transport_encryption": "auto"} if zmq.has("curve") else {}))
+            self._kernel_spec = KernelSpec(resource_dir=RESOURCES, **{**get_kernel_dict(), "env": env})
             _RUNNING_KERNELS.append(self)
-            if zmq.has("curve"):
-                self.transport_encryption = "auto"
-
-        async def _async_pre_start_kernel(self, **kw):
-            if current_env and self.kernel_name == CURRENT_ENV_KERNEL:
-                self._kernel_spec = KernelSpec(resource_dir=RESOURCES, **get_kernel_dict())
-            return await super()._async_pre_start_kernel(**{**kw, "env": {**kw.get("env", os.environ), **env}})
 
         async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
             with contextlib.suppress(OSError, AttributeError, IndexError, ValueError):
@@ -137,23 +126,20 @@ def _kill_kernels() -> None:
         km.cleanup_connection_file()
 
 
-def run_notebook(path: str | os.PathLike, parameters: dict, outputs: Outputs, profile: str,
-                 kernel_name: str | None = None, progress: bool = True, data_root: Path | None = None,
-                 run_id: str | None = None) -> tuple[NotebookRun, dict | None]:
-    """Execute one notebook with papermill (cwd its folder; ``kernel_name`` None: this interpreter)
-    into staging named by ``run_id`` (the caller's :class:`RunLock`). Returns the run (a failure
-    inside the notebook included) and, on success, the commit plan; an interruption kills the
-    kernel, removes the staging and propagates."""
+def run_notebook(path: str | os.PathLike, parameters: dict, outputs: Outputs, profile: str, progress: bool = True,
+                 data_root: Path | None = None, run_id: str | None = None) -> tuple[NotebookRun, dict | None]:
+    """Execute one notebook with papermill (cwd its folder) into staging named by ``run_id`` (the
+    caller's :class:`RunLock`). Returns the run (a failing cell included) and, on success, the commit
+    plan; an interruption kills the kernel, removes the staging and propagates."""
     import nbformat
     import papermill
 
     path = Path(path).resolve()
     target, executed = outputs.notebooks / path.name, outputs.notebooks / f".{path.stem}.{run_id}{RUNNING_SUFFIX}"
     fig_stage, res_stage = (d / f"{STAGING_PREFIX}{run_id}-{path.stem}" for d in (outputs.figures, outputs.results))
-    env = {**KERNEL_ENV, "DANNLIB_FIGURES": str(fig_stage), "DANNLIB_RESULTS": str(res_stage),
-           "DANNLIB_PROFILE": profile, "DANNLIB_STORE": str(outputs.store),
-           **({"DANNLIB_DATA": str(data_root)} if data_root is not None else {})}
-    data = env.get("DANNLIB_DATA") or os.environ.get("DANNLIB_DATA")
+    data = data_root or os.environ.get("DANNLIB_DATA")
+    env = {**KERNEL_ENV, "DANNLIB_FIGURES": str(fig_stage), "DANNLIB_RESULTS": str(res_stage), "DANNLIB_PROFILE": profile,
+           "DANNLIB_STORE": str(outputs.store), **({"DANNLIB_DATA": str(data)} if data else {})}
     mode = stat.S_IMODE((target if target.exists() else path).stat().st_mode)
     run, plan, start = NotebookRun(path.stem, "ok", 0.0), None, time.perf_counter()
     _RUNNING_KERNELS.clear()
@@ -164,15 +150,15 @@ def run_notebook(path: str | os.PathLike, parameters: dict, outputs: Outputs, pr
             shutil.copytree(outputs.results / profile, res_stage / profile, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns(".*", REPORT_NAME))
         papermill.execute_notebook(
-            str(path), str(executed), parameters=parameters, kernel_name=kernel_name or CURRENT_ENV_KERNEL,
-            cwd=str(path.parent), kernel_manager_class=_kernel_manager_class(kernel_name is None, env),
+            str(path), str(executed), parameters=parameters, cwd=str(path.parent), kernel_name="python3",
+            kernel_manager_class=_kernel_manager_class(env),
             progress_bar={"desc": path.stem, "position": 1, "leave": False} if progress else False)
         rules = path_replacements([(fig_stage, os.path.relpath(outputs.figures, path.parent)),
                                    (res_stage, os.path.relpath(outputs.results, path.parent)),
                                    *((p, os.path.relpath(p, path.parent)) for p in (outputs.project, PROJECT_ROOT)),
                                    *([(data, "$DANNLIB_DATA")] if data else []), (Path.home(), "~")])
         nb = nbformat.read(executed, as_version=4)
-        tidy_notebook(nb, path.name, parameters, rules, kernelspec=lab_kernelspec(kernel_name))
+        tidy_notebook(nb, path.name, parameters, rules, kernelspec=lab_kernelspec())
         nbformat.write(nb, str(executed))
         os.chmod(executed, mode)
         plan = _plan_commit(executed, target, fig_stage, outputs.figures, res_stage, outputs.results)
@@ -203,8 +189,8 @@ def run_notebook(path: str | os.PathLike, parameters: dict, outputs: Outputs, pr
 def regenerate(profile: str | None = None, only: str | Sequence[str] | None = None,
                notebooks_dir: str | os.PathLike | None = None, figures_dir: str | os.PathLike | None = None,
                results_dir: str | os.PathLike | None = None, seeds: str | Sequence[int] | None = None,
-               data_root: str | os.PathLike | None = None, kernel: str | None = None, progress: bool = True,
-               in_place: bool = False, runs: list | None = None, sweep: bool = True, workers: int | None = None,
+               data_root: str | os.PathLike | None = None, progress: bool = True, in_place: bool = False,
+               runs: list | None = None, sweep: bool = True, workers: int | None = None,
                partial: bool = False) -> list[NotebookRun]:
     """Execute the selected notebooks in order under ``profile`` (default $DANNLIB_PROFILE, else
     "quick") and keep the report. Raises ValueError, FileNotFoundError or PermissionError for a
@@ -216,9 +202,7 @@ def regenerate(profile: str | None = None, only: str | Sequence[str] | None = No
     profile = check_profile(profile if profile is not None else os.environ.get("DANNLIB_PROFILE", DEFAULT_PROFILE))
     only, seeds = parse_only(only), parse_seeds(seeds)
     notebooks_dir = Path(notebooks_dir or PROJECT_ROOT / "notebooks").expanduser().resolve()
-    if not (notebooks := find_notebooks(notebooks_dir)):
-        raise FileNotFoundError(f"no notebooks named NN_*.ipynb in {notebooks_dir} (option --notebooks-dir)")
-    selected = select_notebooks(notebooks, only)
+    selected = select_notebooks(find_notebooks(notebooks_dir), only)
     outputs = resolve_outputs(profile, notebooks_dir, figures_dir, results_dir, in_place)
     data_root = Path(data_root).expanduser().resolve() if data_root is not None else None
     if data_root is not None and not data_root.is_dir():
@@ -234,7 +218,7 @@ def regenerate(profile: str | None = None, only: str | Sequence[str] | None = No
                   **({"train_missing": "stored"} if partial else {})}
     runs = [] if runs is None else runs
     info = {"started_at": _now(), "parameters": parameters, "in_place": outputs.in_place,
-            "kernel": kernel or f"{CURRENT_ENV_KERNEL} (this interpreter, {_display(sys.executable, PROJECT_ROOT)})",
+            "kernel": f"python3 (this interpreter, {_display(sys.executable, PROJECT_ROOT)})",
             "outputs": {k: _display(getattr(outputs, k), outputs.project) for k in ("notebooks", "figures", "results")},
             "machine": machine_info()}
     t0 = time.monotonic()  # wall_seconds: the sweep and every notebook
@@ -255,8 +239,8 @@ def regenerate(profile: str | None = None, only: str | Sequence[str] | None = No
                 bar.set_postfix_str(path.stem)
                 start = time.perf_counter()
                 try:
-                    run, plan = run_notebook(path, parameters, outputs, profile, kernel_name=kernel,
-                                             progress=progress, data_root=data_root, run_id=lock.id)
+                    run, plan = run_notebook(path, parameters, outputs, profile, progress=progress,
+                                             data_root=data_root, run_id=lock.id)
                 except KeyboardInterrupt as exc:
                     runs.append(NotebookRun(path.stem, "interrupted", round(time.perf_counter() - start, 2),
                                             error=f"interrupted by {_signal_name(exc)}"))
@@ -289,8 +273,8 @@ def _now() -> str:
 
 
 def run_sweep(selected, profile, seeds, outputs, data_root, workers, progress) -> dict:
-    """Train the runs the selected notebooks need (:func:`dannlib.sweep.ensure`) before any
-    notebook starts, so the notebooks only render. Returns the sweep's summary for the report."""
+    """Train the runs the selected notebooks need (:func:`dannlib.sweep.ensure`) before any notebook
+    starts, so that the notebooks only render. Returns the sweep's summary for the report."""
     from ..plan import NOTEBOOKS, plan_specs
     from ..store import Store
     from ..sweep import ensure
@@ -301,12 +285,11 @@ def run_sweep(selected, profile, seeds, outputs, data_root, workers, progress) -
     store = Store(outputs.store)
     store.clean_partial()
     ensure(specs, store=store, workers=workers, data_root=data_root, progress=progress)
-    summary = ensure.last_summary
-    print(f"regenerate: sweep: {summary.line()}", file=sys.stderr)
-    for label, err in summary.failed:
-        print(f"regenerate: sweep: failed {label}: {err}", file=sys.stderr)
-    return {"total": summary.total, "found": summary.found, "trained": summary.trained,
-            "failed": len(summary.failed), "seconds": round(summary.seconds, 1)}
+    s = ensure.last_summary
+    print(f"regenerate: sweep: {s.line()}", *(f"regenerate: sweep: failed {label}: {err}" for label, err in s.failed),
+          sep="\n", file=sys.stderr)
+    return {"total": s.total, "found": s.found, "trained": s.trained, "failed": len(s.failed),
+            "seconds": round(s.seconds, 1)}
 
 
 def write_report(path: Path, profile: str, runs: Sequence[NotebookRun], run_info: dict) -> Path:
@@ -315,19 +298,29 @@ def write_report(path: Path, profile: str, runs: Sequence[NotebookRun], run_info
     success, whose outputs are in place; other notebooks' entries are kept, ``runs`` keeps the
     regenerations still referenced, ``from_scratch`` the latest that trained every run it needed
     and executed every notebook (what ``make figures`` costs from an empty store)."""
+    def from_scratch(best: dict | None) -> dict | None:
+        entries = report["notebooks"].values()
+        for key, info in report["runs"].items():
+            sweep = info.get("sweep") or {}
+            if (entries and all(e.get("run") == key and e.get("status") == "ok" for e in entries)
+                    and sweep.get("found") == 0 and sweep.get("trained", 0) > 0 and not sweep.get("failed")
+                    and not info.get("interrupted") and (best is None or key > best.get("started_at", ""))):
+                best = info
+        return best
+
     old = {}
     with contextlib.suppress(ValueError, OSError):
         old = json.loads(path.read_text())
     old = old if isinstance(old, dict) and old.get("profile") == profile else {}
     report = {"profile": profile, "notebooks": dict(old.get("notebooks", {})), "runs": dict(old.get("runs", {}))}
-    scratch = _from_scratch(report, old.get("from_scratch"))  # (also in a report written before it existed)
+    scratch = from_scratch(old.get("from_scratch"))  # (also in a report written before it existed)
     report["runs"][run_info["started_at"]] = run_info
     for run in runs:
         previous = report["notebooks"].get(run.notebook, {})
         last_ok = previous.get("last_ok", previous if previous.get("status") == "ok" else None)  # (older: none)
         entry = {**asdict(run), "run": run_info["started_at"]}
         report["notebooks"][run.notebook] = {**entry, "last_ok": dict(entry) if run.status == "ok" else last_ok}
-    report["from_scratch"] = _from_scratch(report, scratch)
+    report["from_scratch"] = from_scratch(scratch)
     used = {r for e in report["notebooks"].values() for r in (e.get("run"), (e.get("last_ok") or {}).get("run"))}
     report["runs"] = {k: v for k, v in report["runs"].items() if k in used}
     report["notebooks"] = dict(sorted(report["notebooks"].items()))
@@ -336,18 +329,7 @@ def write_report(path: Path, profile: str, runs: Sequence[NotebookRun], run_info
     return path
 
 
-def _from_scratch(report: dict, best: dict | None) -> dict | None:
-    entries = report["notebooks"].values()
-    for key, info in report["runs"].items():
-        sweep = info.get("sweep") or {}
-        if (entries and all(e.get("run") == key and e.get("status") == "ok" for e in entries)
-                and sweep.get("found") == 0 and sweep.get("trained", 0) > 0 and not sweep.get("failed")
-                and not info.get("interrupted") and (best is None or key > best.get("started_at", ""))):
-            best = info
-    return best
-
-
-_HELP_PARAGRAPHS = (
+_HELP = (
     f"Where outputs go: only the profile the committed notebooks carry ({COMMITTED_PROFILE!r}, COMMITTED_PROFILE) "
     "executes notebooks/ in place and writes figures/. Any other profile writes its executed notebooks to "
     ".tmp/<profile>/notebooks/ and its figures to .tmp/<profile>/figures/ (.tmp/ beside the notebooks folder), "
@@ -370,8 +352,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = textwrap.fill(
         "Execute notebooks/NN_*.ipynb in number order with papermill, each notebook as a transaction (see below); "
-        "the kernel is this interpreter, its working directory the notebooks folder.", 88)
-    parser.epilog = "\n\n".join(textwrap.fill(p, 88) for p in _HELP_PARAGRAPHS)
+        f"the kernel is this interpreter ({sys.executable}), its working directory the notebooks folder.", 88)
+    parser.epilog = "\n\n".join(textwrap.fill(p, 88) for p in _HELP)
     add = parser.add_argument
     add("--profile", help=f"one of {', '.join(PROFILES)} (default: $DANNLIB_PROFILE, else {DEFAULT_PROFILE})")
     add("--only", help="comma-separated notebook numbers, e.g. 01,03 (default: all)")
@@ -384,7 +366,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: each profile's)")
     add("--data-root", help="data root, given to the kernel as $DANNLIB_DATA (default: the notebooks use "
                             "$DANNLIB_DATA, else data/)")
-    add("--kernel", help=f"an installed jupyter kernelspec name (default: this interpreter, {sys.executable})")
     add("--no-progress", action="store_true", help="hide the progress bars")
     add("--no-sweep", action="store_true", help="do not train the notebooks' missing runs first (python -m dannlib "
         "sweep); the notebooks then train small missing sets themselves and stop on large ones")
@@ -396,36 +377,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "long sweep runs); each notebook says which runs are missing")
 
 
-def _on_signal(signum, _frame):
-    """Kill the kernels at once (before papermill could interrupt them and leave tracebacks),
-    ignore a second signal during the short clean-up, raise :class:`Interrupted`."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _kill_kernels()
-    raise Interrupted(signum)
-
-
 def run_from_args(args: argparse.Namespace) -> int:
     """The ``regenerate`` subcommand: 0 all succeeded, 1 some notebook failed, 2 bad input,
     130/143 interrupted by SIGINT/SIGTERM."""
+    def on_signal(signum, _frame):  # kill the kernels before papermill interrupts them (tracebacks)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second signal waits for the short clean-up
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _kill_kernels()
+        raise Interrupted(signum)
+
     runs: list[NotebookRun] = []
-    old_handlers = {s: signal.signal(s, _on_signal) for s in SIGNAL_EXIT}
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         if args.normalize:  # execute nothing: normalize_notebook on the selected notebooks
             folder = Path(args.notebooks_dir or PROJECT_ROOT / "notebooks").expanduser().resolve()
             selected = select_notebooks(find_notebooks(folder), parse_only(args.only))
-            changed = [p.name for p in selected if normalize_notebook(p, args.kernel)]
+            changed = [p.name for p in selected if normalize_notebook(p)]
             print(f"regenerate --normalize: {len(changed)} of {len(selected)} notebook(s) rewritten"
                   + (f": {', '.join(changed)}" if changed else ""))
             return 0
         regenerate(args.profile, args.only, args.notebooks_dir, args.figures_dir, args.results_dir, args.seeds,
-                   args.data_root, args.kernel, progress=not args.no_progress, in_place=args.in_place, runs=runs,
+                   args.data_root, progress=not args.no_progress, in_place=args.in_place, runs=runs,
                    sweep=not args.no_sweep, workers=args.workers, partial=args.partial)
     except KeyboardInterrupt as exc:
         done, stopped = ([r.notebook for r in runs if (r.status == "interrupted") == s] for s in (False, True))
         print(f"regenerate: interrupted by {_signal_name(exc)}" + (f" during {stopped[0]} (left as it was)" if stopped
               else "") + f"; {len(done)} notebook(s) finished before: {', '.join(done) or 'none'}", file=sys.stderr)
-        return SIGNAL_EXIT.get(getattr(exc, "signum", signal.SIGINT), 130)
+        return 128 + getattr(exc, "signum", signal.SIGINT)
     except (ValueError, FileNotFoundError, PermissionError) as exc:
         print(f"regenerate: error: {exc}", file=sys.stderr)
         return 2
