@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import stat
 import uuid
 from pathlib import Path
 from typing import Sequence
@@ -37,8 +36,7 @@ def _lock_path(folder: Path, owner: str) -> Path:
 
 
 class RunLock(contextlib.ExitStack):
-    """A regeneration's :attr:`id`, alive while it holds ``.regenerate-<id>.lock`` (``fcntl.flock``:
-    released however the process dies) in each folder; :meth:`release` removes the files."""
+    """A regeneration's :attr:`id`, alive while it holds ``.regenerate-<id>.lock`` (flock) in each folder."""
 
     def __init__(self, folders: Sequence[Path], run_id: str | None = None):
         super().__init__()
@@ -58,8 +56,7 @@ class RunLock(contextlib.ExitStack):
 
 
 def clean_stale(notebook_dirs: Sequence[Path], staging_parents: Sequence[Path]) -> list[Path]:
-    """Complete the journalled commits of runs that are over (nobody holds their lock; an older
-    version's pid-only name has none), then remove their leftovers. Returns those (not the locks)."""
+    """Replay the journals of runs nobody holds the lock of, then remove their leftovers (returned, not the locks)."""
     def alive(folder: Path, owner: str) -> bool:
         try:
             with open(_lock_path(folder, owner)) as fh:
@@ -133,8 +130,7 @@ def path_replacements(pairs: Sequence[tuple[str | os.PathLike, str]]) -> list[tu
 
 
 def lab_kernelspec() -> dict:
-    """The ``kernelspec`` JupyterLab writes into a notebook run on this interpreter's ``python3``
-    (a notebook with another one is marked modified when opened)."""
+    """The ``kernelspec`` JupyterLab writes into a notebook it runs on this interpreter's ``python3``."""
     from ipykernel.kernelspec import get_kernel_dict
 
     spec = get_kernel_dict()
@@ -142,8 +138,7 @@ def lab_kernelspec() -> dict:
 
 
 def normalize_notebook(path: str | os.PathLike) -> bool:
-    """Rewrite ``path`` (atomically) as JupyterLab saves it: :func:`lab_kernelspec`, nbformat's
-    serialisation. True when the file changed."""
+    """Rewrite ``path`` (atomically) as JupyterLab saves it; True when the file changed."""
     import nbformat
 
     path = Path(path)
@@ -152,7 +147,7 @@ def normalize_notebook(path: str | os.PathLike) -> bool:
     nb.metadata["kernelspec"] = lab_kernelspec()
     if (after := nbformat.writes(nb).rstrip("\n") + "\n") == before:
         return False
-    mode = stat.S_IMODE(path.stat().st_mode)
+    mode = path.stat().st_mode & 0o7777
     with atomic_write(path) as fh:
         fh.write(after)
     os.chmod(path, mode)
