@@ -34,11 +34,9 @@ Outputs = namedtuple("Outputs", "notebooks figures results in_place project stor
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; ``signum`` says which (the exit status is 128 + signum)."""
+    """SIGINT or SIGTERM arrived: ``Interrupted(signum)`` (the exit status is 128 + signum)."""
 
-    def __init__(self, signum: int = signal.SIGINT):
-        super().__init__(signum)
-        self.signum = signum
+    signum = property(lambda self: self.args[0] if self.args else signal.SIGINT)
 
 
 @dataclass
@@ -184,12 +182,9 @@ def run_notebook(path: str | os.PathLike, parameters: dict, outputs: Outputs, pr
     return run, plan
 
 
-def regenerate(profile: str | None = None, only: str | Sequence[str] | None = None,
-               notebooks_dir: str | os.PathLike | None = None, figures_dir: str | os.PathLike | None = None,
-               results_dir: str | os.PathLike | None = None, seeds: str | Sequence[int] | None = None,
-               data_root: str | os.PathLike | None = None, progress: bool = True, in_place: bool = False,
-               runs: list | None = None, sweep: bool = True, workers: int | None = None,
-               partial: bool = False) -> list[NotebookRun]:
+def regenerate(profile: str | None = None, only=None, notebooks_dir=None, figures_dir=None, results_dir=None,
+               seeds=None, data_root=None, progress: bool = True, in_place: bool = False, runs: list | None = None,
+               sweep: bool = True, workers: int | None = None, partial: bool = False) -> list[NotebookRun]:
     """Sweep the selected notebooks' missing runs (``partial``: none, render the runs stored so far), then
     execute them in order under ``profile`` (default $DANNLIB_PROFILE, else "quick"); ValueError,
     FileNotFoundError or PermissionError before anything starts. Returns (and appends to ``runs``) the runs."""

@@ -44,10 +44,8 @@ class RunLock(contextlib.ExitStack):
         try:
             for folder in dict.fromkeys(map(Path, folders)):
                 folder.mkdir(parents=True, exist_ok=True)
-                fd = os.open(_lock_path(folder, self.id), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
-                self.callback(os.close, fd)
                 self.callback(_lock_path(folder, self.id).unlink, missing_ok=True)
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(self.enter_context(open(_lock_path(folder, self.id), "a")), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BaseException:
             self.close()
             raise
