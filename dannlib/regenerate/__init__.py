@@ -95,6 +95,8 @@ def _kernel_manager_class(env: dict):
     from jupyter_client import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpec
 
+    env = {k: v.replace("$", "$$") for k, v in env.items()}  # the provisioner expands $NAME in a spec's env
+
     class Manager(AsyncKernelManager):
         peak = None
 
