@@ -76,7 +76,7 @@ def test_a_dead_run_with_a_reused_pid_is_recovered(naming, phase, expected, tmp_
         started.append(run_id)
         return regen.NotebookRun(Path(path).stem, "ok", 0.0), None
 
-    monkeypatch.setattr(regen.runner, "run_notebook", later_run)
+    monkeypatch.setattr(regen, "run_notebook", later_run)
     assert main(["regenerate", "--notebooks-dir", str(d["notebooks"]), "--figures-dir", str(d["figures"]),
                  "--results-dir", str(d["results"]), "--profile", "smoke", "--in-place", "--no-sweep",
                  "--no-progress"]) == 0

@@ -141,7 +141,7 @@ def test_unwritable_output_folders_are_named_with_their_option(tmp_path, monkeyp
     (tmp_path / "ro").mkdir()
     monkeypatch.setattr(regen.tempfile, "mkstemp", mkstemp)
     started = []
-    monkeypatch.setattr(regen.runner, "run_notebook", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(regen, "run_notebook", lambda *a, **k: started.append(a))
     assert main(["regenerate", "--notebooks-dir", str(nbdir), "--figures-dir", str(tmp_path / "f"),
                  "--results-dir", str(tmp_path / "ro"), "--profile", "smoke", "--no-progress"]) == 2
     err = capsys.readouterr().err
@@ -255,7 +255,7 @@ def test_the_from_scratch_regeneration_and_its_wall_time_outlive_renders(tmp_pat
     """``from_scratch`` keeps the last regeneration that trained every run and executed every
     notebook (its wall_seconds is what ``make figures`` costs from an empty store); a later
     render from the store, a partial one or a failed one does not replace it."""
-    from dannlib.regenerate.runner import write_report
+    from dannlib.regenerate import write_report
 
     path = tmp_path / "quick" / "regeneration.json"
     nbs = ["01_a", "02_b"]

@@ -24,8 +24,8 @@ def no_work(monkeypatch, tmp_path):
     """Fail the test if a sweep or a notebook starts; outputs under tmp_path."""
     started = []
     monkeypatch.setattr(dannlib.sweep, "ensure", lambda *a, **k: started.append("ensure"))
-    monkeypatch.setattr(regen.runner, "run_notebook", lambda *a, **k: started.append("notebook"))
-    monkeypatch.setattr(regen.runner, "run_sweep", lambda *a, **k: started.append("sweep"))
+    monkeypatch.setattr(regen, "run_notebook", lambda *a, **k: started.append("notebook"))
+    monkeypatch.setattr(regen, "run_sweep", lambda *a, **k: started.append("sweep"))
     monkeypatch.setenv("DANNLIB_RESULTS", str(tmp_path / "results"))
     monkeypatch.delenv("DANNLIB_WORKERS", raising=False)
     monkeypatch.delenv("DANNLIB_SCHEDULER", raising=False)

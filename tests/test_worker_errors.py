@@ -13,7 +13,7 @@ import pytest
 
 import dannlib
 from dannlib.data.common import CacheNotWritableError, DataChecksumError, DataNotFoundError
-from dannlib.regenerate.runner import Interrupted
+from dannlib.regenerate import Interrupted
 from dannlib.sweep import RunError
 from dannlib.store import RunSpec, Store, digits_data
 from dannlib.sweep import MissingRunsError, RunsFailedError, ensure
@@ -27,7 +27,7 @@ EXAMPLES = {
     "dannlib.data.common.CacheNotWritableError": lambda: CacheNotWritableError("the cache folder /c is not writable"),
     "dannlib.sweep.MissingRunsError": lambda: MissingRunsError("3 of 5 runs are not in the store"),
     "dannlib.sweep.RunsFailedError": lambda: RunsFailedError("all 2 runs failed"),
-    "dannlib.regenerate.runner.Interrupted": lambda: Interrupted(signal.SIGTERM),
+    "dannlib.regenerate.Interrupted": lambda: Interrupted(signal.SIGTERM),
     "dannlib.sweep.RunError": lambda: RunError("SomeLibraryError", "it broke"),
 }
 

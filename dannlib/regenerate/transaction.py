@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import stat
 import uuid
 from pathlib import Path
 from typing import Sequence
@@ -37,9 +36,7 @@ def _lock_path(folder: Path, owner: str) -> Path:
 
 
 class RunLock(contextlib.ExitStack):
-    """A regeneration's :attr:`id` and liveness: ``.regenerate-<id>.lock`` in each folder, held
-    with ``fcntl.flock`` (released by the kernel however the process dies). A context manager;
-    :meth:`release` removes the files."""
+    """A regeneration's :attr:`id`, alive while it holds ``.regenerate-<id>.lock`` (flock) in each folder."""
 
     def __init__(self, folders: Sequence[Path], run_id: str | None = None):
         super().__init__()
@@ -47,10 +44,8 @@ class RunLock(contextlib.ExitStack):
         try:
             for folder in dict.fromkeys(map(Path, folders)):
                 folder.mkdir(parents=True, exist_ok=True)
-                fd = os.open(_lock_path(folder, self.id), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
-                self.callback(os.close, fd)
                 self.callback(_lock_path(folder, self.id).unlink, missing_ok=True)
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(self.enter_context(open(_lock_path(folder, self.id), "a")), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BaseException:
             self.close()
             raise
@@ -58,23 +53,19 @@ class RunLock(contextlib.ExitStack):
     release = contextlib.ExitStack.close
 
 
-def _owner_alive(folder: Path, owner: str) -> bool:
-    """Whether the run ``owner`` holds its lock in ``folder`` (an older version's pid-only name has none)."""
-    try:
-        with open(_lock_path(folder, owner)) as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        return isinstance(exc, BlockingIOError)
-    return False
-
-
 def clean_stale(notebook_dirs: Sequence[Path], staging_parents: Sequence[Path]) -> list[Path]:
-    """Complete the commits of runs that are over (their :class:`RunLock` is not held), then
-    remove their executed notebooks, staging folders and lock files. Returns what was
-    completed or removed (lock files not listed)."""
+    """Replay the journals of runs nobody holds the lock of, then remove their leftovers (returned, not the locks)."""
+    def alive(folder: Path, owner: str) -> bool:
+        try:
+            with open(_lock_path(folder, owner)) as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            return isinstance(exc, BlockingIOError)
+        return False
+
     folders = [f for f in dict.fromkeys([*notebook_dirs, *staging_parents]) if f.is_dir()]
     found = [(p, m) for f in folders for p in sorted(f.iterdir()) if (m := _LEFTOVER.fullmatch(p.name))]
-    stale = [(p, m) for p, m in found if not _owner_alive(p.parent, m["nb"] or m["stage"] or m["lock"])]
+    stale = [(p, m) for p, m in found if not alive(p.parent, m["nb"] or m["stage"] or m["lock"])]
     for path, m in stale:
         if m["kind"] == JOURNAL_SUFFIX:
             with contextlib.suppress(ValueError, OSError):
@@ -86,8 +77,7 @@ def clean_stale(notebook_dirs: Sequence[Path], staging_parents: Sequence[Path]) 
 
 
 def _apply_commit(plan: dict) -> None:
-    """Move a successful notebook's staged outputs into place; each step is skipped when its
-    source is gone, so a journal can be replayed after a crash."""
+    """Move a notebook's staged outputs into place, skipping steps whose source is gone (a replay)."""
     for src, dst in plan.get("files", []):
         if os.path.lexists(src):
             os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -109,11 +99,10 @@ def _plan_commit(executed: Path, target: Path, fig_stage: Path, figures: Path, r
     """Each staged figure folder replaces its namesake whole; each new or changed file replaces its own."""
     folders, files = [], []
     for entry in sorted(fig_stage.iterdir()) if fig_stage.is_dir() else []:
-        dst = str(figures / entry.name)
         if entry.is_dir():
-            folders.append([str(entry), dst, str(fig_stage / f".replaced-{entry.name}")])
+            folders.append([str(entry), str(figures / entry.name), str(fig_stage / f".replaced-{entry.name}")])
         else:
-            files.append([str(entry), dst])
+            files.append([str(entry), str(figures / entry.name)])
     for src in sorted(p for p in res_stage.rglob("*") if p.is_file()):
         dst = results / src.relative_to(res_stage)
         if not (dst.is_file() and filecmp.cmp(src, dst, shallow=False)):  # not the unchanged copy made for reading
@@ -138,43 +127,25 @@ def path_replacements(pairs: Sequence[tuple[str | os.PathLike, str]]) -> list[tu
     return [(re.compile(re.escape(p) + r"(?![\w.-])"), r) for p, r in sorted(rules.items(), key=lambda kv: -len(kv[0]))]
 
 
-def _scrub(text, rules):
-    if isinstance(text, list):
-        return [_scrub(t, rules) for t in text]
-    for pattern, replacement in rules:
-        text = pattern.sub(lambda _m, r=replacement: r, text)
-    return text
-
-
-def _is_noise(text: str) -> bool:
-    segments = [s for s in re.split(r"[\r\n]", text) if s.strip()]
-    return (bool(_NOISE.fullmatch(text)) or not segments
-            or "\r" in text and all(re.search(r"\d{1,3}%\|", s) for s in segments))
-
-
-def lab_kernelspec(kernel_name: str | None = None) -> dict:
-    """The ``kernelspec`` JupyterLab writes into a notebook whose kernel it starts (None: this
-    interpreter's ``python3``); a notebook with another one is marked modified when opened."""
+def lab_kernelspec() -> dict:
+    """The ``kernelspec`` JupyterLab writes into a notebook it runs on this interpreter's ``python3``."""
     from ipykernel.kernelspec import get_kernel_dict
-    from jupyter_client.kernelspec import KernelSpecManager
 
-    spec = get_kernel_dict() if kernel_name is None else KernelSpecManager().get_kernel_spec(kernel_name).to_dict()
-    return {"display_name": spec["display_name"], "language": spec["language"], "name": kernel_name or "python3"}
+    spec = get_kernel_dict()
+    return {"display_name": spec["display_name"], "language": spec["language"], "name": "python3"}
 
 
-def normalize_notebook(path: str | os.PathLike, kernel_name: str | None = None) -> bool:
-    """Rewrite ``path`` (atomically) as JupyterLab saves it: :func:`lab_kernelspec`, nbformat's
-    serialisation. True when the file changed."""
+def normalize_notebook(path: str | os.PathLike) -> bool:
+    """Rewrite ``path`` (atomically) as JupyterLab saves it; True when the file changed."""
     import nbformat
 
     path = Path(path)
     before = path.read_text()
     nb = nbformat.reads(before, as_version=4)
-    nb.metadata["kernelspec"] = lab_kernelspec(kernel_name)
-    after = nbformat.writes(nb).rstrip("\n") + "\n"
-    if after == before:
+    nb.metadata["kernelspec"] = lab_kernelspec()
+    if (after := nbformat.writes(nb).rstrip("\n") + "\n") == before:
         return False
-    mode = stat.S_IMODE(path.stat().st_mode)
+    mode = path.stat().st_mode & 0o7777
     with atomic_write(path) as fh:
         fh.write(after)
     os.chmod(path, mode)
@@ -184,8 +155,20 @@ def normalize_notebook(path: str | os.PathLike, kernel_name: str | None = None) 
 def tidy_notebook(nb, name: str, parameters: dict, rules: Sequence[tuple[re.Pattern, str]],
                   kernelspec: dict | None = None) -> None:
     """In place: papermill's metadata without paths, output paths rewritten by ``rules``, known
-    stderr noise dropped, the injected cell a comment recording ``parameters`` (tagged
-    ``nbval-skip``: Run All takes the parameters cell), ``kernelspec`` (when given) set."""
+    stderr noise and progress-bar redraws dropped, the injected cell a comment recording
+    ``parameters`` (tagged ``nbval-skip``: Run All takes the parameters cell), ``kernelspec`` set."""
+    def scrub(text):
+        if isinstance(text, list):
+            return [scrub(t) for t in text]
+        for pattern, replacement in rules:
+            text = pattern.sub(lambda _m, r=replacement: r, text)
+        return text
+
+    def noise(text: str) -> bool:
+        lines = [s for s in re.split(r"[\r\n]", text) if s.strip()]
+        return bool(_NOISE.fullmatch(text)) or not lines or "\r" in text and all(
+            re.search(r"\d{1,3}%\|", s) for s in lines)
+
     if kernelspec is not None:
         nb.metadata["kernelspec"] = dict(kernelspec)
     nb.metadata.setdefault("papermill", {}).update(input_path=name, output_path=name, parameters=dict(parameters))
@@ -199,10 +182,9 @@ def tidy_notebook(nb, name: str, parameters: dict, rules: Sequence[tuple[re.Patt
             cell.outputs = []
             if "id" in cell:  # not papermill's random id: keep the file's diff to what changed
                 cell["id"] = "injected-parameters"
-        if cell.cell_type != "code":
-            continue
-        cell.outputs = [o for o in cell.outputs if not (o.get("name") == "stderr" and _is_noise(o.text))]
-        for container in [*cell.outputs, *(o.get("data", {}) for o in cell.outputs)]:
-            for key in ("text", "evalue", "traceback", "text/plain", "text/markdown", "text/html"):
-                if key in container:
-                    container[key] = _scrub(container[key], rules)
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not (o.get("name") == "stderr" and noise(o.text))]
+            for container in [*cell.outputs, *(o.get("data", {}) for o in cell.outputs)]:
+                for key in ("text", "evalue", "traceback", "text/plain", "text/markdown", "text/html"):
+                    if key in container:
+                        container[key] = scrub(container[key])
