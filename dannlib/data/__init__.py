@@ -19,6 +19,15 @@ from .mnist_m import (MNIST_M_FORMAT_VERSION, backgrounds_fingerprint, binarise_
                       mnist_m_seed)
 from .mnist_m_released import load_mnist_m_released, released_cache_path
 
+#: the public names (the modules and the underscored helpers stay importable for the tests)
+__all__ = ["backgrounds_fingerprint", "binarise_digits", "blend_mnist_m", "bsds500_train_digests",
+           "bsds500_train_dir", "bsds500_train_files", "build_mnist_m", "cache_dir", "CacheNotWritableError",
+           "channel_histograms", "channel_stats", "check_cache_writable", "data_root", "DataChecksumError",
+           "DataNotFoundError", "DOMAINS", "download_bsds500", "draw_mnist_m_crops", "load_bsds500_train",
+           "load_domain", "load_mnist", "load_mnist_m", "load_mnist_m_released", "load_usps", "mnist_m_blend_steps",
+           "mnist_m_cache_path", "MNIST_M_FORMAT_VERSION", "mnist_m_seed", "read_sha256sums", "released_cache_path",
+           "SPLITS", "to_tensor_domain"]
+
 DOMAINS = ("mnist", "mnist_m", "mnist_m_released", "usps")
 _LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R BT.601
 
