@@ -9,19 +9,17 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from .utils import check_positive_int
+from .utils import check_number, check_positive_int
 
-#: scikit-learn's native code (BLAS, OpenMP) on one thread: all cores were measured 7x slower for the
-#: t-SNE of 300 points on the study's shared CPU; the results do not depend on it.
+#: scikit-learn's native code on one thread (all cores: 7x slower for a t-SNE of 300 points on the study's CPU)
 _one_thread = functools.partial(threadpool_limits, limits=1)
 
 
 @contextlib.contextmanager
 def _eval_mode(net: torch.nn.Module):
     was_training = net.training
-    net.eval()
     try:
-        yield
+        yield net.eval()
     finally:
         net.train(was_training)
 
@@ -57,8 +55,7 @@ def proxy_a_distance(fs, ft, seed: int = 0, C: float = 1.0, max_iter: int = 2000
     fs, ft = _as_2d("fs", fs), _as_2d("ft", ft)
     if fs.shape[1] != ft.shape[1]:
         raise ValueError(f"fs and ft must have the same feature size, got {fs.shape[1]} and {ft.shape[1]}")
-    if C <= 0:
-        raise ValueError(f"C must be > 0, got {C}")
+    check_number("C", C)
     rng = np.random.default_rng(int(seed))
     n = min(len(fs), len(ft))
     fs, ft = fs[rng.permutation(len(fs))[:n]], ft[rng.permutation(len(ft))[:n]]
