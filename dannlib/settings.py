@@ -25,11 +25,7 @@ def check_workers(value=None, *, setting: str = "workers") -> int:
     env = os.environ.get(WORKERS_ENV, "").strip()
     if not env:
         return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-    try:
-        n = int(env)
-    except ValueError:
-        raise ValueError(f"{WORKERS_ENV} must be an integer >= 1, got {env!r}") from None
-    return check_positive_int(WORKERS_ENV, n)
+    return check_positive_int(WORKERS_ENV, int(env) if env.isdecimal() else env)
 
 
 def check_time_limit(value, *, setting: str = "--time-limit", unit: str = "minutes") -> float | None:

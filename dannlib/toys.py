@@ -4,15 +4,14 @@
 al. (JMLR 2016, sec. 5.1.1), rotated (:func:`make_moons_rotated`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from .utils import check_choice, check_positive_int
 
 
-@dataclass
-class ToyProblem:
+class ToyProblem(NamedTuple):
     name: str
     xs: np.ndarray
     ys: np.ndarray

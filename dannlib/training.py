@@ -1,9 +1,8 @@
 """The one training loop, :func:`fit`: seeded batches, the schedules' progress ``p = step / steps``,
 the recipe, logging, evaluation, divergence watch and progress bar. Every method is a :class:`Method`
-that owns its networks and optimisers and implements ``step``. A run is one seed; a
-:class:`PerSeedMethod` built for ``K`` seeds trains them in one :func:`fit` on batches ``(K, B, ...)``
-(seed ``k``'s those of a single-seed run). Batches are gathered by index on the training device.
-"""
+that owns its networks and optimisers and implements ``step``. A :class:`PerSeedMethod` built for
+``K`` seeds trains them in one :func:`fit` on batches ``(K, B, ...)`` (seed ``k``'s those of a
+single-seed run)."""
 from __future__ import annotations
 
 import contextlib
@@ -37,8 +36,7 @@ def loss_trouble(values: dict) -> str | None:
 def judge_history(history: list[dict]) -> str | None:
     """Why a run's monitoring ``history`` shows it diverged ("... at step N"), or None."""
     for h in history:
-        trouble = loss_trouble({k: v for k, v in h.items() if k.endswith("loss")})
-        if trouble:
+        if trouble := loss_trouble({k: v for k, v in h.items() if k.endswith("loss")}):
             return f"{trouble} at step {h.get('step', '?')}"
     return None
 

@@ -93,11 +93,8 @@ def configure_threads(threads: int | None = None) -> int:
     """The thread policy for torch on the CPU: ``threads``, else ``$DANNLIB_THREADS``, else 1 (with
     runs in parallel processes, measured fastest on the study's 2-core CPU: benchmarks/README.md)."""
     if threads is None:
-        text = os.environ.get("DANNLIB_THREADS", "1")
-        try:
-            threads = int(text)
-        except ValueError:
-            raise ValueError(f"$DANNLIB_THREADS must be a positive integer, got {text!r}") from None
+        text = os.environ.get("DANNLIB_THREADS", "1").strip()
+        threads = check_positive_int("$DANNLIB_THREADS", int(text) if text.isdecimal() else text)
     threads = check_positive_int("threads", threads)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
@@ -171,8 +168,7 @@ def weights_problem(path: Path) -> str | None:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for damage
-        lines = str(exc).strip().splitlines()
-        return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+        return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
     if not isinstance(blob, dict) or not all(isinstance(v, dict) for v in blob.values()):
         return f"it holds a {type(blob).__name__}, not the networks' state dicts"
     _WEIGHTS_OK.add(key)
