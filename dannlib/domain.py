@@ -114,4 +114,5 @@ class Batches:
         return domain.x[idx].reshape(*shape, *domain.x.shape[1:]), y
 
     def next(self):
-        return *self._gather(self.source, self.src), self._gather(self.target, self.tgt)[0] if self.tgt is not None else None
+        xs, ys = self._gather(self.source, self.src)
+        return xs, ys, None if self.tgt is None else self._gather(self.target, self.tgt)[0]

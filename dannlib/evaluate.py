@@ -63,9 +63,8 @@ def proxy_a_distance(fs, ft, seed: int = 0, C: float = 1.0, max_iter: int = 2000
     x_train, x_test = np.concatenate([fs[:half], ft[:half]]), np.concatenate([fs[half:], ft[half:]])
     y_train, y_test = np.r_[np.zeros(half), np.ones(half)], np.r_[np.zeros(n - half), np.ones(n - half)]
     mean, std = x_train.mean(0), x_train.std(0) + 1e-8
-    clf = LogisticRegression(C=C, max_iter=max_iter)
     with _one_thread():
-        clf.fit((x_train - mean) / std, y_train)
+        clf = LogisticRegression(C=C, max_iter=max_iter).fit((x_train - mean) / std, y_train)
         err = float(np.mean(clf.predict((x_test - mean) / std) != y_test))
     return {"pad": 2.0 * (1.0 - 2.0 * err), "err": err, "n_train": int(len(x_train)), "n_test": int(len(x_test))}
 
@@ -106,10 +105,9 @@ def domain_accuracy(net: torch.nn.Module, xs: torch.Tensor, xt: torch.Tensor) ->
     """Accuracy (eval mode) of a ``DANNNet``'s ``G_d(G_f(x))`` at telling source ``xs (Ns, ...)`` (d = 0)
     from target ``xt (Nt, ...)`` (d = 1: logit > 0)."""
     x = torch.cat([xs, xt])
-    d = torch.cat([torch.zeros(len(xs)), torch.ones(len(xt))]).to(x.device)
     with _eval_mode(net):
-        logits = net(x, 0.0)[1]
-    return float(((logits > 0).float() == d).float().mean())
+        target = net(x, 0.0)[1] > 0
+    return float((target == (torch.arange(len(x), device=x.device) >= len(xs))).float().mean())
 
 
 @torch.no_grad()

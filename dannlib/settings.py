@@ -1,6 +1,6 @@
 """Settings checked before any work starts (options, ``DANNLIB_WORKERS``, ``DANNLIB_SCHEDULER``, the
 scheduler's reachability, output folders' writability): each raises one line naming the setting, the
-value and the accepted range or fix; the commands print it and exit 2 before anything is written."""
+value and the accepted range or fix."""
 from __future__ import annotations
 
 import os

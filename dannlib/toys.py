@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .utils import check_choice, check_positive_int
+from .utils import check_choice, check_number, check_positive_int
 
 
 class ToyProblem(NamedTuple):
@@ -48,8 +48,7 @@ def make_moons_rotated(n: int = 300, seed: int = 0, angle: float = 35.0) -> ToyP
     """Two inter-twinning moons (class 0 upper, class 1 lower, noise std 0.1), centred; the target is an
     independent draw rotated by ``angle`` degrees about the centre of the data."""
     n = check_positive_int("n", n)
-    if not np.isfinite(angle):
-        raise ValueError(f"angle must be a finite number of degrees, got {angle}")
+    check_number("angle", angle, " of degrees", minimum=None)
     rng = np.random.default_rng(seed)
     centre = np.array([0.5, 0.25])
     (xs, ys), (xt, yt) = _moons(n, rng), _moons(n, rng)

@@ -129,8 +129,7 @@ class Method:
 
     @classmethod
     def blank(cls, config, data: Domain, seed: int) -> dict[str, nn.Module]:
-        """Untrained networks of a run (seed ``seed``'s :meth:`modules`) for samples and classes like
-        ``data``'s, to load its stored weights into."""
+        """Untrained networks of a run (seed ``seed``'s :meth:`modules`) for data like ``data``: to load into."""
         return cls(config, data, data, [seed]).modules(0)
 
     @classmethod
@@ -150,8 +149,7 @@ class Method:
     @classmethod
     def run(cls, config, source: Domain, target: Domain, seeds, *, eval_sets=None, progress=True,
             name: str | None = None, monitor_size: int = 2000) -> list["RunResult"]:
-        """Train ``config`` on ``source`` -> ``target`` for each seed, one after another; one
-        :class:`RunResult` per seed."""
+        """Train ``config`` on ``source`` -> ``target`` for each seed in turn; one :class:`RunResult` per seed."""
         return [r for seed in check_seeds(seeds)
                 for r in fit(cls(config, source, target, [seed], name=name), source, target,
                              steps=cls.total_steps(config), batch_size=config.batch_size, eval_sets=eval_sets,

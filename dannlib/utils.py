@@ -50,12 +50,13 @@ def check_positive_int(name: str, value) -> int:
     return n
 
 
-def check_number(name: str, value, hint: str = "", *, minimum: float = 0.0, strict: bool = True) -> float:
-    """``value`` as a float if a finite real number > ``minimum`` (>= for ``strict=False``; not a bool),
-    else ValueError naming it (and ``hint``)."""
+def check_number(name: str, value, hint: str = "", *, minimum: float | None = 0.0, strict: bool = True) -> float:
+    """``value`` as a float if a finite real number (not a bool) > ``minimum`` (>= for ``strict=False``;
+    None: any), else ValueError naming it (and ``hint``)."""
     if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-            or (value <= minimum if strict else value < minimum)):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {minimum:g}{hint}, got {value!r}")
+            or minimum is not None and (value <= minimum if strict else value < minimum)):
+        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+        raise ValueError(f"{name} must be a finite number{bound}{hint}, got {value!r}")
     return float(value)
 
 
