@@ -107,14 +107,12 @@ class Batches:
         self.src = [IndexSampler(len(source), batch_size, 2 * s, device) for s in seeds]
         self.tgt = None if target is None else [IndexSampler(len(target), batch_size, 2 * s + 1, device) for s in seeds]
 
-    def _gather(self, domain: Domain, samplers, with_labels: bool):
-        if self.k == 1:
-            idx = samplers[0].next()
-            return domain.x[idx], (domain.y[idx] if with_labels else None)
-        idx = torch.stack([s.next() for s in samplers]).reshape(-1)  # (K * B,)
-        x = domain.x[idx].reshape(self.k, self.batch_size, *domain.x.shape[1:])
-        return x, (domain.y[idx].reshape(self.k, self.batch_size) if with_labels else None)
+    def _gather(self, domain: Domain, samplers):
+        idx = torch.cat([s.next() for s in samplers])  # (K * B,)
+        shape = (self.k, self.batch_size) if self.k > 1 else (self.batch_size,)
+        y = None if domain.y is None else domain.y[idx].reshape(shape)
+        return domain.x[idx].reshape(*shape, *domain.x.shape[1:]), y
 
     def next(self):
-        xs, ys = self._gather(self.source, self.src, True)
-        return xs, ys, self._gather(self.target, self.tgt, False)[0] if self.tgt is not None else None
+        xs, ys = self._gather(self.source, self.src)
+        return xs, ys, None if self.tgt is None else self._gather(self.target, self.tgt)[0]

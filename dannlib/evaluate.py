@@ -9,19 +9,17 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from .utils import check_positive_int
+from .utils import check_number, check_positive_int
 
-#: scikit-learn's native code (BLAS, OpenMP) on one thread: all cores were measured 7x slower for the
-#: t-SNE of 300 points on the study's shared CPU; the results do not depend on it.
+#: scikit-learn's native code on one thread (all cores: 7x slower for a t-SNE of 300 points on the study's CPU)
 _one_thread = functools.partial(threadpool_limits, limits=1)
 
 
 @contextlib.contextmanager
 def _eval_mode(net: torch.nn.Module):
     was_training = net.training
-    net.eval()
     try:
-        yield
+        yield net.eval()
     finally:
         net.train(was_training)
 
@@ -57,8 +55,7 @@ def proxy_a_distance(fs, ft, seed: int = 0, C: float = 1.0, max_iter: int = 2000
     fs, ft = _as_2d("fs", fs), _as_2d("ft", ft)
     if fs.shape[1] != ft.shape[1]:
         raise ValueError(f"fs and ft must have the same feature size, got {fs.shape[1]} and {ft.shape[1]}")
-    if C <= 0:
-        raise ValueError(f"C must be > 0, got {C}")
+    check_number("C", C)
     rng = np.random.default_rng(int(seed))
     n = min(len(fs), len(ft))
     fs, ft = fs[rng.permutation(len(fs))[:n]], ft[rng.permutation(len(ft))[:n]]
@@ -66,9 +63,8 @@ def proxy_a_distance(fs, ft, seed: int = 0, C: float = 1.0, max_iter: int = 2000
     x_train, x_test = np.concatenate([fs[:half], ft[:half]]), np.concatenate([fs[half:], ft[half:]])
     y_train, y_test = np.r_[np.zeros(half), np.ones(half)], np.r_[np.zeros(n - half), np.ones(n - half)]
     mean, std = x_train.mean(0), x_train.std(0) + 1e-8
-    clf = LogisticRegression(C=C, max_iter=max_iter)
     with _one_thread():
-        clf.fit((x_train - mean) / std, y_train)
+        clf = LogisticRegression(C=C, max_iter=max_iter).fit((x_train - mean) / std, y_train)
         err = float(np.mean(clf.predict((x_test - mean) / std) != y_test))
     return {"pad": 2.0 * (1.0 - 2.0 * err), "err": err, "n_train": int(len(x_train)), "n_test": int(len(x_test))}
 
@@ -109,10 +105,9 @@ def domain_accuracy(net: torch.nn.Module, xs: torch.Tensor, xt: torch.Tensor) ->
     """Accuracy (eval mode) of a ``DANNNet``'s ``G_d(G_f(x))`` at telling source ``xs (Ns, ...)`` (d = 0)
     from target ``xt (Nt, ...)`` (d = 1: logit > 0)."""
     x = torch.cat([xs, xt])
-    d = torch.cat([torch.zeros(len(xs)), torch.ones(len(xt))]).to(x.device)
     with _eval_mode(net):
-        logits = net(x, 0.0)[1]
-    return float(((logits > 0).float() == d).float().mean())
+        target = net(x, 0.0)[1] > 0
+    return float((target == (torch.arange(len(x), device=x.device) >= len(xs))).float().mean())
 
 
 @torch.no_grad()

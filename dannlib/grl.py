@@ -5,22 +5,17 @@ Stateless: lambda is an argument of every call (eq. 6: :func:`dannlib.schedules.
 under ``torch.func`` transforms (``setup_context``, ``generate_vmap_rule``)."""
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import nn
 
+from .utils import check_number
+
 
 def _check_lambda(lambda_) -> float:
-    if isinstance(lambda_, torch.Tensor):
-        if lambda_.numel() != 1:
-            raise ValueError(f"lambda_ must be a scalar, got a tensor of shape {tuple(lambda_.shape)}")
-        lambda_ = float(lambda_)
-    if isinstance(lambda_, bool) or not isinstance(lambda_, numbers.Real) or not math.isfinite(lambda_):
-        raise ValueError(f"lambda_ must be a finite real number, got {lambda_!r} (>= 0 reverses the gradient; "
-                         "-1 passes it unchanged, as in the domain-only mode)")
-    return float(lambda_)
+    if isinstance(lambda_, torch.Tensor) and lambda_.numel() == 1:
+        lambda_ = lambda_.item()
+    return check_number("lambda_", lambda_, " (>= 0 reverses the gradient; -1 passes it unchanged, as in the "
+                        "domain-only mode)", minimum=None)
 
 
 class _GradReverse(torch.autograd.Function):

@@ -34,14 +34,12 @@ class DANNNet(nn.Module):
         return class_logits, self.domain_classifier(grad_reverse(f, grl_lambda)).squeeze(-1)
 
 
-def _mlp(sizes: list[int], final_activation: bool = False) -> nn.Sequential:
+def _mlp(sizes: list[int]) -> nn.Sequential:
     """Linear layers ``sizes[0] -> sizes[1] -> ...`` with a ReLU after each but the last."""
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2 or final_activation:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])
 
 
 def toy_net(in_features: int = 2, hidden: int = 8, n_classes: int = 2,
@@ -49,7 +47,7 @@ def toy_net(in_features: int = 2, hidden: int = 8, n_classes: int = 2,
     """Seed 003's toy network: G_f in -> hidden (ReLU), G_y hidden -> n_classes, G_d hidden ->
     hidden -> 1, or, ``deep_domain_classifier``, hidden -> 32 -> 32 -> 1."""
     domain_sizes = [hidden, 32, 32, 1] if deep_domain_classifier else [hidden, hidden, 1]
-    return DANNNet(_mlp([in_features, hidden], final_activation=True), nn.Linear(hidden, n_classes),
+    return DANNNet(nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU()), nn.Linear(hidden, n_classes),
                    _mlp(domain_sizes))
 
 
@@ -86,11 +84,11 @@ def digits_net(in_channels: int = 3, size: int = 28, n_classes: int = 10,
 class LeNetEncoder(nn.Sequential):
     """ADDA's LeNet encoder (Tzeng et al. 2017): conv 5x5x20 -> max-pool 2 -> ReLU -> conv 5x5x50
     -> dropout -> max-pool 2 -> ReLU -> flatten -> fc 500 -> ReLU; ``(N, C, 28, 28)`` ->
-    ``(N, 500)``. Dropout is off by default (p = 0): runs are deterministic under a seed."""
+    ``(N, 500)``. Its dropout is off (p = 0): runs are deterministic under a seed."""
 
-    def __init__(self, in_channels: int = 1, size: int = 28, dropout: float = 0.0):
+    def __init__(self, in_channels: int = 1, size: int = 28):
         super().__init__(nn.Conv2d(in_channels, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
-                         nn.Conv2d(20, 50, 5), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU(),
+                         nn.Conv2d(20, 50, 5), nn.Dropout2d(0.0), nn.MaxPool2d(2), nn.ReLU(),
                          nn.Flatten(), nn.Linear(50 * _conv_side(size) ** 2, 500), nn.ReLU())
 
 

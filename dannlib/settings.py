@@ -1,16 +1,15 @@
 """Settings checked before any work starts (options, ``DANNLIB_WORKERS``, ``DANNLIB_SCHEDULER``, the
 scheduler's reachability, output folders' writability): each raises one line naming the setting, the
-value and the accepted range or fix; the commands print it and exit 2 before anything is written."""
+value and the accepted range or fix."""
 from __future__ import annotations
 
-import math
 import os
 import socket
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .utils import check_positive_int
+from .utils import check_number, check_positive_int
 
 WORKERS_ENV = "DANNLIB_WORKERS"
 SCHEDULER_ENV = "DANNLIB_SCHEDULER"
@@ -26,20 +25,12 @@ def check_workers(value=None, *, setting: str = "workers") -> int:
     env = os.environ.get(WORKERS_ENV, "").strip()
     if not env:
         return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-    try:
-        n = int(env)
-    except ValueError:
-        raise ValueError(f"{WORKERS_ENV} must be an integer >= 1, got {env!r}") from None
-    return check_positive_int(WORKERS_ENV, n)
+    return check_positive_int(WORKERS_ENV, int(env) if env.isdecimal() else env)
 
 
 def check_time_limit(value, *, setting: str = "--time-limit", unit: str = "minutes") -> float | None:
-    """``value`` (None: no limit; 0: start nothing) as a finite number >= 0, or ValueError."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{setting} must be a number of {unit} >= 0, got {value!r}")
-    return float(value)
+    """``value`` (None: no limit; 0: start nothing) as a finite number >= 0 of ``unit``, or ValueError."""
+    return None if value is None else check_number(setting, value, f" {unit}", strict=False)
 
 
 def scheduler_setting(value: str | None) -> tuple[str | None, str]:
@@ -51,12 +42,14 @@ def scheduler_setting(value: str | None) -> tuple[str | None, str]:
     return (env, SCHEDULER_ENV) if env else (None, "--scheduler")
 
 
-def _host_port(address: str, setting: str) -> tuple[str, int] | None:
-    """``(host, port)`` of a ``tcp://`` / ``tls://`` (or scheme-less) address; None for other
-    transports (``inproc://``, ``ucx://``, ...), which are not probed."""
+def check_scheduler(address: str, *, setting: str = "--scheduler", timeout: float = 3.0) -> None:
+    """ConnectionError, in one line, unless something accepts a TCP connection at a ``tcp://`` /
+    ``tls://`` (or scheme-less) ``address`` within ``timeout`` seconds (a distributed Client would wait
+    30 s and end in a traceback); ValueError for an address that is not one. Other transports
+    (``inproc://``, ``ucx://``, ...) are not probed."""
     scheme, sep, _ = address.partition("://")
     if sep and scheme not in ("tcp", "tls"):
-        return None
+        return
     try:
         url = urlsplit(address if sep else f"tcp://{address}")
         host, port = url.hostname, DASK_PORT if url.port is None else url.port
@@ -65,18 +58,8 @@ def _host_port(address: str, setting: str) -> tuple[str, int] | None:
     if not host or not 0 < port < 65536:
         raise ValueError(f"{setting} must be a Dask scheduler address tcp://HOST:PORT (or tls://HOST:PORT), "
                          f"got {address!r}")
-    return host, port
-
-
-def check_scheduler(address: str, *, setting: str = "--scheduler", timeout: float = 3.0) -> None:
-    """ConnectionError, in one line, unless something accepts a TCP connection at ``address``
-    within ``timeout`` seconds (a distributed Client would wait 30 s and end in a traceback);
-    ValueError for an address that is not one."""
-    hp = _host_port(address, setting)
-    if hp is None:
-        return
     try:
-        socket.create_connection(hp, timeout=timeout).close()
+        socket.create_connection((host, port), timeout=timeout).close()
     except OSError as exc:
         why = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
         drop = f"unset {SCHEDULER_ENV}" if setting == SCHEDULER_ENV else "drop --scheduler"

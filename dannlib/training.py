@@ -1,9 +1,8 @@
 """The one training loop, :func:`fit`: seeded batches, the schedules' progress ``p = step / steps``,
 the recipe, logging, evaluation, divergence watch and progress bar. Every method is a :class:`Method`
-that owns its networks and optimisers and implements ``step``. A run is one seed; a
-:class:`PerSeedMethod` built for ``K`` seeds trains them in one :func:`fit` on batches ``(K, B, ...)``
-(seed ``k``'s those of a single-seed run). Batches are gathered by index on the training device.
-"""
+that owns its networks and optimisers and implements ``step``. A :class:`PerSeedMethod` built for
+``K`` seeds trains them in one :func:`fit` on batches ``(K, B, ...)`` (seed ``k``'s those of a
+single-seed run)."""
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +19,7 @@ from torch import nn
 from .domain import Batches, Domain, check_domains
 from .utils import check_positive_int, check_seeds, progress_enabled, seeded
 
-#: A logged loss above this is an explosion (sane runs stay below ~50; 2.3 is chance on 10 classes): the
-#: seed is recorded as diverged, even if it later settles at a dead network's 2.30.
+#: A logged loss above this is an explosion (sane runs stay below ~50): the seed is recorded as diverged.
 EXPLODED_LOSS = 1e4
 
 
@@ -38,8 +36,7 @@ def loss_trouble(values: dict) -> str | None:
 def judge_history(history: list[dict]) -> str | None:
     """Why a run's monitoring ``history`` shows it diverged ("... at step N"), or None."""
     for h in history:
-        trouble = loss_trouble({k: v for k, v in h.items() if k.endswith("loss")})
-        if trouble:
+        if trouble := loss_trouble({k: v for k, v in h.items() if k.endswith("loss")}):
             return f"{trouble} at step {h.get('step', '?')}"
     return None
 
@@ -56,7 +53,7 @@ class Method:
     The recipe is the base's (:meth:`update`): ``config.lr_at(p)`` in ``optimizer`` and/or
     ``optimizers`` before each step, bfloat16 autocast for ``config.precision == "bf16"``, and
     channels_last weights for :meth:`networks` once built (``config.channels_last``; None: on the
-    CPU). :meth:`run` is a training run's one entry point (ADDA overrides it)."""
+    CPU). :meth:`run` is a training run's one entry point."""
 
     name: str = "method"
     seeds: list[int]
@@ -79,11 +76,8 @@ class Method:
         def __init__(self, *args, **kw):
             init(self, *args, **kw)
             if type(self).__init__ is __init__:  # the outermost: the networks are built
-                nets = self.networks()
-                flag = getattr(self.config, "channels_last", None)
-                if flag is None:
-                    flag = next((p.device.type == "cpu" for net in nets for p in net.parameters()), False)
-                if flag:
+                nets, flag = self.networks(), getattr(self.config, "channels_last", None)
+                if flag or flag is None and next((p.is_cpu for net in nets for p in net.parameters()), False):
                     for net in nets:
                         net.to(memory_format=torch.channels_last)
 
@@ -135,8 +129,7 @@ class Method:
 
     @classmethod
     def blank(cls, config, data: Domain, seed: int) -> dict[str, nn.Module]:
-        """Untrained networks of a run (seed ``seed``'s :meth:`modules`) for samples and classes like
-        ``data``'s, to load its stored weights into."""
+        """Untrained networks of a run (seed ``seed``'s :meth:`modules`) for data like ``data``: to load into."""
         return cls(config, data, data, [seed]).modules(0)
 
     @classmethod
@@ -146,9 +139,8 @@ class Method:
 
     @classmethod
     def cost_steps(cls, config, data: dict) -> float:
-        """A run's cost in DANN-step equivalents, for the sweep's estimates (``data``: its data spec):
-        the steps at :meth:`steps_per_second`, scaled by the batch size, times 20 on VADA's small CNN
-        (about 20x the digits network's multiply-adds a step); toys run about 2,000 steps a second."""
+        """A run's cost in DANN-step equivalents for the sweep's estimates (``data``: its data spec); VADA's
+        small CNN costs about 20x the digits network a step, toys run about 2,000 steps a second."""
         if data.get("kind") == "toy":
             return config.steps * 57 / 2000
         net = 20 if getattr(config, "network", None) == "vada_small" else 1
@@ -157,8 +149,7 @@ class Method:
     @classmethod
     def run(cls, config, source: Domain, target: Domain, seeds, *, eval_sets=None, progress=True,
             name: str | None = None, monitor_size: int = 2000) -> list["RunResult"]:
-        """Train ``config`` on ``source`` -> ``target`` for each seed, one after another; one
-        :class:`RunResult` per seed."""
+        """Train ``config`` on ``source`` -> ``target`` for each seed in turn; one :class:`RunResult` per seed."""
         return [r for seed in check_seeds(seeds)
                 for r in fit(cls(config, source, target, [seed], name=name), source, target,
                              steps=cls.total_steps(config), batch_size=config.batch_size, eval_sets=eval_sets,
@@ -214,10 +205,8 @@ def accuracy(predict: Callable, x: torch.Tensor, y: torch.Tensor, batch_size: in
 
 def _as_list(value, k: int) -> list[float]:
     """A scalar or ``(K,)`` step output as K floats."""
-    if isinstance(value, torch.Tensor):
-        v = value.detach().double().cpu()
-        return v.tolist() if v.ndim else [v.item()] * k
-    return [float(value)] * k
+    v = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
+    return v.tolist() if v.ndim else [v.item()] * k
 
 
 def evaluate(method: Method, eval_sets: dict[str, Domain], limit: int | None = None) -> dict[str, list[float]]:
@@ -243,12 +232,10 @@ def fit(method: Method, source: Domain, target: Domain | None, *, steps: int, ba
     Every ``eval_every`` steps (default: 20 records) it logs per seed the mean step outputs since the
     last record, the schedule values of the logged step (at ``(step - 1) / steps``; the record's ``p``
     is ``step / steps``) and the accuracy on the first ``monitor_size`` samples of each of
-    ``eval_sets`` (labelled domains by name, the only use of target labels); ``final`` holds those
-    on the full sets, the numbers to report. A non-finite or exploded loss marks a seed ``diverged``
-    (a message is printed); once all have, the run stops without raising. The tqdm.auto bar is off
-    for ``progress=False`` or ``$DANNLIB_PROGRESS=0``. Modules that draw from torch's global generator
-    while training (dropout, VADA's noise) draw from it seeded with the first seed + ``TRAIN_RNG_OFFSET``;
-    the caller's generator state is restored afterwards."""
+    ``eval_sets`` (labelled domains by name, the only use of target labels); ``final``: on the full
+    sets. A non-finite or exploded loss marks a seed ``diverged``; once all have, the run stops without
+    raising. The bar is off for ``progress=False`` or ``$DANNLIB_PROGRESS=0``. Torch's global generator
+    (dropout, VADA's noise) is seeded with the first seed + ``TRAIN_RNG_OFFSET``, then restored."""
     from tqdm.auto import tqdm
 
     steps = check_positive_int("steps", steps)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import operator
 import os
 import platform
@@ -14,16 +15,16 @@ from typing import Iterator
 import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-THREADS_ENV = "DANNLIB_THREADS"
 
 
-def default_device() -> torch.device:
-    """``$DANNLIB_DEVICE`` if set, else CUDA when present, else the CPU."""
-    return torch.device(os.environ.get("DANNLIB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device``, else ``$DANNLIB_DEVICE`` if set, else CUDA when present, else the CPU."""
+    if device is None:
+        device = os.environ.get("DANNLIB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    return default_device() if device is None else torch.device(device)
+default_device = resolve_device
 
 
 @contextlib.contextmanager
@@ -43,20 +44,23 @@ def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gener
 
 def check_positive_int(name: str, value) -> int:
     """``value`` as an int >= 1 (not a bool), or ValueError naming the parameter."""
-    try:
-        n = None if isinstance(value, bool) else operator.index(value)
-    except TypeError:
-        n = None
+    n = None if isinstance(value, bool) or not hasattr(value, "__index__") else operator.index(value)
     if n is None or n < 1:
         raise ValueError(f"{name} must be an integer >= 1 (a positive integer), got {value!r}")
     return n
 
 
-def check_positive_number(name: str, value, hint: str = "") -> float:
-    """``value`` if a finite real number > 0 (not a bool), else ValueError naming it (and ``hint``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0{hint}, got {value!r}")
-    return value
+def check_number(name: str, value, hint: str = "", *, minimum: float | None = 0.0, strict: bool = True) -> float:
+    """``value`` as a float if a finite real number (not a bool) > ``minimum`` (>= for ``strict=False``;
+    None: any), else ValueError naming it (and ``hint``)."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or minimum is not None and (value <= minimum if strict else value < minimum)):
+        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+        raise ValueError(f"{name} must be a finite number{bound}{hint}, got {value!r}")
+    return float(value)
+
+
+check_positive_number = check_number
 
 
 def check_seeds(seeds) -> list[int]:
@@ -67,12 +71,11 @@ def check_seeds(seeds) -> list[int]:
     for s in seeds:
         if isinstance(s, bool) or not hasattr(s, "__index__") or int(s) < 0:
             raise ValueError(f"seeds must be integers >= 0, got {s!r} in {seeds!r}")
-    out = [int(s) for s in seeds]
-    if not out:
+    if not seeds:
         raise ValueError("seeds must name at least one seed, e.g. seeds=[0]; got an empty list")
-    if len(set(out)) != len(out):
-        raise ValueError(f"seeds must not repeat, got {out}")
-    return out
+    if len(set(map(int, seeds))) != len(seeds):
+        raise ValueError(f"seeds must not repeat, got {[int(s) for s in seeds]}")
+    return [int(s) for s in seeds]
 
 
 def check_choice(name: str, value, allowed) -> None:
@@ -91,11 +94,8 @@ def configure_threads(threads: int | None = None) -> int:
     """The thread policy for torch on the CPU: ``threads``, else ``$DANNLIB_THREADS``, else 1 (with
     runs in parallel processes, measured fastest on the study's 2-core CPU: benchmarks/README.md)."""
     if threads is None:
-        text = os.environ.get(THREADS_ENV, "1")
-        try:
-            threads = int(text)
-        except ValueError:
-            raise ValueError(f"${THREADS_ENV} must be a positive integer, got {text!r}") from None
+        text = os.environ.get("DANNLIB_THREADS", "1").strip()
+        threads = check_positive_int("$DANNLIB_THREADS", int(text) if text.isdecimal() else text)
     threads = check_positive_int("threads", threads)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
@@ -104,10 +104,9 @@ def configure_threads(threads: int | None = None) -> int:
 
 def results_root(path: str | os.PathLike | None = None) -> Path:
     """``path``, else ``$DANNLIB_RESULTS``, else the project's ``results/``."""
-    if path is not None:
-        return Path(path).expanduser()
-    env = os.environ.get("DANNLIB_RESULTS")
-    return Path(env).expanduser() if env else PROJECT_ROOT / "results"
+    if path is None:
+        path = os.environ.get("DANNLIB_RESULTS") or PROJECT_ROOT / "results"
+    return Path(path).expanduser()
 
 
 @contextlib.contextmanager
@@ -170,8 +169,7 @@ def weights_problem(path: Path) -> str | None:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for damage
-        lines = str(exc).strip().splitlines()
-        return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+        return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
     if not isinstance(blob, dict) or not all(isinstance(v, dict) for v in blob.values()):
         return f"it holds a {type(blob).__name__}, not the networks' state dicts"
     _WEIGHTS_OK.add(key)
