@@ -60,9 +60,8 @@ class ADDAConfig(Checked):
 
     def pretrain_settings(self) -> dict:
         """The settings stage 1 depends on (its run key: shared by every stage 2)."""
-        return {"pretrain_steps": self.pretrain_steps, "batch_size": self.batch_size,
-                "pretrain_lr": self.pretrain_lr, "encoder": self.encoder, "n_classes": self.n_classes,
-                "eval_every": self.eval_every}
+        return {k: getattr(self, k) for k in ("pretrain_steps", "batch_size", "pretrain_lr", "encoder",
+                                              "n_classes", "eval_every")}
 
 
 def adda_mapping_loss(d_logits_target: torch.Tensor, kind: str = "gan") -> torch.Tensor:
@@ -103,9 +102,9 @@ def check_source_labels(source: Domain, n_classes: int) -> None:
         return
     lo, hi = int(source.y.min()), int(source.y.max())
     if lo < 0 or hi >= n_classes:
-        raise ValueError(f"source {source.name!r} has label {lo if lo < 0 else hi}, outside 0..{n_classes - 1}: ADDA's classifier "
-                         f"has n_classes={n_classes} outputs; pass n_classes={max(hi + 1, n_classes)} (labels must "
-                         "be 0..n_classes-1)")
+        raise ValueError(f"source {source.name!r} has label {lo if lo < 0 else hi}, outside 0..{n_classes - 1}: "
+                         f"ADDA's classifier has n_classes={n_classes} outputs; pass "
+                         f"n_classes={max(hi + 1, n_classes)} (labels must be 0..n_classes-1)")
 
 
 class SourcePretrain(PerSeedMethod):
@@ -142,12 +141,9 @@ class SourcePretrain(PerSeedMethod):
     def schedule(self, p: float) -> dict:
         return {"lr": self.config.pretrain_lr}
 
-    def objective(self, i, xs, ys):
-        loss = F.cross_entropy(self.classifiers[i](self.encoders[i](xs)), ys)
-        return loss, {"label_loss": loss.detach()}
-
     def step_one(self, i, xs, ys, xt, p: float) -> dict:
-        return descend(self.optimizers[i], self.objective, i, xs, ys)
+        return descend(self.optimizers[i], lambda: (loss := F.cross_entropy(self.predict_one(i, xs), ys),
+                                                    {"label_loss": loss.detach()}))
 
     def predict_one(self, i, x):
         return self.classifiers[i](self.encoders[i](x))
