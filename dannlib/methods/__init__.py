@@ -66,12 +66,10 @@ def train(method: str, source: Domain, target: Domain | None, *, seeds=(0,), con
                              f"build it with make_config({method!r}, ...) or pick the method that matches")
     check_domains(source, target, eval_sets)  # before any network is built or stage trained
     target = target.unlabelled() if target is not None else None
-    kwargs = dict(eval_sets=eval_sets, progress=progress, name=method, monitor_size=monitor_size)
-    if pretrained is not None:
-        if not cls.accepts_pretrained:
-            raise ValueError(f"pretrained= is for the ADDA family, not {method!r}")
-        kwargs["pretrained"] = pretrained
-    return cls.run(cfg, source, target, seeds, **kwargs)
+    if pretrained is not None and not cls.accepts_pretrained:
+        raise ValueError(f"pretrained= is for the ADDA family, not {method!r}")
+    return cls.run(cfg, source, target, seeds, eval_sets=eval_sets, progress=progress, name=method,
+                   monitor_size=monitor_size, **({"pretrained": pretrained} if pretrained is not None else {}))
 
 
 __all__ = ["METHODS", "ORACLES", "make_config", "train", "asdict", "pretrain_source",

@@ -264,9 +264,7 @@ class ADDA(PerSeedMethod):
             name=None, monitor_size: int = 2000, pretrained=None) -> list[RunResult]:
         """Both stages for each seed (stage 2 only from ``pretrained``, :func:`pretrain_source`'s
         results); stage 1's result goes in ``parts["pretrain"]``, stage 2 is checked by :func:`detect_collapse`."""
-        config = config.validate()
-        seeds = check_seeds(seeds)
-        check_source_labels(source, config.n_classes)
+        check_source_labels(source, config.validate().n_classes)  # train() has checked the seeds
         if pretrained is None:
             pretrained = pretrain_source(source, config, seeds, eval_sets=eval_sets, progress=progress,
                                          monitor_size=monitor_size)
@@ -290,10 +288,9 @@ class ADDA(PerSeedMethod):
 def detect_collapse(history: list[dict], config: ADDAConfig) -> str:
     """A message if ``history``'s final ``collapse_window`` shows a collapse (module doc), else ``""``;
     reads only ``d_acc`` and ``target_pred_entropy`` (no target labels)."""
-    if not history:
+    tail = history[-max(1, math.ceil(config.collapse_window * len(history))):]
+    if not tail:
         return ""
-    n = max(1, int(math.ceil(config.collapse_window * len(history))))
-    tail = history[-n:]
     d_acc, ent = [r["d_acc"] for r in tail], [r["target_pred_entropy"] for r in tail]
     window = f"steps {tail[0]['step']}-{tail[-1]['step']}"
     if min(d_acc) >= config.collapse_d_acc:
