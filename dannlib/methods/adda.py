@@ -70,13 +70,8 @@ def adda_mapping_loss(d_logits_target: torch.Tensor, kind: str = "gan") -> torch
     ``E_t log(1 - D)``; ``"gan"`` (inverted labels): ``-E_t log D``; ``"confusion"``:
     ``-E_t [0.5 log D + 0.5 log(1 - D)]``. With ``log D = -softplus(-z)``, ``log(1 - D) = -softplus(z)``."""
     check_choice("kind", kind, MAPPING_LOSSES)
-    log_d = -F.softplus(-d_logits_target)
-    log_1md = -F.softplus(d_logits_target)
-    if kind == "minimax":
-        return log_1md.mean()
-    if kind == "gan":
-        return -log_d.mean()
-    return -(0.5 * log_d + 0.5 * log_1md).mean()
+    log_d, log_1md = -F.softplus(-d_logits_target), -F.softplus(d_logits_target)
+    return {"minimax": log_1md, "gan": -log_d, "confusion": -(0.5 * log_d + 0.5 * log_1md)}[kind].mean()
 
 
 def discriminator_loss(d_logits_source: torch.Tensor, d_logits_target: torch.Tensor):
@@ -90,10 +85,9 @@ def discriminator_loss(d_logits_source: torch.Tensor, d_logits_target: torch.Ten
 def prediction_entropy(logits: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Entropy of the histogram of predicted classes (argmax of ``logits (B, C)``) over
     ``log(n_classes)``: 1 for a uniform spread, 0 for one class."""
-    counts = torch.bincount(logits.argmax(-1), minlength=n_classes).double()
-    q = counts / counts.sum()
-    h = -(q * torch.log(q.clamp_min(1e-12))).sum()
-    return (h / math.log(n_classes)).float()
+    q = torch.bincount(logits.argmax(-1), minlength=n_classes).double()
+    q = q / q.sum()
+    return (-(q * torch.log(q.clamp_min(1e-12))).sum() / math.log(n_classes)).float()
 
 
 def check_source_labels(source: Domain, n_classes: int) -> None:
