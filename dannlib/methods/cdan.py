@@ -71,7 +71,7 @@ class CDAN(NetMethod):
 
     def __init__(self, config: CDANConfig, source: Domain, target: Domain, seeds, name: str | None = None):
         self.maps, self.discs = [], []
-        super().__init__(config, source, target, seeds, name=name or "cdan")
+        super().__init__(config, source, target, seeds, name=name)
 
     def heads(self, net, source: Domain) -> list:
         c, n_classes = self.config, max(10 if source.x.ndim == 4 else 2, source.n_classes)

@@ -152,7 +152,7 @@ class IIMT(NetMethod):
         return 14 if data.get("channels", 3) == 3 else 24  # augmentations and mixes cost more on 3 channels
 
     def __init__(self, config: IIMTConfig, source: Domain, target: Domain, seeds, name: str | None = None):
-        super().__init__(config, source, target, seeds, name=name or "iimt")
+        super().__init__(config, source, target, seeds, name=name)
         self.n_classes = max(10, source.n_classes)
         self.generators = [make_generator(10_007 * s + 17, self.device) for s in self.seeds]
 
