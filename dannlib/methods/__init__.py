@@ -1,12 +1,6 @@
-"""The method registry and the one way to train a registered method.
-
-``METHODS`` maps a name to ``(method class, fixed settings of its Config dataclass)``. Adding a
-method: one module with a config dataclass and a :class:`dannlib.training.Method` subclass, and
-one line here (the registry imports the method modules, never the other way round).
-
->>> from dannlib.methods import train
->>> results = train("dann", source, target, seeds=[0, 1, 2], steps=1000)   # one RunResult per seed
-"""
+"""The method registry and the one way to train a registered method: ``train("dann", source, target,
+seeds=[0, 1], steps=1000)`` gives one RunResult per seed. Adding a method: one module with a config
+dataclass and a :class:`dannlib.training.Method` subclass, and one line in :data:`METHODS`."""
 from __future__ import annotations
 
 from dataclasses import asdict, fields
@@ -56,11 +50,9 @@ def train(method: str, source: Domain, target: Domain | None, *, seeds=(0,), con
           eval_sets: dict[str, Domain] | None = None, progress: bool = True, monitor_size: int = 2000,
           pretrained=None, **overrides) -> list[RunResult]:
     """Train ``method`` on ``source`` -> ``target``: one :class:`~dannlib.training.RunResult` per seed.
-
-    ``config`` (the method's config dataclass) and/or ``overrides`` set the settings;
-    ``monitor_size``: samples of each evaluation set for the monitoring curves; ``pretrained``
-    (classes that ``accepts_pretrained``, ADDA): the results of the runs it starts from. Only
-    ``eval_sets`` see the target's labels."""
+    ``config`` (the method's config dataclass) and/or ``overrides`` set the settings; ``monitor_size``:
+    samples of each evaluation set for the curves; ``pretrained`` (ADDA): the results of the runs it
+    starts from. Only ``eval_sets`` see the target's labels."""
     check_choice("method", method, METHODS)
     cls, fixed = METHODS[method]
     seeds = check_seeds(seeds)
@@ -74,13 +66,10 @@ def train(method: str, source: Domain, target: Domain | None, *, seeds=(0,), con
                              f"build it with make_config({method!r}, ...) or pick the method that matches")
     check_domains(source, target, eval_sets)  # before any network is built or stage trained
     target = target.unlabelled() if target is not None else None
-    kwargs = dict(eval_sets=eval_sets, progress=progress, name=method, monitor_size=monitor_size)
-    if pretrained is not None:
-        if not cls.accepts_pretrained:
-            family = ", ".join(sorted({c.__name__ for c, _ in METHODS.values() if c.accepts_pretrained}))
-            raise ValueError(f"pretrained= is for the {family} family, not {method!r}")
-        kwargs["pretrained"] = pretrained
-    return cls.run(cfg, source, target, seeds, **kwargs)
+    if pretrained is not None and not cls.accepts_pretrained:
+        raise ValueError(f"pretrained= is for the ADDA family, not {method!r}")
+    return cls.run(cfg, source, target, seeds, eval_sets=eval_sets, progress=progress, name=method,
+                   monitor_size=monitor_size, **({"pretrained": pretrained} if pretrained is not None else {}))
 
 
 __all__ = ["METHODS", "ORACLES", "make_config", "train", "asdict", "pretrain_source",

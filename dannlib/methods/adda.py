@@ -24,18 +24,21 @@ from .. import networks
 from ..grl import grad_reverse
 from ..schedules import grl_lambda
 from ..training import Domain, PerSeedMethod, RunResult, fit
-from ..utils import check_choice, check_positive_int, check_positive_number, check_seeds, seeded
-from .common import descend, require
+from ..utils import check_choice, check_seeds, seeded
+from .common import Checked, descend
 
 MAPPING_LOSSES = ("gan", "minimax", "confusion")
-STAGE2 = ("adda", "dann")
-ENCODERS = ("lenet",)
 
 
 @dataclass
-class ADDAConfig:
+class ADDAConfig(Checked):
     """ADDA's settings (the authors' recipe as defaults); ``steps``: stage 2, ``pretrain_steps``:
     stage 1; ``batch_size`` per domain; ``channels_last``: as :class:`~dannlib.methods.common.TrainConfig`'s."""
+
+    RULES = {**{name: "count" for name in ("pretrain_steps", "steps", "batch_size", "n_classes", "eval_every")},
+             "stage2": ("adda", "dann"), "mapping_loss": MAPPING_LOSSES, "encoder": ("lenet",),
+             "pretrain_lr": "rate", "lr": "rate", "gamma": "rate", "beta1": "[0, 1)", "beta2": "[0, 1)",
+             "collapse_window": "(0, 1]", "collapse_d_acc": "(0.5, 1]", "collapse_entropy": "[0, 1)"}
 
     pretrain_steps: int = 10_000
     steps: int = 10_000
@@ -55,27 +58,10 @@ class ADDAConfig:
     eval_every: int | None = None
     channels_last: bool | None = None
 
-    def validate(self) -> "ADDAConfig":
-        counts = ("pretrain_steps", "steps", "batch_size", "n_classes")
-        for name in counts + (("eval_every",) if self.eval_every is not None else ()):
-            check_positive_int(name, getattr(self, name))
-        for name, allowed in (("stage2", STAGE2), ("mapping_loss", MAPPING_LOSSES), ("encoder", ENCODERS)):
-            check_choice(name, getattr(self, name), allowed)
-        for name in ("pretrain_lr", "lr", "gamma"):
-            check_positive_number(name, getattr(self, name))
-        for name in ("beta1", "beta2"):
-            v = getattr(self, name)
-            require(isinstance(v, (int, float)) and 0.0 <= v < 1.0, name, "lie in [0, 1)", v)
-        require(0.0 < self.collapse_window <= 1.0, "collapse_window", "lie in (0, 1]", self.collapse_window)
-        require(0.5 < self.collapse_d_acc <= 1.0, "collapse_d_acc", "lie in (0.5, 1]", self.collapse_d_acc)
-        require(0.0 <= self.collapse_entropy < 1.0, "collapse_entropy", "lie in [0, 1)", self.collapse_entropy)
-        return self
-
     def pretrain_settings(self) -> dict:
         """The settings stage 1 depends on (its run key: shared by every stage 2)."""
-        return {"pretrain_steps": self.pretrain_steps, "batch_size": self.batch_size,
-                "pretrain_lr": self.pretrain_lr, "encoder": self.encoder, "n_classes": self.n_classes,
-                "eval_every": self.eval_every}
+        return {k: getattr(self, k) for k in ("pretrain_steps", "batch_size", "pretrain_lr", "encoder",
+                                              "n_classes", "eval_every")}
 
 
 def adda_mapping_loss(d_logits_target: torch.Tensor, kind: str = "gan") -> torch.Tensor:
@@ -84,13 +70,8 @@ def adda_mapping_loss(d_logits_target: torch.Tensor, kind: str = "gan") -> torch
     ``E_t log(1 - D)``; ``"gan"`` (inverted labels): ``-E_t log D``; ``"confusion"``:
     ``-E_t [0.5 log D + 0.5 log(1 - D)]``. With ``log D = -softplus(-z)``, ``log(1 - D) = -softplus(z)``."""
     check_choice("kind", kind, MAPPING_LOSSES)
-    log_d = -F.softplus(-d_logits_target)
-    log_1md = -F.softplus(d_logits_target)
-    if kind == "minimax":
-        return log_1md.mean()
-    if kind == "gan":
-        return -log_d.mean()
-    return -(0.5 * log_d + 0.5 * log_1md).mean()
+    log_d, log_1md = -F.softplus(-d_logits_target), -F.softplus(d_logits_target)
+    return {"minimax": log_1md, "gan": -log_d, "confusion": -(0.5 * log_d + 0.5 * log_1md)}[kind].mean()
 
 
 def discriminator_loss(d_logits_source: torch.Tensor, d_logits_target: torch.Tensor):
@@ -104,10 +85,9 @@ def discriminator_loss(d_logits_source: torch.Tensor, d_logits_target: torch.Ten
 def prediction_entropy(logits: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Entropy of the histogram of predicted classes (argmax of ``logits (B, C)``) over
     ``log(n_classes)``: 1 for a uniform spread, 0 for one class."""
-    counts = torch.bincount(logits.argmax(-1), minlength=n_classes).double()
-    q = counts / counts.sum()
-    h = -(q * torch.log(q.clamp_min(1e-12))).sum()
-    return (h / math.log(n_classes)).float()
+    q = torch.bincount(logits.argmax(-1), minlength=n_classes).double()
+    q = q / q.sum()
+    return (-(q * torch.log(q.clamp_min(1e-12))).sum() / math.log(n_classes)).float()
 
 
 def check_source_labels(source: Domain, n_classes: int) -> None:
@@ -116,10 +96,9 @@ def check_source_labels(source: Domain, n_classes: int) -> None:
         return
     lo, hi = int(source.y.min()), int(source.y.max())
     if lo < 0 or hi >= n_classes:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"source {source.name!r} has label {bad}, outside 0..{n_classes - 1}: ADDA's classifier "
-                         f"has n_classes={n_classes} outputs; pass n_classes={max(hi + 1, n_classes)} (labels must "
-                         "be 0..n_classes-1)")
+        raise ValueError(f"source {source.name!r} has label {lo if lo < 0 else hi}, outside 0..{n_classes - 1}: "
+                         f"ADDA's classifier has n_classes={n_classes} outputs; pass "
+                         f"n_classes={max(hi + 1, n_classes)} (labels must be 0..n_classes-1)")
 
 
 class SourcePretrain(PerSeedMethod):
@@ -131,18 +110,15 @@ class SourcePretrain(PerSeedMethod):
     def __init__(self, config: ADDAConfig, source: Domain, target: Domain | None, seeds, name: str | None = None):
         check_source_labels(source, config.n_classes)
         super().__init__(config, source, target, seeds, name=name or "adda_pretrain")
-        if source.x.ndim != 4:
-            raise ValueError(f"ADDA's LeNet encoder takes images (N, C, H, W); source {source.name!r} has shape "
-                             f"{tuple(source.x.shape)}")
-        _, ch, h, w = source.x.shape
-        if h != w:
-            raise ValueError(f"images must be square, got {h}x{w}")
-        device = source.x.device
+        x = source.x
+        if x.ndim != 4 or x.shape[2] != x.shape[3]:
+            raise ValueError(f"ADDA's LeNet encoder takes images (N, C, S, S), square; source {source.name!r} has "
+                             f"shape {tuple(x.shape)}")
         self.encoders, self.classifiers, self.optimizers = [], [], []
         for s in self.seeds:
             with seeded(s):
-                enc = networks.LeNetEncoder(in_channels=ch, size=h).to(device)
-                clf = nn.Linear(500, self.config.n_classes).to(device)
+                enc = networks.LeNetEncoder(in_channels=x.shape[1], size=x.shape[2]).to(x.device)
+                clf = nn.Linear(500, self.config.n_classes).to(x.device)
             self.encoders.append(enc)
             self.classifiers.append(clf)
             self.optimizers.append(torch.optim.Adam([*enc.parameters(), *clf.parameters()], lr=self.config.pretrain_lr))
@@ -159,12 +135,9 @@ class SourcePretrain(PerSeedMethod):
     def schedule(self, p: float) -> dict:
         return {"lr": self.config.pretrain_lr}
 
-    def objective(self, i, xs, ys):
-        loss = F.cross_entropy(self.classifiers[i](self.encoders[i](xs)), ys)
-        return loss, {"label_loss": loss.detach()}
-
     def step_one(self, i, xs, ys, xt, p: float) -> dict:
-        return descend(self.optimizers[i], self.objective, i, xs, ys)
+        return descend(self.optimizers[i], lambda: (loss := F.cross_entropy(self.predict_one(i, xs), ys),
+                                                    {"label_loss": loss.detach()}))
 
     def predict_one(self, i, x):
         return self.classifiers[i](self.encoders[i](x))
@@ -198,12 +171,17 @@ class ADDA(PerSeedMethod):
         return config.steps * (config.batch_size / 128) * 57 / 17.5
 
     def __init__(self, config: ADDAConfig, pretrained, seeds=None, name: str | None = None):
-        pairs = _pretrained_pairs(pretrained)
-        by_seed = {s: (enc, clf) for s, enc, clf in pairs}
-        seeds = [s for s, _, _ in pairs] if seeds is None else check_seeds(seeds)
+        if isinstance(pretrained, SourcePretrain):
+            by_seed = {s: (pretrained.encoders[i], pretrained.classifiers[i]) for i, s in enumerate(pretrained.seeds)}
+        elif all(isinstance(r, RunResult) and {"encoder", "classifier"} <= set(r.modules) for r in pretrained):
+            by_seed = {r.seed: (r.modules["encoder"], r.modules["classifier"]) for r in pretrained}
+        else:
+            raise ValueError("pretrained must be a SourcePretrain or RunResults of pretrain_source "
+                             "(with 'encoder' and 'classifier' modules)")
+        seeds = list(by_seed) if seeds is None else check_seeds(seeds)
         missing = [s for s in seeds if s not in by_seed]
         if missing:
-            raise ValueError(f"pretrained lacks seeds {missing}; it holds {[p[0] for p in pairs]}")
+            raise ValueError(f"pretrained lacks seeds {missing}; it holds {list(by_seed)}")
         default = f"adda_{config.mapping_loss}" if config.stage2 == "adda" else "dann_lenet"
         super().__init__(config, None, None, seeds, name=name or default)
         self.source_encoders, self.classifiers, self.target_encoders = [], [], []
@@ -211,10 +189,8 @@ class ADDA(PerSeedMethod):
         betas, tied = (self.config.beta1, self.config.beta2), self.config.stage2 == "dann"
         for s in self.seeds:
             enc, clf = by_seed[s]
-            m_s, c = copy.deepcopy(enc).requires_grad_(tied), copy.deepcopy(clf).requires_grad_(tied)
-            if not tied:  # ADDA: M_s and C frozen, M_t an untied copy; DANN: one encoder, C learning
-                m_s.eval()
-                c.eval()
+            # ADDA: M_s and C frozen (eval mode), M_t an untied copy; DANN: one encoder, C learning
+            m_s, c = (copy.deepcopy(m).requires_grad_(tied).train(tied) for m in (enc, clf))
             m_t = m_s if tied else copy.deepcopy(enc).requires_grad_(True)
             with seeded(s + 1_000_003):
                 d = networks.adda_discriminator(500, 500).to(next(m_t.parameters()).device)
@@ -282,9 +258,7 @@ class ADDA(PerSeedMethod):
             name=None, monitor_size: int = 2000, pretrained=None) -> list[RunResult]:
         """Both stages for each seed (stage 2 only from ``pretrained``, :func:`pretrain_source`'s
         results); stage 1's result goes in ``parts["pretrain"]``, stage 2 is checked by :func:`detect_collapse`."""
-        config = config.validate()
-        seeds = check_seeds(seeds)
-        check_source_labels(source, config.n_classes)
+        check_source_labels(source, config.validate().n_classes)  # train() has checked the seeds
         if pretrained is None:
             pretrained = pretrain_source(source, config, seeds, eval_sets=eval_sets, progress=progress,
                                          monitor_size=monitor_size)
@@ -305,23 +279,12 @@ class ADDA(PerSeedMethod):
         return results
 
 
-def _pretrained_pairs(pretrained) -> list[tuple[int, nn.Module, nn.Module]]:
-    if isinstance(pretrained, SourcePretrain):
-        return [(s, pretrained.encoders[i], pretrained.classifiers[i]) for i, s in enumerate(pretrained.seeds)]
-    for r in pretrained:
-        if not isinstance(r, RunResult) or not {"encoder", "classifier"} <= set(r.modules):
-            raise ValueError("pretrained must be a SourcePretrain or RunResults of pretrain_source "
-                             "(with 'encoder' and 'classifier' modules)")
-    return [(r.seed, r.modules["encoder"], r.modules["classifier"]) for r in pretrained]
-
-
 def detect_collapse(history: list[dict], config: ADDAConfig) -> str:
     """A message if ``history``'s final ``collapse_window`` shows a collapse (module doc), else ``""``;
     reads only ``d_acc`` and ``target_pred_entropy`` (no target labels)."""
-    if not history:
+    tail = history[-max(1, math.ceil(config.collapse_window * len(history))):]
+    if not tail:
         return ""
-    n = max(1, int(math.ceil(config.collapse_window * len(history))))
-    tail = history[-n:]
     d_acc, ent = [r["d_acc"] for r in tail], [r["target_pred_entropy"] for r in tail]
     window = f"steps {tail[0]['step']}-{tail[-1]['step']}"
     if min(d_acc) >= config.collapse_d_acc:

@@ -19,8 +19,7 @@ from torch import nn
 from ..grl import grad_reverse
 from ..networks import _mlp
 from ..training import Domain
-from ..utils import check_choice, check_positive_int
-from .common import NetMethod, TrainConfig, _full, descend, domain_objective, require
+from .common import NetMethod, TrainConfig, _full, descend, domain_objective
 
 CONDITIONINGS = ("auto", "multilinear", "randomized")
 MULTILINEAR_LIMIT = 4096  #: above this many multilinear inputs "auto" is randomised (sec. 3.3)
@@ -31,18 +30,13 @@ class CDANConfig(TrainConfig):
     """DANN's recipe plus ``conditioning`` ("auto": randomised above :data:`MULTILINEAR_LIMIT`
     inputs), ``random_dim`` (``d``), ``entropy`` (CDAN+E), ``hidden`` (the domain head's width)."""
 
+    RULES = {**TrainConfig.RULES, "conditioning": CONDITIONINGS, "random_dim": "count", "hidden": "count",
+             "entropy": "flag"}
+
     conditioning: str = "auto"
     random_dim: int = 1024
     entropy: bool = False
     hidden: int = 100
-
-    def validate(self) -> "CDANConfig":
-        super().validate()
-        check_choice("conditioning", self.conditioning, CONDITIONINGS)
-        for name in ("random_dim", "hidden"):
-            check_positive_int(name, getattr(self, name))
-        require(isinstance(self.entropy, bool), "entropy", "be True or False", self.entropy)
-        return self
 
 
 class MultilinearMap(nn.Module):
@@ -77,7 +71,7 @@ class CDAN(NetMethod):
 
     def __init__(self, config: CDANConfig, source: Domain, target: Domain, seeds, name: str | None = None):
         self.maps, self.discs = [], []
-        super().__init__(config, source, target, seeds, name=name or "cdan")
+        super().__init__(config, source, target, seeds, name=name)
 
     def heads(self, net, source: Domain) -> list:
         c, n_classes = self.config, max(10 if source.x.ndim == 4 else 2, source.n_classes)

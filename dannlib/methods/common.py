@@ -1,11 +1,11 @@
-"""What the method families share: the recipe, the network builders and DANN's objective.
+"""What the method families share: config checks, the recipe, the network builders and DANN's objective.
 
 The recipe of Ganin & Lempitsky (2015, sec. 5.2; JMLR 2016, sec. 5.2.2): SGD, momentum 0.9, the
 learning rate ``mu_p = mu_0 / (1 + alpha p)^beta`` (eq. 7), lambda from eq. 6; or Adam at a constant rate.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import torch
@@ -22,57 +22,39 @@ LR_SCHEDULES = ("annealed", "constant")
 PRECISIONS = ("fp32", "bf16")
 
 
-@dataclass
-class TrainConfig:
-    """The DANN family's recipe (the paper's digits recipe as defaults); ``batch_size`` per domain;
-    ``precision="bf16"``: bfloat16 autocast of the forward pass; ``channels_last`` None: on the CPU."""
-
-    network: str = "digits"
-    steps: int = 10_000
-    batch_size: int = 32
-    optimizer: str = "sgd"
-    lr: float = 0.01               # mu_0 of eq. 7 (or Adam's constant rate)
-    lr_schedule: str = "annealed"  # eq. 7, or "constant"
-    lr_alpha: float = 10.0
-    lr_beta: float = 0.75
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    gamma: float = 10.0            # eq. 6
-    precision: str = "fp32"
-    channels_last: bool | None = None
-    eval_every: int | None = None
-
-    def validate(self):
-        for name, allowed in (("network", NETWORKS), ("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES),
-                              ("precision", PRECISIONS)):
-            check_choice(name, getattr(self, name), allowed)
-        for name in ("steps", "batch_size") + (("eval_every",) if self.eval_every is not None else ()):
-            check_positive_int(name, getattr(self, name))
-        for name in ("lr", "gamma"):
-            check_positive_number(name, getattr(self, name))
-        require(0 <= self.momentum < 1, "momentum", "lie in [0, 1)", self.momentum)
-        return self
-
-    def lr_at(self, p: float) -> float:
-        """The learning rate at progress ``p``: eq. 7 or constant."""
-        if self.lr_schedule == "annealed":
-            return annealed_lr(p, self.lr, self.lr_alpha, self.lr_beta)
-        return self.lr
-
-    def grl_lambda_at(self, p: float) -> float:
-        """Eq. 6: ``2 / (1 + exp(-gamma p)) - 1``."""
-        return grl_lambda(p, self.gamma)
-
-    def make_optimizer(self, params) -> torch.optim.Optimizer:
-        if self.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-
-
 def require(ok: bool, name: str, what: str, value) -> None:
     """ValueError ``"{name} must {what}, got {value!r}"`` unless ``ok``."""
     if not ok:
         raise ValueError(f"{name} must {what}, got {value!r}")
+
+
+class Checked:
+    """A config dataclass whose :meth:`validate` checks each field of ``RULES`` against its rule: the allowed
+    values (a collection), ``"count"`` (an int >= 1), ``"rate"`` (a finite number > 0), ``"flag"`` (a bool)
+    or an interval such as ``"[0, 1)"``. A field typed ``X | None`` may be None."""
+
+    RULES: dict = {}
+
+    def validate(self):
+        """``self``, or a ValueError naming the field that breaks its rule."""
+        optional = {f.name for f in fields(self) if "None" in str(f.type)}
+        for name, rule in self.RULES.items():
+            v = getattr(self, name)
+            if v is None and name in optional:
+                continue
+            if not isinstance(rule, str):
+                check_choice(name, v, rule)
+            elif rule == "count":
+                check_positive_int(name, v)
+            elif rule == "rate":
+                check_positive_number(name, v, " or None" if name in optional else "")
+            elif rule == "flag":
+                require(isinstance(v, bool), name, "be True or False", v)
+            else:
+                lo, hi = (float(b) for b in rule[1:-1].split(","))
+                require(isinstance(v, (int, float)) and (lo <= v if rule[0] == "[" else lo < v)
+                        and (v <= hi if rule[-1] == "]" else v < hi), name, f"lie in {rule}", v)
+        return self
 
 
 def _toy(source: Domain, target: Domain | None, deep: bool, hidden: int = 8) -> nn.Module:
@@ -103,6 +85,46 @@ NETWORKS: dict[str, Callable[[Domain, Domain | None], nn.Module]] = {
     # VADA/DIRT-T's small digit CNN (Shu et al. 2018)
     "vada_small": lambda s, t: networks.vada_small_net(s.x.shape[1], s.x.shape[2], max(10, s.n_classes)),
 }
+
+
+@dataclass
+class TrainConfig(Checked):
+    """The DANN family's recipe (the paper's digits recipe as defaults); ``batch_size`` per domain;
+    ``precision="bf16"``: bfloat16 autocast of the forward pass; ``channels_last`` None: on the CPU."""
+
+    RULES = {"network": NETWORKS, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "precision": PRECISIONS,
+             "steps": "count", "batch_size": "count", "eval_every": "count", "lr": "rate", "gamma": "rate",
+             "momentum": "[0, 1)"}
+
+    network: str = "digits"
+    steps: int = 10_000
+    batch_size: int = 32
+    optimizer: str = "sgd"
+    lr: float = 0.01               # mu_0 of eq. 7 (or Adam's constant rate)
+    lr_schedule: str = "annealed"  # eq. 7, or "constant"
+    lr_alpha: float = 10.0
+    lr_beta: float = 0.75
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    gamma: float = 10.0            # eq. 6
+    precision: str = "fp32"
+    channels_last: bool | None = None
+    eval_every: int | None = None
+
+    def lr_at(self, p: float) -> float:
+        """The learning rate at progress ``p``: eq. 7 or constant."""
+        if self.lr_schedule == "annealed":
+            return annealed_lr(p, self.lr, self.lr_alpha, self.lr_beta)
+        return self.lr
+
+    def grl_lambda_at(self, p: float) -> float:
+        """The reversal's lambda at progress ``p``: eq. 6, ``2 / (1 + exp(-gamma p)) - 1``."""
+        return grl_lambda(p, self.gamma)
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
 
 
 class NetMethod(PerSeedMethod):

@@ -8,31 +8,28 @@ deeper domain classifier (``network="toy_deep"``).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from ..training import Domain
-from ..utils import check_choice, check_seeds
-from .common import NetMethod, TrainConfig, dann_objective, descend, require
-
-MODES = ("source_only", "domain_only", "dann")
-LAMBDA_SCHEDULES = ("dann", "constant")
+from ..utils import check_seeds
+from .common import NetMethod, TrainConfig, dann_objective, descend
 
 
 @dataclass
 class DANNConfig(TrainConfig):
     """The shared recipe plus the mode and the lambda schedule (eq. 6 times ``lambda_max``, or constant)."""
 
+    RULES = {**TrainConfig.RULES, "mode": ("source_only", "domain_only", "dann"),
+             "lambda_schedule": ("dann", "constant"), "lambda_max": "[0, inf)"}
+
     mode: str = "dann"
     lambda_schedule: str = "dann"  # eq. 6
     lambda_max: float = 1.0
 
-    def validate(self) -> "DANNConfig":
-        super().validate()
-        check_choice("mode", self.mode, MODES)
-        check_choice("lambda_schedule", self.lambda_schedule, LAMBDA_SCHEDULES)
-        require(0.0 <= self.lambda_max < math.inf, "lambda_max", "be a finite number >= 0", self.lambda_max)
-        return self
+    def grl_lambda_at(self, p: float) -> float:
+        if self.mode == "domain_only":
+            return -1.0  # reversal switched off: the feature extractor helps G_d
+        return self.lambda_max if self.lambda_schedule == "constant" else self.lambda_max * super().grl_lambda_at(p)
 
 
 class DANN(NetMethod):
@@ -45,22 +42,13 @@ class DANN(NetMethod):
         return 87 if config.mode == "source_only" else 57  # source-only: the source batch alone, no domain head
 
     def __init__(self, config: DANNConfig, source: Domain, target: Domain | None, seeds, name: str | None = None):
-        seeds = check_seeds(seeds)
-        if len(seeds) > 1:
+        if len(check_seeds(seeds)) > 1:
             raise ValueError(f"DANN trains one seed per object, got seeds {seeds}: build one per seed "
                              "(dannlib.methods.train does)")
         super().__init__(config, source, target, seeds, name=name or config.mode)
         self.uses_target = self.config.mode != "source_only"
         self.optimizer = self.optimizers.pop()
 
-    def grl_lambda(self, p: float) -> float:
-        c = self.config
-        if c.mode == "domain_only":
-            return -1.0  # reversal switched off: the feature extractor helps G_d
-        return c.lambda_max if c.lambda_schedule == "constant" else c.lambda_max * c.grl_lambda_at(p)
-
-    def schedule(self, p: float) -> dict:
-        return {"grl_lambda": self.grl_lambda(p), "lr": self.config.lr_at(p)}
-
     def step_one(self, i, xs, ys, xt, p: float) -> dict:
-        return descend(self.optimizer, dann_objective, self.nets[i], xs, ys, xt, self.grl_lambda(p), self.config.mode)
+        return descend(self.optimizer, dann_objective, self.nets[i], xs, ys, xt, self.config.grl_lambda_at(p),
+                       self.config.mode)

@@ -26,8 +26,8 @@ from torch import nn
 
 from ..schedules import linear_ramp
 from ..training import Domain
-from ..utils import check_positive_int, check_positive_number, make_generator
-from .common import NetMethod, TrainConfig, _full, dann_objective, require
+from ..utils import check_positive_number, make_generator
+from .common import NetMethod, TrainConfig, _full, dann_objective
 
 COMPONENTS = ("inter_mixup", "target_dominated_mixup", "consistency", "intra_source", "intra_target",
               "adversarial")
@@ -100,6 +100,12 @@ def augment(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2,
 class IIMTConfig(TrainConfig):
     """The shared recipe plus IIMT's settings; K, T and alpha are ours (the paper's were not available)."""
 
+    RULES = {**TrainConfig.RULES, "network": ("digits", "vada_small"), "K": "count", "T": "(0, 1]",
+             "ramp_end": "(0, 1]", "alpha": "rate", "grad_clip": "rate", "max_shift": "[0, inf)",
+             **{name: "[0, inf)" for name in ("ramp_max", "w_inter", "w_target_mix", "w_consistency",
+                                              "w_intra_source", "w_intra_target", "contrast", "brightness")},
+             **{name: "flag" for name in COMPONENTS}}
+
     K: int = 2
     T: float = 0.5
     alpha: float = 2.0
@@ -122,26 +128,6 @@ class IIMTConfig(TrainConfig):
     # Ours, not the paper's: the whole gradient's L2 norm clipped to grad_clip (None: never); 10 is
     # about the 99th percentile of healthy runs' norms (benchmarks/README.md, "IIMT: gradient clipping")
     grad_clip: float | None = 10.0
-
-    def validate(self) -> "IIMTConfig":
-        super().validate()
-        check_positive_int("K", self.K)
-        require(self.network in ("digits", "vada_small"), "network", "be an image network ('digits' or "
-                "'vada_small') for IIMT", self.network)
-        for name in ("T", "ramp_end"):
-            require(0 < getattr(self, name) <= 1, name, "lie in (0, 1]", getattr(self, name))
-        require(self.alpha > 0 and math.isfinite(self.alpha), "alpha", "be a finite number > 0", self.alpha)
-        for name in ("ramp_max", "w_inter", "w_target_mix", "w_consistency", "w_intra_source", "w_intra_target",
-                     "contrast", "brightness"):
-            require(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name, "be a finite number >= 0",
-                    getattr(self, name))
-        for name in COMPONENTS:
-            require(isinstance(getattr(self, name), bool), name, "be True or False", getattr(self, name))
-        require(self.max_shift >= 0, "max_shift", "be >= 0", self.max_shift)
-        if self.grad_clip is not None:
-            check_positive_number("grad_clip", self.grad_clip,
-                                  " (the largest gradient norm a step may take) or None (no clipping)")
-        return self
 
 
 #: the ablations: one component removed at a time
@@ -166,7 +152,7 @@ class IIMT(NetMethod):
         return 14 if data.get("channels", 3) == 3 else 24  # augmentations and mixes cost more on 3 channels
 
     def __init__(self, config: IIMTConfig, source: Domain, target: Domain, seeds, name: str | None = None):
-        super().__init__(config, source, target, seeds, name=name or "iimt")
+        super().__init__(config, source, target, seeds, name=name)
         self.n_classes = max(10, source.n_classes)
         self.generators = [make_generator(10_007 * s + 17, self.device) for s in self.seeds]
 
