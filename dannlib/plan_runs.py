@@ -114,7 +114,6 @@ def _plan_05(profile, seeds):
 
 def _plan_06(profile, seeds):
     from .methods.iimt import ABLATIONS
-
     paper = {"n_seeds": 5, "pairs": ["MNIST->USPS", "MNIST->MNIST-M", "MNIST->MNIST-M (released)"], "steps": 10_000,
              "eval_every": 250, "monitor_size": 2000, "n_test": None, "n_cap": None,
              "headline": ["source_only", "dann", "iimt"], "ablations": [m for m in ABLATIONS if m != "iimt"],
@@ -148,7 +147,6 @@ def _selected_runs(pairs: dict, seeds, methods, common: dict, stage2_steps: int 
     choice) on each pair that has one, tagged ``<method>_selected``; a chosen ADDA stage-2
     length (a paper-profile length) is scaled to the profile's ``stage2_steps``."""
     from .selection_report import chosen_text
-
     runs = []
     for pair, data in pairs.items():
         for method in methods:
