@@ -54,14 +54,11 @@ class SweepSummary:
                 + f" ({self.seconds:.0f} s)")
 
 
-TRAIN_MISSING = (True, False, "auto", "stored")
-
-
 def check_train_missing(value):
-    """``value`` as one of :data:`TRAIN_MISSING` (the strings "true"/"false" as booleans)."""
+    """``value`` as one of True, False, "auto", "stored" (the strings "true"/"false" as booleans)."""
     if isinstance(value, str):
         value = {"true": True, "false": False}.get(value.strip().lower(), value.strip().lower())
-    if value not in TRAIN_MISSING or (value in (0, 1) and not isinstance(value, bool)):
+    if value not in (True, False, "auto", "stored") or (value in (0, 1) and not isinstance(value, bool)):
         raise ValueError(f"train_missing must be True, False, 'auto' or 'stored'; got {value!r}")
     return value
 
