@@ -66,9 +66,8 @@ def _prune(store, dry_run: bool) -> int:
     files = store.prune(keep, dry_run=dry_run)
     runs = sorted({f"{p.parent.name}/{p.stem}" for p in files})
     print(f"sweep --prune: {len(runs)} stored run(s) that no notebook needs under any profile "
-          + ("(dry run: nothing removed)" if dry_run else f"removed ({len(files)} files)") + f"; store {store.root}")
-    for r in runs:
-        print(f"  {r}")
+          + ("(dry run: nothing removed)" if dry_run else f"removed ({len(files)} files)") + f"; store {store.root}"
+          + "".join(f"\n  {r}" for r in runs))
     return 0
 
 
@@ -82,9 +81,8 @@ def _backfill(store, data_root, dry_run: bool) -> int:
         return 2
     print(f"sweep --backfill-fingerprints: {len(out['added'])} record(s) "
           + ("would get" if dry_run else "got") + f" the data fingerprint of {resolve(data_root)}; "
-          f"{out['had']} had one; {len(out['skipped'])} skipped; store {store.root}")
-    for path, why in out["skipped"]:
-        print(f"  skipped {path}: {why}")
+          f"{out['had']} had one; {len(out['skipped'])} skipped; store {store.root}"
+          + "".join(f"\n  skipped {path}: {why}" for path, why in out["skipped"]))
     return 0
 
 
