@@ -1,20 +1,15 @@
-"""Command line: ``python -m dannlib {sweep,regenerate,report} ...`` (also the ``dannlib`` script).
-
-``sweep`` trains every run that the selected notebooks need under a profile
-(:func:`dannlib.sweep.ensure`), or ``--prune``\\ s the store, or ``--backfill-fingerprints``;
-``regenerate`` is :mod:`dannlib.regenerate`'s, ``report`` :mod:`dannlib.report`'s.
-"""
+"""Command line: ``python -m dannlib {sweep,regenerate,report} ...`` (also the ``dannlib`` script)."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import asdict
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import regenerate
     from .profiles import DEFAULT_PROFILE, PROFILES
-
     parser = argparse.ArgumentParser(prog="python -m dannlib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="{sweep,regenerate,report}")
     sw = sub.add_parser(
@@ -55,31 +50,30 @@ def build_parser() -> argparse.ArgumentParser:
         "still run. Exit status: 0 all succeeded, 1 some notebook failed, 2 bad arguments.",
     )
     regenerate.add_arguments(regen)
-    # Everything after "report" (including --help) is passed on to dannlib.report.main.
-    sub.add_parser("report", help="print the results tables (Markdown) built from results/<profile>/",
-                   add_help=False)
+    rep = sub.add_parser("report", help="print the results tables (Markdown) built from results/<profile>/",
+                         description="Print the study's results tables (Markdown) built from the notebooks' records.")
+    rep.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
+    rep.add_argument("--results-dir", default=None, help="where the notebooks wrote their records "
+                     "(default: $DANNLIB_RESULTS, else the project's results/)")
     return parser
 
 
 def _prune(store, dry_run: bool) -> int:
     from .plan import NOTEBOOKS, plan_specs
     from .profiles import PROFILES
-
     keep = {k for p in PROFILES for nb in NOTEBOOKS for s in plan_specs(nb, p) for k in
             [s.key, *(d.key for d in s.dependencies())]}
     files = store.prune(keep, dry_run=dry_run)
     runs = sorted({f"{p.parent.name}/{p.stem}" for p in files})
     print(f"sweep --prune: {len(runs)} stored run(s) that no notebook needs under any profile "
-          + ("(dry run: nothing removed)" if dry_run else f"removed ({len(files)} files)") + f"; store {store.root}")
-    for r in runs:
-        print(f"  {r}")
+          + ("(dry run: nothing removed)" if dry_run else f"removed ({len(files)} files)") + f"; store {store.root}"
+          + "".join(f"\n  {r}" for r in runs))
     return 0
 
 
 def _backfill(store, data_root, dry_run: bool) -> int:
     from .data.common import DataChecksumError, DataNotFoundError, data_root as resolve
     from .data.fingerprint import backfill_store
-
     try:
         out = backfill_store(store.root, data_root, dry_run=dry_run)
     except (DataChecksumError, DataNotFoundError) as exc:
@@ -87,9 +81,8 @@ def _backfill(store, data_root, dry_run: bool) -> int:
         return 2
     print(f"sweep --backfill-fingerprints: {len(out['added'])} record(s) "
           + ("would get" if dry_run else "got") + f" the data fingerprint of {resolve(data_root)}; "
-          f"{out['had']} had one; {len(out['skipped'])} skipped; store {store.root}")
-    for path, why in out["skipped"]:
-        print(f"  skipped {path}: {why}")
+          f"{out['had']} had one; {len(out['skipped'])} skipped; store {store.root}"
+          + "".join(f"\n  skipped {path}: {why}" for path, why in out["skipped"]))
     return 0
 
 
@@ -99,13 +92,12 @@ def sweep_main(args: argparse.Namespace) -> int:
     from .settings import check_scheduler, check_time_limit, check_workers, check_writable, scheduler_setting
     from .store import Store, estimate_seconds
     from .utils import atomic_write, results_root
-
     store = Store(args.store, data_root=args.data_root)
     try:  # every option and setting is checked before anything is trained, removed or written
         only = parse_only(args.only)
         seeds = parse_seeds(args.seeds)
         notebooks = selected_notebooks(only)
-        specs = sweep._unique(s for nb in notebooks for s in plan_specs(nb, args.profile, seeds))
+        specs = list(dict.fromkeys(s for nb in notebooks for s in plan_specs(nb, args.profile, seeds)))
         workers = check_workers(args.workers, setting="--workers")
         time_limit = check_time_limit(args.time_limit)
         scheduler, scheduler_from = scheduler_setting(args.scheduler)
@@ -144,10 +136,8 @@ def sweep_main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         code = 130
     with atomic_write(results_root() / args.profile / "sweep.json") as fh:
-        json.dump({"profile": args.profile, "notebooks": notebooks, "total": summary.total, "found": summary.found,
-                   "trained": summary.trained, "failed": summary.failed, "not_started": summary.not_started,
-                   "seconds": round(summary.seconds, 1), "workers": workers, "scheduler": bool(scheduler)},
-                  fh, indent=1)
+        json.dump({"profile": args.profile, "notebooks": notebooks, **asdict(summary), "seconds": round(summary.seconds, 1),
+                   "workers": workers, "scheduler": bool(scheduler)}, fh, indent=1)
     print(f"sweep [{args.profile}]: {summary.line()}")
     for label, err in summary.failed:
         print(f"  failed: {label}: {err}", file=sys.stderr)
@@ -156,18 +146,18 @@ def sweep_main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "report":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parser.parse_args(argv)
     if args.command == "sweep":
         return sweep_main(args)
     if args.command == "regenerate":
         from .regenerate import run_from_args
-
         return run_from_args(args)
-    from .report import main as report_main
-
-    return int(report_main(extra) or 0)
+    from .report import markdown_report
+    try:
+        print(markdown_report(args.results_dir, args.profile), end="")
+    except (ValueError, FileNotFoundError) as exc:
+        parser.exit(2, f"dannlib report: {exc}\n")
+    return 0
 
 
 if __name__ == "__main__":

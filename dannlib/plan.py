@@ -1,14 +1,11 @@
-"""The runs each notebook needs under each profile: the one list that the notebooks and
-``python -m dannlib sweep`` both read.
-
-Profiles (``dannlib.profiles``): ``smoke`` exercises every code path in seconds (CI); ``quick``
-is sized for a 2-core CPU; ``paper`` keeps the papers' step counts with 5 seeds on the headline
-rows and 3 on ablation variants. A run that several profiles ask for is computed once. Each
-entry of a plan is a :class:`~dannlib.plan_runs.Planned` run, built in :mod:`dannlib.plan_runs`
+"""The runs each notebook needs under each profile (:mod:`dannlib.profiles`): the one list that the
+notebooks and ``python -m dannlib sweep`` both read. A run that several profiles ask for is computed
+once. Each entry is a :class:`~dannlib.plan_runs.Planned` run, built in :mod:`dannlib.plan_runs`
 (01-06) and :mod:`dannlib.plan_grids` (07, 08).
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -102,7 +99,6 @@ def fetch(notebook: str, profile: str, seeds=None, *, train_missing="auto", **kw
     import warnings
 
     from .sweep import RunsFailedError, ensure
-
     p = plan(notebook, profile, seeds)
     hint = _sweep_command(p, seeds)
     stored = ensure(p.specs, train_missing=train_missing, hint=hint, **kwargs)
@@ -124,17 +120,13 @@ def coverage_note(plan: Plan, runs, seeds=None) -> str:
     """Markdown saying which of ``plan``'s runs are not among ``runs`` (from :func:`fetch`), per
     tag group, and the command that computes them; "" when every run is there."""
     got = {r.spec for _, r in runs}
-    groups: dict[str, list[int]] = {}
-    for p in plan.runs:
-        n = groups.setdefault(", ".join(str(v) for v in p.tags.values()), [0, 0])
-        n[0] += p.spec not in got
-        n[1] += 1
-    if not any(m for m, _ in groups.values()):
+    total = Counter(", ".join(map(str, p.tags.values())) for p in plan.runs)
+    missing = Counter(", ".join(map(str, p.tags.values())) for p in plan.runs if p.spec not in got)
+    if not missing:
         return ""
-    n_missing = sum(p.spec not in got for p in plan.runs)
-    lines = [f"**Incomplete: {n_missing} of {len(plan.runs)} runs of the {plan.profile} profile are not in the "
+    lines = [f"**Incomplete: {missing.total()} of {len(plan.runs)} runs of the {plan.profile} profile are not in the "
              f"store**, so the tables and figures below show only the runs that are. Missing:"]
-    lines += [f"- {label}: {m} of {n}" for label, (m, n) in groups.items() if m]
+    lines += [f"- {label}: {missing[label]} of {n}" for label, n in total.items() if missing[label]]
     lines.append(f"\nCompute them with `{_sweep_command(plan, seeds)}` and run this notebook again.")
     return "\n".join(lines)
 

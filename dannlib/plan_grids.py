@@ -12,29 +12,27 @@ U, R = "MNIST->USPS", MNIST_M_PAIRS["mnist_m_released"]
 
 
 def _plan_07(profile, seeds):
-    s = {
-        "smoke": {"n_seeds": 1, "steps": 6, "eval_every": 3, "monitor_size": 100, "n_cap": 200, "n_test": 100,
-                  "lambda_max": {U: [0.1, 1.0], R: [1.0]}, "lr": {U: [0.01], R: [0.01]},
-                  "ramp_max": {U: [0.1, 1.0], R: [1.0]},
-                  "adda": {"grid": {U: {"lr": [2e-4, 5e-5], "stage2_steps": [4, 8]},
-                                    R: {"lr": [2e-4], "stage2_steps": [4, 8]}},
-                           "pretrain_steps": 8, "batch_size": 32, "eval_every": 4}},
-        "quick": {"n_seeds": 3, "steps": 1000, "eval_every": 100, "monitor_size": 2000, "n_cap": None,
-                  "n_test": None, "lambda_max": {U: [0.1, 1.0, 3.0], R: []}, "lr": {U: [0.01], R: []},
-                  "ramp_max": {U: [0.1, 1.0, 10.0], R: []},
-                  "adda": {"grid": {U: {"lr": [2e-4, 5e-5], "stage2_steps": [1000, 2000]}},
-                           "pretrain_steps": 1000, "batch_size": 64, "eval_every": 100}},
-        # paper: 2,000-step runs, a fifth of the study's length (issue 20's budget: 4 h of the 2-core
-        # machine for every grid); ADDA's stage-2 length is a grid axis; on the released MNIST-M
-        # DANN keeps its paper learning rate only
-        "paper": {"n_seeds": 3, "steps": 2000, "eval_every": 100, "monitor_size": 2000, "n_cap": None,
-                  "n_test": None, "lambda_max": {U: list(DANN_GRID["lambda_max"]), R: list(DANN_GRID["lambda_max"])},
-                  "lr": {U: list(DANN_GRID["lr"]), R: [0.01]},
-                  "ramp_max": {U: list(IIMT_GRID["ramp_max"]), R: list(IIMT_GRID["ramp_max"])},
-                  "adda": {"grid": {U: {k: list(v) for k, v in ADDA_GRID.items()},
-                                    R: {k: list(v) for k, v in ADDA_GRID_RELEASED.items()}},
-                           "pretrain_steps": 10_000, "batch_size": 128, "eval_every": 250}},
-    }[profile]
+    # paper: 2,000-step runs, a fifth of the study's length (issue 20's budget: 4 h of the 2-core
+    # machine for every grid); ADDA's stage-2 length is a grid axis; on the released MNIST-M
+    # DANN keeps its paper learning rate only
+    paper = {"n_seeds": 3, "steps": 2000, "eval_every": 100, "monitor_size": 2000, "n_cap": None, "n_test": None,
+             "lambda_max": {U: list(DANN_GRID["lambda_max"]), R: list(DANN_GRID["lambda_max"])},
+             "lr": {U: list(DANN_GRID["lr"]), R: [0.01]},
+             "ramp_max": {U: list(IIMT_GRID["ramp_max"]), R: list(IIMT_GRID["ramp_max"])},
+             "adda": {"grid": {U: {k: list(v) for k, v in ADDA_GRID.items()},
+                               R: {k: list(v) for k, v in ADDA_GRID_RELEASED.items()}},
+                      "pretrain_steps": 10_000, "batch_size": 128, "eval_every": 250}}
+    s = {"paper": paper,
+         "quick": {**paper, "steps": 1000, "lambda_max": {U: [0.1, 1.0, 3.0], R: []}, "lr": {U: [0.01], R: []},
+                   "ramp_max": {U: [0.1, 1.0, 10.0], R: []},
+                   "adda": {"grid": {U: {"lr": [2e-4, 5e-5], "stage2_steps": [1000, 2000]}},
+                            "pretrain_steps": 1000, "batch_size": 64, "eval_every": 100}},
+         "smoke": {**paper, "n_seeds": 1, "steps": 6, "eval_every": 3, "monitor_size": 100, "n_cap": 200, "n_test": 100,
+                   "lambda_max": {U: [0.1, 1.0], R: [1.0]}, "lr": {U: [0.01], R: [0.01]},
+                   "ramp_max": {U: [0.1, 1.0], R: [1.0]},
+                   "adda": {"grid": {U: {"lr": [2e-4, 5e-5], "stage2_steps": [4, 8]},
+                                     R: {"lr": [2e-4], "stage2_steps": [4, 8]}},
+                            "pretrain_steps": 8, "batch_size": 32, "eval_every": 4}}}[profile]
     seeds = _seeds(s["n_seeds"], seeds)
     usps = {**USPS_PAIRS[U], "n_test": s["n_test"]}  # 06's MNIST->USPS data (ADDA's protocol sizes)
     pairs = {U: {**usps, "n_source": s["n_cap"], "n_target": s["n_cap"]} if s["n_cap"] else usps,
@@ -78,12 +76,10 @@ def _plan_08(profile, seeds):
              "long_steps": 20_000, "n_long_seeds": 3, "n_network_seeds": 2,
              "controls_seeds": {"no_adversarial": 3, "target_weights_0": 1, "source_intra_mixup": 3}}
     s = {"paper": paper,
-         "smoke": {"n_seeds": 1, "steps": 6, "eval_every": 3, "monitor_size": 100, "n_cap": 200, "n_test": 100,
-                   "long_steps": 12, "controls_seeds": {k: 1 for k in IIMT_CONTROLS}, "n_long_seeds": 1,
-                   "n_network_seeds": 1},
-         "quick": {"n_seeds": 0, "steps": 10_000, "eval_every": 250, "monitor_size": 2000, "n_cap": None,
-                   "n_test": None, "long_steps": 20_000, "controls_seeds": {}, "n_long_seeds": 0,
-                   "n_network_seeds": 0}}[profile]
+         "quick": {**paper, "n_seeds": 0, "n_long_seeds": 0, "n_network_seeds": 0, "controls_seeds": {}},
+         "smoke": {**paper, "n_seeds": 1, "steps": 6, "eval_every": 3, "monitor_size": 100, "n_cap": 200, "n_test": 100,
+                   "long_steps": 12, "n_long_seeds": 1, "n_network_seeds": 1,
+                   "controls_seeds": {k: 1 for k in IIMT_CONTROLS}}}[profile]
     seeds = _seeds(max(s["n_seeds"], 1), seeds)
     cap, n_test, monitor = s["n_cap"], s["n_test"], s["monitor_size"]
     mnist_m = digits_data("mnist", "mnist_m", n_source=cap, n_target=cap, n_test=n_test)

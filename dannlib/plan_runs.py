@@ -114,18 +114,16 @@ def _plan_05(profile, seeds):
 
 def _plan_06(profile, seeds):
     from .methods.iimt import ABLATIONS
-
+    # released_methods: on the released MNIST-M, 03's source-only and DANN runs (the untuned rows) and the selected ones
     paper = {"n_seeds": 5, "pairs": ["MNIST->USPS", "MNIST->MNIST-M", "MNIST->MNIST-M (released)"], "steps": 10_000,
              "eval_every": 250, "monitor_size": 2000, "n_test": None, "n_cap": None,
              "headline": ["source_only", "dann", "iimt"], "ablations": [m for m in ABLATIONS if m != "iimt"],
-             "n_ablation_seeds": 3}
+             "n_ablation_seeds": 3, "released_methods": ["source_only", "dann"]}
     s = {"paper": paper,
          "smoke": {**paper, "n_seeds": 1, "pairs": ["MNIST->USPS"], "steps": 6, "eval_every": 3, "monitor_size": 100,
                    "n_test": 100, "n_cap": 200, "n_ablation_seeds": 1},
          "quick": {**paper, "n_seeds": 3, "pairs": ["MNIST->USPS"], "steps": 2000, "eval_every": 100, "ablations": [],
                    "n_ablation_seeds": 0}}[profile]
-    # on the released MNIST-M, 03's source-only and DANN runs (the untuned rows) and the selected ones
-    s = {**s, "released_methods": ["source_only", "dann"]}
     seeds = _seeds(s["n_seeds"], seeds)
     cap, released = s["n_cap"], MNIST_M_PAIRS["mnist_m_released"]
     pairs = {
@@ -148,7 +146,6 @@ def _selected_runs(pairs: dict, seeds, methods, common: dict, stage2_steps: int 
     choice) on each pair that has one, tagged ``<method>_selected``; a chosen ADDA stage-2
     length (a paper-profile length) is scaled to the profile's ``stage2_steps``."""
     from .selection_report import chosen_text
-
     runs = []
     for pair, data in pairs.items():
         for method in methods:

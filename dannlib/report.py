@@ -1,16 +1,10 @@
-"""The study's results as Markdown, built only from the records the notebooks wrote, and the
-few tables the notebooks print in place of prose.
-
-``python -m dannlib report [--profile paper] [--results-dir DIR]`` prints the headline (ours
-against :data:`dannlib.results.PUBLISHED`), then one table per notebook (mean ± std over seeds,
-failed runs apart) with its paired comparisons (:mod:`dannlib.stats`), the machine and the
-regeneration times. The README's tables are copied from it (a test checks every number). The
-notebooks call the same builders, so a comparison reads the same in a notebook, the report
-and the README.
+"""The study's results as Markdown, built only from the records the notebooks wrote
+(``python -m dannlib report``: the headline against :data:`dannlib.results.PUBLISHED`, one table
+per notebook with its paired comparisons, the machine and the regeneration times; the README's
+tables are copied from it), and the tables the notebooks print with the same builders.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -85,9 +79,10 @@ def markdown_report(results_dir=None, profile: str = "quick") -> str:
         raise FileNotFoundError(f"no records in {folder}: run `make figures PROFILE={profile}` "
                                 f"(python -m dannlib sweep --profile {profile}, then regenerate) first")
     parts = [f"Profile `{profile}`; records in `results/{profile}/`."]
-    headline = headline_markdown(folder)
+    headline = [f"#### {title}\n\n" + published_table(_records(folder, number)[1], metric, group=group)
+                for number, title, metric, group in HEADLINE if _records(folder, number)[0]]
     if headline:
-        parts.append(headline)
+        parts.append("### Headline: ours against the published numbers\n\n" + "\n\n".join(headline))
     if (folder / "regeneration.json").is_file():
         parts += _regeneration(json.loads((folder / "regeneration.json").read_text()), profile)
     for number, title, keys, metric in SECTIONS:
@@ -106,7 +101,6 @@ def markdown_report(results_dir=None, profile: str = "quick") -> str:
     if paths:
         from .grids import GRID_DEFAULTS, GRID_SETTING
         from .selection_report import selection_markdown
-
         recs = [r for r in recs if r.get("scores_from") != "missing"]
         parts.append("### Label-free model selection (notebook 07): regret of the trusted rule (oracle's best target "
                      f"accuracy − the pick's)\n\n`{paths[0].name}`; seeds "
@@ -151,8 +145,7 @@ def comparisons(records, name: str, *, names: dict | None = None) -> list[tuple]
     if name not in COMPARISONS:
         raise ValueError(f"name must be one of {sorted(COMPARISONS)}, got {name!r}")
     _, group, specs = COMPARISONS[name]
-    records = list(records)
-    out = []
+    records, out = list(records), []
     for g in (list(dict.fromkeys(r.get(group) for r in records)) if group else [None]):
         for metric, a, b in specs:
             c = compare_records(records, metric, a, b, where={group: g} if group else {}, names=names)
@@ -186,7 +179,6 @@ def selected_table(records, metric: str = "target_test_acc", *, digits: int = 3)
     ``_selected``, tagged ``chosen``) beside their untuned rows: a pandas DataFrame indexed by
     pair and method; None when no record is a selected row."""
     import pandas as pd
-
     cells = {(g["pair"], g["method"]): format_cell(g["mean"], g["std"], g["n"], digits)
              for g in aggregate(records, metric, ("pair", "method"))}
     chosen = {(r["pair"], r["method"]): r.get("chosen", "—") for r in records if r["method"].endswith("_selected")}
@@ -203,8 +195,7 @@ def head_to_head(records, a: str, b: str, metric: str = "target_test_acc", *, gr
                  digits: int = 3) -> str:
     """Markdown bullets, one per value of ``group`` where ``a`` and ``b`` share a seed: does ``a``
     beat ``b`` on ``metric`` ("higher"/"lower" only when the paired 95% interval excludes 0)."""
-    records = list(records)
-    lines = []
+    records, lines = list(records), []
     for g in dict.fromkeys(r.get(group) for r in records):
         c = compare_records(records, metric, a, b, where={group: g})
         if c.n:
@@ -221,13 +212,10 @@ def published_table(records, metric: str, *, group: str | None = None, experimen
     method | ours, mean ± sd (n) | published | ours − published | published in. ``experiment``:
     the experiment's name, or a mapping from the group's values to it (default
     :data:`EXPERIMENT_OF_PAIR`)."""
-    names = names or {}
-    body = []
+    names, body = names or {}, []
+    experiment = EXPERIMENT_OF_PAIR if experiment is None and group else experiment
     for g in aggregate(records, metric, [group, "method"] if group else ["method"]):
-        if experiment is None:
-            exp = EXPERIMENT_OF_PAIR.get(g.get(group)) if group else None
-        else:
-            exp = experiment.get(g[group]) if isinstance(experiment, dict) else experiment
+        exp = experiment.get(g.get(group)) if isinstance(experiment, dict) else experiment
         pub = published(exp, g["method"]) if exp else None
         if pub is not None and g["n"]:
             body.append(([g[group]] if group else []) + [names.get(g["method"], g["method"]),
@@ -244,7 +232,6 @@ def threshold_counts(records, metric: str, threshold: float, *, by=("method",), 
     """How many ok seeds lie above (or ``below``) ``threshold``: a pandas DataFrame of "k of n"
     cells indexed by ``by`` (pivoted on ``columns``)."""
     import pandas as pd
-
     keys = list(by) + ([columns] if columns else [])
     rows = []
     for g in aggregate(records, metric, keys):
@@ -266,7 +253,6 @@ def final_trend(histories: dict, key: str, *, x: str = "step", fraction: float =
     ``histories`` (name -> history records of all its seeds): the mean over seeds of ``key`` at
     the last logged ``x``, and its change over the last ``fraction`` of the logged points."""
     import pandas as pd
-
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must lie in (0, 1), got {fraction!r}")
     rows = {}
@@ -287,9 +273,7 @@ def method_table(records, metrics, *, order=None, names: dict | None = None, exp
     """A pandas DataFrame, one row per method (in ``order``): each metric's :func:`aggregate`
     cell, the failed runs and, with ``experiment``, the published number and its source."""
     import pandas as pd
-
-    names, records = names or {}, list(records)
-    rows = {}
+    names, records, rows = names or {}, list(records), {}
     for m in (list(order) if order is not None else list(dict.fromkeys(r["method"] for r in records))):
         rs = [r for r in records if r["method"] == m]
         if not rs:
@@ -305,25 +289,3 @@ def method_table(records, metrics, *, order=None, names: dict | None = None, exp
         rows[names.get(m, m)] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 
-
-def headline_markdown(folder) -> str:
-    """The headline tables (:data:`HEADLINE`) of the records in ``folder``; "" when none has records."""
-    parts = []
-    for number, title, metric, group in HEADLINE:
-        paths, recs = _records(folder, number)
-        if paths:
-            parts.append(f"#### {title}\n\n" + published_table(recs, metric, group=group))
-    return ("### Headline: ours against the published numbers\n\n" + "\n\n".join(parts)) if parts else ""
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dannlib report", description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
-    parser.add_argument("--results-dir", default=None, help="where the notebooks wrote their records "
-                        "(default: $DANNLIB_RESULTS, else the project's results/)")
-    args = parser.parse_args(argv)
-    try:
-        print(markdown_report(args.results_dir, args.profile), end="")
-    except (ValueError, FileNotFoundError) as exc:
-        parser.exit(2, f"dannlib report: {exc}\n")
-    return 0

@@ -34,7 +34,6 @@ def digits_data(source: str, target: str, *, n_source: int | None = None, n_targ
                 mnist_m_seed: int = 0) -> dict:
     """The data spec of a digits pair (``load_domain``'s arguments); None sizes: the whole split."""
     from .data import DOMAINS, MNIST_M_FORMAT_VERSION
-
     check_choice("source", source, DOMAINS)
     check_choice("target", target, DOMAINS)
     spec = {"kind": "digits", "source": source, "target": target, "n_source": n_source, "n_target": n_target,
@@ -43,7 +42,6 @@ def digits_data(source: str, target: str, *, n_source: int | None = None, n_targ
         spec["mnist_m"] = {"seed": mnist_m_seed, "format": MNIST_M_FORMAT_VERSION}
     if "mnist_m_released" in (source, target):
         from .data.mnist_m_released import RELEASED_FORMAT_VERSION
-
         spec["mnist_m_released"] = {"format": RELEASED_FORMAT_VERSION}
     return spec
 
@@ -51,7 +49,6 @@ def digits_data(source: str, target: str, *, n_source: int | None = None, n_targ
 def toy_data(toy: str, **kwargs) -> dict:
     """The data spec of a toy problem (:func:`dannlib.toys.make_toy`'s arguments)."""
     from .toys import TOYS
-
     check_choice("toy", toy, TOYS)
     return {"kind": "toy", "toy": toy, **kwargs}
 
@@ -75,7 +72,6 @@ class RunSpec:
     @classmethod
     def make(cls, method: str, data: dict, seed: int, *, monitor_size: int = 2000, **overrides) -> "RunSpec":
         from .methods import make_config
-
         cfg = make_config(method, **overrides)
         if isinstance(seed, bool) or int(seed) != seed or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
@@ -104,7 +100,6 @@ class RunSpec:
     def _method(self):
         """``(the registered method's class, this run's config as its Config)``."""
         from .methods import METHODS
-
         cls = METHODS[self.method][0]
         return cls, cls.Config(**self.config)
 
@@ -147,7 +142,6 @@ class StoredRun:
     @functools.cached_property
     def divergence(self) -> str | None:
         from .training import judge_history
-
         return judge_history(self.history)
 
     @property
@@ -171,7 +165,6 @@ class StoredRun:
                                     "only where a later notebook needs them: recompute the run with "
                                     "`python -m dannlib sweep --recompute ...`")
         from .training import Domain
-
         blob = torch.load(self.weights_path, map_location="cpu", weights_only=True)
         cls, cfg = self.spec._method()
         d = self.spec.data
@@ -193,7 +186,6 @@ def usable(stored: StoredRun | None) -> bool:
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict:
     from . import __version__
-
     info = {"dannlib": __version__, "store_format": STORE_FORMAT}
     try:
         out = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
@@ -213,9 +205,6 @@ class Store:
         self.root = Path(os.environ.get(STORE_ENV) or results_root() / "runs" if root is None else root).expanduser()
         self.data_root = data_root
 
-    def __repr__(self) -> str:
-        return f"Store({str(self.root)!r})"
-
     def path(self, spec: RunSpec) -> Path:
         return self.root / spec.method / f"{spec.key}.json"
 
@@ -223,7 +212,6 @@ class Store:
         """The stored run of ``spec``, or None (with a warning for an unreadable or mismatched
         record, weights that do not load, or other data than the data root holds now)."""
         from .data.fingerprint import current_fingerprint, fingerprint_mismatch
-
         path = self.path(spec)
         if not path.is_file():
             return None
@@ -282,17 +270,10 @@ class Store:
                 continue
         return n
 
-    def stored_keys(self) -> dict[str, list[Path]]:
-        """Every finished run's key -> its files (record and weights)."""
-        out: dict[str, list[Path]] = {}
-        for p in sorted(self.root.glob("*/*.json")) + sorted(self.root.glob("*/*.pt")):
-            if not p.name.startswith("."):
-                out.setdefault(p.stem, []).append(p)
-        return out
-
     def prune(self, keep: set[str], dry_run: bool = False) -> list[Path]:
-        """Remove (with ``dry_run``: list) the files of the runs whose key is not in ``keep``."""
-        gone = [p for key, paths in self.stored_keys().items() if key not in keep for p in paths]
+        """Remove (with ``dry_run``: list) the files (record, weights) of the runs whose key is not in ``keep``."""
+        gone = [p for p in sorted(self.root.glob("*/*.json")) + sorted(self.root.glob("*/*.pt"))
+                if not p.name.startswith(".") and p.stem not in keep]
         if not dry_run:
             for p in gone:
                 p.unlink(missing_ok=True)
@@ -302,17 +283,14 @@ class Store:
 @functools.lru_cache(maxsize=4)
 def _load_data(data_json: str, data_root: str | None):
     from .training import Domain
-
     d = json.loads(data_json)
     if d["kind"] == "toy":
         from .toys import make_toy
-
         pr = make_toy(d["toy"], **{k: v for k, v in d.items() if k not in ("kind", "toy")})
         src = Domain(f"{d['toy']} source", torch.tensor(pr.xs), torch.tensor(pr.ys))
         tgt = Domain(f"{d['toy']} target", torch.tensor(pr.xt), torch.tensor(pr.yt))
         return src, tgt, {"source": src, "target": tgt}
     from .data import load_domain
-
     common = dict(size=d["size"], channels=d["channels"], seed=d["subset_seed"],
                   mnist_m_seed=d.get("mnist_m", {}).get("seed", 0))
     dom = {(name, split): Domain(d[name], *load_domain(d[name], split, data_root, n=d[n], **common))

@@ -29,8 +29,7 @@ class RunsFailedError(RuntimeError):
 
 
 class RunError(RuntimeError):
-    """A worker's exception that does not survive pickling, as its type's name and message
-    (without it the parent could not read the answer and would take the worker for dead)."""
+    """A worker's exception that does not survive pickling, as its type's name and message."""
 
     def __init__(self, type_name: str, message: str):
         super().__init__(f"{type_name}: {message}")
@@ -50,34 +49,25 @@ class SweepSummary:
     seconds: float = 0.0
 
     def line(self) -> str:
-        s = (f"{self.total} runs: {self.found} found in the store, {self.trained} trained, "
-             f"{len(self.failed)} failed")
-        if self.not_started:
-            s += f", {self.not_started} not started (time limit)"
-        return s + f" ({self.seconds:.0f} s)"
-
-
-TRAIN_MISSING = (True, False, "auto", "stored")
+        return (f"{self.total} runs: {self.found} found in the store, {self.trained} trained, {len(self.failed)} failed"
+                + (f", {self.not_started} not started (time limit)" if self.not_started else "")
+                + f" ({self.seconds:.0f} s)")
 
 
 def check_train_missing(value):
-    """``value`` as one of :data:`TRAIN_MISSING` (the strings "true"/"false" as booleans)."""
+    """``value`` as one of True, False, "auto", "stored" (the strings "true"/"false" as booleans)."""
     if isinstance(value, str):
         value = {"true": True, "false": False}.get(value.strip().lower(), value.strip().lower())
-    if value not in TRAIN_MISSING or (value in (0, 1) and not isinstance(value, bool)):
+    if value not in (True, False, "auto", "stored") or (value in (0, 1) and not isinstance(value, bool)):
         raise ValueError(f"train_missing must be True, False, 'auto' or 'stored'; got {value!r}")
     return value
-
-
-def _unique(specs) -> list[RunSpec]:
-    return list(dict.fromkeys(specs))
 
 
 def _phases(specs: list[RunSpec], store: Store, recompute: bool) -> list[list[RunSpec]]:
     """The runs to train: first every run another one depends on (so that no two workers
     train it at once), then the rest; each phase longest first (estimated cost)."""
     todo = [s for s in specs if recompute or store.get(s) is None]
-    deps = _unique(d for s in todo for d in s.dependencies() if d in todo or not usable(store.get(d)))
+    deps = list(dict.fromkeys(d for s in todo for d in s.dependencies() if d in todo or not usable(store.get(d))))
     rest = [s for s in todo if s not in deps]
     return [sorted(p, key=lambda s: -s.cost_steps()) for p in (deps, rest) if p]
 
@@ -95,7 +85,7 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
     store = store or Store()
     if data_root is not None and store.data_root is None:  # stored runs' data fingerprints compare with it
         store = Store(store.root, data_root=data_root)
-    specs = _unique(specs)
+    specs = list(dict.fromkeys(specs))
     if train_missing == "stored":
         out = {s: r for s in specs if (r := store.get(s)) is not None}
         ensure.last_summary = SweepSummary(total=len(specs), found=len(out), not_started=len(specs) - len(out))
@@ -133,7 +123,6 @@ def compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = Tru
     from .methods import ORACLES, train
     from .selection import SELECTION_FIELD, score_trained, scoreable
     from .training import RunResult
-
     pretrained = None
     for dep in spec.dependencies():
         stored = store.get(dep)
@@ -155,10 +144,9 @@ def compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = Tru
 
 # -- workers --------------------------------------------------------------------------------------
 def _worker_compute(payload: dict, store_root: str, data_root: str | None, threads: int) -> dict:
-    """A worker process's entry point (local pool or Dask): train one run (always: the sweep
-    hands out only runs to train), return its summary."""
+    """A worker process's entry point (local pool or Dask): train one run, return its summary."""
     configure_threads(threads)
-    spec = RunSpec(payload["method"], payload["config"], payload["data"], payload["seed"], payload["monitor_size"])
+    spec = RunSpec(**payload)
     try:
         run = compute(spec, Store(store_root), data_root=data_root, progress=False)
     except Exception as exc:
@@ -171,8 +159,7 @@ def _worker_compute(payload: dict, store_root: str, data_root: str | None, threa
 
 
 def _payload(spec: RunSpec) -> dict:
-    return {"method": spec.method, "config": spec.config, "data": spec.data, "seed": spec.seed,
-            "monitor_size": spec.monitor_size}
+    return {k: v for k, v in spec.payload().items() if k != "store_format"}
 
 
 def _init_worker():
@@ -182,7 +169,6 @@ def _init_worker():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         import ctypes
-
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
             if os.getppid() == 1:  # the parent died before the call
@@ -311,12 +297,10 @@ def _run_dask(pending, store, address, data_root, summary, deadline, bar):
 
 
 class _RunsBar:
-    """One progress bar over a phase's runs, advancing by each run's estimated cost (its ETA in
-    seconds of training), with the count of finished runs beside it."""
+    """One progress bar over a phase's runs, advancing by each run's estimated cost in seconds."""
 
     def __init__(self, phase, workers: int):
         from tqdm.auto import tqdm
-
         # rounded once, so that the updates add up to the total exactly (no "101%")
         self.cost = {s: round(s.cost_steps() / DANN_STEPS_PER_SECOND / max(1, min(workers, len(phase))), 1)
                      for s in phase}
