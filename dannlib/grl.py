@@ -12,7 +12,9 @@ from .utils import check_number
 
 
 def _check_lambda(lambda_) -> float:
-    if isinstance(lambda_, torch.Tensor) and lambda_.numel() == 1:
+    if isinstance(lambda_, torch.Tensor):
+        if lambda_.numel() != 1:
+            raise ValueError(f"lambda_ must be a scalar, got a tensor of shape {tuple(lambda_.shape)}")
         lambda_ = lambda_.item()
     return check_number("lambda_", lambda_, " (>= 0 reverses the gradient; -1 passes it unchanged, as in the "
                         "domain-only mode)", minimum=None)

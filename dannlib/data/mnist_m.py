@@ -57,7 +57,9 @@ def backgrounds_fingerprint(files, digests=None) -> str:
     """sha256 of the sorted ``name:sha256(contents)`` lines of the background files (``digests``: their
     sha256 in the order of ``files``, if already computed)."""
     digests = [_file_digest(p, "sha256") for p in files] if digests is None else digests
-    text = "\n".join(f"{p.name}:{d}" for p, d in sorted(zip(files, digests, strict=True), key=lambda t: t[0].name))
+    if len(digests) != len(files):
+        raise ValueError(f"{len(files)} files but {len(digests)} digests: pass one digest per file")
+    text = "\n".join(f"{p.name}:{d}" for p, d in sorted(zip(files, digests), key=lambda t: t[0].name))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -30,6 +30,9 @@ def released_mnist_m_source(root=None, hint: str = _FIX) -> Path:
     for rel in _PLACES:
         if (base / rel).is_file():
             return base / rel
+    folders = [base / p for p in ("MNIST_M/mnist_m", "mnist_m") if (base / p).is_dir()]
+    if folders:  # an extracted copy: read from the archive only (one file to checksum)
+        hint = f"{folders[0]} is an extracted folder, which is not read: keep the archive itself. {hint}"
     raise DataNotFoundError("the released MNIST-M (mnist_m.tar.gz)", [base / p for p in _PLACES], hint=hint)
 
 

@@ -5,6 +5,7 @@ learning rate ``mu_p = mu_0 / (1 + alpha p)^beta`` (eq. 7), lambda from eq. 6; o
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, fields
 from typing import Callable
 
@@ -52,7 +53,7 @@ class Checked:
                 require(isinstance(v, bool), name, "be True or False", v)
             else:
                 lo, hi = (float(b) for b in rule[1:-1].split(","))
-                require(isinstance(v, (int, float)) and (lo <= v if rule[0] == "[" else lo < v)
+                require(isinstance(v, numbers.Real) and not isinstance(v, bool) and (lo <= v if rule[0] == "[" else lo < v)
                         and (v <= hi if rule[-1] == "]" else v < hi), name, f"lie in {rule}", v)
         return self
 

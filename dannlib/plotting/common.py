@@ -15,7 +15,8 @@ from ..utils import atomic_path
 
 FIGURE_FORMATS = ("png", "svg")
 SVG_HASHSALT = "dannlib"  # fixed, or matplotlib salts the SVG element ids at random
-_METADATA = {"svg": {"Date": None, "Creator": None}, "png": {"Software": None}}
+_METADATA = {"svg": {"Date": None, "Creator": None}, "png": {"Software": None},
+             "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
 
 
 def save_figure(fig, figures_dir, notebook: str, name: str, *, dpi: int = 110, formats=FIGURE_FORMATS) -> list[Path]:

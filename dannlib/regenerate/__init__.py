@@ -119,7 +119,9 @@ def _kill_kernels() -> None:
     while _RUNNING_KERNELS:
         km = _RUNNING_KERNELS.pop()
         with contextlib.suppress(Exception):
-            os.killpg(km.provisioner.pgid, signal.SIGKILL)
+            pgid = km.provisioner.pgid
+            if pgid and pgid != os.getpgid(0):  # never our own group (a kernel that did not get its own)
+                os.killpg(pgid, signal.SIGKILL)
             km.provisioner.process.wait()
         km.cleanup_connection_file()
 
@@ -181,6 +183,7 @@ def run_notebook(path: str | os.PathLike, parameters: dict, outputs: Outputs, pr
             executed.unlink(missing_ok=True)
     peaks = [km.peak for km in _RUNNING_KERNELS if km.peak]
     run.peak_rss_mib = round(max(peaks), 1) if peaks else None
+    _RUNNING_KERNELS.clear()  # this notebook's kernels are shut down: a later signal must not kill their old group ids
     return run, plan
 
 
@@ -352,15 +355,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               "or .tmp/<profile>/figures")
     add("--results-dir", help="default: $DANNLIB_RESULTS, else the project's results/")
     add("--in-place", action="store_true", help=f"execute the notebooks in place and write figures/ also for a "
-                                                f"profile other than {COMMITTED_PROFILE}")
+                                                f"profile other than {COMMITTED_PROFILE} (overwrites the committed notebooks)")
     add("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: each profile's)")
     add("--data-root", help="the data root, given to the kernel as $DANNLIB_DATA (default: $DANNLIB_DATA, else data/)")
     add("--no-progress", action="store_true", help="hide the progress bars")
     add("--no-sweep", action="store_true", help="do not train the notebooks' missing runs first (python -m dannlib "
-                                                "sweep); the notebooks then train small missing sets themselves")
+                                                "sweep); the notebooks then train small missing sets themselves and "
+                                                "stop on large ones")
     add("--workers", type=int, help="worker processes of that sweep (default: $DANNLIB_WORKERS or one per core)")
     add("--normalize", action="store_true", help="execute nothing: rewrite the selected notebooks as JupyterLab "
-                                                 "would save them (this interpreter's kernelspec)")
+                                                 "would save them (this interpreter's kernelspec), so that opening one "
+                                                 "does not mark it modified")
     add("--partial", action="store_true", help="train nothing: render the runs the store holds so far (e.g. while "
                                                "a long sweep runs); each notebook says which runs are missing")
 
