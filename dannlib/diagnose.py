@@ -6,9 +6,11 @@ import pandas as pd
 from scipy import stats as _stats
 
 
-def curve_summary(runs, metric: str = "target_test_acc", companion: str = "d_acc") -> pd.DataFrame:
-    """Per ``(tags, run)``: ``metric``'s peak (value, step), last value and fall, ``companion``'s value at the peak
-    and last, and the two curves' Spearman correlation after the peak (>= 3 points)."""
+def curve_summary(runs, metric: str = "target_test_acc", companion: str | None = None) -> pd.DataFrame:
+    """Per ``(tags, run)``: ``metric``'s peak (value, step), last value and fall; with ``companion`` (a
+    label-free logged value, e.g. ADDA's discriminator accuracy ``d_acc``: the label-free signal one could
+    watch instead of the target labels), its value at the peak and last, and the two curves' Spearman
+    correlation after the peak (>= 3 points)."""
     rows = []
     for tags, run in runs:
         h = [r for r in run.history if r.get(metric) is not None]
@@ -16,13 +18,16 @@ def curve_summary(runs, metric: str = "target_test_acc", companion: str = "d_acc
             continue
         values = np.array([r[metric] for r in h], dtype=float)
         k = int(np.argmax(values))
-        comp = np.array([r.get(companion, np.nan) for r in h], dtype=float)
-        ok = np.isfinite(comp[k:])
-        v, c = values[k:][ok], comp[k:][ok]
-        rows.append({**tags, "seed": run.spec.seed, "peak": values[k], "peak step": h[k]["step"], "last": values[-1],
-                     "fall": values[k] - values[-1], f"{companion} at peak": comp[k], f"{companion} last": comp[-1],
-                     f"spearman({metric}, {companion}) after peak": _stats.spearmanr(v, c).statistic
-                     if ok.sum() >= 3 and np.ptp(c) > 0 and np.ptp(v) > 0 else np.nan})
+        row = {**tags, "seed": run.spec.seed, "peak": values[k], "peak step": h[k]["step"], "last": values[-1],
+               "fall": values[k] - values[-1]}
+        if companion is not None:
+            comp = np.array([r.get(companion, np.nan) for r in h], dtype=float)
+            ok = np.isfinite(comp[k:])
+            v, c = values[k:][ok], comp[k:][ok]
+            row[f"{companion} at peak"], row[f"{companion} last"] = comp[k], comp[-1]
+            row[f"spearman({metric}, {companion}) after peak"] = (
+                _stats.spearmanr(v, c).statistic if ok.sum() >= 3 and np.ptp(c) > 0 and np.ptp(v) > 0 else np.nan)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

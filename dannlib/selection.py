@@ -195,9 +195,12 @@ def network_outputs(modules: Mapping[str, torch.nn.Module], x: torch.Tensor,
     for m in parts:
         m.eval()
     device = next(parts[0].parameters()).device
-    out = [(head(f := feat(x[i:i + batch_size].to(device))).float().cpu(), f.float().flatten(1).cpu())
-           for i in range(0, len(x), batch_size)]
-    return torch.cat([o[0] for o in out]).numpy(), torch.cat([o[1] for o in out]).numpy()
+    logits, features = [], []
+    for i in range(0, len(x), batch_size):
+        f = feat(x[i:i + batch_size].to(device))
+        logits.append(head(f).float().cpu())
+        features.append(f.float().flatten(1).cpu())
+    return torch.cat(logits).numpy(), torch.cat(features).numpy()
 
 
 def score_modules(modules, source_val_x, source_val_y, target_x, *, n: int | None = 2000) -> dict[str, float]:

@@ -202,7 +202,9 @@ class Store:
     ``data_root``: where the data is now, to compare with a run's stored data fingerprint."""
 
     def __init__(self, root: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None):
-        self.root = Path(os.environ.get(STORE_ENV) or results_root() / "runs" if root is None else root).expanduser()
+        if root is None:
+            root = os.environ.get(STORE_ENV) or results_root() / "runs"
+        self.root = Path(root).expanduser()
         self.data_root = data_root
 
     def path(self, spec: RunSpec) -> Path:

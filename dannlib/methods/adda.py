@@ -136,8 +136,10 @@ class SourcePretrain(PerSeedMethod):
         return {"lr": self.config.pretrain_lr}
 
     def step_one(self, i, xs, ys, xt, p: float) -> dict:
-        return descend(self.optimizers[i], lambda: (loss := F.cross_entropy(self.predict_one(i, xs), ys),
-                                                    {"label_loss": loss.detach()}))
+        def objective():
+            loss = F.cross_entropy(self.predict_one(i, xs), ys)
+            return loss, {"label_loss": loss.detach()}
+        return descend(self.optimizers[i], objective)
 
     def predict_one(self, i, x):
         return self.classifiers[i](self.encoders[i](x))
