@@ -57,7 +57,8 @@ def main(variants: list[str]) -> None:
     base = statistics.median(rates[variants[0]])
     for v in variants:
         med = statistics.median(rates[v])
-        print(f"{v:13s} {med:6.1f} steps/s  x{med / base:.2f} of {variants[0]}  rounds {[round(r, 1) for r in rates[v]]}")
+        rounds = [round(r, 1) for r in rates[v]]
+        print(f"{v:13s} {med:6.1f} steps/s  x{med / base:.2f} of {variants[0]}  rounds {rounds}")
 
 
 if __name__ == "__main__":

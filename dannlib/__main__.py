@@ -136,8 +136,8 @@ def sweep_main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         code = 130
     with atomic_write(results_root() / args.profile / "sweep.json") as fh:
-        json.dump({"profile": args.profile, "notebooks": notebooks, **asdict(summary), "seconds": round(summary.seconds, 1),
-                   "workers": workers, "scheduler": bool(scheduler)}, fh, indent=1)
+        json.dump({"profile": args.profile, "notebooks": notebooks, **asdict(summary),
+                   "seconds": round(summary.seconds, 1), "workers": workers, "scheduler": bool(scheduler)}, fh, indent=1)
     print(f"sweep [{args.profile}]: {summary.line()}")
     for label, err in summary.failed:
         print(f"  failed: {label}: {err}", file=sys.stderr)

@@ -197,14 +197,17 @@ def code_version() -> dict:
     return info
 
 
+def store_root(results: str | os.PathLike | None = None) -> Path:
+    """The default run store: ``$DANNLIB_STORE``, else ``<results>/runs`` (``results``: see :func:`results_root`)."""
+    return Path(os.environ.get(STORE_ENV) or results_root(results) / "runs").expanduser()
+
+
 class Store:
     """The folder of stored runs (default: ``$DANNLIB_STORE``, else ``<results>/runs``).
     ``data_root``: where the data is now, to compare with a run's stored data fingerprint."""
 
     def __init__(self, root: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None):
-        if root is None:
-            root = os.environ.get(STORE_ENV) or results_root() / "runs"
-        self.root = Path(root).expanduser()
+        self.root = store_root() if root is None else Path(root).expanduser()
         self.data_root = data_root
 
     def path(self, spec: RunSpec) -> Path:

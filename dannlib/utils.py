@@ -24,9 +24,6 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(device)
 
 
-default_device = resolve_device
-
-
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Run a block (e.g. building networks) with torch's global RNG (CPU, CUDA) seeded to ``seed``,
@@ -58,9 +55,6 @@ def check_number(name: str, value, hint: str = "", *, minimum: float | None = 0.
         bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
         raise ValueError(f"{name} must be a finite number{bound}{hint}, got {value!r}")
     return float(value)
-
-
-check_positive_number = check_number
 
 
 def check_seeds(seeds) -> list[int]:

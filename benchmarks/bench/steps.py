@@ -58,7 +58,7 @@ def _parse_list(option: str, text: str, allowed=None, convert=str) -> list:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0],
                                 epilog="python -m benchmarks.bench accuracy --help: the bf16 accuracy check")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: dannlib.utils.default_device())")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: dannlib.utils.resolve_device())")
     p.add_argument("--steps", type=int, default=30, help="timed steps per variant per repeat (default 30)")
     p.add_argument("--seeds", type=int, default=5, help="K, the seeds of the fit_separate row (default 5)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")

@@ -16,7 +16,7 @@ from torch import nn
 from .. import networks
 from ..schedules import annealed_lr, grl_lambda
 from ..training import Domain, PerSeedMethod
-from ..utils import check_choice, check_positive_int, check_positive_number, seeded
+from ..utils import check_choice, check_number, check_positive_int, seeded
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("annealed", "constant")
@@ -48,13 +48,14 @@ class Checked:
             elif rule == "count":
                 check_positive_int(name, v)
             elif rule == "rate":
-                check_positive_number(name, v, " or None" if name in optional else "")
+                check_number(name, v, " or None" if name in optional else "")
             elif rule == "flag":
                 require(isinstance(v, bool), name, "be True or False", v)
             else:
                 lo, hi = (float(b) for b in rule[1:-1].split(","))
-                require(isinstance(v, numbers.Real) and not isinstance(v, bool) and (lo <= v if rule[0] == "[" else lo < v)
-                        and (v <= hi if rule[-1] == "]" else v < hi), name, f"lie in {rule}", v)
+                real = isinstance(v, numbers.Real) and not isinstance(v, bool)
+                require(real and (lo <= v if rule[0] == "[" else lo < v) and (v <= hi if rule[-1] == "]" else v < hi),
+                        name, f"lie in {rule}", v)
         return self
 
 

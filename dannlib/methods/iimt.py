@@ -26,7 +26,7 @@ from torch import nn
 
 from ..schedules import linear_ramp
 from ..training import Domain
-from ..utils import check_positive_number, make_generator
+from ..utils import check_number, make_generator
 from .common import NetMethod, TrainConfig, _full, dann_objective
 
 COMPONENTS = ("inter_mixup", "target_dominated_mixup", "consistency", "intra_source", "intra_target",
@@ -36,7 +36,7 @@ COMPONENTS = ("inter_mixup", "target_dominated_mixup", "consistency", "intra_sou
 def mixup_coefficient(alpha: float, generator: torch.Generator, shape=(1,)) -> torch.Tensor:
     """``lambda' = max(l, 1 - l)``, ``l ~ Beta(alpha, alpha)``: float32 of ``shape`` in [0.5, 1] on
     the generator's device, drawn as ``G1 / (G1 + G2)``, ``G_i ~ Gamma(alpha)`` from ``generator``."""
-    check_positive_number("alpha", alpha)
+    check_number("alpha", alpha)
     conc = torch.full((2, *shape), float(alpha), dtype=torch.float64, device=generator.device)
     g = torch._standard_gamma(conc, generator=generator)
     lam = g[0] / (g[0] + g[1]).clamp_min(1e-300)

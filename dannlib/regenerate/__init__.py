@@ -21,6 +21,7 @@ from typing import Sequence
 from ..plan import parse_only, parse_seeds
 from ..profiles import DEFAULT_PROFILE, PROFILES, check_profile
 from ..settings import check_workers, check_writable
+from ..store import store_root
 from ..utils import PROJECT_ROOT, atomic_write, machine_info
 from .transaction import (JOURNAL_SUFFIX, REPORT_NAME, RUN_LOCK_PREFIX, RUN_LOCK_SUFFIX, RUNNING_SUFFIX,  # noqa: F401
                           STAGING_PREFIX, RunLock, _apply_commit, _plan_commit, _signals_deferred, clean_stale,
@@ -77,7 +78,7 @@ def resolve_outputs(profile: str, notebooks_dir: Path, figures_dir=None, results
     results = results_dir if results_dir is not None else os.environ.get("DANNLIB_RESULTS")
     results = Path(results).expanduser().resolve() if results else PROJECT_ROOT / "results"
     return Outputs(notebooks_dir if in_place else scratch / "notebooks", figures, results, in_place,
-                   notebooks_dir.parent, Path(os.environ.get("DANNLIB_STORE") or results / "runs"))
+                   notebooks_dir.parent, store_root(results))
 
 
 def _display(path: str | os.PathLike, project: Path) -> str:
@@ -355,7 +356,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               "or .tmp/<profile>/figures")
     add("--results-dir", help="default: $DANNLIB_RESULTS, else the project's results/")
     add("--in-place", action="store_true", help=f"execute the notebooks in place and write figures/ also for a "
-                                                f"profile other than {COMMITTED_PROFILE} (overwrites the committed notebooks)")
+                                                f"profile other than {COMMITTED_PROFILE} (overwrites the committed "
+                                                "notebooks)")
     add("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: each profile's)")
     add("--data-root", help="the data root, given to the kernel as $DANNLIB_DATA (default: $DANNLIB_DATA, else data/)")
     add("--no-progress", action="store_true", help="hide the progress bars")
