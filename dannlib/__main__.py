@@ -116,8 +116,9 @@ def sweep_main(args: argparse.Namespace) -> int:
         return _backfill(store, args.data_root, args.dry_run)
     removed = store.clean_partial()
     missing = [s for p in sweep._phases(specs, store, args.recompute) for s in p]
+    estimate = estimate_seconds(missing, workers)
     print(f"sweep [{args.profile}] notebooks {', '.join(notebooks)}: {len(specs)} runs, {len(missing)} to train "
-          f"(estimate {estimate_seconds(missing, workers) / 60:.0f} min with {workers} worker(s) on the study's "
+          f"(estimate {estimate / 60:.0f} min with {workers} worker(s) on the study's "
           f"2-core CPU); store {store.root}" + (f"; removed {removed} partial file(s)" if removed else ""))
     if args.dry_run:
         for s in missing:
@@ -137,8 +138,11 @@ def sweep_main(args: argparse.Namespace) -> int:
         code = 130
     with atomic_write(results_root() / args.profile / "sweep.json") as fh:
         json.dump({"profile": args.profile, "notebooks": notebooks, **asdict(summary),
-                   "seconds": round(summary.seconds, 1), "workers": workers, "scheduler": bool(scheduler)}, fh, indent=1)
-    print(f"sweep [{args.profile}]: {summary.line()}")
+                   "seconds": round(summary.seconds, 1), "estimate_seconds": round(estimate, 1), "workers": workers,
+                   "scheduler": bool(scheduler)}, fh, indent=1)
+    print(f"sweep [{args.profile}]: {summary.line()}"
+          + (f"; estimated {estimate:.0f} s, took {summary.seconds / estimate:.2f}x that"
+             if missing and summary.trained == len(missing) else ""))
     for label, err in summary.failed:
         print(f"  failed: {label}: {err}", file=sys.stderr)
     return code

@@ -59,11 +59,16 @@ def _conv_side(size: int) -> int:
 class DigitsFeatureExtractor(nn.Sequential):
     """REFERENCE §1's MNIST -> MNIST-M feature extractor: conv 5x5x32 -> ReLU -> max-pool 2 ->
     conv 5x5x48 -> ReLU -> max-pool 2 -> flatten. ``(N, C, S, S)`` -> ``(N, 48 * s * s)``,
-    ``s = ((S - 4) // 2 - 4) // 2`` (768 features at S = 28)."""
+    ``s = ((S - 4) // 2 - 4) // 2`` (768 features at S = 28). Options of the speedrun's candidates (not
+    the paper's): ``instance_norm`` standardises each image per channel first (as VADA's network does,
+    Shu et al. 2018); ``batch_norm`` follows each convolution with batch normalisation."""
 
-    def __init__(self, in_channels: int = 3):
-        super().__init__(nn.Conv2d(in_channels, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(32, 48, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+    def __init__(self, in_channels: int = 3, instance_norm: bool = False, batch_norm: bool = False):
+        def norm(c):
+            return [nn.BatchNorm2d(c)] if batch_norm else []
+        super().__init__(*([nn.InstanceNorm2d(in_channels)] if instance_norm else []),
+                         nn.Conv2d(in_channels, 32, 5), *norm(32), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(32, 48, 5), *norm(48), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
 
     @staticmethod
     def out_features(size: int) -> int:
@@ -73,12 +78,13 @@ class DigitsFeatureExtractor(nn.Sequential):
 
 
 def digits_net(in_channels: int = 3, size: int = 28, n_classes: int = 10,
-               input_mean: torch.Tensor | None = None) -> DANNNet:
+               input_mean: torch.Tensor | None = None, instance_norm: bool = False,
+               batch_norm: bool = False) -> DANNNet:
     """The DANN digits network (REFERENCE §1): features (768 at 28x28) -> fc 100 -> fc 100 ->
     n_classes for labels; features -> fc 100 -> 1 logit for domains."""
     n = DigitsFeatureExtractor.out_features(size)
-    return DANNNet(DigitsFeatureExtractor(in_channels), _mlp([n, 100, 100, n_classes]), _mlp([n, 100, 1]),
-                   input_mean=input_mean)
+    return DANNNet(DigitsFeatureExtractor(in_channels, instance_norm, batch_norm), _mlp([n, 100, 100, n_classes]),
+                   _mlp([n, 100, 1]), input_mean=input_mean)
 
 
 class LeNetEncoder(nn.Sequential):

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
-from .plan_grids import _plan_07, _plan_08
+from .plan_grids import _plan_07, _plan_08, _plan_09
 from .plan_runs import _plan_01, _plan_03, _plan_04, _plan_05, _plan_06, Planned
 from .plan_runs import TOY_MODES, TOYS  # noqa: F401  (01's toys: the notebook and dannlib.bench read them here)
 from .profiles import check_profile
@@ -18,9 +18,9 @@ from .utils import check_seeds
 
 NOTEBOOKS = {"01": "01_toy_blobs", "02": "02_mnist_m_construction", "03": "03_dann_vs_source_only",
              "04": "04_tsne_embeddings", "05": "05_adda_comparison", "06": "06_iimt_mixup_ablation",
-             "07": "07_model_selection", "08": "08_shortfalls"}
+             "07": "07_model_selection", "08": "08_shortfalls", "09": "09_speedrun"}
 _PLANS = {"01": _plan_01, "03": _plan_03, "04": _plan_04, "05": _plan_05, "06": _plan_06, "07": _plan_07,
-          "08": _plan_08}
+          "08": _plan_08, "09": _plan_09}
 
 
 @dataclass

@@ -4,8 +4,9 @@ under each profile: plan builders, as in :mod:`dannlib.plan_runs`.
 """
 from __future__ import annotations
 
+from .grids import SPEEDRUN_GRID, speedrun_config
 from .grids import ADDA_GRID, ADDA_GRID_RELEASED, DANN_GRID, GRID_DEFAULTS, GRID_SETTING, IIMT_GRID, grid_config
-from .plan_runs import MNIST_M_PAIRS, USPS_PAIRS, Planned, _plan_05, _plan_06, _seeds
+from .plan_runs import MNIST_M_PAIRS, USPS_PAIRS, Planned, _plan_03, _plan_05, _plan_06, _seeds
 from .store import RunSpec, digits_data
 
 U, R = "MNIST->USPS", MNIST_M_PAIRS["mnist_m_released"]
@@ -125,3 +126,36 @@ def _plan_08(profile, seeds):
                                   eval_every=s["eval_every"]), {"diagnosis": "dann_length", "pair": R, "method": label})
              for label, data, batch, steps in variants for seed in seeds[:s["n_long_seeds"]]]
     return s, seeds, runs
+
+
+def _plan_09(profile, seeds):
+    """The speedrun: its candidate grid (``SPEEDRUN_GRID``, 2 seeds a cell), the registered recipe
+    ``dann_speedrun`` (5 seeds) and 03's paper-recipe DANN on the same data, read again."""
+    from itertools import product
+
+    from .methods import METHODS
+    paper = {"n_seeds": 5, "n_grid_seeds": 2, "n_cap": None, "n_test": None, "monitor_size": 2000, "n_evals": 4,
+             "grid": SPEEDRUN_GRID, "steps": None}
+    s = {"paper": paper, "quick": {**paper, "n_seeds": 2, "n_grid_seeds": 0},
+         "smoke": {**paper, "n_seeds": 1, "n_grid_seeds": 1, "n_cap": 200, "n_test": 100, "monitor_size": 100,
+                   "steps": 6, "grid": {"network": ("digits", "digits_in"), "precision": ("bf16",),
+                                        "optimizer": ("sgd",)}}}[profile]
+    seeds = _seeds(s["n_seeds"], seeds)
+    data = digits_data("mnist", "mnist_m_released", n_source=s["n_cap"], n_target=s["n_cap"], n_test=s["n_test"])
+    runs = []
+    for values in product(*s["grid"].values()):
+        cell = dict(zip(s["grid"], values))
+        config = {**speedrun_config(cell), **({"steps": s["steps"]} if s["steps"] else {})}
+        runs += [Planned(RunSpec.make("dann", data, seed, monitor_size=s["monitor_size"],
+                                      eval_every=max(1, config["steps"] // s["n_evals"]), **config),
+                         {"pair": R, "method": "dann_candidate", "cell": "grid", **cell}) for seed in seeds[:s["n_grid_seeds"]]]
+    if "dann_speedrun" in METHODS:
+        steps = s["steps"] or METHODS["dann_speedrun"][1]["steps"]
+        runs += [Planned(RunSpec.make("dann_speedrun", data, seed, monitor_size=s["monitor_size"], steps=steps,
+                                      eval_every=max(1, steps // s["n_evals"])),
+                         {"pair": R, "method": "dann_speedrun", "cell": "speedrun",
+                          **{k: METHODS["dann_speedrun"][1][k] for k in SPEEDRUN_GRID}}) for seed in seeds]
+    paper_recipe = {"cell": "paper recipe", "network": "digits", "precision": "fp32", "optimizer": "sgd"}
+    runs += [Planned(r.spec, {**r.tags, **paper_recipe}) for r in _plan_03(profile, seeds)[2]
+             if r.tags["pair"] == R and r.tags["method"] == "dann"]
+    return {**s, "batch_size": 32}, seeds, runs

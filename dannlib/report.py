@@ -23,6 +23,8 @@ SECTIONS = [  # (notebook number, title, keys, metric)
     ("04", "Proxy A-distance of the features (notebook 04; 2 = fully separable domains)", ("method",), "pad"),
     ("05", "ADDA comparison (notebook 05): target test accuracy", ("pair", "method"), "target_test_acc"),
     ("06", "IIMT (notebook 06): target test accuracy", ("pair", "method"), "target_test_acc"),
+    ("09", "DANN speedrun on the released MNIST-M (notebook 09): target test accuracy",
+     ("cell", "method", "network", "precision", "optimizer"), "target_test_acc"),
 ]
 #: The headline: (notebook, title, metric, group) of the tables of ours against the published numbers.
 HEADLINE = [("03", "MNIST → MNIST-M, target test accuracy (notebook 03; DANN paper, table 2)", "target_test_acc",
@@ -118,6 +120,7 @@ COMPARISONS: dict[str, tuple[str, str | None, list[tuple[str, str, str]]]] = {
                          ("domain_probe_acc", "dann_deep", "dann")]),
     "03": ("03", "pair", [("target_test_acc", "dann", "source_only"), ("target_test_acc", "dann_adam", "dann"),
                           ("target_test_acc", "cdan", "dann")]),
+    "09": ("09", "pair", [("target_test_acc", "dann_speedrun", "dann")]),
     "04": ("04", None, [("pad", "dann", "source_only"), ("pad", "source_only", "raw_pixels")]),
     "05": ("05", "pair", [("target_test_acc", m, "adda_pretrain")
                           for m in ("dann_lenet", "adda_gan", "adda_minimax", "adda_confusion")]

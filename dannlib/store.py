@@ -26,7 +26,12 @@ from .utils import PROJECT_ROOT, atomic_path, atomic_write, check_choice, machin
 
 STORE_FORMAT = 1
 STORE_ENV = "DANNLIB_STORE"
-DANN_STEPS_PER_SECOND = 57.0
+#: the paper's DANN step (digits network, fp32, 32 + 32) per second: the unit of ``cost_steps``; 57 until
+#: 2026-12-02, 47 measured in notebook 09's grid (2 workers on the 2-core VM, 4 evaluations a run)
+DANN_STEPS_PER_SECOND = 47.0
+#: seconds a digits run costs besides its steps: loading its data in the worker, the input mean, the final
+#: evaluation, the label-free scores (notebook 09's grid: 5-14 s)
+DIGITS_RUN_OVERHEAD = 8.0
 
 
 def digits_data(source: str, target: str, *, n_source: int | None = None, n_target: int | None = None,
@@ -116,9 +121,15 @@ class RunSpec:
 
 
 def estimate_seconds(specs, workers: int = 1) -> float:
-    """Rough wall time of training ``specs`` on the study's CPU with ``workers`` processes."""
-    total = sum(s.cost_steps() for s in specs) / DANN_STEPS_PER_SECOND
-    return total / max(1, min(workers, len(list(specs)) or 1))
+    """Rough wall time of training ``specs`` on the study's CPU with ``workers`` processes: each run's cost
+    (its steps at the method's measured rate, plus :data:`DIGITS_RUN_OVERHEAD` for digits), handed out longest
+    first to the least loaded worker, as the sweep does; the most loaded worker's total."""
+    costs = sorted((s.cost_steps() / DANN_STEPS_PER_SECOND + DIGITS_RUN_OVERHEAD * (s.data.get("kind") == "digits")
+                    for s in specs), reverse=True)
+    loads = [0.0] * max(1, min(workers, len(costs)))
+    for cost in costs:
+        loads[loads.index(min(loads))] += cost
+    return max(loads)
 
 
 @dataclass

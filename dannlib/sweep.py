@@ -135,8 +135,11 @@ def compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = Tru
     fingerprint = current_fingerprint(spec.data, data_root)
     if spec.method in ORACLES:
         source = target  # the labelled target training set: an upper bound, not adaptation
+    start = time.perf_counter()
     (result,) = train(spec.method, source, target.unlabelled(), seeds=[spec.seed], eval_sets=eval_sets,
                       progress=progress, monitor_size=spec.monitor_size, pretrained=pretrained, **spec.config)
+    # the whole call: networks built, training, the final evaluation (``seconds``: the loop alone)
+    result.final["wall_seconds"] = time.perf_counter() - start
     if spec.data["kind"] == "digits" and scoreable(result.modules):  # label-free scores and oracle (notebook 07)
         result.final[SELECTION_FIELD] = score_trained(result.modules, eval_sets, target.unlabelled().x)
     return store.put(spec, result, data_fingerprint=fingerprint)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, fields
 
+from ..grids import SPEEDRUN, speedrun_config
 from ..training import Domain, Method, RunResult, check_domains
 from ..utils import check_choice, check_seeds
 from .adda import ADDA, ADDAConfig, SourcePretrain, pretrain_source
@@ -28,6 +29,7 @@ METHODS: dict[str, tuple[type[Method], dict]] = {
     "dann_lenet": (ADDA, {"stage2": "dann"}),   # DANN on ADDA's network, recipe and budget
     **{name: (IIMT, dict(fixed)) for name, fixed in ABLATIONS.items()},
     "cdan": (CDAN, {}),  # conditional adversarial (Long et al. 2018); CDAN+E: entropy=True
+    "dann_speedrun": (DANN, {"mode": "dann", **speedrun_config(SPEEDRUN)}),  # notebook 09: two minutes of one core
 }
 
 #: methods whose "source" is the labelled target training set (upper bounds, not adaptation)

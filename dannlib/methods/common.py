@@ -67,13 +67,15 @@ def _toy(source: Domain, target: Domain | None, deep: bool, hidden: int = 8) -> 
                             deep_domain_classifier=deep)
 
 
-def _digits(source: Domain, target: Domain | None) -> nn.Module:
+def _digits(source: Domain, target: Domain | None, **norms) -> nn.Module:
     if source.x.ndim != 4:
         raise ValueError(f"the digits network takes images (N, C, H, W); source {source.name!r} has shape "
                          f"{tuple(source.x.shape)}: use a toy network for points")
-    mean = torch.cat([source.x] + ([target.x] if target is not None else [])).mean(0)  # no labels involved
+    # the paper's input mean subtraction (no labels involved), or each image standardised (instance_norm)
+    both = [source.x] + ([target.x] if target is not None else [])
+    mean = None if norms.get("instance_norm") else torch.cat(both).mean(0)
     return networks.digits_net(in_channels=source.x.shape[1], size=source.x.shape[2],
-                               n_classes=max(10, source.n_classes), input_mean=mean)
+                               n_classes=max(10, source.n_classes), input_mean=mean, **norms)
 
 
 #: name -> builder(source, target) of a :class:`dannlib.networks.DANNNet`
@@ -84,6 +86,9 @@ NETWORKS: dict[str, Callable[[Domain, Domain | None], nn.Module]] = {
     "toy_wide": lambda s, t: _toy(s, t, deep=False, hidden=15),
     "toy_wide_deep": lambda s, t: _toy(s, t, deep=True, hidden=15),
     "digits": _digits,
+    # the speedrun's candidates (notebook 09): each image standardised per channel, then batch norm too
+    "digits_in": lambda s, t: _digits(s, t, instance_norm=True),
+    "digits_in_bn": lambda s, t: _digits(s, t, instance_norm=True, batch_norm=True),
     # VADA/DIRT-T's small digit CNN (Shu et al. 2018)
     "vada_small": lambda s, t: networks.vada_small_net(s.x.shape[1], s.x.shape[2], max(10, s.n_classes)),
 }

@@ -39,9 +39,16 @@ class DANN(NetMethod):
 
     Config = DANNConfig
 
+    #: step rate relative to the paper's fp32 SGD step on the digits network, measured in notebook 09's grid
+    #: (2026-12-03, the 2-core VM, 2 workers): bf16 autocast, Adam, the speedrun's networks
+    RELATIVE_RATE = {"bf16": 1.40, "adam": 0.90, "digits_in": 0.94, "digits_in_bn": 0.81}
+
     @classmethod
     def steps_per_second(cls, config: DANNConfig, data: dict) -> float:
-        return 87 if config.mode == "source_only" else 57  # source-only: the source batch alone, no domain head
+        rate = 87 if config.mode == "source_only" else 57  # source-only: the source batch alone, no domain head
+        for setting in (config.precision, config.optimizer, config.network):
+            rate *= cls.RELATIVE_RATE.get(setting, 1.0)
+        return rate
 
     def __init__(self, config: DANNConfig, source: Domain, target: Domain | None, seeds, name: str | None = None):
         if len(check_seeds(seeds)) > 1:

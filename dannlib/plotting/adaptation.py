@@ -106,3 +106,34 @@ def plot_loss_terms(histories: list[dict], terms, *, weights: dict | None = None
     if schedules:
         axes[2].legend(fontsize=8, loc="lower right", frameon=False)
     return finish(fig, title, (0, 0.09, 1, 1), fontsize=10)
+
+
+def plot_accuracy_seconds(records, groups: dict, *, seconds, metric: str = "target_test_acc",
+                          budget: float | None = None, reference: dict | None = None, title: str | None = None):
+    """Each ok run a point, ``metric`` against its ``seconds(record)`` (log axis), one colour per group
+    (``groups``: label -> predicate on a record), the group's mean as a diamond; ``budget`` a dotted vertical
+    line, ``reference`` (label -> y) dashed horizontal lines."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ok = [r for r in records if r.get("status", "ok") == "ok" and r.get(metric) is not None]
+    for i, (label, keep) in enumerate(groups.items()):
+        rs = [r for r in ok if keep(r)]
+        if not rs:
+            continue
+        xs, ys = [seconds(r) for r in rs], [r[metric] for r in rs]
+        colour = palette()[i % len(palette())]
+        ax.scatter(xs, ys, s=18, alpha=0.55, color=colour, linewidths=0, label=f"{label} ({len(rs)} runs)")
+        ax.scatter([sum(xs) / len(xs)], [sum(ys) / len(ys)], s=60, marker="D", color=colour, edgecolors="black",
+                   linewidths=0.6)
+    if budget is not None:
+        ax.axvline(budget, color="black", linestyle=":", linewidth=1)
+        ax.annotate(f"{budget:g} s", (budget, 0.02), xycoords=("data", "axes fraction"), xytext=(3, 0),
+                    textcoords="offset points", fontsize=7)
+    for label, y in (reference or {}).items():
+        ax.axhline(y, color="grey", linestyle="--", linewidth=1)
+        ax.annotate(label, (0.01, y), xycoords=("axes fraction", "data"), xytext=(0, 3), textcoords="offset points",
+                    fontsize=7, color="grey")
+    ax.set_xscale("log")
+    ax.set(xlabel="seconds per run, one core (log scale)", ylabel=f"{metric} (points: runs; ◆: mean)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return finish(fig, title, fontsize=10)
