@@ -148,7 +148,8 @@ def _plan_09(profile, seeds):
         config = {**speedrun_config(cell), **({"steps": s["steps"]} if s["steps"] else {})}
         runs += [Planned(RunSpec.make("dann", data, seed, monitor_size=s["monitor_size"],
                                       eval_every=max(1, config["steps"] // s["n_evals"]), **config),
-                         {"pair": R, "method": "dann_candidate", "cell": "grid", **cell}) for seed in seeds[:s["n_grid_seeds"]]]
+                         {"pair": R, "method": "dann_candidate", "cell": "grid", **cell})
+                 for seed in seeds[:s["n_grid_seeds"]]]
     if "dann_speedrun" in METHODS:
         steps = s["steps"] or METHODS["dann_speedrun"][1]["steps"]
         runs += [Planned(RunSpec.make("dann_speedrun", data, seed, monitor_size=s["monitor_size"], steps=steps,

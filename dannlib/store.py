@@ -27,8 +27,11 @@ from .utils import PROJECT_ROOT, atomic_path, atomic_write, check_choice, machin
 STORE_FORMAT = 1
 STORE_ENV = "DANNLIB_STORE"
 #: the paper's DANN step (digits network, fp32, 32 + 32) per second: the unit of ``cost_steps``; 57 until
-#: 2026-12-02, 47 measured in notebook 09's grid (2 workers on the 2-core VM, 4 evaluations a run)
-DANN_STEPS_PER_SECOND = 47.0
+#: 2026-12-02; notebook 09's grid measured 47 with 4 evaluations a run (2 workers on the 2-core VM), 48.5 without
+DANN_STEPS_PER_SECOND = 48.5
+#: a test image's forward pass in DANN steps: 2,000 images cost 17.2 steps (benchmarks/README.md, "The sweep's
+#: estimate")
+EVAL_STEPS_PER_IMAGE = 17.2 / 2000
 #: seconds a digits run costs besides its steps: loading its data in the worker, the input mean, the final
 #: evaluation, the label-free scores (notebook 09's grid: 5-14 s)
 DIGITS_RUN_OVERHEAD = 8.0
@@ -115,9 +118,16 @@ class RunSpec:
                 for method, settings in cls.dependencies(cfg)]
 
     def cost_steps(self) -> float:
-        """Training cost in DANN-step equivalents (the method's ``cost_steps``), for time estimates."""
+        """Training cost in DANN-step equivalents (the method's ``cost_steps``), for time estimates; a digits
+        run's monitoring evaluations added (``fit``'s: 20 by default, each on two test sets)."""
         cls, cfg = self._method()
-        return cls.cost_steps(cfg, self.data)
+        cost = cls.cost_steps(cfg, self.data)
+        if self.data.get("kind") != "digits":
+            return cost
+        steps = cls.total_steps(cfg)
+        every = getattr(cfg, "eval_every", None) or max(1, steps // 20)
+        images = 2 * min(self.monitor_size, self.data.get("n_test") or self.monitor_size)
+        return cost + steps // every * images * EVAL_STEPS_PER_IMAGE
 
 
 def estimate_seconds(specs, workers: int = 1) -> float:

@@ -275,3 +275,25 @@ def test_adda_stage2_reuses_the_stored_pretraining(tmp_path, monkeypatch):
     ensure([gan, minimax, confusion], store=store, workers=1, progress=False)
     assert calls == [("adda_confusion", True)]
     assert ensure.last_summary.found == 2 and ensure.last_summary.trained == 1
+
+
+def test_the_estimate_deals_runs_to_the_workers_in_rounds():
+    runs = [toy_spec(s) for s in range(3)]
+    one = store_mod.estimate_seconds(runs[:1], 1)
+    assert store_mod.estimate_seconds(runs, 1) == pytest.approx(3 * one)
+    assert store_mod.estimate_seconds(runs, 2) == pytest.approx(2 * one)  # 3 equal runs on 2 workers: 2 rounds
+    assert store_mod.estimate_seconds(runs, 8) == pytest.approx(one)
+    assert store_mod.estimate_seconds([], 2) == 0
+
+
+def test_a_digits_runs_cost_counts_its_evaluations_and_its_precision():
+    from dannlib.store import digits_data
+    data = digits_data("mnist", "usps", n_source=100, n_target=100, n_test=1000, channels=1)
+
+    def cost(**config):
+        return RunSpec.make("dann", data, 0, monitor_size=2000, steps=1000, batch_size=32, **config).cost_steps()
+
+    # 10 evaluations more, each of 2 x 1,000 test images (n_test caps the monitor size)
+    extra = 10 * 2 * 1000 * store_mod.EVAL_STEPS_PER_IMAGE
+    assert cost(eval_every=50) - cost(eval_every=100) == pytest.approx(extra)
+    assert cost(eval_every=100, precision="bf16") < cost(eval_every=100)
