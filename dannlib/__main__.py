@@ -115,8 +115,9 @@ def sweep_main(args: argparse.Namespace) -> int:
     if args.backfill_fingerprints:
         return _backfill(store, args.data_root, args.dry_run)
     removed = store.clean_partial()
-    missing = [s for p in sweep._phases(specs, store, args.recompute) for s in p]
-    estimate = estimate_seconds(missing, workers)
+    phases = sweep._phases(specs, store, args.recompute)
+    missing = [s for p in phases for s in p]
+    estimate = sum(estimate_seconds(p, workers) for p in phases)  # a phase ends before the next starts
     print(f"sweep [{args.profile}] notebooks {', '.join(notebooks)}: {len(specs)} runs, {len(missing)} to train "
           f"(estimate {estimate / 60:.0f} min with {workers} worker(s) on the study's "
           f"2-core CPU); store {store.root}" + (f"; removed {removed} partial file(s)" if removed else ""))

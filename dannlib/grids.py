@@ -69,7 +69,9 @@ SPEEDRUN_RULE = "info_max"
 SPEEDRUN = {"network": "digits_in_bn", "precision": "bf16", "optimizer": "sgd"}
 
 
-def speedrun_config(cell: dict) -> dict:
-    """The DANN config of a speedrun cell ``{"network", "precision", "optimizer"}``."""
-    return {"network": cell["network"], "precision": cell["precision"],
-            "steps": SPEEDRUN_STEPS[cell["network"], cell["precision"]], **SPEEDRUN_OPTIMIZERS[cell["optimizer"]]}
+def speedrun_config(cell: dict, steps: int | None = None) -> dict:
+    """The DANN config of a speedrun cell ``{"network", "precision", "optimizer"}``: its steps (or ``steps``) with
+    4 monitoring evaluations (``fit``'s default 20 would cost about 14 s more a run)."""
+    steps = steps or SPEEDRUN_STEPS[cell["network"], cell["precision"]]
+    return {"network": cell["network"], "precision": cell["precision"], "steps": steps,
+            "eval_every": max(1, steps // 4), **SPEEDRUN_OPTIMIZERS[cell["optimizer"]]}

@@ -134,8 +134,7 @@ def _plan_09(profile, seeds):
     from itertools import product
 
     from .methods import METHODS
-    paper = {"n_seeds": 5, "n_grid_seeds": 2, "n_cap": None, "n_test": None, "monitor_size": 2000, "n_evals": 4,
-             "grid": SPEEDRUN_GRID, "steps": None}
+    paper = {"n_seeds": 5, "n_grid_seeds": 2, "n_cap": None, "n_test": None, "monitor_size": 2000, "grid": SPEEDRUN_GRID, "steps": None}
     s = {"paper": paper, "quick": {**paper, "n_seeds": 2, "n_grid_seeds": 0},
          "smoke": {**paper, "n_seeds": 1, "n_grid_seeds": 1, "n_cap": 200, "n_test": 100, "monitor_size": 100,
                    "steps": 6, "grid": {"network": ("digits", "digits_in"), "precision": ("bf16",),
@@ -145,17 +144,16 @@ def _plan_09(profile, seeds):
     runs = []
     for values in product(*s["grid"].values()):
         cell = dict(zip(s["grid"], values))
-        config = {**speedrun_config(cell), **({"steps": s["steps"]} if s["steps"] else {})}
         runs += [Planned(RunSpec.make("dann", data, seed, monitor_size=s["monitor_size"],
-                                      eval_every=max(1, config["steps"] // s["n_evals"]), **config),
+                                      **speedrun_config(cell, s["steps"])),
                          {"pair": R, "method": "dann_candidate", "cell": "grid", **cell})
                  for seed in seeds[:s["n_grid_seeds"]]]
     if "dann_speedrun" in METHODS:
-        steps = s["steps"] or METHODS["dann_speedrun"][1]["steps"]
-        runs += [Planned(RunSpec.make("dann_speedrun", data, seed, monitor_size=s["monitor_size"], steps=steps,
-                                      eval_every=max(1, steps // s["n_evals"])),
+        fixed = METHODS["dann_speedrun"][1]
+        steps = {"steps": s["steps"], "eval_every": max(1, s["steps"] // 4)} if s["steps"] else {}
+        runs += [Planned(RunSpec.make("dann_speedrun", data, seed, monitor_size=s["monitor_size"], **steps),
                          {"pair": R, "method": "dann_speedrun", "cell": "speedrun",
-                          **{k: METHODS["dann_speedrun"][1][k] for k in SPEEDRUN_GRID}}) for seed in seeds]
+                          **{k: fixed[k] for k in SPEEDRUN_GRID}}) for seed in seeds]
     paper_recipe = {"cell": "paper recipe", "network": "digits", "precision": "fp32", "optimizer": "sgd"}
     runs += [Planned(r.spec, {**r.tags, **paper_recipe}) for r in _plan_03(profile, seeds)[2]
              if r.tags["pair"] == R and r.tags["method"] == "dann"]

@@ -10,6 +10,10 @@ from .results import markdown_table, mean_std
 from .selection import ORACLE, RULES
 
 CELL = tuple(SPEEDRUN_GRID)  # the tags that make a cell: network, precision, optimizer
+#: notebook 09's figure: label -> the records of the group
+FIGURE_GROUPS = {"grid candidates": lambda r: r.get("cell") == "grid",
+                 "dann_speedrun": lambda r: r.get("cell") == "speedrun",
+                 "paper recipe (03)": lambda r: r.get("cell") == "paper recipe"}
 
 
 def run_seconds(record: dict) -> float:
@@ -23,12 +27,17 @@ def _score(record: dict, rule: str) -> float:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
 
 
-def grid_rows(records, *, rule: str = SPEEDRUN_RULE, budget: float = SPEEDRUN_SECONDS) -> list[dict]:
-    """One row per grid cell (records tagged ``cell="grid"``): seeds, steps, the slowest run's seconds, whether
-    every run kept to ``budget``, the mean score of every label-free rule, the mean source test accuracy and the mean
-    oracle target test accuracy (read from target labels: shown, never used to choose)."""
+def _check_rule(rule: str) -> None:
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; rules: {', '.join(RULES)}")
+
+
+def grid_rows(records, *, rule: str = SPEEDRUN_RULE, budget: float = SPEEDRUN_SECONDS) -> list[dict]:
+    """One row per grid cell (records tagged ``cell="grid"``): seeds, steps, the slowest run's seconds, whether
+    every run kept to ``budget``, the mean score of every label-free rule (NaN if a seed has none: the cell is then
+    not picked), the mean source test accuracy and the mean oracle target test accuracy (read from target labels:
+    shown, never used to choose)."""
+    _check_rule(rule)
     cells: dict[tuple, list[dict]] = {}
     for r in records:
         if r.get("cell") == "grid" and r.get("status", "ok") == "ok":
@@ -47,6 +56,7 @@ def grid_rows(records, *, rule: str = SPEEDRUN_RULE, budget: float = SPEEDRUN_SE
 def pick(rows, *, rule: str = SPEEDRUN_RULE) -> dict | None:
     """The cell ``{network, precision, optimizer}`` with the best mean ``rule`` score among the rows within the
     budget (None when no row is): the speedrun's recipe, chosen without a target label."""
+    _check_rule(rule)
     sign = 1.0 if RULES[rule][0] else -1.0
     eligible = [r for r in rows if r["within_budget"] and math.isfinite(r[rule])]
     if not eligible:
@@ -57,6 +67,8 @@ def pick(rows, *, rule: str = SPEEDRUN_RULE) -> dict | None:
 
 def grid_table(rows, *, rule: str = SPEEDRUN_RULE, budget: float = SPEEDRUN_SECONDS) -> str:
     """Markdown: the cells, best rule score first, the pick marked."""
+    if not rows:
+        return "(no grid runs in these records)"
     chosen = pick(rows, rule=rule)
     sign = 1.0 if RULES[rule][0] else -1.0
     header = [*CELL, "steps", "seeds", f"slowest run (s), budget {budget:g}", f"{rule} (label-free)",
@@ -94,7 +106,7 @@ def rule_picks(rows) -> str:
     cell within the budget."""
     within = [r for r in rows if r["within_budget"]]
     if not within:
-        return "(no cell kept to the budget)"
+        return "(no grid runs in these records)" if not rows else "(no cell kept to the budget)"
     best = max(r[ORACLE] for r in within)
     body = []
     for name in RULES:

@@ -127,15 +127,19 @@ class RunSpec:
         steps = cls.total_steps(cfg)
         every = getattr(cfg, "eval_every", None) or max(1, steps // 20)
         images = 2 * min(self.monitor_size, self.data.get("n_test") or self.monitor_size)
-        return cost + steps // every * images * EVAL_STEPS_PER_IMAGE
+        return cost + -(-steps // every) * images * EVAL_STEPS_PER_IMAGE  # fit also evaluates at the last step
+
+
+def run_cost_seconds(spec: RunSpec) -> float:
+    """One run's estimated seconds on the study's CPU: its steps and evaluations at its method's measured rate,
+    plus :data:`DIGITS_RUN_OVERHEAD` for a digits run."""
+    return spec.cost_steps() / DANN_STEPS_PER_SECOND + DIGITS_RUN_OVERHEAD * (spec.data.get("kind") == "digits")
 
 
 def estimate_seconds(specs, workers: int = 1) -> float:
-    """Rough wall time of training ``specs`` on the study's CPU with ``workers`` processes: each run's cost
-    (its steps at the method's measured rate, plus :data:`DIGITS_RUN_OVERHEAD` for digits), handed out longest
-    first to the least loaded worker, as the sweep does; the most loaded worker's total."""
-    costs = sorted((s.cost_steps() / DANN_STEPS_PER_SECOND + DIGITS_RUN_OVERHEAD * (s.data.get("kind") == "digits")
-                    for s in specs), reverse=True)
+    """Rough wall time of training ``specs`` (one phase of a sweep) with ``workers`` processes: the runs dealt
+    longest first to the least loaded worker, as the sweep hands them out; the most loaded worker's total."""
+    costs = sorted((run_cost_seconds(s) for s in specs), reverse=True)
     loads = [0.0] * max(1, min(workers, len(costs)))
     for cost in costs:
         loads[loads.index(min(loads))] += cost

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from . import store as runstore
 from .settings import SCHEDULER_ENV, check_scheduler, check_time_limit, check_workers
-from .store import DANN_STEPS_PER_SECOND, RunSpec, Store, StoredRun, estimate_seconds, usable
+from .store import RunSpec, Store, StoredRun, estimate_seconds, run_cost_seconds, usable
 from .utils import configure_threads, progress_enabled
 
 
@@ -69,7 +69,7 @@ def _phases(specs: list[RunSpec], store: Store, recompute: bool) -> list[list[Ru
     todo = [s for s in specs if recompute or store.get(s) is None]
     deps = list(dict.fromkeys(d for s in todo for d in s.dependencies() if d in todo or not usable(store.get(d))))
     rest = [s for s in todo if s not in deps]
-    return [sorted(p, key=lambda s: -s.cost_steps()) for p in (deps, rest) if p]
+    return [sorted(p, key=lambda s: -run_cost_seconds(s)) for p in (deps, rest) if p]
 
 
 def ensure(specs, *, store: Store | None = None, workers: int | None = None, scheduler: str | None = None,
@@ -96,7 +96,7 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
     phases = _phases(specs, store, recompute)
     missing = [s for p in phases for s in p]
     if missing and train_missing is not True:
-        est = estimate_seconds(missing, workers)
+        est = sum(estimate_seconds(p, workers) for p in phases)  # a phase ends before the next starts
         if train_missing is False or est > budget_seconds:
             raise MissingRunsError(
                 f"{len(missing)} of {len(specs)} runs are not in the store {store.root} "
@@ -305,7 +305,7 @@ class _RunsBar:
     def __init__(self, phase, workers: int):
         from tqdm.auto import tqdm
         # rounded once, so that the updates add up to the total exactly (no "101%")
-        self.cost = {s: round(s.cost_steps() / DANN_STEPS_PER_SECOND / max(1, min(workers, len(phase))), 1)
+        self.cost = {s: round(run_cost_seconds(s) / max(1, min(workers, len(phase))), 1)
                      for s in phase}
         self.n, self.bar = 0, tqdm(total=round(sum(self.cost.values()), 1), desc=f"runs 0/{len(phase)}", unit="s",
                                    bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
