@@ -13,82 +13,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dannlib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="{sweep,regenerate,report}")
     sw = sub.add_parser(
-        "sweep",
-        help="train every run the selected notebooks need under a profile (resumable, parallel)",
-        description="Train every run that the selected notebooks need under a profile, without executing "
-        "the notebooks: runs found in the run store are skipped, the missing ones train in worker "
-        "processes (or on a Dask cluster), each stored as it finishes. Interrupted, it loses at most the "
-        "runs in flight; rerun it to continue. Exit status: 0 all ok, 1 some run failed, 2 bad arguments, "
-        "130 interrupted.",
-    )
+        "sweep", help="train every run the selected notebooks need under a profile (resumable, parallel)",
+        description="Train every run that the selected notebooks need under a profile, without executing the "
+        "notebooks: runs found in the run store are skipped, the missing ones train in worker processes (or on a "
+        "Dask cluster), each stored as it finishes. Interrupted, it loses at most the runs in flight; rerun it to "
+        "continue. Exit status: 0 all ok, 1 some run failed, 2 bad arguments, 130 interrupted.")
     add = sw.add_argument
-    add("--profile", default=DEFAULT_PROFILE, choices=PROFILES,
-        help=f"which profile's runs (default: {DEFAULT_PROFILE})")
+    add("--profile", default=DEFAULT_PROFILE, choices=PROFILES, help=f"which profile's runs (default: {DEFAULT_PROFILE})")
     add("--only", help="only these notebooks, by number, e.g. 03,05")
     add("--seeds", help="override the profile's seeds, e.g. 0,1,2")
-    add("--workers", type=int, default=None, help="local worker processes, one torch thread each (default: "
-        "$DANNLIB_WORKERS or one per core); 1 trains in this process")
-    add("--scheduler", default=None, help="a Dask distributed scheduler, tcp://HOST:PORT (default: $DANNLIB_SCHEDULER; "
-        "unset: local processes). Start one with `dask scheduler` and `dask worker ADDR`; use only a "
-        "scheduler and workers you trust (tls:// on networks you do not control): docs/dask.md")
-    add("--time-limit", type=float, default=None, metavar="MINUTES",
-        help="start no new run after this many minutes (runs in flight finish)")
+    add("--workers", type=int, help="local worker processes, one torch thread each (default: $DANNLIB_WORKERS or one "
+        "per core); 1 trains in this process")
+    add("--scheduler", help="a Dask distributed scheduler, tcp://HOST:PORT (default: $DANNLIB_SCHEDULER; unset: local "
+        "processes). Start one with `dask scheduler` and `dask worker ADDR`; use only a scheduler and workers you "
+        "trust (tls:// on networks you do not control): docs/dask.md")
+    add("--time-limit", type=float, metavar="MINUTES", help="start no new run after this many minutes (runs in flight "
+        "finish)")
     add("--recompute", action="store_true", help="retrain even the runs found in the store")
-    add("--data-root", default=None, help="the data root (default: $DANNLIB_DATA, else data/)")
-    add("--store", default=None, help="the run store (default: $DANNLIB_STORE, else results/runs)")
+    add("--data-root", help="the data root (default: $DANNLIB_DATA, else data/)")
+    add("--store", help="the run store (default: $DANNLIB_STORE, else results/runs)")
     add("--dry-run", action="store_true", help="only list what is missing and the estimate")
     add("--backfill-fingerprints", action="store_true", help="train nothing; give the stored runs recorded without a "
         "data fingerprint the fingerprint of the data root's current files, each checked against its SHA256SUMS "
         "(the data they were trained on); with --dry-run, only count them")
     add("--prune", action="store_true", help="train nothing; remove the stored runs that no notebook needs under any "
         "profile (e.g. left behind when a config change gave runs new keys); with --dry-run, only list them")
-    regen = sub.add_parser(
-        "regenerate",
-        help="execute notebooks/NN_*.ipynb in place with papermill (regenerates every figure)",
-        description="Execute notebooks/NN_*.ipynb in order, in place, with papermill. A failing "
-        "notebook keeps its previous file (its partial run goes to notebooks/.failed/); the others "
-        "still run. Exit status: 0 all succeeded, 1 some notebook failed, 2 bad arguments.",
-    )
-    regenerate.add_arguments(regen)
+    regenerate.add_arguments(sub.add_parser(
+        "regenerate", help="execute notebooks/NN_*.ipynb in place with papermill (regenerates every figure)"))
     rep = sub.add_parser("report", help="print the results tables (Markdown) built from results/<profile>/",
                          description="Print the study's results tables (Markdown) built from the notebooks' records.")
     rep.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
-    rep.add_argument("--results-dir", default=None, help="where the notebooks wrote their records "
-                     "(default: $DANNLIB_RESULTS, else the project's results/)")
+    rep.add_argument("--results-dir", help="where the notebooks wrote their records (default: $DANNLIB_RESULTS, "
+                     "else the project's results/)")
     return parser
-
-
-def _prune(store, dry_run: bool) -> int:
-    from .plan import NOTEBOOKS, plan_specs
-    from .profiles import PROFILES
-    keep = {k for p in PROFILES for nb in NOTEBOOKS for s in plan_specs(nb, p) for k in
-            [s.key, *(d.key for d in s.dependencies())]}
-    files = store.prune(keep, dry_run=dry_run)
-    runs = sorted({f"{p.parent.name}/{p.stem}" for p in files})
-    print(f"sweep --prune: {len(runs)} stored run(s) that no notebook needs under any profile "
-          + ("(dry run: nothing removed)" if dry_run else f"removed ({len(files)} files)") + f"; store {store.root}"
-          + "".join(f"\n  {r}" for r in runs))
-    return 0
-
-
-def _backfill(store, data_root, dry_run: bool) -> int:
-    from .data.common import DataChecksumError, DataNotFoundError, data_root as resolve
-    from .data.fingerprint import backfill_store
-    try:
-        out = backfill_store(store.root, data_root, dry_run=dry_run)
-    except (DataChecksumError, DataNotFoundError) as exc:
-        print(f"dannlib sweep --backfill-fingerprints: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    print(f"sweep --backfill-fingerprints: {len(out['added'])} record(s) "
-          + ("would get" if dry_run else "got") + f" the data fingerprint of {resolve(data_root)}; "
-          f"{out['had']} had one; {len(out['skipped'])} skipped; store {store.root}"
-          + "".join(f"\n  skipped {path}: {why}" for path, why in out["skipped"]))
-    return 0
 
 
 def sweep_main(args: argparse.Namespace) -> int:
     from . import sweep
-    from .plan import parse_only, parse_seeds, plan_specs, selected_notebooks
+    from .plan import NOTEBOOKS, parse_only, parse_seeds, plan_specs, selected_notebooks
+    from .profiles import PROFILES
     from .settings import check_scheduler, check_time_limit, check_workers, check_writable, scheduler_setting
     from .store import Store, estimate_seconds
     from .utils import atomic_write, results_root
@@ -111,9 +74,27 @@ def sweep_main(args: argparse.Namespace) -> int:
         print(f"dannlib sweep: {exc}", file=sys.stderr)
         return 2
     if args.prune:
-        return _prune(store, args.dry_run)
+        keep = {k for p in PROFILES for nb in NOTEBOOKS for s in plan_specs(nb, p) for k in
+                [s.key, *(d.key for d in s.dependencies())]}
+        files = store.prune(keep, dry_run=args.dry_run)
+        runs = sorted({f"{p.parent.name}/{p.stem}" for p in files})
+        print(f"sweep --prune: {len(runs)} stored run(s) that no notebook needs under any profile "
+              + ("(dry run: nothing removed)" if args.dry_run else f"removed ({len(files)} files)")
+              + f"; store {store.root}" + "".join(f"\n  {r}" for r in runs))
+        return 0
     if args.backfill_fingerprints:
-        return _backfill(store, args.data_root, args.dry_run)
+        from .data.common import DataChecksumError, DataNotFoundError, data_root
+        from .data.fingerprint import backfill_store
+        try:
+            out = backfill_store(store.root, args.data_root, dry_run=args.dry_run)
+        except (DataChecksumError, DataNotFoundError) as exc:
+            print(f"dannlib sweep --backfill-fingerprints: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 2
+        print(f"sweep --backfill-fingerprints: {len(out['added'])} record(s) "
+              + ("would get" if args.dry_run else "got") + f" the data fingerprint of {data_root(args.data_root)}; "
+              f"{out['had']} had one; {len(out['skipped'])} skipped; store {store.root}"
+              + "".join(f"\n  skipped {path}: {why}" for path, why in out["skipped"]))
+        return 0
     removed = store.clean_partial()
     phases = sweep._phases(specs, store, args.recompute)
     missing = [s for p in phases for s in p]

@@ -28,7 +28,7 @@ def test_the_kernelspec_jupyterlab_writes():
 def test_tidy_writes_the_labs_kernelspec():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    regen.tidy_notebook(nb, "01_a.ipynb", {"profile": "smoke"}, [], kernelspec=regen.lab_kernelspec())
+    regen.tidy_notebook(nb, "01_a.ipynb", {"profile": "smoke"}, [])
     assert nb.metadata["kernelspec"] == LAB
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -131,7 +132,7 @@ def test_unwritable_output_folders_are_named_with_their_option(tmp_path, monkeyp
     nbdir.mkdir()
     make_notebook(nbdir / "01_x.ipynb", "print(1)")
     # Root ignores permission bits: a real mkstemp failure is simulated for the results folder.
-    real_mkstemp = regen.tempfile.mkstemp
+    real_mkstemp = tempfile.mkstemp
 
     def mkstemp(*args, dir=None, **kwargs):
         if dir is not None and Path(dir) == tmp_path / "ro":
@@ -139,7 +140,7 @@ def test_unwritable_output_folders_are_named_with_their_option(tmp_path, monkeyp
         return real_mkstemp(*args, dir=dir, **kwargs)
 
     (tmp_path / "ro").mkdir()
-    monkeypatch.setattr(regen.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
     started = []
     monkeypatch.setattr(regen, "run_notebook", lambda *a, **k: started.append(a))
     assert main(["regenerate", "--notebooks-dir", str(nbdir), "--figures-dir", str(tmp_path / "f"),
@@ -181,7 +182,7 @@ def test_stale_leftovers_are_removed_and_live_ones_kept(tmp_path):
         locks = sorted(p.name for d in (nbdir, figs, res) for p in d.glob(f"{regen.RUN_LOCK_PREFIX}*"))
         assert locks == [f"{regen.RUN_LOCK_PREFIX}{live.id}{regen.RUN_LOCK_SUFFIX}"] * 3  # the dead run's went
     finally:
-        live.release()
+        live.close()
     assert not [p for d in (nbdir, figs, res) for p in d.glob(f"{regen.RUN_LOCK_PREFIX}*")]
 
 

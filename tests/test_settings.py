@@ -5,6 +5,7 @@ run store's writability and a Dask scheduler that does not answer, found up fron
 from __future__ import annotations
 
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -84,14 +85,14 @@ def test_regenerate_refuses_bad_workers(env, argv, words, tmp_path, no_work, mon
 
 def _refuse_writes_in(folder: Path, monkeypatch):
     """Root ignores permission bits: a write refused by ``folder`` is simulated."""
-    real = regen.tempfile.mkstemp
+    real = tempfile.mkstemp
 
     def mkstemp(*args, dir=None, **kwargs):
         if dir is not None and Path(dir) == folder:
             raise PermissionError(13, "Permission denied")
         return real(*args, dir=dir, **kwargs)
 
-    monkeypatch.setattr(regen.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
 
 
 def test_regenerate_refuses_an_unwritable_store_up_front(tmp_path, no_work, monkeypatch, capsys):

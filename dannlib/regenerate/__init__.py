@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile  # noqa: F401  (tests patch tempfile through this module)
 import textwrap
 import time
 from collections import namedtuple
@@ -159,7 +158,7 @@ def run_notebook(path: str | os.PathLike, parameters: dict, outputs: Outputs, pr
                                    *((p, os.path.relpath(p, path.parent)) for p in (outputs.project, PROJECT_ROOT)),
                                    *([(data, "$DANNLIB_DATA")] if data else []), (Path.home(), "~")])
         nb = nbformat.read(executed, as_version=4)
-        tidy_notebook(nb, path.name, parameters, rules, kernelspec=lab_kernelspec())
+        tidy_notebook(nb, path.name, parameters, rules)
         nbformat.write(nb, str(executed))
         os.chmod(executed, mode)
         plan = _plan_commit(executed, target, fig_stage, outputs.figures, res_stage, outputs.results)
@@ -352,24 +351,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--profile", help=f"one of {', '.join(PROFILES)} (default: $DANNLIB_PROFILE, else {DEFAULT_PROFILE})")
     add("--only", help="comma-separated notebook numbers, e.g. 01,03 (default: all)")
     add("--notebooks-dir", help="folder of NN_*.ipynb (default: the project's notebooks/)")
-    add("--figures-dir", help=f"default: $DANNLIB_FIGURES, else figures/ ({COMMITTED_PROFILE} or --in-place) "
-                              "or .tmp/<profile>/figures")
+    add("--figures-dir", help=f"default: $DANNLIB_FIGURES, else figures/ ({COMMITTED_PROFILE} or --in-place) or "
+        ".tmp/<profile>/figures")
     add("--results-dir", help="default: $DANNLIB_RESULTS, else the project's results/")
-    add("--in-place", action="store_true", help=f"execute the notebooks in place and write figures/ also for a "
-                                                f"profile other than {COMMITTED_PROFILE} (overwrites the committed "
-                                                "notebooks)")
+    add("--in-place", action="store_true", help="execute the notebooks in place and write figures/ also for a profile "
+        f"other than {COMMITTED_PROFILE} (overwrites the committed notebooks)")
     add("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: each profile's)")
     add("--data-root", help="the data root, given to the kernel as $DANNLIB_DATA (default: $DANNLIB_DATA, else data/)")
     add("--no-progress", action="store_true", help="hide the progress bars")
-    add("--no-sweep", action="store_true", help="do not train the notebooks' missing runs first (python -m dannlib "
-                                                "sweep); the notebooks then train small missing sets themselves and "
-                                                "stop on large ones")
+    add("--no-sweep", action="store_true", help="do not train the notebooks' missing runs first (python -m dannlib sweep); "
+        "the notebooks then train small missing sets themselves and stop on large ones")
     add("--workers", type=int, help="worker processes of that sweep (default: $DANNLIB_WORKERS or one per core)")
-    add("--normalize", action="store_true", help="execute nothing: rewrite the selected notebooks as JupyterLab "
-                                                 "would save them (this interpreter's kernelspec), so that opening one "
-                                                 "does not mark it modified")
-    add("--partial", action="store_true", help="train nothing: render the runs the store holds so far (e.g. while "
-                                               "a long sweep runs); each notebook says which runs are missing")
+    add("--normalize", action="store_true", help="execute nothing: rewrite the selected notebooks as JupyterLab would "
+        "save them (this interpreter's kernelspec), so that opening one does not mark it modified")
+    add("--partial", action="store_true", help="train nothing: render the runs the store holds so far (e.g. while a "
+        "long sweep runs); each notebook says which runs are missing")
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -50,8 +50,6 @@ class RunLock(contextlib.ExitStack):
             self.close()
             raise
 
-    release = contextlib.ExitStack.close
-
 
 def clean_stale(notebook_dirs: Sequence[Path], staging_parents: Sequence[Path]) -> list[Path]:
     """Replay the journals of runs nobody holds the lock of, then remove their leftovers (returned, not the locks)."""
@@ -152,11 +150,10 @@ def normalize_notebook(path: str | os.PathLike) -> bool:
     return True
 
 
-def tidy_notebook(nb, name: str, parameters: dict, rules: Sequence[tuple[re.Pattern, str]],
-                  kernelspec: dict | None = None) -> None:
+def tidy_notebook(nb, name: str, parameters: dict, rules: Sequence[tuple[re.Pattern, str]]) -> None:
     """In place: papermill's metadata without paths, output paths rewritten by ``rules``, known
     stderr noise and progress-bar redraws dropped, the injected cell a comment recording
-    ``parameters`` (tagged ``nbval-skip``: Run All takes the parameters cell), ``kernelspec`` set."""
+    ``parameters`` (tagged ``nbval-skip``: Run All takes the parameters cell), the lab's kernelspec."""
     def scrub(text):
         if isinstance(text, list):
             return [scrub(t) for t in text]
@@ -169,8 +166,7 @@ def tidy_notebook(nb, name: str, parameters: dict, rules: Sequence[tuple[re.Patt
         return bool(_NOISE.fullmatch(text)) or not lines or "\r" in text and all(
             re.search(r"\d{1,3}%\|", s) for s in lines)
 
-    if kernelspec is not None:
-        nb.metadata["kernelspec"] = dict(kernelspec)
+    nb.metadata["kernelspec"] = lab_kernelspec()
     nb.metadata.setdefault("papermill", {}).update(input_path=name, output_path=name, parameters=dict(parameters))
     for cell in nb.cells:
         tags = cell.metadata.get("tags", [])
