@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..plan import parse_only, parse_seeds
+from ..plan import NOTEBOOKS, parse_only, parse_seeds, plan_specs
 from ..profiles import DEFAULT_PROFILE, PROFILES, check_profile
 from ..settings import check_workers, check_writable
-from ..store import store_root
+from ..store import Store, store_root
 from ..utils import PROJECT_ROOT, atomic_write, machine_info
 from .transaction import (JOURNAL_SUFFIX, REPORT_NAME, RUN_LOCK_PREFIX, RUN_LOCK_SUFFIX, RUNNING_SUFFIX,  # noqa: F401
                           STAGING_PREFIX, RunLock, _apply_commit, _plan_commit, _signals_deferred, clean_stale,
@@ -270,8 +270,6 @@ def _now() -> str:
 
 def run_sweep(selected, profile, seeds, outputs, data_root, workers, progress) -> dict:
     """Train the runs the selected notebooks need (:func:`dannlib.sweep.ensure`); the summary for the report."""
-    from ..plan import NOTEBOOKS, plan_specs
-    from ..store import Store
     from ..sweep import ensure
 
     numbers = [p.name[:2] for p in selected if p.stem in NOTEBOOKS.values()]
