@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Dask cluster), each stored as it finishes. Interrupted, it loses at most the runs in flight; rerun it to "
         "continue. Exit status: 0 all ok, 1 some run failed, 2 bad arguments, 130 interrupted.")
     add = sw.add_argument
-    add("--profile", default=DEFAULT_PROFILE, choices=PROFILES, help=f"which profile's runs (default: {DEFAULT_PROFILE})")
+    add("--profile", default=DEFAULT_PROFILE, choices=PROFILES,
+        help=f"which profile's runs (default: {DEFAULT_PROFILE})")
     add("--only", help="only these notebooks, by number, e.g. 03,05")
     add("--seeds", help="override the profile's seeds, e.g. 0,1,2")
     add("--workers", type=int, help="local worker processes, one torch thread each (default: $DANNLIB_WORKERS or one "

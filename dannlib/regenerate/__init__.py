@@ -229,34 +229,32 @@ def regenerate(profile: str | None = None, only=None, notebooks_dir=None, figure
         clean_stale([notebooks_dir, outputs.notebooks], [outputs.figures, outputs.results])
         if sweep and not partial:
             info["sweep"] = run_sweep(selected, profile, seeds, outputs, data_root, workers, progress)
-        bar = tqdm(selected, desc=f"regenerate ({profile})", unit="notebook", position=0, disable=not progress)
-        try:
-            for path in bar:
-                bar.set_postfix_str(path.stem)
-                start = time.perf_counter()
-                try:
-                    run, plan = run_notebook(path, parameters, outputs, profile, progress=progress,
-                                             data_root=data_root, run_id=lock.id)
-                except KeyboardInterrupt as exc:
-                    runs.append(NotebookRun(path.stem, "interrupted", round(time.perf_counter() - start, 2),
-                                            error=f"interrupted by {_signal_name(exc)}"))
-                    raise
-                with _signals_deferred():  # a signal now waits until the notebook is in place and recorded
-                    if plan is not None:  # journalled first: clean_stale replays it if this process dies
-                        journal = outputs.notebooks / f".{path.stem}.{lock.id}{JOURNAL_SUFFIX}"
-                        with atomic_write(journal) as fh:
-                            json.dump(plan, fh)
-                        _apply_commit(plan)
-                        journal.unlink()
-                    runs.append(run)
-                    report()
-                if run.status != "ok":
-                    tqdm.write(f"FAILED {run.notebook}: {run.error}", file=sys.stderr)
-        except KeyboardInterrupt as exc:
-            report(interrupted=_signal_name(exc))
-            raise
-        finally:
-            bar.close()
+        with tqdm(selected, desc=f"regenerate ({profile})", unit="notebook", position=0, disable=not progress) as bar:
+            try:
+                for path in bar:
+                    bar.set_postfix_str(path.stem)
+                    start = time.perf_counter()
+                    try:
+                        run, plan = run_notebook(path, parameters, outputs, profile, progress=progress,
+                                                 data_root=data_root, run_id=lock.id)
+                    except KeyboardInterrupt as exc:
+                        runs.append(NotebookRun(path.stem, "interrupted", round(time.perf_counter() - start, 2),
+                                                error=f"interrupted by {_signal_name(exc)}"))
+                        raise
+                    with _signals_deferred():  # a signal now waits until the notebook is in place and recorded
+                        if plan is not None:  # journalled first: clean_stale replays it if this process dies
+                            journal = outputs.notebooks / f".{path.stem}.{lock.id}{JOURNAL_SUFFIX}"
+                            with atomic_write(journal) as fh:
+                                json.dump(plan, fh)
+                            _apply_commit(plan)
+                            journal.unlink()
+                        runs.append(run)
+                        report()
+                    if run.status != "ok":
+                        tqdm.write(f"FAILED {run.notebook}: {run.error}", file=sys.stderr)
+            except KeyboardInterrupt as exc:
+                report(interrupted=_signal_name(exc))
+                raise
     return runs
 
 
@@ -357,8 +355,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: each profile's)")
     add("--data-root", help="the data root, given to the kernel as $DANNLIB_DATA (default: $DANNLIB_DATA, else data/)")
     add("--no-progress", action="store_true", help="hide the progress bars")
-    add("--no-sweep", action="store_true", help="do not train the notebooks' missing runs first (python -m dannlib sweep); "
-        "the notebooks then train small missing sets themselves and stop on large ones")
+    add("--no-sweep", action="store_true", help="do not train the notebooks' missing runs first (python -m dannlib "
+        "sweep); the notebooks then train small missing sets themselves and stop on large ones")
     add("--workers", type=int, help="worker processes of that sweep (default: $DANNLIB_WORKERS or one per core)")
     add("--normalize", action="store_true", help="execute nothing: rewrite the selected notebooks as JupyterLab would "
         "save them (this interpreter's kernelspec), so that opening one does not mark it modified")
