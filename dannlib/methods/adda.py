@@ -136,10 +136,8 @@ class SourcePretrain(PerSeedMethod):
         return {"lr": self.config.pretrain_lr}
 
     def step_one(self, i, xs, ys, xt, p: float) -> dict:
-        def objective():
-            loss = F.cross_entropy(self.predict_one(i, xs), ys)
-            return loss, {"label_loss": loss.detach()}
-        return descend(self.optimizers[i], objective)
+        loss = F.cross_entropy(self.predict_one(i, xs), ys)
+        return descend([self.optimizers[i]], loss, {"label_loss": loss.detach()})
 
     def predict_one(self, i, x):
         return self.classifiers[i](self.encoders[i](x))
@@ -178,7 +176,7 @@ class ADDA(PerSeedMethod):
         elif all(isinstance(r, RunResult) and {"encoder", "classifier"} <= set(r.modules) for r in pretrained):
             by_seed = {r.seed: (r.modules["encoder"], r.modules["classifier"]) for r in pretrained}
         else:
-            raise ValueError("pretrained must be a SourcePretrain or RunResults of pretrain_source "
+            raise ValueError("pretrained must be a SourcePretrain or RunResults of method 'adda_pretrain' "
                              "(with 'encoder' and 'classifier' modules)")
         seeds = list(by_seed) if seeds is None else check_seeds(seeds)
         missing = [s for s in seeds if s not in by_seed]
@@ -216,24 +214,16 @@ class ADDA(PerSeedMethod):
             label_loss = F.cross_entropy(c(f[:ns]), ys)
             z = d(grad_reverse(f, grl_lambda(p, self.config.gamma))).squeeze(-1)
             d_loss, d_acc = discriminator_loss(z[:ns], z[ns:])
-            opt_d.zero_grad(set_to_none=True)
-            opt_t.zero_grad(set_to_none=True)
-            (label_loss + d_loss).backward()
-            opt_d.step()
-            opt_t.step()
+            descend([opt_d, opt_t], label_loss + d_loss)
             f_t, out = f[ns:], {"label_loss": label_loss.detach()}
         else:  # D on M_s(x_s) -> 1, M_t(x_t) -> 0, then M_t on the mapping loss (D's gradients discarded)
             with torch.no_grad():
                 f_s = m_s(x_s)
             f_t = m_t(x_t)
-            opt_d.zero_grad(set_to_none=True)
             d_loss, d_acc = discriminator_loss(d(f_s).squeeze(-1), d(f_t.detach()).squeeze(-1))
-            d_loss.backward()
-            opt_d.step()
-            opt_t.zero_grad(set_to_none=True)
+            descend([opt_d], d_loss)
             m_loss = adda_mapping_loss(d(f_t).squeeze(-1), self.config.mapping_loss)
-            m_loss.backward()
-            opt_t.step()
+            descend([opt_t], m_loss)
             out = {"mapping_loss": m_loss.detach()}
         with torch.no_grad():
             ent = prediction_entropy(c(f_t), self.config.n_classes)
@@ -258,12 +248,12 @@ class ADDA(PerSeedMethod):
     @classmethod
     def run(cls, config: ADDAConfig, source: Domain, target: Domain, seeds, *, eval_sets=None, progress=True,
             name=None, monitor_size: int = 2000, pretrained=None) -> list[RunResult]:
-        """Both stages for each seed (stage 2 only from ``pretrained``, :func:`pretrain_source`'s
-        results); stage 1's result goes in ``parts["pretrain"]``, stage 2 is checked by :func:`detect_collapse`."""
+        """Both stages for each seed (stage 2 only from ``pretrained``, the results of ``adda_pretrain``);
+        stage 1's result goes in ``parts["pretrain"]``, stage 2 is checked by :func:`detect_collapse`."""
         check_source_labels(source, config.validate().n_classes)  # train() has checked the seeds
         if pretrained is None:
-            pretrained = pretrain_source(source, config, seeds, eval_sets=eval_sets, progress=progress,
-                                         monitor_size=monitor_size)
+            pretrained = SourcePretrain.run(config, source, None, seeds, eval_sets=eval_sets, progress=progress,
+                                            monitor_size=monitor_size)
         by_seed = {r.seed: r for r in pretrained}
         results = []
         for s in seeds:
@@ -298,10 +288,3 @@ def detect_collapse(history: list[dict], config: ADDAConfig) -> str:
         return (f"target predictions collapsed onto few classes: normalised entropy of the predicted-class "
                 f"histogram {mean_ent:.3f} < {config.collapse_entropy} over {window}")
     return ""
-
-
-def pretrain_source(source: Domain, config: ADDAConfig, seeds=(0,), *, eval_sets: dict[str, Domain] | None = None,
-                    progress: bool = True, monitor_size: int = 2000) -> list[RunResult]:
-    """ADDA stage 1: one :class:`RunResult` per seed (method ``adda_pretrain``)."""
-    return SourcePretrain.run(config.validate(), source, None, seeds, eval_sets=eval_sets, progress=progress,
-                              monitor_size=monitor_size)

@@ -97,7 +97,7 @@ class CDAN(NetMethod):
                                           "domain_acc": domain_acc}
 
     def step_one(self, i, xs, ys, xt, p: float) -> dict:
-        return descend(self.optimizers[i], self.objective, i, xs, ys, xt, p)
+        return descend([self.optimizers[i]], *self.objective(i, xs, ys, xt, p))
 
     def modules(self, i: int) -> dict[str, nn.Module]:
         return {"net": self.nets[i], "discriminator": self.discs[i], "map": self.maps[i]}

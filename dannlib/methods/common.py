@@ -168,12 +168,13 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
-def descend(optimizer: torch.optim.Optimizer, objective: Callable, *args) -> dict:
-    """One optimiser step on ``objective(*args) -> (total, parts)``; returns ``parts``."""
-    optimizer.zero_grad(set_to_none=True)
-    total, parts = objective(*args)
+def descend(optimizers: list[torch.optim.Optimizer], total: torch.Tensor, parts: dict | None = None) -> dict | None:
+    """One step of each of ``optimizers`` on the gradient of ``total``; returns ``parts``."""
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
     total.backward()
-    optimizer.step()
+    for opt in optimizers:
+        opt.step()
     return parts
 
 

@@ -59,5 +59,5 @@ class DANN(NetMethod):
         self.optimizer = self.optimizers.pop()
 
     def step_one(self, i, xs, ys, xt, p: float) -> dict:
-        return descend(self.optimizer, dann_objective, self.nets[i], xs, ys, xt, self.config.grl_lambda_at(p),
-                       self.config.mode)
+        return descend([self.optimizer], *dann_objective(self.nets[i], xs, ys, xt, self.config.grl_lambda_at(p),
+                                                         self.config.mode))
