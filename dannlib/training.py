@@ -1,8 +1,6 @@
-"""The one training loop, :func:`fit`: seeded batches, the schedules' progress ``p = step / steps``,
-the recipe, logging, evaluation, divergence watch and progress bar. Every method is a :class:`Method`
-that owns its networks and optimisers and implements ``step``. A :class:`PerSeedMethod` built for
-``K`` seeds trains them in one :func:`fit` on batches ``(K, B, ...)`` (seed ``k``'s those of a
-single-seed run)."""
+"""The one training loop, :func:`fit`, for every :class:`Method` (which owns its networks and optimisers):
+seeded batches, the progress ``p = step / steps``, the recipe, logging, evaluation, divergence watch and
+progress bar. A method built for ``K`` seeds trains them in one :func:`fit` on batches ``(K, B, ...)``."""
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +22,7 @@ EXPLODED_LOSS = 1e4
 
 
 def loss_trouble(values: dict) -> str | None:
-    """"key=value" of the first non-finite number in ``values``, or of a loss (a key ending in "loss")
-    above :data:`EXPLODED_LOSS`; None when all are sane."""
+    """"key=value" of the first non-finite number in ``values`` or loss (key "*loss") above :data:`EXPLODED_LOSS`."""
     for key, v in values.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool) and (
                 not math.isfinite(v) or key.endswith("loss") and abs(v) > EXPLODED_LOSS):
@@ -42,18 +39,14 @@ def judge_history(history: list[dict]) -> str | None:
 
 
 class Method:
-    """What a method supplies to :func:`fit`: ``name``, ``seeds``, ``config``, ``uses_target`` and
+    """What a method supplies to :func:`fit`: ``name``, ``seeds``, ``config``, ``uses_target``;
+    ``step(xs, ys, xt, p) -> dict`` of detached losses (scalars, or ``(K,)``) after one update on source
+    ``xs (B, ...)``, ``ys (B,)`` and target ``xt (B, ...)`` (``(K, B, ...)`` for K seeds); ``predict(x)``:
+    logits ``(N, n)`` or ``(K, N, n)``; ``modules(i)``: seed ``i``'s trained networks by name.
 
-    - ``step(xs, ys, xt, p) -> dict``: one update on a source batch ``xs (B, ...)``/``ys (B,)`` and a
-      target batch ``xt (B, ...)`` (leading seed axis ``K`` for several seeds); detached losses,
-      scalars or ``(K,)``;
-    - ``predict(x)``: logits ``(N, n_classes)``, or ``(K, N, n_classes)`` for K seeds;
-    - ``modules(i) -> dict[str, nn.Module]``: seed ``i``'s trained networks.
-
-    The recipe is the base's (:meth:`update`): ``config.lr_at(p)`` in ``optimizer`` and/or
-    ``optimizers`` before each step, bfloat16 autocast for ``config.precision == "bf16"``, and
-    channels_last weights for :meth:`networks` once built (``config.channels_last``; None: on the
-    CPU). :meth:`run` is a training run's one entry point."""
+    The base applies the recipe (:meth:`update`): ``config.lr_at(p)`` in ``optimizer``/``optimizers``,
+    bf16 autocast for ``config.precision == "bf16"``, channels_last weights for :meth:`networks` once
+    built (``config.channels_last``; None: on the CPU). :meth:`run` is a training run's entry point."""
 
     name: str = "method"
     seeds: list[int]
@@ -89,12 +82,10 @@ class Method:
 
     def update(self, xs, ys, xt, p: float) -> dict:
         """:meth:`step` with the recipe: the learning rates at ``p``, autocast per ``config.precision``."""
-        lr_at = getattr(self.config, "lr_at", None)
-        if lr_at is not None:
-            lr = lr_at(p)
+        if hasattr(self.config, "lr_at"):
             for opt in [getattr(self, "optimizer", None), *getattr(self, "optimizers", [])]:
                 for group in opt.param_groups if opt is not None else []:
-                    group["lr"] = lr
+                    group["lr"] = self.config.lr_at(p)
         bf16 = getattr(self.config, "precision", "fp32") == "bf16"
         with torch.autocast(device_type=xs.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
             return self.step(xs, ys, xt, p)
@@ -157,9 +148,8 @@ class Method:
 
 
 class PerSeedMethod(Method):
-    """A method with independent networks per seed, looping over the seeds in ``step`` (ADDA, CDAN,
-    IIMT). Subclasses implement ``step_one(i, xs, ys, xt, p)`` on seed index ``i``'s ``(B, ...)``
-    batches and ``predict_one(i, x)``."""
+    """A method with independent networks per seed, looped over in ``step``: subclasses implement
+    ``step_one(i, xs, ys, xt, p)`` on seed index ``i``'s ``(B, ...)`` batches and ``predict_one(i, x)``."""
 
     def step(self, xs, ys, xt, p: float) -> dict:
         if not self.batched:
@@ -175,9 +165,8 @@ class PerSeedMethod(Method):
 
 @dataclass
 class RunResult:
-    """One seed's training run: the method's name and config, the monitoring ``history`` (one dict
-    per logged step), the ``final`` evaluation (the numbers to report), the timing, the trained
-    networks (``modules``), and ``parts``: earlier stages (ADDA's ``{"pretrain": RunResult}``)."""
+    """One seed's run: method, config, monitoring ``history`` (a dict per logged step), ``final`` evaluation
+    (the numbers to report), timing, trained ``modules`` and earlier stages (``parts``, ADDA's "pretrain")."""
 
     method: str
     seed: int
@@ -210,8 +199,7 @@ def _as_list(value, k: int) -> list[float]:
 
 
 def evaluate(method: Method, eval_sets: dict[str, Domain], limit: int | None = None) -> dict[str, list[float]]:
-    """``{"<name>_acc": [per-seed accuracy]}`` on each evaluation set (its first ``limit`` samples;
-    None: all), the method's networks in eval mode."""
+    """``{"<name>_acc": [per-seed accuracy]}`` on each evaluation set's first ``limit`` samples, in eval mode."""
     method.train(False)
     try:
         return {f"{name}_acc": _as_list(accuracy(method.predict, d.x[:limit], d.y[:limit]), len(method.seeds))

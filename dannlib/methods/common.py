@@ -23,12 +23,6 @@ LR_SCHEDULES = ("annealed", "constant")
 PRECISIONS = ("fp32", "bf16")
 
 
-def require(ok: bool, name: str, what: str, value) -> None:
-    """ValueError ``"{name} must {what}, got {value!r}"`` unless ``ok``."""
-    if not ok:
-        raise ValueError(f"{name} must {what}, got {value!r}")
-
-
 class Checked:
     """A config dataclass whose :meth:`validate` checks each field of ``RULES`` against its rule: the allowed
     values (a collection), ``"count"`` (an int >= 1), ``"rate"`` (a finite number > 0), ``"flag"`` (a bool)
@@ -50,12 +44,13 @@ class Checked:
             elif rule == "rate":
                 check_number(name, v, " or None" if name in optional else "")
             elif rule == "flag":
-                require(isinstance(v, bool), name, "be True or False", v)
+                if not isinstance(v, bool):
+                    raise ValueError(f"{name} must be True or False, got {v!r}")
             else:
                 lo, hi = (float(b) for b in rule[1:-1].split(","))
                 real = isinstance(v, numbers.Real) and not isinstance(v, bool)
-                require(real and (lo <= v if rule[0] == "[" else lo < v) and (v <= hi if rule[-1] == "]" else v < hi),
-                        name, f"lie in {rule}", v)
+                if not (real and (lo <= v if rule[0] == "[" else lo < v) and (v <= hi if rule[-1] == "]" else v < hi)):
+                    raise ValueError(f"{name} must lie in {rule}, got {v!r}")
         return self
 
 
@@ -128,11 +123,6 @@ class TrainConfig(Checked):
         """The reversal's lambda at progress ``p``: eq. 6, ``2 / (1 + exp(-gamma p)) - 1``."""
         return grl_lambda(p, self.gamma)
 
-    def make_optimizer(self, params) -> torch.optim.Optimizer:
-        if self.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-
 
 class NetMethod(PerSeedMethod):
     """One :data:`NETWORKS` network per seed, built with the extra trained modules of :meth:`heads`
@@ -141,13 +131,15 @@ class NetMethod(PerSeedMethod):
     def __init__(self, config, source: Domain, target: Domain | None, seeds, name: str | None = None):
         super().__init__(config, source, target, seeds, name=name)
         self.device = source.x.device
-        self.nets, self.optimizers = [], []
+        self.nets, self.optimizers, c = [], [], self.config
         for s in self.seeds:
             with seeded(s):
-                net = NETWORKS[self.config.network](source, target).to(self.device)
-                heads = self.heads(net, source)
+                net = NETWORKS[c.network](source, target).to(self.device)
+                params = [*net.parameters(), *self.heads(net, source)]
             self.nets.append(net)
-            self.optimizers.append(self.config.make_optimizer([*net.parameters(), *heads]))
+            sgd = c.optimizer == "sgd"
+            self.optimizers.append(torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+                                   if sgd else torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay))
 
     def heads(self, net: nn.Module, source: Domain) -> list[nn.Parameter]:
         """Build the method's own modules for ``net`` (seeded); returns their parameters to train."""
