@@ -4,7 +4,6 @@ progress bar. A method built for ``K`` seeds trains them in one :func:`fit` on b
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import sys
 import time
@@ -38,7 +37,20 @@ def judge_history(history: list[dict]) -> str | None:
     return None
 
 
-class Method:
+class _ChannelsLast(type):
+    """Once a method is built (its outermost ``__init__`` done), its :meth:`~Method.networks` go channels_last
+    per ``config.channels_last`` (None: when they are on the CPU)."""
+
+    def __call__(cls, *args, **kwargs):
+        self = super().__call__(*args, **kwargs)
+        nets, flag = self.networks(), getattr(self.config, "channels_last", None)
+        if flag or flag is None and next((p.is_cpu for net in nets for p in net.parameters()), False):
+            for net in nets:
+                net.to(memory_format=torch.channels_last)
+        return self
+
+
+class Method(metaclass=_ChannelsLast):
     """What a method supplies to :func:`fit`: ``name``, ``seeds``, ``config``, ``uses_target``;
     ``step(xs, ys, xt, p) -> dict`` of detached losses (scalars, or ``(K,)``) after one update on source
     ``xs (B, ...)``, ``ys (B,)`` and target ``xt (B, ...)`` (``(K, B, ...)`` for K seeds); ``predict(x)``:
@@ -58,23 +70,6 @@ class Method:
         self.config = config.validate()
         self.seeds = check_seeds(seeds)
         self.name = name or type(self).__name__.lower()
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        init = cls.__dict__.get("__init__")
-        if init is None:
-            return
-
-        @functools.wraps(init)
-        def __init__(self, *args, **kw):
-            init(self, *args, **kw)
-            if type(self).__init__ is __init__:  # the outermost: the networks are built
-                nets, flag = self.networks(), getattr(self.config, "channels_last", None)
-                if flag or flag is None and next((p.is_cpu for net in nets for p in net.parameters()), False):
-                    for net in nets:
-                        net.to(memory_format=torch.channels_last)
-
-        cls.__init__ = __init__
 
     def networks(self) -> list[nn.Module]:
         """Every network the method computes with, each once; default: every seed's :meth:`modules`."""

@@ -58,11 +58,6 @@ class ADDAConfig(Checked):
     eval_every: int | None = None
     channels_last: bool | None = None
 
-    def pretrain_settings(self) -> dict:
-        """The settings stage 1 depends on (its run key: shared by every stage 2)."""
-        return {k: getattr(self, k) for k in ("pretrain_steps", "batch_size", "pretrain_lr", "encoder",
-                                              "n_classes", "eval_every")}
-
 
 def adda_mapping_loss(d_logits_target: torch.Tensor, kind: str = "gan") -> torch.Tensor:
     """The target encoder's loss from D's logits ``z (B,)`` on ``M_t(x_t)`` (``D = sigmoid(z)`` =
@@ -158,8 +153,9 @@ class ADDA(PerSeedMethod):
 
     @classmethod
     def dependencies(cls, config: ADDAConfig) -> list[tuple[str, dict]]:
-        """Stage 1, shared by the stage-2 variants with the same pre-training settings."""
-        return [("adda_pretrain", config.pretrain_settings())]
+        """Stage 1 with the settings it depends on (its run key: shared by every stage 2 with those settings)."""
+        return [("adda_pretrain", {k: getattr(config, k) for k in ("pretrain_steps", "batch_size", "pretrain_lr",
+                                                                   "encoder", "n_classes", "eval_every")})]
 
     @classmethod
     def blank(cls, config: ADDAConfig, data: Domain, seed: int) -> dict[str, nn.Module]:

@@ -24,14 +24,13 @@ PRECISIONS = ("fp32", "bf16")
 
 
 class Checked:
-    """A config dataclass whose :meth:`validate` checks each field of ``RULES`` against its rule: the allowed
-    values (a collection), ``"count"`` (an int >= 1), ``"rate"`` (a finite number > 0), ``"flag"`` (a bool)
-    or an interval such as ``"[0, 1)"``. A field typed ``X | None`` may be None."""
+    """A config dataclass whose :meth:`validate` returns ``self`` or raises a ValueError naming the first field
+    of ``RULES`` that breaks its rule: the allowed values (a collection), ``"count"`` (an int >= 1), ``"rate"``
+    (a finite number > 0), ``"flag"`` (a bool) or an interval such as ``"[0, 1)"``; ``X | None`` may be None."""
 
     RULES: dict = {}
 
     def validate(self):
-        """``self``, or a ValueError naming the field that breaks its rule."""
         optional = {f.name for f in fields(self) if "None" in str(f.type)}
         for name, rule in self.RULES.items():
             v = getattr(self, name)
@@ -115,9 +114,7 @@ class TrainConfig(Checked):
 
     def lr_at(self, p: float) -> float:
         """The learning rate at progress ``p``: eq. 7 or constant."""
-        if self.lr_schedule == "annealed":
-            return annealed_lr(p, self.lr, self.lr_alpha, self.lr_beta)
-        return self.lr
+        return annealed_lr(p, self.lr, self.lr_alpha, self.lr_beta) if self.lr_schedule == "annealed" else self.lr
 
     def grl_lambda_at(self, p: float) -> float:
         """The reversal's lambda at progress ``p``: eq. 6, ``2 / (1 + exp(-gamma p)) - 1``."""
@@ -125,8 +122,8 @@ class TrainConfig(Checked):
 
 
 class NetMethod(PerSeedMethod):
-    """One :data:`NETWORKS` network per seed, built with the extra trained modules of :meth:`heads`
-    under ``seeded(seed)``, and one optimiser of the config's recipe for both."""
+    """One :data:`NETWORKS` network and :meth:`heads` per seed, built under ``seeded(seed)``, and one optimiser
+    of the config's recipe (SGD with momentum, or Adam) for both."""
 
     def __init__(self, config, source: Domain, target: Domain | None, seeds, name: str | None = None):
         super().__init__(config, source, target, seeds, name=name)
