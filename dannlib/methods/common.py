@@ -18,8 +18,6 @@ from ..schedules import annealed_lr, grl_lambda
 from ..training import Domain, PerSeedMethod
 from ..utils import check_choice, check_number, check_positive_int, seeded
 
-OPTIMIZERS = ("sgd", "adam")
-LR_SCHEDULES = ("annealed", "constant")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -93,9 +91,9 @@ class TrainConfig(Checked):
     """The DANN family's recipe (the paper's digits recipe as defaults); ``batch_size`` per domain;
     ``precision="bf16"``: bfloat16 autocast of the forward pass; ``channels_last`` None: on the CPU."""
 
-    RULES = {"network": NETWORKS, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "precision": PRECISIONS,
-             "steps": "count", "batch_size": "count", "eval_every": "count", "lr": "rate", "gamma": "rate",
-             "momentum": "[0, 1)"}
+    RULES = {"network": NETWORKS, "optimizer": ("sgd", "adam"), "lr_schedule": ("annealed", "constant"),
+             "precision": PRECISIONS, "steps": "count", "batch_size": "count", "eval_every": "count", "lr": "rate",
+             "gamma": "rate", "momentum": "[0, 1)"}
 
     network: str = "digits"
     steps: int = 10_000
