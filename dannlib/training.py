@@ -97,7 +97,6 @@ class Method(metaclass=_ChannelsLast):
         for i in range(len(self.seeds)):
             for m in self.modules(i).values():
                 m.train(mode)
-        return self
 
     @classmethod
     def total_steps(cls, config) -> int:
@@ -209,16 +208,14 @@ TRAIN_RNG_OFFSET = 2_000_003  # distinct from the seeds networks are built under
 def fit(method: Method, source: Domain, target: Domain | None, *, steps: int, batch_size: int,
         eval_sets: dict[str, Domain] | None = None, eval_every: int | None = None,
         monitor_size: int = 2000, progress: bool = True, desc: str | None = None) -> list[RunResult]:
-    """Train ``method`` for ``steps`` steps on labelled ``source`` and unlabelled ``target``; one
-    :class:`RunResult` per seed.
-
-    Every ``eval_every`` steps (default: 20 records) it logs per seed the mean step outputs since the
-    last record, the schedule values of the logged step (at ``(step - 1) / steps``; the record's ``p``
-    is ``step / steps``) and the accuracy on the first ``monitor_size`` samples of each of
-    ``eval_sets`` (labelled domains by name, the only use of target labels); ``final``: on the full
-    sets. A non-finite or exploded loss marks a seed ``diverged``; once all have, the run stops without
-    raising. The bar is off for ``progress=False`` or ``$DANNLIB_PROGRESS=0``. Torch's global generator
-    (dropout, VADA's noise) is seeded with the first seed + ``TRAIN_RNG_OFFSET``, then restored."""
+    """Train ``method`` for ``steps`` steps on labelled ``source`` and unlabelled ``target``: one :class:`RunResult`
+    per seed. Every ``eval_every`` steps (default: 20 records) it logs per seed the mean step outputs since the last
+    record, the schedule values of the logged step (at ``(step - 1) / steps``; the record's ``p`` is ``step / steps``)
+    and the accuracy on the first ``monitor_size`` samples of each of ``eval_sets`` (labelled domains by name, the
+    only use of target labels); ``final``: on the full sets. A non-finite or exploded loss marks a seed ``diverged``;
+    once all have, the run stops without raising. The bar is off for ``progress=False`` or ``$DANNLIB_PROGRESS=0``.
+    Torch's global generator (dropout, VADA's noise) is seeded with the first seed + ``TRAIN_RNG_OFFSET``, restored
+    after."""
     from tqdm.auto import tqdm
 
     steps = check_positive_int("steps", steps)

@@ -232,7 +232,6 @@ class ADDA(PerSeedMethod):
         tied = self.config.stage2 == "dann"  # ADDA's M_s and C stay in eval mode
         for m in self.target_encoders + self.discriminators + (self.classifiers if tied else []):
             m.train(mode)
-        return self
 
     def predict_one(self, i, x):
         return self.classifiers[i](self.target_encoders[i](x))
