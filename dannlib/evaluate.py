@@ -25,12 +25,11 @@ def _eval_mode(net: torch.nn.Module):
 
 
 @torch.no_grad()
-def features(net: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+def features(net: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
     """``G_f(x)`` of a ``DANNNet`` (its ``features``, mean subtraction included) in eval mode, in
-    batches: ``x (N, C, H, W)`` -> float32 numpy ``(N, D)``."""
-    batch_size = check_positive_int("batch_size", batch_size)
+    batches of 256: ``x (N, C, H, W)`` -> float32 numpy ``(N, D)``."""
     with _eval_mode(net):
-        out = [net.features(x[i:i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)]
+        out = [net.features(x[i:i + 256]).float().cpu() for i in range(0, len(x), 256)]
     return torch.cat(out).numpy()
 
 

@@ -15,8 +15,8 @@ class DANNNet(nn.Module):
     class logits ``(N, n_classes)``; ``forward(x, grl_lambda)``: ``(class_logits, domain_logits (N,))``.
     ``input_mean`` (one input's shape, e.g. ``(C, H, W)``): a fixed buffer subtracted from inputs."""
 
-    def __init__(self, feature_extractor: nn.Module, label_predictor: nn.Module,
-                 domain_classifier: nn.Module, input_mean: torch.Tensor | None = None):
+    def __init__(self, feature_extractor: nn.Module, label_predictor: nn.Module, domain_classifier: nn.Module,
+                 input_mean: torch.Tensor | None = None):
         super().__init__()
         self.feature_extractor = feature_extractor
         self.label_predictor = label_predictor
@@ -42,8 +42,7 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers[:-1])
 
 
-def toy_net(in_features: int = 2, hidden: int = 8, n_classes: int = 2,
-            deep_domain_classifier: bool = False) -> DANNNet:
+def toy_net(in_features: int = 2, hidden: int = 8, n_classes: int = 2, deep_domain_classifier: bool = False) -> DANNNet:
     """Seed 003's toy network: G_f in -> hidden (ReLU), G_y hidden -> n_classes, G_d hidden ->
     hidden -> 1, or, ``deep_domain_classifier``, hidden -> 32 -> 32 -> 1."""
     domain_sizes = [hidden, 32, 32, 1] if deep_domain_classifier else [hidden, hidden, 1]
@@ -77,9 +76,8 @@ class DigitsFeatureExtractor(nn.Sequential):
         return 48 * _conv_side(size) ** 2
 
 
-def digits_net(in_channels: int = 3, size: int = 28, n_classes: int = 10,
-               input_mean: torch.Tensor | None = None, instance_norm: bool = False,
-               batch_norm: bool = False) -> DANNNet:
+def digits_net(in_channels: int = 3, size: int = 28, n_classes: int = 10, input_mean: torch.Tensor | None = None,
+               instance_norm: bool = False, batch_norm: bool = False) -> DANNNet:
     """The DANN digits network (REFERENCE §1): features (768 at 28x28) -> fc 100 -> fc 100 ->
     n_classes for labels; features -> fc 100 -> 1 logit for domains."""
     n = DigitsFeatureExtractor.out_features(size)
@@ -104,14 +102,10 @@ def adda_discriminator(in_features: int = 500, hidden: int = 500) -> nn.Sequenti
 
 
 class GaussianNoise(nn.Module):
-    """Adds N(0, std^2) noise in training mode only (VADA's small network after each pooling)."""
-
-    def __init__(self, std: float = 1.0):
-        super().__init__()
-        self.std = std
+    """Adds N(0, 1) noise in training mode only (VADA's small network after each pooling)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.std * torch.randn_like(x) if self.training and self.std > 0 else x
+        return x + torch.randn_like(x) if self.training else x
 
 
 def _vada_block(in_channels: int) -> list[nn.Module]:
@@ -125,10 +119,8 @@ def vada_small_net(in_channels: int = 3, size: int = 28, n_classes: int = 10) ->
     (64 channels, batch norm, leaky ReLU 0.1); the first two end in max-pool 2, dropout 0.5 and
     Gaussian noise (std 1), the third in global average pooling and a dense layer to the classes.
     G_d reads the second block's output (the code's ``--trim 5``): dense 100, ReLU, one logit."""
-    features = nn.Sequential(
-        nn.InstanceNorm2d(in_channels),
-        *_vada_block(in_channels), nn.MaxPool2d(2), nn.Dropout(0.5), GaussianNoise(1.0),
-        *_vada_block(64), nn.MaxPool2d(2), nn.Dropout(0.5), GaussianNoise(1.0),
-    )
+    features = nn.Sequential(nn.InstanceNorm2d(in_channels),
+                             *_vada_block(in_channels), nn.MaxPool2d(2), nn.Dropout(0.5), GaussianNoise(),
+                             *_vada_block(64), nn.MaxPool2d(2), nn.Dropout(0.5), GaussianNoise())
     classifier = nn.Sequential(*_vada_block(64), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, n_classes))
     return DANNNet(features, classifier, nn.Sequential(nn.Flatten(), _mlp([64 * (size // 4) ** 2, 100, 1])))

@@ -4,19 +4,13 @@
 al. (JMLR 2016, sec. 5.1.1), rotated (:func:`make_moons_rotated`)."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import namedtuple
 
 import numpy as np
 
 from .utils import check_choice, check_number, check_positive_int
 
-
-class ToyProblem(NamedTuple):
-    name: str
-    xs: np.ndarray
-    ys: np.ndarray
-    xt: np.ndarray
-    yt: np.ndarray
+ToyProblem = namedtuple("ToyProblem", "name xs ys xt yt")
 
 
 def make_blobs_shift(n: int = 300, seed: int = 0, shift: tuple[float, float] = (1.0, -1.0)) -> ToyProblem:

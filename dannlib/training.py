@@ -1,12 +1,9 @@
-"""The one training loop, :func:`fit`: seeded batches, the schedules' progress ``p = step / steps``,
-the recipe, logging, evaluation, divergence watch and progress bar. Every method is a :class:`Method`
-that owns its networks and optimisers and implements ``step``. A :class:`PerSeedMethod` built for
-``K`` seeds trains them in one :func:`fit` on batches ``(K, B, ...)`` (seed ``k``'s those of a
-single-seed run)."""
+"""The one training loop, :func:`fit`, for every :class:`Method` (which owns its networks and optimisers):
+seeded batches, the progress ``p = step / steps``, the recipe, logging, evaluation, divergence watch and
+progress bar. A method built for ``K`` seeds trains them in one :func:`fit` on batches ``(K, B, ...)``."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import sys
 import time
@@ -24,8 +21,7 @@ EXPLODED_LOSS = 1e4
 
 
 def loss_trouble(values: dict) -> str | None:
-    """"key=value" of the first non-finite number in ``values``, or of a loss (a key ending in "loss")
-    above :data:`EXPLODED_LOSS`; None when all are sane."""
+    """"key=value" of the first non-finite number in ``values`` or loss (key "*loss") above :data:`EXPLODED_LOSS`."""
     for key, v in values.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool) and (
                 not math.isfinite(v) or key.endswith("loss") and abs(v) > EXPLODED_LOSS):
@@ -41,19 +37,28 @@ def judge_history(history: list[dict]) -> str | None:
     return None
 
 
-class Method:
-    """What a method supplies to :func:`fit`: ``name``, ``seeds``, ``config``, ``uses_target`` and
+class _ChannelsLast(type):
+    """Once a method is built (its outermost ``__init__`` done), its :meth:`~Method.networks` go channels_last
+    per ``config.channels_last`` (None: when they are on the CPU)."""
 
-    - ``step(xs, ys, xt, p) -> dict``: one update on a source batch ``xs (B, ...)``/``ys (B,)`` and a
-      target batch ``xt (B, ...)`` (leading seed axis ``K`` for several seeds); detached losses,
-      scalars or ``(K,)``;
-    - ``predict(x)``: logits ``(N, n_classes)``, or ``(K, N, n_classes)`` for K seeds;
-    - ``modules(i) -> dict[str, nn.Module]``: seed ``i``'s trained networks.
+    def __call__(cls, *args, **kwargs):
+        self = super().__call__(*args, **kwargs)
+        nets, flag = self.networks(), getattr(self.config, "channels_last", None)
+        if flag or flag is None and next((p.is_cpu for net in nets for p in net.parameters()), False):
+            for net in nets:
+                net.to(memory_format=torch.channels_last)
+        return self
 
-    The recipe is the base's (:meth:`update`): ``config.lr_at(p)`` in ``optimizer`` and/or
-    ``optimizers`` before each step, bfloat16 autocast for ``config.precision == "bf16"``, and
-    channels_last weights for :meth:`networks` once built (``config.channels_last``; None: on the
-    CPU). :meth:`run` is a training run's one entry point."""
+
+class Method(metaclass=_ChannelsLast):
+    """What a method supplies to :func:`fit`: ``name``, ``seeds``, ``config``, ``uses_target``;
+    ``step(xs, ys, xt, p) -> dict`` of detached losses (scalars, or ``(K,)``) after one update on source
+    ``xs (B, ...)``, ``ys (B,)`` and target ``xt (B, ...)`` (``(K, B, ...)`` for K seeds); ``predict(x)``:
+    logits ``(N, n)`` or ``(K, N, n)``; ``modules(i)``: seed ``i``'s trained networks by name.
+
+    The base applies the recipe (:meth:`update`): ``config.lr_at(p)`` in ``optimizer``/``optimizers``,
+    bf16 autocast for ``config.precision == "bf16"``, channels_last weights for :meth:`networks` once
+    built (``config.channels_last``; None: on the CPU). :meth:`run` is a training run's entry point."""
 
     name: str = "method"
     seeds: list[int]
@@ -66,35 +71,16 @@ class Method:
         self.seeds = check_seeds(seeds)
         self.name = name or type(self).__name__.lower()
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        init = cls.__dict__.get("__init__")
-        if init is None:
-            return
-
-        @functools.wraps(init)
-        def __init__(self, *args, **kw):
-            init(self, *args, **kw)
-            if type(self).__init__ is __init__:  # the outermost: the networks are built
-                nets, flag = self.networks(), getattr(self.config, "channels_last", None)
-                if flag or flag is None and next((p.is_cpu for net in nets for p in net.parameters()), False):
-                    for net in nets:
-                        net.to(memory_format=torch.channels_last)
-
-        cls.__init__ = __init__
-
     def networks(self) -> list[nn.Module]:
         """Every network the method computes with, each once; default: every seed's :meth:`modules`."""
         return list({id(m): m for i in range(len(self.seeds)) for m in self.modules(i).values()}.values())
 
     def update(self, xs, ys, xt, p: float) -> dict:
         """:meth:`step` with the recipe: the learning rates at ``p``, autocast per ``config.precision``."""
-        lr_at = getattr(self.config, "lr_at", None)
-        if lr_at is not None:
-            lr = lr_at(p)
+        if hasattr(self.config, "lr_at"):
             for opt in [getattr(self, "optimizer", None), *getattr(self, "optimizers", [])]:
                 for group in opt.param_groups if opt is not None else []:
-                    group["lr"] = lr
+                    group["lr"] = self.config.lr_at(p)
         bf16 = getattr(self.config, "precision", "fp32") == "bf16"
         with torch.autocast(device_type=xs.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
             return self.step(xs, ys, xt, p)
@@ -111,7 +97,6 @@ class Method:
         for i in range(len(self.seeds)):
             for m in self.modules(i).values():
                 m.train(mode)
-        return self
 
     @classmethod
     def total_steps(cls, config) -> int:
@@ -157,9 +142,8 @@ class Method:
 
 
 class PerSeedMethod(Method):
-    """A method with independent networks per seed, looping over the seeds in ``step`` (ADDA, CDAN,
-    IIMT). Subclasses implement ``step_one(i, xs, ys, xt, p)`` on seed index ``i``'s ``(B, ...)``
-    batches and ``predict_one(i, x)``."""
+    """A method with independent networks per seed, looped over in ``step``: subclasses implement
+    ``step_one(i, xs, ys, xt, p)`` on seed index ``i``'s ``(B, ...)`` batches and ``predict_one(i, x)``."""
 
     def step(self, xs, ys, xt, p: float) -> dict:
         if not self.batched:
@@ -175,9 +159,8 @@ class PerSeedMethod(Method):
 
 @dataclass
 class RunResult:
-    """One seed's training run: the method's name and config, the monitoring ``history`` (one dict
-    per logged step), the ``final`` evaluation (the numbers to report), the timing, the trained
-    networks (``modules``), and ``parts``: earlier stages (ADDA's ``{"pretrain": RunResult}``)."""
+    """One seed's run: method, config, monitoring ``history`` (a dict per logged step), ``final`` evaluation
+    (the numbers to report), timing, trained ``modules`` and earlier stages (``parts``, ADDA's "pretrain")."""
 
     method: str
     seed: int
@@ -210,8 +193,7 @@ def _as_list(value, k: int) -> list[float]:
 
 
 def evaluate(method: Method, eval_sets: dict[str, Domain], limit: int | None = None) -> dict[str, list[float]]:
-    """``{"<name>_acc": [per-seed accuracy]}`` on each evaluation set (its first ``limit`` samples;
-    None: all), the method's networks in eval mode."""
+    """``{"<name>_acc": [per-seed accuracy]}`` on each evaluation set's first ``limit`` samples, in eval mode."""
     method.train(False)
     try:
         return {f"{name}_acc": _as_list(accuracy(method.predict, d.x[:limit], d.y[:limit]), len(method.seeds))
@@ -226,16 +208,14 @@ TRAIN_RNG_OFFSET = 2_000_003  # distinct from the seeds networks are built under
 def fit(method: Method, source: Domain, target: Domain | None, *, steps: int, batch_size: int,
         eval_sets: dict[str, Domain] | None = None, eval_every: int | None = None,
         monitor_size: int = 2000, progress: bool = True, desc: str | None = None) -> list[RunResult]:
-    """Train ``method`` for ``steps`` steps on labelled ``source`` and unlabelled ``target``; one
-    :class:`RunResult` per seed.
-
-    Every ``eval_every`` steps (default: 20 records) it logs per seed the mean step outputs since the
-    last record, the schedule values of the logged step (at ``(step - 1) / steps``; the record's ``p``
-    is ``step / steps``) and the accuracy on the first ``monitor_size`` samples of each of
-    ``eval_sets`` (labelled domains by name, the only use of target labels); ``final``: on the full
-    sets. A non-finite or exploded loss marks a seed ``diverged``; once all have, the run stops without
-    raising. The bar is off for ``progress=False`` or ``$DANNLIB_PROGRESS=0``. Torch's global generator
-    (dropout, VADA's noise) is seeded with the first seed + ``TRAIN_RNG_OFFSET``, then restored."""
+    """Train ``method`` for ``steps`` steps on labelled ``source`` and unlabelled ``target``: one :class:`RunResult`
+    per seed. Every ``eval_every`` steps (default: 20 records) it logs per seed the mean step outputs since the last
+    record, the schedule values of the logged step (at ``(step - 1) / steps``; the record's ``p`` is ``step / steps``)
+    and the accuracy on the first ``monitor_size`` samples of each of ``eval_sets`` (labelled domains by name, the
+    only use of target labels); ``final``: on the full sets. A non-finite or exploded loss marks a seed ``diverged``;
+    once all have, the run stops without raising. The bar is off for ``progress=False`` or ``$DANNLIB_PROGRESS=0``.
+    Torch's global generator (dropout, VADA's noise) is seeded with the first seed + ``TRAIN_RNG_OFFSET``, restored
+    after."""
     from tqdm.auto import tqdm
 
     steps = check_positive_int("steps", steps)

@@ -8,7 +8,7 @@ from dataclasses import asdict, fields
 from ..grids import SPEEDRUN, speedrun_config
 from ..training import Domain, Method, RunResult, check_domains
 from ..utils import check_choice, check_seeds
-from .adda import ADDA, ADDAConfig, SourcePretrain, pretrain_source
+from .adda import ADDA, ADDAConfig, SourcePretrain
 from .cdan import CDAN
 from .dann import DANN, DANNConfig
 from .iimt import ABLATIONS, IIMT, IIMTConfig
@@ -74,5 +74,5 @@ def train(method: str, source: Domain, target: Domain | None, *, seeds=(0,), con
                    monitor_size=monitor_size, **({"pretrained": pretrained} if pretrained is not None else {}))
 
 
-__all__ = ["METHODS", "ORACLES", "make_config", "train", "asdict", "pretrain_source",
-           "DANN", "DANNConfig", "ADDA", "ADDAConfig", "SourcePretrain", "IIMT", "IIMTConfig"]
+__all__ = ["METHODS", "ORACLES", "make_config", "train", "DANN", "DANNConfig", "ADDA", "ADDAConfig", "SourcePretrain",
+           "IIMT", "IIMTConfig"]

@@ -58,11 +58,6 @@ class ADDAConfig(Checked):
     eval_every: int | None = None
     channels_last: bool | None = None
 
-    def pretrain_settings(self) -> dict:
-        """The settings stage 1 depends on (its run key: shared by every stage 2)."""
-        return {k: getattr(self, k) for k in ("pretrain_steps", "batch_size", "pretrain_lr", "encoder",
-                                              "n_classes", "eval_every")}
-
 
 def adda_mapping_loss(d_logits_target: torch.Tensor, kind: str = "gan") -> torch.Tensor:
     """The target encoder's loss from D's logits ``z (B,)`` on ``M_t(x_t)`` (``D = sigmoid(z)`` =
@@ -136,10 +131,8 @@ class SourcePretrain(PerSeedMethod):
         return {"lr": self.config.pretrain_lr}
 
     def step_one(self, i, xs, ys, xt, p: float) -> dict:
-        def objective():
-            loss = F.cross_entropy(self.predict_one(i, xs), ys)
-            return loss, {"label_loss": loss.detach()}
-        return descend(self.optimizers[i], objective)
+        loss = F.cross_entropy(self.predict_one(i, xs), ys)
+        return descend([self.optimizers[i]], loss, {"label_loss": loss.detach()})
 
     def predict_one(self, i, x):
         return self.classifiers[i](self.encoders[i](x))
@@ -160,8 +153,9 @@ class ADDA(PerSeedMethod):
 
     @classmethod
     def dependencies(cls, config: ADDAConfig) -> list[tuple[str, dict]]:
-        """Stage 1, shared by the stage-2 variants with the same pre-training settings."""
-        return [("adda_pretrain", config.pretrain_settings())]
+        """Stage 1 with the settings it depends on (its run key: shared by every stage 2 with those settings)."""
+        return [("adda_pretrain", {k: getattr(config, k) for k in ("pretrain_steps", "batch_size", "pretrain_lr",
+                                                                   "encoder", "n_classes", "eval_every")})]
 
     @classmethod
     def blank(cls, config: ADDAConfig, data: Domain, seed: int) -> dict[str, nn.Module]:
@@ -178,7 +172,7 @@ class ADDA(PerSeedMethod):
         elif all(isinstance(r, RunResult) and {"encoder", "classifier"} <= set(r.modules) for r in pretrained):
             by_seed = {r.seed: (r.modules["encoder"], r.modules["classifier"]) for r in pretrained}
         else:
-            raise ValueError("pretrained must be a SourcePretrain or RunResults of pretrain_source "
+            raise ValueError("pretrained must be a SourcePretrain or RunResults of method 'adda_pretrain' "
                              "(with 'encoder' and 'classifier' modules)")
         seeds = list(by_seed) if seeds is None else check_seeds(seeds)
         missing = [s for s in seeds if s not in by_seed]
@@ -216,24 +210,16 @@ class ADDA(PerSeedMethod):
             label_loss = F.cross_entropy(c(f[:ns]), ys)
             z = d(grad_reverse(f, grl_lambda(p, self.config.gamma))).squeeze(-1)
             d_loss, d_acc = discriminator_loss(z[:ns], z[ns:])
-            opt_d.zero_grad(set_to_none=True)
-            opt_t.zero_grad(set_to_none=True)
-            (label_loss + d_loss).backward()
-            opt_d.step()
-            opt_t.step()
+            descend([opt_d, opt_t], label_loss + d_loss)
             f_t, out = f[ns:], {"label_loss": label_loss.detach()}
         else:  # D on M_s(x_s) -> 1, M_t(x_t) -> 0, then M_t on the mapping loss (D's gradients discarded)
             with torch.no_grad():
                 f_s = m_s(x_s)
             f_t = m_t(x_t)
-            opt_d.zero_grad(set_to_none=True)
             d_loss, d_acc = discriminator_loss(d(f_s).squeeze(-1), d(f_t.detach()).squeeze(-1))
-            d_loss.backward()
-            opt_d.step()
-            opt_t.zero_grad(set_to_none=True)
+            descend([opt_d], d_loss)
             m_loss = adda_mapping_loss(d(f_t).squeeze(-1), self.config.mapping_loss)
-            m_loss.backward()
-            opt_t.step()
+            descend([opt_t], m_loss)
             out = {"mapping_loss": m_loss.detach()}
         with torch.no_grad():
             ent = prediction_entropy(c(f_t), self.config.n_classes)
@@ -246,7 +232,6 @@ class ADDA(PerSeedMethod):
         tied = self.config.stage2 == "dann"  # ADDA's M_s and C stay in eval mode
         for m in self.target_encoders + self.discriminators + (self.classifiers if tied else []):
             m.train(mode)
-        return self
 
     def predict_one(self, i, x):
         return self.classifiers[i](self.target_encoders[i](x))
@@ -258,12 +243,12 @@ class ADDA(PerSeedMethod):
     @classmethod
     def run(cls, config: ADDAConfig, source: Domain, target: Domain, seeds, *, eval_sets=None, progress=True,
             name=None, monitor_size: int = 2000, pretrained=None) -> list[RunResult]:
-        """Both stages for each seed (stage 2 only from ``pretrained``, :func:`pretrain_source`'s
-        results); stage 1's result goes in ``parts["pretrain"]``, stage 2 is checked by :func:`detect_collapse`."""
+        """Both stages for each seed (stage 2 only from ``pretrained``, the results of ``adda_pretrain``);
+        stage 1's result goes in ``parts["pretrain"]``, stage 2 is checked by :func:`detect_collapse`."""
         check_source_labels(source, config.validate().n_classes)  # train() has checked the seeds
         if pretrained is None:
-            pretrained = pretrain_source(source, config, seeds, eval_sets=eval_sets, progress=progress,
-                                         monitor_size=monitor_size)
+            pretrained = SourcePretrain.run(config, source, None, seeds, eval_sets=eval_sets, progress=progress,
+                                            monitor_size=monitor_size)
         by_seed = {r.seed: r for r in pretrained}
         results = []
         for s in seeds:
@@ -298,10 +283,3 @@ def detect_collapse(history: list[dict], config: ADDAConfig) -> str:
         return (f"target predictions collapsed onto few classes: normalised entropy of the predicted-class "
                 f"histogram {mean_ent:.3f} < {config.collapse_entropy} over {window}")
     return ""
-
-
-def pretrain_source(source: Domain, config: ADDAConfig, seeds=(0,), *, eval_sets: dict[str, Domain] | None = None,
-                    progress: bool = True, monitor_size: int = 2000) -> list[RunResult]:
-    """ADDA stage 1: one :class:`RunResult` per seed (method ``adda_pretrain``)."""
-    return SourcePretrain.run(config.validate(), source, None, seeds, eval_sets=eval_sets, progress=progress,
-                              monitor_size=monitor_size)

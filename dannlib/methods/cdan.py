@@ -21,7 +21,6 @@ from ..networks import _mlp
 from ..training import Domain
 from .common import NetMethod, TrainConfig, _full, descend, domain_objective
 
-CONDITIONINGS = ("auto", "multilinear", "randomized")
 MULTILINEAR_LIMIT = 4096  #: above this many multilinear inputs "auto" is randomised (sec. 3.3)
 
 
@@ -30,8 +29,8 @@ class CDANConfig(TrainConfig):
     """DANN's recipe plus ``conditioning`` ("auto": randomised above :data:`MULTILINEAR_LIMIT`
     inputs), ``random_dim`` (``d``), ``entropy`` (CDAN+E), ``hidden`` (the domain head's width)."""
 
-    RULES = {**TrainConfig.RULES, "conditioning": CONDITIONINGS, "random_dim": "count", "hidden": "count",
-             "entropy": "flag"}
+    RULES = {**TrainConfig.RULES, "conditioning": ("auto", "multilinear", "randomized"), "random_dim": "count",
+             "hidden": "count", "entropy": "flag"}
 
     conditioning: str = "auto"
     random_dim: int = 1024
@@ -97,7 +96,7 @@ class CDAN(NetMethod):
                                           "domain_acc": domain_acc}
 
     def step_one(self, i, xs, ys, xt, p: float) -> dict:
-        return descend(self.optimizers[i], self.objective, i, xs, ys, xt, p)
+        return descend([self.optimizers[i]], *self.objective(i, xs, ys, xt, p))
 
     def modules(self, i: int) -> dict[str, nn.Module]:
         return {"net": self.nets[i], "discriminator": self.discs[i], "map": self.maps[i]}

@@ -18,26 +18,17 @@ from ..schedules import annealed_lr, grl_lambda
 from ..training import Domain, PerSeedMethod
 from ..utils import check_choice, check_number, check_positive_int, seeded
 
-OPTIMIZERS = ("sgd", "adam")
-LR_SCHEDULES = ("annealed", "constant")
 PRECISIONS = ("fp32", "bf16")
 
 
-def require(ok: bool, name: str, what: str, value) -> None:
-    """ValueError ``"{name} must {what}, got {value!r}"`` unless ``ok``."""
-    if not ok:
-        raise ValueError(f"{name} must {what}, got {value!r}")
-
-
 class Checked:
-    """A config dataclass whose :meth:`validate` checks each field of ``RULES`` against its rule: the allowed
-    values (a collection), ``"count"`` (an int >= 1), ``"rate"`` (a finite number > 0), ``"flag"`` (a bool)
-    or an interval such as ``"[0, 1)"``. A field typed ``X | None`` may be None."""
+    """A config dataclass whose :meth:`validate` returns ``self`` or raises a ValueError naming the first field
+    of ``RULES`` that breaks its rule: the allowed values (a collection), ``"count"`` (an int >= 1), ``"rate"``
+    (a finite number > 0), ``"flag"`` (a bool) or an interval such as ``"[0, 1)"``; ``X | None`` may be None."""
 
     RULES: dict = {}
 
     def validate(self):
-        """``self``, or a ValueError naming the field that breaks its rule."""
         optional = {f.name for f in fields(self) if "None" in str(f.type)}
         for name, rule in self.RULES.items():
             v = getattr(self, name)
@@ -50,12 +41,13 @@ class Checked:
             elif rule == "rate":
                 check_number(name, v, " or None" if name in optional else "")
             elif rule == "flag":
-                require(isinstance(v, bool), name, "be True or False", v)
+                if not isinstance(v, bool):
+                    raise ValueError(f"{name} must be True or False, got {v!r}")
             else:
                 lo, hi = (float(b) for b in rule[1:-1].split(","))
                 real = isinstance(v, numbers.Real) and not isinstance(v, bool)
-                require(real and (lo <= v if rule[0] == "[" else lo < v) and (v <= hi if rule[-1] == "]" else v < hi),
-                        name, f"lie in {rule}", v)
+                if not (real and (lo <= v if rule[0] == "[" else lo < v) and (v <= hi if rule[-1] == "]" else v < hi)):
+                    raise ValueError(f"{name} must lie in {rule}, got {v!r}")
         return self
 
 
@@ -99,9 +91,9 @@ class TrainConfig(Checked):
     """The DANN family's recipe (the paper's digits recipe as defaults); ``batch_size`` per domain;
     ``precision="bf16"``: bfloat16 autocast of the forward pass; ``channels_last`` None: on the CPU."""
 
-    RULES = {"network": NETWORKS, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "precision": PRECISIONS,
-             "steps": "count", "batch_size": "count", "eval_every": "count", "lr": "rate", "gamma": "rate",
-             "momentum": "[0, 1)"}
+    RULES = {"network": NETWORKS, "optimizer": ("sgd", "adam"), "lr_schedule": ("annealed", "constant"),
+             "precision": PRECISIONS, "steps": "count", "batch_size": "count", "eval_every": "count", "lr": "rate",
+             "gamma": "rate", "momentum": "[0, 1)"}
 
     network: str = "digits"
     steps: int = 10_000
@@ -120,34 +112,29 @@ class TrainConfig(Checked):
 
     def lr_at(self, p: float) -> float:
         """The learning rate at progress ``p``: eq. 7 or constant."""
-        if self.lr_schedule == "annealed":
-            return annealed_lr(p, self.lr, self.lr_alpha, self.lr_beta)
-        return self.lr
+        return annealed_lr(p, self.lr, self.lr_alpha, self.lr_beta) if self.lr_schedule == "annealed" else self.lr
 
     def grl_lambda_at(self, p: float) -> float:
         """The reversal's lambda at progress ``p``: eq. 6, ``2 / (1 + exp(-gamma p)) - 1``."""
         return grl_lambda(p, self.gamma)
 
-    def make_optimizer(self, params) -> torch.optim.Optimizer:
-        if self.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-
 
 class NetMethod(PerSeedMethod):
-    """One :data:`NETWORKS` network per seed, built with the extra trained modules of :meth:`heads`
-    under ``seeded(seed)``, and one optimiser of the config's recipe for both."""
+    """One :data:`NETWORKS` network and :meth:`heads` per seed, built under ``seeded(seed)``, and one optimiser
+    of the config's recipe (SGD with momentum, or Adam) for both."""
 
     def __init__(self, config, source: Domain, target: Domain | None, seeds, name: str | None = None):
         super().__init__(config, source, target, seeds, name=name)
         self.device = source.x.device
-        self.nets, self.optimizers = [], []
+        self.nets, self.optimizers, c = [], [], self.config
         for s in self.seeds:
             with seeded(s):
-                net = NETWORKS[self.config.network](source, target).to(self.device)
-                heads = self.heads(net, source)
+                net = NETWORKS[c.network](source, target).to(self.device)
+                params = [*net.parameters(), *self.heads(net, source)]
             self.nets.append(net)
-            self.optimizers.append(self.config.make_optimizer([*net.parameters(), *heads]))
+            sgd = c.optimizer == "sgd"
+            self.optimizers.append(torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+                                   if sgd else torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay))
 
     def heads(self, net: nn.Module, source: Domain) -> list[nn.Parameter]:
         """Build the method's own modules for ``net`` (seeded); returns their parameters to train."""
@@ -168,12 +155,13 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
-def descend(optimizer: torch.optim.Optimizer, objective: Callable, *args) -> dict:
-    """One optimiser step on ``objective(*args) -> (total, parts)``; returns ``parts``."""
-    optimizer.zero_grad(set_to_none=True)
-    total, parts = objective(*args)
+def descend(optimizers: list[torch.optim.Optimizer], total: torch.Tensor, parts: dict | None = None) -> dict | None:
+    """One step of each of ``optimizers`` on the gradient of ``total``; returns ``parts``."""
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
     total.backward()
-    optimizer.step()
+    for opt in optimizers:
+        opt.step()
     return parts
 
 

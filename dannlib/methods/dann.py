@@ -28,9 +28,9 @@ class DANNConfig(TrainConfig):
 
     def grl_lambda_at(self, p: float) -> float:
         """The GRL's lambda at progress ``p``: ``lambda_max`` times eq. 6, or ``lambda_max`` (constant), or -1
-        for ``domain_only`` (no reversal)."""
+        for ``domain_only`` (reversal switched off: the feature extractor helps G_d)."""
         if self.mode == "domain_only":
-            return -1.0  # reversal switched off: the feature extractor helps G_d
+            return -1.0
         return self.lambda_max if self.lambda_schedule == "constant" else self.lambda_max * super().grl_lambda_at(p)
 
 
@@ -59,5 +59,5 @@ class DANN(NetMethod):
         self.optimizer = self.optimizers.pop()
 
     def step_one(self, i, xs, ys, xt, p: float) -> dict:
-        return descend(self.optimizer, dann_objective, self.nets[i], xs, ys, xt, self.config.grl_lambda_at(p),
-                       self.config.mode)
+        return descend([self.optimizer], *dann_objective(self.nets[i], xs, ys, xt, self.config.grl_lambda_at(p),
+                                                         self.config.mode))

@@ -200,8 +200,7 @@ class IIMT(NetMethod):
         return total, parts
 
     def step_one(self, i, xs, ys, xt, p: float) -> dict:
-        opt = self.optimizers[i]
-        opt.zero_grad(set_to_none=True)
+        self.optimizers[i].zero_grad(set_to_none=True)
         total, parts = self.objective(self.nets[i], xs, ys, xt, p, self.generators[i])
         total.backward()
         clip = self.config.grad_clip  # the norm before clipping is logged; clip None scales by exactly 1
@@ -209,5 +208,5 @@ class IIMT(NetMethod):
         parts["grad_norm"] = norm
         if clip is not None:  # its window mean: the fraction of steps clipped
             parts["clipped"] = (norm > clip).float()
-        opt.step()
+        self.optimizers[i].step()
         return parts
