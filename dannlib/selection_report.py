@@ -15,8 +15,6 @@ DEFAULT, RANDOM = "untuned default", "random pick (expected)"
 #: verdicts of :func:`trust_table`, from best to worst
 VERDICTS = ("trust", "picks well, ranks badly", "no better than the untuned default", "no better than a random pick",
             "fewer than two settings", "no score")
-
-
 BY, KEYS = ("method", "pair"), ("method", "pair", "rule")
 
 
@@ -26,8 +24,7 @@ def _key(r, keys) -> tuple:
 
 def baseline_rows(records, setting: Sequence[str], defaults: Mapping[str, Mapping], *, by=BY) -> list[dict]:
     """``judge_rules``-like rows per group and seed over the cells with a finite oracle: the untuned cell's regret
-    (``defaults``: method -> {tag: value}, a (method, pair) key overriding it) as :data:`DEFAULT`, the mean regret
-    as :data:`RANDOM`."""
+    (``defaults``: method or (method, pair) -> {tag: value}) as :data:`DEFAULT`, the mean regret as :data:`RANDOM`."""
     grids, rows = {}, []
     for r in records:
         if (v := r.get(ORACLE)) is not None and not isinstance(v, str) and math.isfinite(float(v)):
@@ -98,8 +95,7 @@ def verdicts(rows) -> list[dict]:
 
 
 def trust_table(rows):
-    """Per method and pair: the "trust" rule of lowest mean regret (or "none"), the baselines, the rules of each
-    verdict."""
+    """Per method and pair: the "trust" rule of lowest mean regret (or "none"), the baselines, each verdict's rules."""
     import pandas as pd
     judged, out = verdicts(rows), []
     for group in dict.fromkeys(_key(v, BY) for v in judged):
@@ -153,16 +149,14 @@ def selections(records, rows, setting, *, rules=tuple(RULES), judging=None) -> d
     ``judging``; None: all) applied by :func:`select_setting`."""
     out = {}
     for method, pair in dict.fromkeys((r["method"], r["pair"]) for r in records):
-        here = {r["method"] for r in records if r["pair"] == pair}
-        rule, judged_on = rule_for_pair(rows, pair, methods=here if judging is None else here & set(judging),
-                                        rules=rules)
+        here = {r["method"] for r in records if r["pair"] == pair and (judging is None or r["method"] in judging)}
+        rule, judged_on = rule_for_pair(rows, pair, methods=here, rules=rules)
         if (chosen := select_setting(records, rule, setting, {"method": method, "pair": pair})) is not None:
             out[(method, pair)] = {"rule": rule, "judged_on": judged_on, "setting": chosen}
     return out
 
 
 def chosen_text(selected: Mapping) -> str:
-    """"SETTING: chosen by RULE ..." for one of :func:`selections`' entries."""
     return (f"{_pick_text(selected['setting'])}: chosen by {selected['rule']} (the rule with the lowest mean regret "
             f"on {', '.join(selected['judged_on'])}) on 07's grid")
 
