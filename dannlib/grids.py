@@ -50,12 +50,10 @@ def grid_config(method: str, setting: dict) -> dict:
         return {"lr": float(setting["lr"]), "steps": int(setting["stage2_steps"])}
     raise ValueError(f"no grid for method {method!r}; grids: dann, iimt, adda_gan")
 
-#: Notebook 09's speedrun (issue 22): DANN on MNIST -> released MNIST-M within SPEEDRUN_SECONDS of one core.
-#: Candidates: the network (the paper's, each image standardised, + batch norm), the precision and the optimiser
-#: (the paper's SGD + eq. 7, or dann_adam's constant Adam); the steps of each (network, precision) fill about
-#: 100 s at the step rates measured on the study's CPU, a label-free choice. Picked by info_max (the rule 07 chose
-#: for DANN on this pair, judged on MNIST -> USPS: SELECTED), among the cells whose every run took at most
-#: SPEEDRUN_SECONDS.
+#: Notebook 09's speedrun (issue 22): DANN on MNIST -> released MNIST-M within SPEEDRUN_SECONDS of one core. Candidates:
+#: the network (the paper's, each image standardised, + batch norm), the precision and the optimiser (the paper's SGD +
+#: eq. 7, or dann_adam's constant Adam); each (network, precision)'s steps fill about 100 s at the step rates measured
+#: on the study's CPU. Picked by info_max (07's rule for DANN on this pair: SELECTED) among the cells within budget.
 SPEEDRUN_SECONDS = 120.0
 SPEEDRUN_GRID = {"network": ("digits", "digits_in", "digits_in_bn"), "precision": ("fp32", "bf16"),
                  "optimizer": ("sgd", "adam")}

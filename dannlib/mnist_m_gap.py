@@ -18,19 +18,17 @@ from .utils import check_choice, seeded
 def build_variant(split: str = "test", root=None, *, backgrounds: str = "train", build_size: int = 28,
                   patch_scale: float = 1.0, threshold: int = 127, seed: int = 0,
                   n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST-M ``split`` built with factors changed (``backgrounds``: the BSDS500 split, "train", "test", "val" or
-    "all"): uint8 (N, build_size, build_size, 3) and labels. With the defaults it equals ``load_mnist_m(split,
-    seed=seed)``; otherwise the digit is resized to ``build_size`` and binarised at ``threshold``, and for each
-    digit a uniform background and a uniform ``patch_scale`` times larger crop of it (shrunk to ``build_size``)
-    are drawn; the blend is the same ``|patch - digit|``."""
+    """MNIST-M ``split`` built with factors changed (``backgrounds``: the BSDS500 split "train", "test", "val" or
+    "all"): uint8 (N, build_size, build_size, 3) and labels. The defaults give ``load_mnist_m(split, seed=seed)``;
+    otherwise each digit (resized to ``build_size``, binarised at ``threshold``) is blended, ``|patch - digit|``,
+    with a uniform ``patch_scale`` times larger crop (shrunk to ``build_size``) of a uniformly drawn background."""
     check_choice("backgrounds", backgrounds, ("train", "test", "val", "all"))
     images_bg = []
     for s in ("train", "test", "val") if backgrounds == "all" else (backgrounds,):  # BSDS500/images/<s>/*.jpg
         if not (files := bsds500_train_files(root, s)):
             raise DataNotFoundError(f"BSDS500 {s} images (*.jpg)", [bsds500_train_dir(root, s)])
         images_bg += [_decode_jpg(f) for f in files]
-    digits, labels = load_mnist(split, root)
-    digits, labels = digits[:n], labels[:n]
+    digits, labels = (a[:n] for a in load_mnist(split, root))
     if patch_scale == 1.0 and threshold == 127:
         return blend_mnist_m(digits, images_bg, mnist_m_seed(seed, split), build_size), labels
     rng, crop = np.random.default_rng(mnist_m_seed(seed, split)), int(round(build_size * patch_scale))
@@ -106,8 +104,7 @@ def gap_records(nets: dict, settings: dict, root=None, seed: int = 0, progress=N
                                                                           **factors)
         x, y = to_tensor_domain(u8, 28, 3), torch.from_numpy(np.asarray(y, np.int64))
         clf = None if factors is None else distinguishability(
-            u8, rel_u8, n_train=settings["n_train"], n_test=settings["n_test"], steps=settings["steps"],
-            seed=seed)
+            u8, rel_u8, n_train=settings["n_train"], n_test=settings["n_test"], steps=settings["steps"], seed=seed)
         mean = channel_stats(u8)[0].round(4).tolist()
         for label, net in nets.items():
             with torch.no_grad():
