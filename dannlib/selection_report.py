@@ -6,6 +6,8 @@ import math
 from collections import Counter
 from typing import Mapping, Sequence
 
+import pandas as pd
+
 from .grids import JUDGING_METHODS
 from .results import aggregate, format_cell, markdown_table
 from .selection import ORACLE, RULES, judge_rules
@@ -55,7 +57,6 @@ def _pick_text(pick) -> str:
 def selection_table(rows):
     """Per method, pair and rule: settings per seed, regret (oracle's best minus the pick's target accuracy), seeds
     picking the best, Spearman with the oracle, the most frequent pick, seeds without a score."""
-    import pandas as pd
     out, regret, spear = [], _summaries(rows, "regret"), _summaries(rows, "spearman")
     order = list(dict.fromkeys(_key(r, BY) for r in rows))  # each group's rules together
     for key in sorted(dict.fromkeys(_key(r, KEYS) for r in rows), key=lambda k: order.index(k[:-1])):
@@ -96,7 +97,6 @@ def verdicts(rows) -> list[dict]:
 
 def trust_table(rows):
     """Per method and pair: the "trust" rule of lowest mean regret (or "none"), the baselines, each verdict's rules."""
-    import pandas as pd
     judged, out = verdicts(rows), []
     for group in dict.fromkeys(_key(v, BY) for v in judged):
         mine = sorted((v for v in judged if _key(v, BY) == group), key=lambda v: v["regret"])
@@ -112,7 +112,6 @@ def trust_table(rows):
 
 def rule_glossary():
     """The rules and the oracle: what each measures, which way is better."""
-    import pandas as pd
     rows = [{"rule": k, "what it measures": what, "natural quantity": "higher is better" if up else
              "lower is better (negated in the scores)", "reads target labels": "no"} for k, (up, what) in RULES.items()]
     rows.append({"rule": ORACLE, "what it measures": "target test accuracy: the oracle, never a rule",
@@ -194,7 +193,6 @@ def grid_description(plan, paper) -> str:
 def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
     """Per (method, pair): the label-free choice, the oracle's best cell, the untuned one, what ``committed``
     (:data:`dannlib.grids.SELECTED`) trains in 05/06. None with fewer than two judged pairs."""
-    import pandas as pd
     scored, out = [r for r in records if r.get("scores_from") != "missing"], []
     if len({r["pair"] for r in rows if r["rule"] in RULES and r["n_settings"] >= 2}) < 2:
         return None

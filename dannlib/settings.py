@@ -12,8 +12,6 @@ from .utils import check_number, check_positive_int
 
 WORKERS_ENV = "DANNLIB_WORKERS"
 SCHEDULER_ENV = "DANNLIB_SCHEDULER"
-#: Dask's default scheduler port (an address without one means this port).
-DASK_PORT = 8786
 
 
 def check_workers(value=None, *, setting: str = "workers") -> int:
@@ -49,7 +47,7 @@ def check_scheduler(address: str, *, setting: str = "--scheduler", timeout: floa
         return
     try:
         url = urlsplit(address if sep else f"tcp://{address}")
-        host, port = url.hostname, DASK_PORT if url.port is None else url.port
+        host, port = url.hostname, 8786 if url.port is None else url.port  # Dask's default scheduler port
     except ValueError:
         host, port = None, -1
     if not host or not 0 < port < 65536:
