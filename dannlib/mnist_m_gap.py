@@ -53,8 +53,7 @@ def distinguishability(a_uint8: np.ndarray, b_uint8: np.ndarray, *, size: int = 
     if len(a_uint8) < need or len(b_uint8) < need:
         raise ValueError(f"need {need} images of each set (n_train + n_test), got {len(a_uint8)} and {len(b_uint8)}")
     rng = np.random.default_rng(seed)
-    ia, ib = rng.permutation(len(a_uint8))[:need], rng.permutation(len(b_uint8))[:need]
-    xa, xb = to_tensor_domain(a_uint8[ia], size, 3), to_tensor_domain(b_uint8[ib], size, 3)
+    xa, xb = (to_tensor_domain(x[rng.permutation(len(x))[:need]], size, 3) for x in (a_uint8, b_uint8))
     xtr, ytr = torch.cat([xa[:n_train], xb[:n_train]]), torch.cat([torch.zeros(n_train), torch.ones(n_train)])
     xte, yte = torch.cat([xa[n_train:], xb[n_train:]]), torch.cat([torch.zeros(n_test), torch.ones(n_test)])
     with seeded(seed):
