@@ -39,11 +39,9 @@ SELECTED: dict[tuple[str, str], dict] = {
 def grid_config(method: str, setting: dict) -> dict:
     """The run config of a grid cell's tags: rates floats, lengths ints (a run key tells 1 from 1.0)."""
     if method == "dann":
-        lr = float(setting["lr"])
-        if setting["schedule"] == "none":
-            return {"lambda_schedule": "constant", "lambda_max": 0.0, "lr": lr}
-        return {"lambda_schedule": DANN_GRID["schedule"][setting["schedule"]],
-                "lambda_max": float(setting["lambda_max"]), "lr": lr}
+        none = setting["schedule"] == "none"
+        return {"lambda_schedule": "constant" if none else DANN_GRID["schedule"][setting["schedule"]],
+                "lambda_max": 0.0 if none else float(setting["lambda_max"]), "lr": float(setting["lr"])}
     if method == "iimt":
         return {"ramp_max": float(setting["ramp_max"])}
     if method == "adda_gan":
