@@ -1,6 +1,5 @@
-"""How far our MNIST-M build is from the released one (notebook 02), and which construction factor moves it:
-variant builds changing one factor at a time (:func:`build_variant`), a classifier telling two image sets apart
-(:func:`distinguishability`), and stored networks scored on each test set (:func:`gap_records`)."""
+"""How far our MNIST-M build is from the released one (notebook 02), and which construction factor moves it: builds
+changing one factor at a time, a classifier telling two image sets apart, stored networks scored on each test set."""
 from __future__ import annotations
 
 import numpy as np

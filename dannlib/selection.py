@@ -1,6 +1,5 @@
-"""Label-free model selection (notebook 07): rules that score a trained network without a target label (:data:`RULES`;
-:func:`label_free_scores` orients them higher is better), judged against :func:`oracle_target_accuracy`, which
-**reads target labels**."""
+"""Label-free model selection (notebook 07): :data:`RULES` score a trained network without a target label (higher is
+better in :func:`label_free_scores`), judged against :func:`oracle_target_accuracy`, which **reads target labels**."""
 from __future__ import annotations
 
 import math

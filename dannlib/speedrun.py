@@ -1,6 +1,5 @@
-"""Notebook 09's speedrun (issue 22): DANN on MNIST -> released MNIST-M within ``SPEEDRUN_SECONDS`` of one core.
-The candidate cells (:data:`dannlib.grids.SPEEDRUN_GRID`) are judged by a label-free rule and by their run time
-only; the oracle's target accuracy is shown beside them and chooses nothing."""
+"""Notebook 09's speedrun (issue 22): DANN on MNIST -> released MNIST-M within ``SPEEDRUN_SECONDS`` of one core. The
+cells of ``SPEEDRUN_GRID`` are judged by a label-free rule and run time only; the oracle is shown, never chooses."""
 from __future__ import annotations
 
 import math
