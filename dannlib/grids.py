@@ -39,23 +39,19 @@ SELECTED: dict[tuple[str, str], dict] = {
 def grid_config(method: str, setting: dict) -> dict:
     """The run config of a grid cell's tags: rates floats, lengths ints (a run key tells 1 from 1.0)."""
     if method == "dann":
-        lr = float(setting["lr"])
-        if setting["schedule"] == "none":
-            return {"lambda_schedule": "constant", "lambda_max": 0.0, "lr": lr}
-        return {"lambda_schedule": DANN_GRID["schedule"][setting["schedule"]],
-                "lambda_max": float(setting["lambda_max"]), "lr": lr}
+        none = setting["schedule"] == "none"
+        return {"lambda_schedule": "constant" if none else DANN_GRID["schedule"][setting["schedule"]],
+                "lambda_max": 0.0 if none else float(setting["lambda_max"]), "lr": float(setting["lr"])}
     if method == "iimt":
         return {"ramp_max": float(setting["ramp_max"])}
     if method == "adda_gan":
         return {"lr": float(setting["lr"]), "steps": int(setting["stage2_steps"])}
     raise ValueError(f"no grid for method {method!r}; grids: dann, iimt, adda_gan")
 
-#: Notebook 09's speedrun (issue 22): DANN on MNIST -> released MNIST-M within SPEEDRUN_SECONDS of one core.
-#: Candidates: the network (the paper's, each image standardised, + batch norm), the precision and the optimiser
-#: (the paper's SGD + eq. 7, or dann_adam's constant Adam); the steps of each (network, precision) fill about
-#: 100 s at the step rates measured on the study's CPU, a label-free choice. Picked by info_max (the rule 07 chose
-#: for DANN on this pair, judged on MNIST -> USPS: SELECTED), among the cells whose every run took at most
-#: SPEEDRUN_SECONDS.
+#: Notebook 09's speedrun (issue 22): DANN on MNIST -> released MNIST-M within SPEEDRUN_SECONDS of one core. Candidates:
+#: the network (the paper's, each image standardised, + batch norm), the precision and the optimiser (the paper's SGD +
+#: eq. 7, or dann_adam's constant Adam); each (network, precision)'s steps fill about 100 s at the step rates measured
+#: on the study's CPU. Picked by info_max (07's rule for DANN on this pair: SELECTED) among the cells within budget.
 SPEEDRUN_SECONDS = 120.0
 SPEEDRUN_GRID = {"network": ("digits", "digits_in", "digits_in_bn"), "precision": ("fp32", "bf16"),
                  "optimizer": ("sgd", "adam")}

@@ -1,6 +1,5 @@
-"""How far our MNIST-M build is from the released one (notebook 02), and which construction factor moves it:
-variant builds changing one factor at a time (:func:`build_variant`), a classifier telling two image sets apart
-(:func:`distinguishability`), and stored networks scored on each test set (:func:`gap_records`)."""
+"""How far our MNIST-M build is from the released one (notebook 02), and which construction factor moves it: builds
+changing one factor at a time, a classifier telling two image sets apart, stored networks scored on each test set."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,19 +17,17 @@ from .utils import check_choice, seeded
 def build_variant(split: str = "test", root=None, *, backgrounds: str = "train", build_size: int = 28,
                   patch_scale: float = 1.0, threshold: int = 127, seed: int = 0,
                   n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST-M ``split`` built with factors changed (``backgrounds``: the BSDS500 split, "train", "test", "val" or
-    "all"): uint8 (N, build_size, build_size, 3) and labels. With the defaults it equals ``load_mnist_m(split,
-    seed=seed)``; otherwise the digit is resized to ``build_size`` and binarised at ``threshold``, and for each
-    digit a uniform background and a uniform ``patch_scale`` times larger crop of it (shrunk to ``build_size``)
-    are drawn; the blend is the same ``|patch - digit|``."""
+    """MNIST-M ``split`` built with factors changed (``backgrounds``: the BSDS500 split "train", "test", "val" or
+    "all"): uint8 (N, build_size, build_size, 3) and labels. The defaults give ``load_mnist_m(split, seed=seed)``;
+    otherwise each digit (resized to ``build_size``, binarised at ``threshold``) is blended, ``|patch - digit|``,
+    with a uniform ``patch_scale`` times larger crop (shrunk to ``build_size``) of a uniformly drawn background."""
     check_choice("backgrounds", backgrounds, ("train", "test", "val", "all"))
     images_bg = []
     for s in ("train", "test", "val") if backgrounds == "all" else (backgrounds,):  # BSDS500/images/<s>/*.jpg
         if not (files := bsds500_train_files(root, s)):
             raise DataNotFoundError(f"BSDS500 {s} images (*.jpg)", [bsds500_train_dir(root, s)])
         images_bg += [_decode_jpg(f) for f in files]
-    digits, labels = load_mnist(split, root)
-    digits, labels = digits[:n], labels[:n]
+    digits, labels = (a[:n] for a in load_mnist(split, root))
     if patch_scale == 1.0 and threshold == 127:
         return blend_mnist_m(digits, images_bg, mnist_m_seed(seed, split), build_size), labels
     rng, crop = np.random.default_rng(mnist_m_seed(seed, split)), int(round(build_size * patch_scale))
@@ -55,8 +52,7 @@ def distinguishability(a_uint8: np.ndarray, b_uint8: np.ndarray, *, size: int = 
     if len(a_uint8) < need or len(b_uint8) < need:
         raise ValueError(f"need {need} images of each set (n_train + n_test), got {len(a_uint8)} and {len(b_uint8)}")
     rng = np.random.default_rng(seed)
-    ia, ib = rng.permutation(len(a_uint8))[:need], rng.permutation(len(b_uint8))[:need]
-    xa, xb = to_tensor_domain(a_uint8[ia], size, 3), to_tensor_domain(b_uint8[ib], size, 3)
+    xa, xb = (to_tensor_domain(x[rng.permutation(len(x))[:need]], size, 3) for x in (a_uint8, b_uint8))
     xtr, ytr = torch.cat([xa[:n_train], xb[:n_train]]), torch.cat([torch.zeros(n_train), torch.ones(n_train)])
     xte, yte = torch.cat([xa[n_train:], xb[n_train:]]), torch.cat([torch.zeros(n_test), torch.ones(n_test)])
     with seeded(seed):
@@ -106,8 +102,7 @@ def gap_records(nets: dict, settings: dict, root=None, seed: int = 0, progress=N
                                                                           **factors)
         x, y = to_tensor_domain(u8, 28, 3), torch.from_numpy(np.asarray(y, np.int64))
         clf = None if factors is None else distinguishability(
-            u8, rel_u8, n_train=settings["n_train"], n_test=settings["n_test"], steps=settings["steps"],
-            seed=seed)
+            u8, rel_u8, n_train=settings["n_train"], n_test=settings["n_test"], steps=settings["steps"], seed=seed)
         mean = channel_stats(u8)[0].round(4).tolist()
         for label, net in nets.items():
             with torch.no_grad():

@@ -65,8 +65,7 @@ def write_records(results_dir, notebook: str, profile: str, records: Iterable[di
     for i, missing in enumerate([k for k in REQUIRED_KEYS if k not in r] for r in records):
         if missing:
             raise ValueError(f"record {i} lacks {missing}; every record needs {list(REQUIRED_KEYS)}")
-    path = Path(results_dir) / profile / f"{notebook}.jsonl"
-    with atomic_write(path) as fh:
+    with atomic_write(path := Path(results_dir) / profile / f"{notebook}.jsonl") as fh:
         fh.writelines(dumps(r) + "\n" for r in records)
     return path
 
@@ -99,8 +98,7 @@ def aggregate(records: Iterable[dict], metric: str, by: Sequence[str] = ("method
             g["values"].append(float(r[metric]))
             g["seeds"].append(r.get("seed"))
     for g in groups.values():
-        g["mean"], g["std"] = mean_std(g["values"])
-        g["n"] = len(g["values"])
+        g["mean"], g["std"], g["n"] = *mean_std(g["values"]), len(g["values"])
     return list(groups.values())
 
 
@@ -132,9 +130,8 @@ def format_cell(mean: float, std: float, n: int, digits: int = 3) -> str:
     """``"0.745 ± 0.012 (5)"``; one seed: ``"0.745 (1 seed: no spread)"``; none: ``"—"``."""
     if n == 0:
         return "—"
-    if n == 1 or not math.isfinite(std):
-        return f"{mean:.{digits}f} (1 seed: no spread)"
-    return f"{mean:.{digits}f} ± {std:.{digits}f} ({n})"
+    spread = "(1 seed: no spread)" if n == 1 or not math.isfinite(std) else f"± {std:.{digits}f} ({n})"
+    return f"{mean:.{digits}f} {spread}"
 
 
 def summary_table(records: list[dict], metric: str, by=("method",), columns: str | None = None,

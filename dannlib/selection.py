@@ -1,6 +1,5 @@
-"""Label-free model selection (notebook 07): rules that score a trained network without a target label
-(:data:`RULES`; each returns its natural quantity, :func:`label_free_scores` orients them all higher is
-better), and their judging against the oracle, :func:`oracle_target_accuracy`, which **reads target labels**."""
+"""Label-free model selection (notebook 07): :data:`RULES` score a trained network without a target label (higher is
+better in :func:`label_free_scores`), judged against :func:`oracle_target_accuracy`, which **reads target labels**."""
 from __future__ import annotations
 
 import math
@@ -64,8 +63,7 @@ def _logistic(C: float, x, y, method: str, x_out):
         raise ValueError(f"C must be a number > 0, got {C!r}")
     mean, std = x.mean(0), x.std(0) + 1e-8
     with threadpool_limits(limits=1):
-        clf = LogisticRegression(C=C, max_iter=2000).fit((x - mean) / std, y)
-        return getattr(clf, method)((x_out - mean) / std)
+        return getattr(LogisticRegression(C=C, max_iter=2000).fit((x - mean) / std, y), method)((x_out - mean) / std)
 
 
 def source_accuracy(source_logits, source_labels) -> float:
@@ -91,8 +89,7 @@ def importance_weights(source_features, target_features, *, C: float = 1.0) -> n
     """``w(x) = p_t(x) / p_s(x) = exp(logit) * N_s / N_t`` (You et al. 2019, sec. 4.2) of a source-vs-target
     logistic regression (logit clipped at +-50), fitted on the weighed samples: (N_s, D), (N_t, D) -> (N_s,)."""
     fs, ft = _features(source_features, target_features, ("source_features", "target_features"))
-    x = np.concatenate([fs, ft])
-    logit = _logistic(C, x, np.r_[np.zeros(len(fs)), np.ones(len(ft))], "decision_function", fs)
+    logit = _logistic(C, np.concatenate([fs, ft]), np.r_[np.zeros(len(fs)), np.ones(len(ft))], "decision_function", fs)
     return np.exp(np.clip(logit, -50.0, 50.0)) * len(fs) / len(ft)
 
 
@@ -168,8 +165,7 @@ def rank_correlation(scores_by_setting: Mapping[Hashable, float], oracle_by_sett
 def label_free_scores(source_logits, source_labels, source_features, target_logits, target_features) -> dict:
     """Every rule's score, **higher is better**, from outputs on the held-out source and the unlabelled target
     (logits ``(N, n)``, features ``(N, D)``); nan under every rule for non-finite outputs (a diverged run)."""
-    if not all(np.all(np.isfinite(_numpy(a))) for a in (source_logits, source_features, target_logits,
-                                                         target_features)):
+    if not all(np.isfinite(_numpy(a)).all() for a in (source_logits, source_features, target_logits, target_features)):
         return {rule: float("nan") for rule in RULES}
     pseudo = _array("target_logits", target_logits, 2).argmax(1)
     return {"source_accuracy": source_accuracy(source_logits, source_labels),
@@ -184,8 +180,7 @@ def scoreable(modules: Mapping[str, torch.nn.Module]) -> bool:
 
 
 @torch.no_grad()
-def network_outputs(modules: Mapping[str, torch.nn.Module], x: torch.Tensor,
-                    batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def network_outputs(modules: Mapping[str, torch.nn.Module], x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """``(logits (N, n_classes), features (N, D))`` of a ``net`` or an ``encoder`` and ``classifier``, in eval mode."""
     if not scoreable(modules):
         raise ValueError(f"modules must hold 'net' (DANN family) or 'encoder' and 'classifier' (ADDA family), "
@@ -194,11 +189,9 @@ def network_outputs(modules: Mapping[str, torch.nn.Module], x: torch.Tensor,
     feat, head = (net.features, net.label_predictor) if net is not None else parts
     for m in parts:
         m.eval()
-    device = next(parts[0].parameters()).device
-    logits, features = [], []
-    for i in range(0, len(x), batch_size):
-        f = feat(x[i:i + batch_size].to(device))
-        logits.append(head(f).float().cpu())
+    device, logits, features = next(parts[0].parameters()).device, [], []
+    for i in range(0, len(x), 256):
+        logits.append(head(f := feat(x[i:i + 256].to(device))).float().cpu())
         features.append(f.float().flatten(1).cpu())
     return torch.cat(logits).numpy(), torch.cat(features).numpy()
 
@@ -245,19 +238,18 @@ def scored_records(runs, *, data_root=None) -> list[dict]:
     return out
 
 
-def judge_rules(records, setting, *, by=("method", "pair"), rules=tuple(RULES), oracle: str = ORACLE) -> list[dict]:
+def judge_rules(records, setting, *, by=("method", "pair"), rules=tuple(RULES)) -> list[dict]:
     """One row per group ``by``, seed and rule over the grid of cells ``setting`` (tag names): ``pick`` (a dict),
     ``regret``, ``spearman`` and ``n_settings`` (the cells with a finite oracle)."""
-    setting, grids = tuple(setting), {}
+    setting, grids, rows = tuple(setting), {}, []
     for r in records:
         cell, group = tuple(r.get(k) for k in setting), tuple(r.get(k) for k in by)
         if cell in (grid := grids.setdefault((group, r.get("seed")), {})):
             raise ValueError(f"two records of one grid cell {dict(zip(setting, cell))} for {dict(zip(by, group))}, "
                              f"seed {r.get('seed')}: add the tag that tells them apart to setting")
         grid[cell] = r
-    rows = []
     for (group, seed), grid in grids.items():
-        truth = {cell: r.get(oracle, float("nan")) for cell, r in grid.items()}
+        truth = {cell: r.get(ORACLE, float("nan")) for cell, r in grid.items()}
         for rule in rules:
             scores = {cell: r.get(rule, float("nan")) for cell, r in grid.items()}
             try:

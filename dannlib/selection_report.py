@@ -6,6 +6,8 @@ import math
 from collections import Counter
 from typing import Mapping, Sequence
 
+import pandas as pd
+
 from .grids import JUDGING_METHODS
 from .results import aggregate, format_cell, markdown_table
 from .selection import ORACLE, RULES, judge_rules
@@ -15,8 +17,6 @@ DEFAULT, RANDOM = "untuned default", "random pick (expected)"
 #: verdicts of :func:`trust_table`, from best to worst
 VERDICTS = ("trust", "picks well, ranks badly", "no better than the untuned default", "no better than a random pick",
             "fewer than two settings", "no score")
-
-
 BY, KEYS = ("method", "pair"), ("method", "pair", "rule")
 
 
@@ -26,8 +26,7 @@ def _key(r, keys) -> tuple:
 
 def baseline_rows(records, setting: Sequence[str], defaults: Mapping[str, Mapping], *, by=BY) -> list[dict]:
     """``judge_rules``-like rows per group and seed over the cells with a finite oracle: the untuned cell's regret
-    (``defaults``: method -> {tag: value}, a (method, pair) key overriding it) as :data:`DEFAULT`, the mean regret
-    as :data:`RANDOM`."""
+    (``defaults``: method or (method, pair) -> {tag: value}) as :data:`DEFAULT`, the mean regret as :data:`RANDOM`."""
     grids, rows = {}, []
     for r in records:
         if (v := r.get(ORACLE)) is not None and not isinstance(v, str) and math.isfinite(float(v)):
@@ -58,7 +57,6 @@ def _pick_text(pick) -> str:
 def selection_table(rows):
     """Per method, pair and rule: settings per seed, regret (oracle's best minus the pick's target accuracy), seeds
     picking the best, Spearman with the oracle, the most frequent pick, seeds without a score."""
-    import pandas as pd
     out, regret, spear = [], _summaries(rows, "regret"), _summaries(rows, "spearman")
     order = list(dict.fromkeys(_key(r, BY) for r in rows))  # each group's rules together
     for key in sorted(dict.fromkeys(_key(r, KEYS) for r in rows), key=lambda k: order.index(k[:-1])):
@@ -98,9 +96,7 @@ def verdicts(rows) -> list[dict]:
 
 
 def trust_table(rows):
-    """Per method and pair: the "trust" rule of lowest mean regret (or "none"), the baselines, the rules of each
-    verdict."""
-    import pandas as pd
+    """Per method and pair: the "trust" rule of lowest mean regret (or "none"), the baselines, each verdict's rules."""
     judged, out = verdicts(rows), []
     for group in dict.fromkeys(_key(v, BY) for v in judged):
         mine = sorted((v for v in judged if _key(v, BY) == group), key=lambda v: v["regret"])
@@ -116,7 +112,6 @@ def trust_table(rows):
 
 def rule_glossary():
     """The rules and the oracle: what each measures, which way is better."""
-    import pandas as pd
     rows = [{"rule": k, "what it measures": what, "natural quantity": "higher is better" if up else
              "lower is better (negated in the scores)", "reads target labels": "no"} for k, (up, what) in RULES.items()]
     rows.append({"rule": ORACLE, "what it measures": "target test accuracy: the oracle, never a rule",
@@ -153,16 +148,14 @@ def selections(records, rows, setting, *, rules=tuple(RULES), judging=None) -> d
     ``judging``; None: all) applied by :func:`select_setting`."""
     out = {}
     for method, pair in dict.fromkeys((r["method"], r["pair"]) for r in records):
-        here = {r["method"] for r in records if r["pair"] == pair}
-        rule, judged_on = rule_for_pair(rows, pair, methods=here if judging is None else here & set(judging),
-                                        rules=rules)
+        here = {r["method"] for r in records if r["pair"] == pair and (judging is None or r["method"] in judging)}
+        rule, judged_on = rule_for_pair(rows, pair, methods=here, rules=rules)
         if (chosen := select_setting(records, rule, setting, {"method": method, "pair": pair})) is not None:
             out[(method, pair)] = {"rule": rule, "judged_on": judged_on, "setting": chosen}
     return out
 
 
 def chosen_text(selected: Mapping) -> str:
-    """"SETTING: chosen by RULE ..." for one of :func:`selections`' entries."""
     return (f"{_pick_text(selected['setting'])}: chosen by {selected['rule']} (the rule with the lowest mean regret "
             f"on {', '.join(selected['judged_on'])}) on 07's grid")
 
@@ -200,7 +193,6 @@ def grid_description(plan, paper) -> str:
 def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
     """Per (method, pair): the label-free choice, the oracle's best cell, the untuned one, what ``committed``
     (:data:`dannlib.grids.SELECTED`) trains in 05/06. None with fewer than two judged pairs."""
-    import pandas as pd
     scored, out = [r for r in records if r.get("scores_from") != "missing"], []
     if len({r["pair"] for r in rows if r["rule"] in RULES and r["n_settings"] >= 2}) < 2:
         return None

@@ -1,6 +1,5 @@
-"""Settings checked before any work starts (options, ``DANNLIB_WORKERS``, ``DANNLIB_SCHEDULER``, the
-scheduler's reachability, output folders' writability): each raises one line naming the setting, the
-value and the accepted range or fix."""
+"""Settings checked before any work starts (options, ``DANNLIB_WORKERS``, ``DANNLIB_SCHEDULER``, the scheduler's
+reachability, output folders' writability): each raises one line naming the setting, the value and the fix."""
 from __future__ import annotations
 
 import os
@@ -13,13 +12,10 @@ from .utils import check_number, check_positive_int
 
 WORKERS_ENV = "DANNLIB_WORKERS"
 SCHEDULER_ENV = "DANNLIB_SCHEDULER"
-#: Dask's default scheduler port (an address without one means this port).
-DASK_PORT = 8786
 
 
 def check_workers(value=None, *, setting: str = "workers") -> int:
-    """The number of worker processes: ``value`` (option ``setting``), else ``$DANNLIB_WORKERS``,
-    else one per core available to this process."""
+    """Worker processes: ``value`` (option ``setting``), else ``$DANNLIB_WORKERS``, else one per core available."""
     if value is not None:
         return check_positive_int(setting, value)
     env = os.environ.get(WORKERS_ENV, "").strip()
@@ -43,16 +39,15 @@ def scheduler_setting(value: str | None) -> tuple[str | None, str]:
 
 
 def check_scheduler(address: str, *, setting: str = "--scheduler", timeout: float = 3.0) -> None:
-    """ConnectionError, in one line, unless something accepts a TCP connection at a ``tcp://`` /
-    ``tls://`` (or scheme-less) ``address`` within ``timeout`` seconds (a distributed Client would wait
-    30 s and end in a traceback); ValueError for an address that is not one. Other transports
-    (``inproc://``, ``ucx://``, ...) are not probed."""
+    """ConnectionError, in one line, unless something accepts a TCP connection at a ``tcp://`` / ``tls://`` (or
+    scheme-less) ``address`` within ``timeout`` seconds (a distributed Client would wait 30 s and end in a
+    traceback); ValueError for an address that is not one. Other transports (``inproc://``, ...) are not probed."""
     scheme, sep, _ = address.partition("://")
     if sep and scheme not in ("tcp", "tls"):
         return
     try:
         url = urlsplit(address if sep else f"tcp://{address}")
-        host, port = url.hostname, DASK_PORT if url.port is None else url.port
+        host, port = url.hostname, 8786 if url.port is None else url.port  # Dask's default scheduler port
     except ValueError:
         host, port = None, -1
     if not host or not 0 < port < 65536:
@@ -70,9 +65,8 @@ def check_scheduler(address: str, *, setting: str = "--scheduler", timeout: floa
 
 
 def check_writable(folder: str | os.PathLike, how_to_change: str) -> None:
-    """PermissionError naming ``folder`` and ``how_to_change`` (the option or variable that picks
-    it) unless a file can be created in it, or, where it does not exist yet, in the nearest
-    existing folder above it (a real file: a read-only file system counts too)."""
+    """PermissionError naming ``folder`` and ``how_to_change`` (the option or variable that picks it) unless a file
+    can be created in it or, where it does not exist yet, in the nearest existing folder above it."""
     folder = probe = Path(folder)
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

@@ -1,12 +1,11 @@
-"""Notebook 09's speedrun (issue 22): DANN on MNIST -> released MNIST-M within ``SPEEDRUN_SECONDS`` of one core.
-The candidate cells (:data:`dannlib.grids.SPEEDRUN_GRID`) are judged by a label-free rule and by their run time
-only; the oracle's target accuracy is shown beside them and chooses nothing."""
+"""Notebook 09's speedrun (issue 22): DANN on MNIST -> released MNIST-M within ``SPEEDRUN_SECONDS`` of one core. The
+cells of ``SPEEDRUN_GRID`` are judged by a label-free rule and run time only; the oracle is shown, never chooses."""
 from __future__ import annotations
 
 import math
 
 from .grids import SPEEDRUN_GRID, SPEEDRUN_RULE, SPEEDRUN_SECONDS
-from .results import markdown_table, mean_std
+from .results import format_cell, markdown_table, mean_std
 from .selection import ORACLE, RULES
 
 CELL = tuple(SPEEDRUN_GRID)  # the tags that make a cell: network, precision, optimizer
@@ -27,17 +26,18 @@ def _score(record: dict, rule: str) -> float:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
 
 
-def _check_rule(rule: str) -> None:
+def _sign(rule: str) -> float:
+    """1 where ``rule``'s natural quantity is higher-is-better, else -1; ValueError for an unknown rule."""
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; rules: {', '.join(RULES)}")
+    return 1.0 if RULES[rule][0] else -1.0
 
 
 def grid_rows(records, *, rule: str = SPEEDRUN_RULE, budget: float = SPEEDRUN_SECONDS) -> list[dict]:
-    """One row per grid cell (records tagged ``cell="grid"``): seeds, steps, the slowest run's seconds, whether
-    every run kept to ``budget``, the mean score of every label-free rule (NaN if a seed has none: the cell is then
-    not picked), the mean source test accuracy and the mean oracle target test accuracy (read from target labels:
-    shown, never used to choose)."""
-    _check_rule(rule)
+    """One row per grid cell (records tagged ``cell="grid"``): seeds, steps, the slowest run's seconds, whether every
+    run kept to ``budget``, each label-free rule's mean score (NaN if a seed has none: never picked), the mean source
+    test accuracy and the mean oracle target test accuracy (read from target labels: shown, never used to choose)."""
+    _sign(rule)
     cells: dict[tuple, list[dict]] = {}
     for r in records:
         if r.get("cell") == "grid" and r.get("status", "ok") == "ok":
@@ -56,21 +56,17 @@ def grid_rows(records, *, rule: str = SPEEDRUN_RULE, budget: float = SPEEDRUN_SE
 def pick(rows, *, rule: str = SPEEDRUN_RULE) -> dict | None:
     """The cell ``{network, precision, optimizer}`` with the best mean ``rule`` score among the rows within the
     budget (None when no row is): the speedrun's recipe, chosen without a target label."""
-    _check_rule(rule)
-    sign = 1.0 if RULES[rule][0] else -1.0
-    eligible = [r for r in rows if r["within_budget"] and math.isfinite(r[rule])]
-    if not eligible:
-        return None
-    best = max(eligible, key=lambda r: sign * r[rule])
-    return {k: best[k] for k in CELL}
+    sign = _sign(rule)
+    best = max((r for r in rows if r["within_budget"] and math.isfinite(r[rule])), key=lambda r: sign * r[rule],
+               default=None)
+    return None if best is None else {k: best[k] for k in CELL}
 
 
 def grid_table(rows, *, rule: str = SPEEDRUN_RULE, budget: float = SPEEDRUN_SECONDS) -> str:
     """Markdown: the cells, best rule score first, the pick marked."""
     if not rows:
         return "(no grid runs in these records)"
-    chosen = pick(rows, rule=rule)
-    sign = 1.0 if RULES[rule][0] else -1.0
+    chosen, sign = pick(rows, rule=rule), _sign(rule)
     header = [*CELL, "steps", "seeds", f"slowest run (s), budget {budget:g}", f"{rule} (label-free)",
               "source test acc", "target test acc (oracle: not used)", "picked"]
     body = [[*(r[k] for k in CELL), f"{r['steps']:,}", r["n"], f"{r['max_seconds']:.0f}"
@@ -83,7 +79,6 @@ def grid_table(rows, *, rule: str = SPEEDRUN_RULE, budget: float = SPEEDRUN_SECO
 def speedrun_table(records, *, budget: float = SPEEDRUN_SECONDS) -> str:
     """Markdown: per group (the speedrun, the paper recipe), its steps, seeds, mean ± sd target test accuracy, the
     mean and slowest run's seconds (:func:`run_seconds`) and how many runs kept to ``budget``."""
-    from .results import format_cell
     body = []
     for cell in ("speedrun", "paper recipe"):
         rs = [r for r in records if r.get("cell") == cell and r.get("status", "ok") == "ok"]

@@ -1,5 +1,5 @@
-"""Shared helpers: device, explicit seeding (nothing reseeds the global generators behind the caller's
-back), argument checks, the thread policy, atomic writes, paths, machine info."""
+"""Shared helpers: device, explicit seeding (never the global generators behind the caller's back), argument checks,
+the thread policy, atomic writes, paths, machine info."""
 from __future__ import annotations
 
 import contextlib
@@ -26,10 +26,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Run a block (e.g. building networks) with torch's global RNG (CPU, CUDA) seeded to ``seed``,
-    then restore the caller's RNG state."""
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
+    """Run a block (e.g. building networks) with torch's global RNG (CPU, CUDA) seeded to ``seed``, then restore it."""
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []):
         torch.manual_seed(int(seed))
         yield
 
@@ -61,8 +59,7 @@ def check_seeds(seeds) -> list[int]:
     """``seeds`` as a non-empty list of distinct ints >= 0, or ValueError naming the parameter."""
     if isinstance(seeds, (int, str)) or seeds is None:
         raise ValueError(f"seeds must be a list of integers >= 0, e.g. [0, 1, 2]; got {seeds!r}")
-    seeds = list(seeds)
-    for s in seeds:
+    for s in (seeds := list(seeds)):
         if isinstance(s, bool) or not hasattr(s, "__index__") or int(s) < 0:
             raise ValueError(f"seeds must be integers >= 0, got {s!r} in {seeds!r}")
     if not seeds:
@@ -74,8 +71,7 @@ def check_seeds(seeds) -> list[int]:
 
 def check_choice(name: str, value, allowed) -> None:
     """ValueError naming the parameter and the allowed values unless ``value`` is one of them."""
-    allowed = list(allowed)
-    if value not in allowed:
+    if value not in (allowed := list(allowed)):
         raise ValueError(f"unknown {name} {value!r}; allowed values: {', '.join(map(str, allowed))}")
 
 
@@ -138,7 +134,6 @@ def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager:
 def machine_info(device: str | torch.device | None = None) -> dict:
     """What produced a number: host, CPU count, device name and library versions."""
     import torchvision
-
     device = resolve_device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return {"host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
