@@ -6,8 +6,18 @@ under ``torch.func`` transforms (``setup_context``, ``generate_vmap_rule``)."""
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from .utils import check_number
+
+
+def _check_lambda(lambda_) -> float:
+    if isinstance(lambda_, torch.Tensor):
+        if lambda_.numel() != 1:
+            raise ValueError(f"lambda_ must be a scalar, got a tensor of shape {tuple(lambda_.shape)}")
+        lambda_ = lambda_.item()
+    return check_number("lambda_", lambda_, " (>= 0 reverses the gradient; -1 passes it unchanged, as in the "
+                        "domain-only mode)", minimum=None)
 
 
 class _GradReverse(torch.autograd.Function):
@@ -28,11 +38,20 @@ class _GradReverse(torch.autograd.Function):
 
 def grad_reverse(x: torch.Tensor, lambda_: float = 1.0) -> torch.Tensor:
     """``R_lambda(x)``: ``x`` unchanged (any shape); its gradient is ``-lambda_`` times the incoming
-    one. ``lambda_``: a finite real or one-element tensor (eq. 6 gives [0, 1]; ``-1`` passes the gradient
-    unchanged)."""
-    if isinstance(lambda_, torch.Tensor):
-        if lambda_.numel() != 1:
-            raise ValueError(f"lambda_ must be a scalar, got a tensor of shape {tuple(lambda_.shape)}")
-        lambda_ = lambda_.item()
-    return _GradReverse.apply(x, check_number("lambda_", lambda_, " (>= 0 reverses the gradient; -1 passes it "
-                                              "unchanged, as in the domain-only mode)", minimum=None))
+    one. ``lambda_``: a finite real (eq. 6 gives [0, 1]; ``-1`` passes the gradient unchanged)."""
+    return _GradReverse.apply(x, _check_lambda(lambda_))
+
+
+class GradientReversal(nn.Module):
+    """Module form of :func:`grad_reverse` with a fixed ``lambda_``; ``forward(x, lambda_)``
+    overrides it for one call."""
+
+    def __init__(self, lambda_: float = 1.0):
+        super().__init__()
+        self.lambda_ = _check_lambda(lambda_)
+
+    def forward(self, x: torch.Tensor, lambda_: float | None = None) -> torch.Tensor:
+        return grad_reverse(x, self.lambda_ if lambda_ is None else lambda_)
+
+    def extra_repr(self) -> str:
+        return f"lambda_={self.lambda_}"

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dannlib.grl import grad_reverse
+from dannlib.grl import GradientReversal, grad_reverse
 
 LAMBDAS = [0.0, 0.3, 1.0, 2.5, -1.0]
 DTYPES = [torch.float32, torch.float64]
@@ -68,6 +68,21 @@ def test_per_sample_gradients_under_vmap(dtype, lam):
         torch.testing.assert_close(g_rev[i], gi, rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-12)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_module(dtype):
+    head = _head(dtype)
+    x = torch.randn(4, 5, dtype=dtype, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    (plain,) = torch.autograd.grad(head(x), x)
+    layer = GradientReversal(0.25)
+    assert "0.25" in repr(layer)
+    assert torch.equal(layer(x), x)
+    (g,) = torch.autograd.grad(head(layer(x)), x)
+    assert torch.equal(g, plain * -0.25)
+    (g2,) = torch.autograd.grad(head(layer(x, 2.0)), x)  # per-call override
+    assert torch.equal(g2, plain * -2.0)
+    assert list(layer.parameters()) == []  # no learned state, no step counter
+
+
 def test_lambda_tensor_scalar_accepted():
     x = torch.ones(3, requires_grad=True)
     (g,) = torch.autograd.grad(grad_reverse(x, torch.tensor(0.5)).sum(), x)
@@ -79,3 +94,5 @@ def test_bad_lambda_raises(bad):
     x = torch.ones(3)
     with pytest.raises(ValueError, match="lambda_"):
         grad_reverse(x, bad)
+    with pytest.raises(ValueError, match="lambda_"):
+        GradientReversal(bad)
