@@ -42,11 +42,9 @@ def metric_table(records, keys, metric, *, digits=3, published: bool = True) -> 
     where the records carry a ``pair`` or ``toy``, the published number."""
     rows = []
     for g in aggregate(records, metric, keys):
-        rows.append([*(g[k] for k in keys), format_cell(g["mean"], g["std"], g["n"], digits), g["failed"]])
-        if published:
-            pair = g.get("pair")
-            exp = EXPERIMENT_OF_PAIR.get(pair) if pair is not None else (g.get("toy") or "mnist->mnist_m")
-            rows[-1].append(published_text(exp, g.get("method"), digits))
+        exp = EXPERIMENT_OF_PAIR.get(g["pair"]) if g.get("pair") is not None else (g.get("toy") or "mnist->mnist_m")
+        rows.append([*(g[k] for k in keys), format_cell(g["mean"], g["std"], g["n"], digits), g["failed"]]
+                    + [published_text(exp, g.get("method"), digits)] * published)
     return markdown_table([*keys, f"{metric}, mean ± std (n seeds)", "failed"] + ["published"] * published, rows)
 
 

@@ -73,8 +73,7 @@ class RunSpec:
     def __post_init__(self):
         m = self.monitor_size
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise ValueError(f"monitor_size must be an integer >= 1 (samples per domain in each evaluation), "
-                             f"got {m!r}")
+            raise ValueError(f"monitor_size must be an integer >= 1 (samples per domain in each evaluation), got {m!r}")
 
     @classmethod
     def make(cls, method: str, data: dict, seed: int, *, monitor_size: int = 2000, **overrides) -> "RunSpec":

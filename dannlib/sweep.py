@@ -233,8 +233,7 @@ def _run_local(pending, store, workers, data_root, summary, deadline, bar):
     while pending:
         with cf.ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=mp.get_context("spawn"),
                                     initializer=_init_worker) as pool:
-            in_flight: dict[cf.Future, RunSpec] = {}
-            broken = False
+            in_flight, broken = {}, False
             try:
                 while (pending or in_flight) and not broken:
                     while pending and len(in_flight) < workers and not _past(deadline, summary, pending):
@@ -253,8 +252,7 @@ def _run_local(pending, store, workers, data_root, summary, deadline, bar):
                             broken = True
                             retry_or_fail(in_flight.pop(fut))
                         else:
-                            _settle(in_flight[fut], fut.result, summary, bar)
-                            del in_flight[fut]
+                            _settle(in_flight.pop(fut), fut.result, summary, bar)
                 for spec in in_flight.values():  # only when broken: they died with the pool
                     retry_or_fail(spec)
             except BaseException:
