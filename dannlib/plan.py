@@ -5,6 +5,7 @@ once. Each entry is a :class:`~dannlib.plan_runs.Planned` run, built in :mod:`da
 """
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
@@ -96,14 +97,12 @@ def fetch(notebook: str, profile: str, seeds=None, *, train_missing="auto", **kw
     ``train_missing`` (:func:`dannlib.sweep.ensure`). Returns ``(plan, [(tags, StoredRun), ...])``
     in plan order; failed runs are left out, with a warning that lists them, and
     :class:`~dannlib.sweep.RunsFailedError` says why when no run could be had."""
-    import warnings
-
     from .sweep import RunsFailedError, ensure
     p = plan(notebook, profile, seeds)
     hint = _sweep_command(p, seeds)
     stored = ensure(p.specs, train_missing=train_missing, hint=hint, **kwargs)
     runs = [(r.tags, stored[r.spec]) for r in p.runs if r.spec in stored]
-    failed = list(ensure.last_summary.failed) if ensure.last_summary is not None else []
+    failed = ensure.last_summary.failed
     listing = "".join(f"\n  - {label}: {err}" for label, err in failed[:20])
     listing += f"\n  - ... and {len(failed) - 20} more" if len(failed) > 20 else ""
     if p.runs and not runs:

@@ -4,6 +4,8 @@ under each profile: plan builders, as in :mod:`dannlib.plan_runs`.
 """
 from __future__ import annotations
 
+from itertools import product
+
 from .grids import SPEEDRUN_GRID, speedrun_config
 from .grids import ADDA_GRID, ADDA_GRID_RELEASED, DANN_GRID, GRID_DEFAULTS, GRID_SETTING, IIMT_GRID, grid_config
 from .plan_runs import MNIST_M_PAIRS, USPS_PAIRS, Planned, _plan_03, _plan_05, _plan_06, _seeds
@@ -131,8 +133,6 @@ def _plan_08(profile, seeds):
 def _plan_09(profile, seeds):
     """The speedrun: its candidate grid (``SPEEDRUN_GRID``, 2 seeds a cell), the registered recipe
     ``dann_speedrun`` (5 seeds) and 03's paper-recipe DANN on the same data, read again."""
-    from itertools import product
-
     from .methods import METHODS
     paper = {"n_seeds": 5, "n_grid_seeds": 2, "n_cap": None, "n_test": None, "monitor_size": 2000, "grid": SPEEDRUN_GRID, "steps": None}
     s = {"paper": paper, "quick": {**paper, "n_seeds": 2, "n_grid_seeds": 0},
@@ -148,12 +148,11 @@ def _plan_09(profile, seeds):
                                       **speedrun_config(cell, s["steps"])),
                          {"pair": R, "method": "dann_candidate", "cell": "grid", **cell})
                  for seed in seeds[:s["n_grid_seeds"]]]
-    if "dann_speedrun" in METHODS:
-        fixed = METHODS["dann_speedrun"][1]
-        steps = {"steps": s["steps"], "eval_every": max(1, s["steps"] // 4)} if s["steps"] else {}
-        runs += [Planned(RunSpec.make("dann_speedrun", data, seed, monitor_size=s["monitor_size"], **steps),
-                         {"pair": R, "method": "dann_speedrun", "cell": "speedrun",
-                          **{k: fixed[k] for k in SPEEDRUN_GRID}}) for seed in seeds]
+    fixed = METHODS["dann_speedrun"][1]
+    steps = {"steps": s["steps"], "eval_every": max(1, s["steps"] // 4)} if s["steps"] else {}
+    runs += [Planned(RunSpec.make("dann_speedrun", data, seed, monitor_size=s["monitor_size"], **steps),
+                     {"pair": R, "method": "dann_speedrun", "cell": "speedrun", **{k: fixed[k] for k in SPEEDRUN_GRID}})
+             for seed in seeds]
     paper_recipe = {"cell": "paper recipe", "network": "digits", "precision": "fp32", "optimizer": "sgd"}
     runs += [Planned(r.spec, {**r.tags, **paper_recipe}) for r in _plan_03(profile, seeds)[2]
              if r.tags["pair"] == R and r.tags["method"] == "dann"]

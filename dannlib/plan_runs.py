@@ -1,6 +1,5 @@
-"""The runs of notebooks 01-06 under each profile (07's and 08's: :mod:`dannlib.plan_grids`),
-and :class:`Planned`, one planned run. A builder takes ``(profile, seeds)`` and returns
-``(settings, seeds, [Planned, ...])``.
+"""The runs of notebooks 01-06 under each profile (07's and 08's: :mod:`dannlib.plan_grids`), and :class:`Planned`, one
+planned run. A builder takes ``(profile, seeds)`` and returns ``(settings, seeds, [Planned, ...])``.
 """
 from __future__ import annotations
 

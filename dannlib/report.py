@@ -42,11 +42,9 @@ def metric_table(records, keys, metric, *, digits=3, published: bool = True) -> 
     where the records carry a ``pair`` or ``toy``, the published number."""
     rows = []
     for g in aggregate(records, metric, keys):
-        rows.append([*(g[k] for k in keys), format_cell(g["mean"], g["std"], g["n"], digits), g["failed"]])
-        if published:
-            pair = g.get("pair")
-            exp = EXPERIMENT_OF_PAIR.get(pair) if pair is not None else (g.get("toy") or "mnist->mnist_m")
-            rows[-1].append(published_text(exp, g.get("method"), digits))
+        exp = EXPERIMENT_OF_PAIR.get(g["pair"]) if g.get("pair") is not None else (g.get("toy") or "mnist->mnist_m")
+        rows.append([*(g[k] for k in keys), format_cell(g["mean"], g["std"], g["n"], digits), g["failed"]]
+                    + [published_text(exp, g.get("method"), digits)] * published)
     return markdown_table([*keys, f"{metric}, mean ± std (n seeds)", "failed"] + ["published"] * published, rows)
 
 
@@ -142,7 +140,7 @@ COMPARISONS: dict[str, tuple[str, str | None, list[tuple[str, str, str]]]] = {
 COMPARISON_HEADER = ["comparison", "n", "mean diff", "95% CI", "sign-test p", "verdict"]
 
 
-def comparisons(records, name: str, *, names: dict | None = None) -> list[tuple]:
+def comparisons(records, name: str) -> list[tuple]:
     """The paired comparisons ``COMPARISONS[name]`` on ``records``: ``(group, metric,
     Comparison)`` for every group (e.g. each pair) and comparison with at least one shared seed."""
     if name not in COMPARISONS:
@@ -151,7 +149,7 @@ def comparisons(records, name: str, *, names: dict | None = None) -> list[tuple]
     records, out = list(records), []
     for g in (list(dict.fromkeys(r.get(group) for r in records)) if group else [None]):
         for metric, a, b in specs:
-            c = compare_records(records, metric, a, b, where={group: g} if group else {}, names=names)
+            c = compare_records(records, metric, a, b, where={group: g} if group else {})
             out += [(g, metric, c)] if c.n else []
     return out
 
@@ -170,19 +168,19 @@ def comparison_table(rows, *, group: str | None = None, digits: int = 3) -> str:
     return markdown_table(header, body)
 
 
-def notebook_comparisons(records, name: str, *, names: dict | None = None, digits: int = 3) -> str:
+def notebook_comparisons(records, name: str, *, digits: int = 3) -> str:
     """:func:`comparison_table` of :func:`comparisons` ``(records, name)``, with a one-line key."""
-    return (comparison_table(comparisons(records, name, names=names), group=COMPARISONS[name][1], digits=digits)
+    return (comparison_table(comparisons(records, name), group=COMPARISONS[name][1], digits=digits)
             + "\n\nPaired by seed (`dannlib.stats`): a − b on the seeds both ran ok; 95% paired t-interval; exact "
               "two-sided sign test; *higher*/*lower* only when the interval excludes 0.")
 
 
-def selected_table(records, metric: str = "target_test_acc", *, digits: int = 3):
+def selected_table(records, metric: str = "target_test_acc"):
     """05's and 06's rows at the settings chosen without target labels (methods ending in
     ``_selected``, tagged ``chosen``) beside their untuned rows: a pandas DataFrame indexed by
     pair and method; None when no record is a selected row."""
     import pandas as pd
-    cells = {(g["pair"], g["method"]): format_cell(g["mean"], g["std"], g["n"], digits)
+    cells = {(g["pair"], g["method"]): format_cell(g["mean"], g["std"], g["n"])
              for g in aggregate(records, metric, ("pair", "method"))}
     chosen = {(r["pair"], r["method"]): r.get("chosen", "—") for r in records if r["method"].endswith("_selected")}
     if not chosen:
@@ -194,36 +192,33 @@ def selected_table(records, metric: str = "target_test_acc", *, digits: int = 3)
     return pd.DataFrame(rows).set_index(["pair", "method"])
 
 
-def head_to_head(records, a: str, b: str, metric: str = "target_test_acc", *, group: str = "pair",
-                 digits: int = 3) -> str:
-    """Markdown bullets, one per value of ``group`` where ``a`` and ``b`` share a seed: does ``a``
-    beat ``b`` on ``metric`` ("higher"/"lower" only when the paired 95% interval excludes 0)."""
+def head_to_head(records, a: str, b: str, metric: str = "target_test_acc") -> str:
+    """Markdown bullets, one per pair where ``a`` and ``b`` share a seed: does ``a`` beat ``b``
+    on ``metric`` ("higher"/"lower" only when the paired 95% interval excludes 0)."""
     records, lines = list(records), []
-    for g in dict.fromkeys(r.get(group) for r in records):
-        c = compare_records(records, metric, a, b, where={group: g})
+    for g in dict.fromkeys(r.get("pair") for r in records):
+        c = compare_records(records, metric, a, b, where={"pair": g})
         if c.n:
             answer = {"higher": "yes", "lower": "no, lower"}.get(c.verdict, "not shown (no clear difference)")
-            lines.append(f"- **{g}**: {a} beats {b}? {answer}: {a} − {b} = {c.mean:+.{digits}f}, 95% CI "
-                         f"{format_interval(c.ci_low, c.ci_high, digits)}, {c.n} seeds ({c.n_higher} higher, "
+            lines.append(f"- **{g}**: {a} beats {b}? {answer}: {a} − {b} = {c.mean:+.3f}, 95% CI "
+                         f"{format_interval(c.ci_low, c.ci_high, 3)}, {c.n} seeds ({c.n_higher} higher, "
                          f"{c.n_lower} lower)")
     return "\n".join(lines) or f"(no seed shared by {a} and {b})"
 
 
-def published_table(records, metric: str, *, group: str | None = None, experiment=None,
-                    names: dict | None = None, digits: int = 3) -> str:
-    """Ours beside the published number, for every (group, method) that has one: [group |]
-    method | ours, mean ± sd (n) | published | ours − published | published in. ``experiment``:
-    the experiment's name, or a mapping from the group's values to it (default
-    :data:`EXPERIMENT_OF_PAIR`)."""
-    names, body = names or {}, []
+def published_table(records, metric: str, *, group: str | None = None, experiment=None, digits: int = 3) -> str:
+    """Ours beside the published number, for every (group, method) that has one: [group |] method |
+    ours, mean ± sd (n) | published | ours − published | published in. ``experiment``: the experiment's
+    name, or a mapping from the group's values to it (default :data:`EXPERIMENT_OF_PAIR`)."""
+    body = []
     experiment = EXPERIMENT_OF_PAIR if experiment is None and group else experiment
     for g in aggregate(records, metric, [group, "method"] if group else ["method"]):
         exp = experiment.get(g.get(group)) if isinstance(experiment, dict) else experiment
         pub = published(exp, g["method"]) if exp else None
         if pub is not None and g["n"]:
-            body.append(([g[group]] if group else []) + [names.get(g["method"], g["method"]),
-                        format_cell(g["mean"], g["std"], g["n"], digits), published_text(exp, g["method"], digits),
-                        f"{g['mean'] - pub[0]:+.{digits}f}", pub[1].replace(" (?)", "")])
+            body.append(([g[group]] if group else []) + [g["method"], format_cell(g["mean"], g["std"], g["n"], digits),
+                        published_text(exp, g["method"], digits), f"{g['mean'] - pub[0]:+.{digits}f}",
+                        pub[1].replace(" (?)", "")])
     if not body:
         return "(no published number for these records)"
     return markdown_table([group] * bool(group) + ["method", "ours, mean ± sd (n)", "published", "ours − published",
@@ -251,10 +246,10 @@ def last_logged(runs, keys) -> list[dict]:
              **{k: (run.history[-1] if run.history else {}).get(k) for k in keys}} for tags, run in runs]
 
 
-def final_trend(histories: dict, key: str, *, x: str = "step", fraction: float = 0.2, digits: int = 3):
+def final_trend(histories: dict, key: str, *, fraction: float = 0.2):
     """Is a monitored curve still moving at the end? A pandas DataFrame, one row per method of
     ``histories`` (name -> history records of all its seeds): the mean over seeds of ``key`` at
-    the last logged ``x``, and its change over the last ``fraction`` of the logged points."""
+    the last logged step, and its change over the last ``fraction`` of the logged points."""
     import pandas as pd
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must lie in (0, 1), got {fraction!r}")
@@ -263,16 +258,15 @@ def final_trend(histories: dict, key: str, *, x: str = "step", fraction: float =
         df = pd.DataFrame(hist)
         if key not in df or df[key].isna().all():
             continue
-        curve = df.groupby(x)[key].mean().dropna()
+        curve = df.groupby("step")[key].mean().dropna()
         k = max(1, int(len(curve) * fraction)) if len(curve) > 1 else 0
-        rows[name] = {f"{key} at the last {x}": f"{curve.iloc[-1]:.{digits}f}",
-                      f"change over the last {curve.index[-1] - curve.index[-1 - k]:,} {x}s" if k else "change":
-                          f"{curve.iloc[-1] - curve.iloc[-1 - k]:+.{digits}f}" if k else "—"}
+        rows[name] = {f"{key} at the last step": f"{curve.iloc[-1]:.3f}",
+                      f"change over the last {curve.index[-1] - curve.index[-1 - k]:,} steps" if k else "change":
+                          f"{curve.iloc[-1] - curve.iloc[-1 - k]:+.3f}" if k else "—"}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def method_table(records, metrics, *, order=None, names: dict | None = None, experiment: str | None = None,
-                 digits: int = 3):
+def method_table(records, metrics, *, order=None, names: dict | None = None, experiment: str | None = None):
     """A pandas DataFrame, one row per method (in ``order``): each metric's :func:`aggregate`
     cell, the failed runs and, with ``experiment``, the published number and its source."""
     import pandas as pd
@@ -281,14 +275,12 @@ def method_table(records, metrics, *, order=None, names: dict | None = None, exp
         rs = [r for r in records if r["method"] == m]
         if not rs:
             continue
-        row = {}
-        for metric in metrics:
-            (g,) = aggregate(rs, metric)
-            row[metric] = format_cell(g["mean"], g["std"], g["n"], digits)
-        row["failed"] = g["failed"]
+        cells = [aggregate(rs, metric)[0] for metric in metrics]
+        row = {metric: format_cell(g["mean"], g["std"], g["n"]) for metric, g in zip(metrics, cells)}
+        row["failed"] = cells[-1]["failed"]
         if experiment is not None:
             pub = published(experiment, m)
-            row.update({"published": published_text(experiment, m, digits), "published in": pub[1] if pub else "—"})
+            row.update({"published": published_text(experiment, m, 3), "published in": pub[1] if pub else "—"})
         rows[names.get(m, m)] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 

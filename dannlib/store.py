@@ -1,14 +1,14 @@
 """The run store: every training run computed once, kept as data, reused by every notebook.
 
-A run is a :class:`RunSpec` (method, full config, data spec, seed, monitoring size and
-:data:`STORE_FORMAT`); its key is a hash of those. A finished run is ``<store>/<method>/<key>.json``
-(spec, final evaluation, monitoring history, code version, machine), written atomically, with
-its weights beside it as ``<key>.pt``. Bump :data:`STORE_FORMAT` whenever a change of training
-code changes numbers: every stored run then counts as missing (``CONTRIBUTING.md``). The
-default store, ``results/runs`` (or ``$DANNLIB_STORE``), is shared by the profiles.
+A run is a :class:`RunSpec` (method, full config, data spec, seed, monitoring size and :data:`STORE_FORMAT`); its key is
+a hash of those. A finished run is ``<store>/<method>/<key>.json`` (spec, final evaluation, monitoring history, code
+version, machine), written atomically, with its weights beside it as ``<key>.pt``. Bump :data:`STORE_FORMAT` whenever a
+change of training code changes numbers: every stored run then counts as missing (``CONTRIBUTING.md``). The default
+store, ``results/runs`` (or ``$DANNLIB_STORE``), is shared by the profiles.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -25,7 +25,6 @@ from .results import dumps
 from .utils import PROJECT_ROOT, atomic_path, atomic_write, check_choice, machine_info, results_root, weights_problem
 
 STORE_FORMAT = 1
-STORE_ENV = "DANNLIB_STORE"
 #: the paper's DANN step (digits network, fp32, 32 + 32) per second: the unit of ``cost_steps``; 57 until
 #: 2026-12-02; notebook 09's grid measured 47 with 4 evaluations a run (2 workers on the 2-core VM), 48.5 without
 DANN_STEPS_PER_SECOND = 48.5
@@ -74,8 +73,7 @@ class RunSpec:
     def __post_init__(self):
         m = self.monitor_size
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise ValueError(f"monitor_size must be an integer >= 1 (samples per domain in each evaluation), "
-                             f"got {m!r}")
+            raise ValueError(f"monitor_size must be an integer >= 1 (samples per domain in each evaluation), got {m!r}")
 
     @classmethod
     def make(cls, method: str, data: dict, seed: int, *, monitor_size: int = 2000, **overrides) -> "RunSpec":
@@ -212,19 +210,17 @@ def usable(stored: StoredRun | None) -> bool:
 def code_version() -> dict:
     from . import __version__
     info = {"dannlib": __version__, "store_format": STORE_FORMAT}
-    try:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=5)
         if out.returncode == 0:
             info["git"] = out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
     return info
 
 
 def store_root(results: str | os.PathLike | None = None) -> Path:
     """The default run store: ``$DANNLIB_STORE``, else ``<results>/runs`` (``results``: see :func:`results_root`)."""
-    return Path(os.environ.get(STORE_ENV) or results_root(results) / "runs").expanduser()
+    return Path(os.environ.get("DANNLIB_STORE") or results_root(results) / "runs").expanduser()
 
 
 class Store:
@@ -270,11 +266,11 @@ class Store:
             return None
         return run
 
-    def put(self, spec: RunSpec, result, *, weights: bool = True, data_fingerprint: dict | None = None) -> StoredRun:
+    def put(self, spec: RunSpec, result, *, data_fingerprint: dict | None = None) -> StoredRun:
         """Store a finished :class:`~dannlib.training.RunResult`: the weights first, then the
         JSON file (whose presence marks the run finished), with the data fingerprint if given."""
         path = self.path(spec)
-        if weights and result.modules:
+        if result.modules:
             state = {name: {k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()}
                      for name, m in result.modules.items()}
             with atomic_path(path.with_suffix(".pt")) as tmp:
@@ -292,12 +288,10 @@ class Store:
         untouched for ``min_age`` seconds (younger ones may belong to a writer at work)."""
         n = 0
         for p in [*self.root.glob("*/.*.tmp"), *self.root.glob("*/.*.pt")]:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 if time.time() - p.stat().st_mtime >= min_age:
                     p.unlink()
                     n += 1
-            except FileNotFoundError:
-                continue
         return n
 
     def prune(self, keep: set[str], dry_run: bool = False) -> list[Path]:

@@ -1,7 +1,6 @@
-"""Computing the missing runs (:func:`ensure`): in this process, in local worker processes (one
-per core, one torch thread each) or on a Dask cluster, dependencies (ADDA's pre-training) first.
-An interrupted sweep loses at most the runs in flight; a run whose worker process dies is
-retried; a run that raises is reported with its error.
+"""Computing the missing runs (:func:`ensure`): in this process, in local worker processes (one per core, one torch
+thread each) or on a Dask cluster, dependencies (ADDA's pre-training) first. An interrupted sweep loses at most the runs
+in flight; a run whose worker process dies is retried; a run that raises is reported with its error.
 """
 from __future__ import annotations
 
@@ -76,11 +75,10 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
            data_root=None, train_missing: bool | str = True, recompute: bool = False,
            time_limit: float | None = None, progress: bool = True, budget_seconds: float = 600.0,
            hint: str = "") -> dict[RunSpec, StoredRun]:
-    """The stored runs of ``specs`` (a dict spec -> :class:`StoredRun`; failed runs left out;
-    the summary in ``ensure.last_summary``). ``train_missing``: True trains the missing; False
-    raises :class:`MissingRunsError`; "auto" trains them only if the estimate is under
-    ``budget_seconds`` (else raises, naming ``hint``); "stored" trains nothing. ``workers``:
-    local processes (1: in this process); ``scheduler``: a Dask scheduler address."""
+    """The stored runs of ``specs`` (a dict spec -> :class:`StoredRun`; failed runs left out; the summary in
+    ``ensure.last_summary``). ``train_missing``: True trains the missing; False raises :class:`MissingRunsError`;
+    "auto" trains them only if the estimate is under ``budget_seconds`` (else raises, naming ``hint``); "stored"
+    trains nothing. ``workers``: local processes (1: in this process); ``scheduler``: a Dask scheduler address."""
     train_missing = check_train_missing(train_missing)
     store = store or Store()
     if data_root is not None and store.data_root is None:  # stored runs' data fingerprints compare with it
@@ -217,14 +215,14 @@ def _run_phase(phase, store, workers, scheduler, data_root, summary, deadline, p
             bar.close()
 
 
-def _run_local(pending, store, workers, data_root, summary, deadline, bar, max_attempts: int = 3):
+def _run_local(pending, store, workers, data_root, summary, deadline, bar):
     """Spawned worker processes, at most ``workers`` runs in flight. A worker that dies breaks
-    the pool: its runs in flight are retried in a new pool, up to ``max_attempts`` times each."""
+    the pool: its runs in flight are retried in a new pool, up to 3 times each."""
     attempts = dict.fromkeys(pending, 0)
     args = (str(store.root), None if data_root is None else str(data_root), 1)
 
     def retry_or_fail(spec):
-        if attempts[spec] < max_attempts:
+        if attempts[spec] < 3:
             print(f"sweep: retrying {spec.label} (its worker process died)", file=sys.stderr)
             pending.append(spec)
         else:
@@ -235,8 +233,7 @@ def _run_local(pending, store, workers, data_root, summary, deadline, bar, max_a
     while pending:
         with cf.ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=mp.get_context("spawn"),
                                     initializer=_init_worker) as pool:
-            in_flight: dict[cf.Future, RunSpec] = {}
-            broken = False
+            in_flight, broken = {}, False
             try:
                 while (pending or in_flight) and not broken:
                     while pending and len(in_flight) < workers and not _past(deadline, summary, pending):
@@ -255,8 +252,7 @@ def _run_local(pending, store, workers, data_root, summary, deadline, bar, max_a
                             broken = True
                             retry_or_fail(in_flight.pop(fut))
                         else:
-                            _settle(in_flight[fut], fut.result, summary, bar)
-                            del in_flight[fut]
+                            _settle(in_flight.pop(fut), fut.result, summary, bar)
                 for spec in in_flight.values():  # only when broken: they died with the pool
                     retry_or_fail(spec)
             except BaseException:
@@ -305,8 +301,7 @@ class _RunsBar:
     def __init__(self, phase, workers: int):
         from tqdm.auto import tqdm
         # rounded once, so that the updates add up to the total exactly (no "101%")
-        self.cost = {s: round(run_cost_seconds(s) / max(1, min(workers, len(phase))), 1)
-                     for s in phase}
+        self.cost = {s: round(run_cost_seconds(s) / max(1, min(workers, len(phase))), 1) for s in phase}
         self.n, self.bar = 0, tqdm(total=round(sum(self.cost.values()), 1), desc=f"runs 0/{len(phase)}", unit="s",
                                    bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
         self.close = self.bar.close
