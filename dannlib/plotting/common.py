@@ -14,7 +14,6 @@ from ..results import aggregate, mean_curve, runs_of
 from ..utils import atomic_path
 
 FIGURE_FORMATS = ("png", "svg")
-SVG_HASHSALT = "dannlib"  # fixed, or matplotlib salts the SVG element ids at random
 _METADATA = {"svg": {"Date": None, "Creator": None}, "png": {"Software": None},
              "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
 
@@ -25,14 +24,15 @@ def save_figure(fig, figures_dir, notebook: str, name: str, *, dpi: int = 110, f
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
     out = [Path(figures_dir) / notebook / f"{name}.{ext}" for ext in formats]
     for path, ext in zip(out, formats):
-        with atomic_path(path) as tmp, matplotlib.rc_context({"svg.hashsalt": SVG_HASHSALT}):
+        with atomic_path(path) as tmp, matplotlib.rc_context({"svg.hashsalt": "dannlib"}):  # else salted at random
             fig.savefig(tmp, format=ext, bbox_inches="tight", metadata=dict(_METADATA.get(ext, {})),
                         **({"dpi": dpi} if ext == "png" else {}))
     return out
 
 
-def palette() -> list:
-    return plt.rcParams["axes.prop_cycle"].by_key()["color"]
+def cycle_colour(i: int):
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return cycle[i % len(cycle)]
 
 
 def _seed_axes(fig, ax, ticks, ylabel: str, bar: str, title: str | None):
@@ -74,24 +74,19 @@ def plot_schedules(progress, series: dict, *, title: str = "Schedules against tr
     return finish(fig, title)
 
 
-def plot_method_curves(histories: dict, keys, *, x: str = "step", title: str | None = None,
-                       labels: dict | None = None):
+def plot_method_curves(histories: dict, keys, *, x: str = "step", title: str | None = None, labels: dict | None = None):
     """One panel per key (``labels``: key -> title): each method's (name -> history records of all its seeds)
     mean ± std over its "ok" seeds against ``x`` (:func:`dannlib.results.mean_curve`), where it has the key."""
-    keys, labels = list(keys), labels or {}
+    keys, labels, runs = list(keys), labels or {}, {name: runs_of(hist) for name, hist in histories.items()}
     fig, axes = plt.subplots(1, len(keys), figsize=(max(6.5, 3.9 * len(keys)), 3.3 if len(keys) > 1 else 4.0),
                              squeeze=False)
-    for m_i, (name, hist) in enumerate(histories.items()):
-        runs = runs_of(hist)
-        for ax, key in zip(axes[0], keys):
-            g = mean_curve(runs, key, x=x)
-            if g["x"]:
-                mean, std = np.asarray(g["mean"]), np.nan_to_num(np.asarray(g["std"]), nan=0.0)
-                colour, n = palette()[m_i % len(palette())], len(runs) - g["failed"]
-                ax.plot(g["x"], mean, color=colour, label=f"{name} ({n} seed{'s' if n != 1 else ''})")
-                ax.fill_between(g["x"], mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
     legend = {}
     for ax, key in zip(axes[0], keys):
+        for m_i, (name, r) in enumerate(runs.items()):
+            if (g := mean_curve(r, key, x=x))["x"]:
+                mean, std, n = np.asarray(g["mean"]), np.nan_to_num(np.asarray(g["std"]), nan=0.0), len(r) - g["failed"]
+                ax.plot(g["x"], mean, color=cycle_colour(m_i), label=f"{name} ({n} seed{'s' if n != 1 else ''})")
+                ax.fill_between(g["x"], mean - std, mean + std, color=cycle_colour(m_i), alpha=0.2, linewidth=0)
         ax.set_title(labels.get(key, key), fontsize=10)
         ax.set(xlabel=x)
         ax.grid(alpha=0.3)
@@ -111,7 +106,7 @@ def plot_curve_grid(histories: dict, key: str, *, reference: str, x: str = "step
     nrows = max(1, -(-len(names) // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows + 0.6), sharex=True, sharey=True,
                              squeeze=False)
-    colour = palette()[1]
+    colour = cycle_colour(1)
     for ax, name in zip(axes.flat, names):
         runs = [sorted(r, key=lambda h: h[x]) for r in sorted(runs_of(histories[name]), key=lambda r: r[0]["seed"])]
         statuses = [r[-1].get("status", "ok") for r in runs]
@@ -188,10 +183,9 @@ def plot_paired_differences(diffs: list, *, by: str = "method", baseline: str = 
     width = 0.8 / max(1, len(groups))
     fig, ax = plt.subplots(figsize=(max(4.5, 0.8 * len(names) * len(groups) + 2.0), 3.6))
     for g_i, g in enumerate(groups):
-        colour = palette()[g_i % len(palette())]
+        colour = cycle_colour(g_i)
         for n_i, name in enumerate(names):
-            row = next((d for d in diffs if d[by] == name and d.get("group") == g), None)
-            if row is None or not row["diffs"]:
+            if not (row := next((d for d in diffs if d[by] == name and d.get("group") == g), {})).get("diffs"):
                 continue
             x = n_i + (g_i - (len(groups) - 1) / 2) * width
             ax.scatter(np.full(len(row["diffs"]), x - width * 0.15), row["diffs"], s=16, alpha=0.6, color=colour,
@@ -215,11 +209,9 @@ def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = 
     """``metric`` against the setting ``x`` (07's grids, log axis): a line per ``hue`` through the ok seeds' means,
     each ok seed a point (set apart per line, no jitter), a panel per ``panel``, runs not ok counted in the legend;
     ``control`` (tag -> value) picks a control: grey dashed at its mean, its seeds at the right edge."""
-    def is_control(r):
-        return control is not None and all(r.get(k) == v for k, v in control.items())
-
-    grid = [r for r in records if not is_control(r) and r.get(metric) is not None]
-    ctrl = [r for r in records if is_control(r) and r.get(metric) is not None]
+    scored = [r for r in records if r.get(metric) is not None]
+    ctrl = [r for r in scored if control is not None and all(r.get(k) == v for k, v in control.items())]
+    grid = [r for r in scored if r not in ctrl]  # equal records are both controls or neither
     panels = list(dict.fromkeys(r.get(panel) for r in records)) if panel else [None]
     hues = list(dict.fromkeys(r.get(hue) for r in grid)) if hue else [None]
     xs = sorted({float(r[x]) for r in grid})
@@ -231,7 +223,7 @@ def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = 
             rows = [r for r in grid if (panel is None or r.get(panel) == p) and (hue is None or r.get(hue) == h)]
             if not rows:
                 continue
-            colour = palette()[i % len(palette())]
+            colour = cycle_colour(i)
             cells = sorted(aggregate(rows, metric, by=(x,)), key=lambda g: float(g[x]))
             shift = 0.015 * span * (i - (len(hues) - 1) / 2)
             for g in (g for g in cells if g["values"]):  # a cell whose runs all failed has no point

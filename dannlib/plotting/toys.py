@@ -60,8 +60,7 @@ def plot_toy_modes(rows: dict, *, title: str | None = None, domain_names=("sourc
     fig, axes = plt.subplots(len(rows), 2, figsize=(9.0, 3.5 * len(rows) + 1.2), squeeze=False)
     for (ax, bx), (label, row) in zip(axes, rows.items()):
         scatter_domains(ax, row["embedding"], row["classes"], row["domains"])
-        variance = row.get("variance")
-        share = [f" ({100 * v:.0f}% of variance)" for v in variance] if variance is not None else ["", ""]
+        share = ["", ""] if row.get("variance") is None else [f" ({100 * v:.0f}% of variance)" for v in row["variance"]]
         ax.set_xlabel(f"feature PC 1{share[0]}", fontsize=8)
         ax.set_ylabel(f"feature PC 2{share[1]}", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -87,9 +86,7 @@ def toy_mode_rows(runs, records, source, target, seed) -> dict:
 
     by_key = {r["key"]: r for r in records}
     rows = {}
-    for tags, run in runs:
-        if run.spec.seed != seed:
-            continue
+    for tags, run in [(t, r) for t, r in runs if r.spec.seed == seed]:
         net = run.load_modules()["net"]
         embedding, variance = pca_explained(np.concatenate([features(net, source.x), features(net, target.x)]))
         rec = by_key[run.spec.key]
