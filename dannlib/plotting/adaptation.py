@@ -87,16 +87,15 @@ def plot_loss_terms(histories: list[dict], terms, *, weights: dict | None = None
         axes[1].plot(weighted.index, weighted.to_numpy(), color=colour, label=labels.get(term, term))
     if positive and max(positive) / min(positive) > 10:
         axes[0].set_yscale("log")
-    axes[0].set_title(f"per-sample terms as logged (mean ± std, {n_seeds} seed{'s' if n_seeds != 1 else ''})",
-                      fontsize=9)
-    axes[1].set_title("as weighted in the total loss (mean over seeds)", fontsize=9)
     for i, s in enumerate(schedules):
         g = df.groupby(x)[s].mean()
         axes[2].plot(g.index, g.to_numpy(), color=cycle_colour(len(terms) + i), label=labels.get(s, s))
     axes[2].set_ylim(bottom=0.0)  # weights start at 0: show the whole rise
-    axes[2].set_title("weights' schedules", fontsize=9)
-    for ax, ylabel in zip(axes, ("loss", "weight × loss", "weight")):
+    titles = (f"per-sample terms as logged (mean ± std, {n_seeds} seed{'s' if n_seeds != 1 else ''})",
+              "as weighted in the total loss (mean over seeds)", "weights' schedules")
+    for ax, ylabel, text in zip(axes, ("loss", "weight × loss", "weight"), titles):
         ax.set(ylabel=ylabel, xlabel=x)
+        ax.set_title(text, fontsize=9)
         ax.grid(alpha=0.3)
     handles, texts = axes[0].get_legend_handles_labels()
     if handles:

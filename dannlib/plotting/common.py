@@ -241,12 +241,11 @@ def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = 
                        label=f"{control_label} (mean of {c['n']} seed(s))")
             ax.scatter([1.02] * c["n"], c["values"], s=14, color="grey", alpha=0.6, linewidths=0,
                        transform=ax.get_yaxis_transform(), clip_on=False)
-        ax.set_xscale("log")
+        ax.set(xscale="log", xlabel=x)
         if len(xs) == 1:  # one setting: a window around it, not the points' tiny spread
             ax.set_xlim(*((xs[0] / 3, xs[0] * 3) if xs[0] > 0 else (xs[0] - 1, xs[0] + 1)))
         ax.set_xticks(xs, [f"{v:g}" for v in xs])
         ax.minorticks_off()
-        ax.set(xlabel=x)
         ax.grid(alpha=0.3)
         if panel:
             ax.set_title(f"{panel} = {p}", fontsize=9)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.lines import Line2D
 
 from .common import finish
 
@@ -25,11 +24,11 @@ def legend_below(fig, classes, domain_names, title=None, *, bottom: float = 0.45
     """:func:`finish` ``fig`` with a legend of domains and classes in a strip ``bottom`` inches high below the
     panels (``top`` inches kept free above them)."""
     cmap = plt.get_cmap("tab10")
-    handles = [Line2D([], [], marker=m, linestyle="", color="grey", label=n) for m, n in zip(MARKERS, domain_names)]
-    handles += [Line2D([], [], marker="s", linestyle="", color=cmap(int(c) % 10), label=f"class {int(c)}")
+    handles = [plt.Line2D([], [], marker=m, linestyle="", color="grey", label=n) for m, n in zip(MARKERS, domain_names)]
+    handles += [plt.Line2D([], [], marker="s", linestyle="", color=cmap(int(c) % 10), label=f"class {int(c)}")
                 for c in np.unique(np.asarray(classes))]
     if boundary:
-        handles.append(Line2D([], [], color="k", linewidth=1.2, label="decision boundary (P(class 1) = 0.5)"))
+        handles.append(plt.Line2D([], [], color="k", linewidth=1.2, label="decision boundary (P(class 1) = 0.5)"))
     fig.legend(handles=handles, loc="lower center", ncol=ncol or len(handles), fontsize=8, frameon=False,
                bbox_to_anchor=anchor)
     return finish(fig, title, (0, bottom / fig.get_figheight(), 1, 1 - top / fig.get_figheight()), **title_kw)
