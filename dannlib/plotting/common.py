@@ -98,21 +98,20 @@ def plot_method_curves(histories: dict, keys, *, x: str = "step", title: str | N
     return finish(fig, title, (0, 0.08, 1, 1))
 
 
-def plot_curve_grid(histories: dict, key: str, *, reference: str, x: str = "step", title: str | None = None,
-                    ylabel: str | None = None, ncols: int = 3):
-    """One panel per method (name -> history records of all its seeds) but ``reference``: its seeds and their
-    mean (:func:`seed_lines`) against the mean of ``reference`` on the same ok seeds (grey dashed)."""
+def plot_curve_grid(histories: dict, key: str, *, reference: str, title: str | None = None, ylabel: str | None = None):
+    """One panel per method (name -> history records of all its seeds) but ``reference``, three a row: its seeds
+    and their mean (:func:`seed_lines`) against the mean of ``reference`` on the same ok seeds (grey dashed)."""
     names = [n for n in histories if n != reference]
-    nrows = max(1, -(-len(names) // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows + 0.6), sharex=True, sharey=True,
-                             squeeze=False)
+    nrows = max(1, -(-len(names) // 3))
+    fig, axes = plt.subplots(nrows, 3, figsize=(3.4 * 3, 2.6 * nrows + 0.6), sharex=True, sharey=True, squeeze=False)
     colour = cycle_colour(1)
     for ax, name in zip(axes.flat, names):
-        runs = [sorted(r, key=lambda h: h[x]) for r in sorted(runs_of(histories[name]), key=lambda r: r[0]["seed"])]
+        runs = [sorted(r, key=lambda h: h["step"]) for r in sorted(runs_of(histories[name]),
+                                                                     key=lambda r: r[0]["seed"])]
         statuses = [r[-1].get("status", "ok") for r in runs]
-        seed_lines(ax, runs, statuses, key, x, colour, alpha=0.5)
+        seed_lines(ax, runs, statuses, key, "step", colour, alpha=0.5)
         ok = {r[0]["seed"] for r, status in zip(runs, statuses) if status == "ok"}
-        same = mean_curve([r for r in runs_of(histories[reference]) if r[0]["seed"] in ok], key, x=x)
+        same = mean_curve([r for r in runs_of(histories[reference]) if r[0]["seed"] in ok], key)
         ax.plot(same["x"], same["mean"], color="grey", linewidth=1.6, linestyle="--")
         seeds = [r[0]["seed"] for r in runs]
         ax.set_title(f"{name} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''}: {', '.join(map(str, seeds))})",
@@ -121,7 +120,7 @@ def plot_curve_grid(histories: dict, key: str, *, reference: str, x: str = "step
     for ax in axes.flat[len(names):]:
         ax.set_visible(False)
     for ax in axes[-1]:
-        ax.set_xlabel(x)
+        ax.set_xlabel("step")
     for ax in axes[:, 0]:
         ax.set_ylabel(ylabel or key, fontsize=9)
     fig.legend([plt.Line2D([], [], color=colour, linewidth=2.0), plt.Line2D([], [], color=colour, linewidth=0.7),
@@ -154,12 +153,10 @@ def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str 
         np.random.set_state(state)
     sns.pointplot(**kw, estimator="median", errorbar=("pi", 50), dodge=0.4 if dodge else False, capsize=0.15,
                   linestyle="none", markers="D", markersize=5, err_kws={"linewidth": 1.4})
-    counts = {(g[x], g.get(hue)): g for g in aggregate(records, metric, [x] + ([hue] if hue else []))}
-    labels = []
-    for name in order:
-        parts = [f"{c['n']}" + (f"+{c['failed']}✗" if c["failed"] else "")
-                 for c in (counts[name, h] for h in (hue_order or [None]) if (name, h) in counts)]
-        labels.append(f"{name}\n(n={'/'.join(parts)})")
+    tally = {(g[x], g.get(hue)): f"{g['n']}" + (f"+{g['failed']}✗" if g["failed"] else "")
+             for g in aggregate(records, metric, [x] + ([hue] if hue else []))}
+    labels = [f"{name}\n(n={'/'.join(tally[name, h] for h in hue_order or [None] if (name, h) in tally)})"
+              for name in order]
     ax.set_xlabel("")
     for label, y in (reference or {}).items():
         ax.axhline(y, color="grey", linestyle="--", linewidth=1)
