@@ -206,9 +206,9 @@ def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = 
     """``metric`` against the setting ``x`` (07's grids, log axis): a line per ``hue`` through the ok seeds' means,
     each ok seed a point (set apart per line, no jitter), a panel per ``panel``, runs not ok counted in the legend;
     ``control`` (tag -> value) picks a control: grey dashed at its mean, its seeds at the right edge."""
-    scored = [r for r in records if r.get(metric) is not None]
-    ctrl = [r for r in scored if control is not None and all(r.get(k) == v for k, v in control.items())]
-    grid = [r for r in scored if r not in ctrl]  # equal records are both controls or neither
+    scored = [(r, control is not None and all(r.get(k) == v for k, v in control.items())) for r in records
+              if r.get(metric) is not None]
+    grid, ctrl = [r for r, c in scored if not c], [r for r, c in scored if c]
     panels = list(dict.fromkeys(r.get(panel) for r in records)) if panel else [None]
     hues = list(dict.fromkeys(r.get(hue) for r in grid)) if hue else [None]
     xs = sorted({float(r[x]) for r in grid})
