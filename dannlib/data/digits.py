@@ -41,19 +41,14 @@ def _check_md5(path: Path, expected: str, dataset: str) -> None:
             dataset=dataset, path=path)
 
 
+@functools.lru_cache(maxsize=8)
 def _read_idx(path: Path, dtype) -> np.ndarray:
-    """An IDX archive (already MD5-checked): header 0, 0, dtype, ndim, then ndim big-endian uint32 sizes."""
+    """An MNIST IDX archive, MD5-checked, read-only (kept): header 0, 0, dtype, ndim, ndim big-endian uint32 sizes."""
+    _check_md5(path, _mnist_md5s()[path.name], "MNIST")
     with gzip.open(path, "rb") as fh:
         raw = fh.read()
     shape = np.frombuffer(raw, ">u4", raw[3], 4).astype(int)
     return _readonly(np.frombuffer(raw, np.uint8, offset=4 + 4 * raw[3]).reshape(shape).astype(dtype))
-
-
-@functools.lru_cache(maxsize=8)
-def _load_mnist_cached(split: str, raw: Path) -> tuple[np.ndarray, np.ndarray]:
-    for name, md5 in zip(_MNIST_FILES[split], mnist_md5(split)):
-        _check_md5(raw / name, md5, "MNIST")
-    return _read_idx(raw / _MNIST_FILES[split][0], np.uint8), _read_idx(raw / _MNIST_FILES[split][1], np.int64)
 
 
 def load_mnist(split: str = "train", root=None, download: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -66,7 +61,7 @@ def load_mnist(split: str = "train", root=None, download: bool = False) -> tuple
         import torchvision
 
         torchvision.datasets.MNIST(str(data_root(root)), train=(split == "train"), download=True)
-    images, labels = _load_mnist_cached(split, raw.resolve())
+    images, labels = (_read_idx(raw.resolve() / name, t) for name, t in zip(_MNIST_FILES[split], (np.uint8, np.int64)))
     return images.copy(), labels.copy()
 
 

@@ -41,28 +41,24 @@ def _digests(domain: str, base: Path) -> tuple[tuple[Path, str], ...]:
 clear_cache = _digests.cache_clear  # forget the digests computed in this process (after the data changed)
 
 
-def domain_fingerprint(domain: str, root=None) -> str:
-    """sha256 of the sorted ``relative path:sha256`` lines of the files ``domain`` is loaded from."""
-    base = data_root(root).absolute()
-    lines = sorted(f"{p.relative_to(base).as_posix()}:{d}" for p, d in _digests(domain, base))
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
 def data_fingerprint(data: dict, root=None, verified: bool = False) -> dict | None:
     """``{"format": .., <domain>: <hex>, ...}`` for the source and target of a run's data spec
-    (``dannlib.store.digits_data``); None for a toy (no files). ``verified``: first check that the data root's
+    (``dannlib.store.digits_data``), each the sha256 of the sorted ``relative path:sha256`` lines of the files the
+    domain is loaded from; None for a toy (no files). ``verified``: first check that the data root's
     ``SHA256SUMS`` lists every file with its digest (DataChecksumError otherwise)."""
     if data.get("kind") != "digits":
         return None
-    domains, base = dict.fromkeys((data["source"], data["target"])), data_root(root).absolute()
+    base, fingerprint = data_root(root).absolute(), {"format": FINGERPRINT_FORMAT}
     sums = read_sha256sums(base) if verified else {}
-    for domain in domains if verified else ():
-        for path, digest in _digests(domain, base):
+    for domain in dict.fromkeys((data["source"], data["target"])):
+        lines = sorted(f"{p.relative_to(base).as_posix()}:{d}" for p, d in _digests(domain, base))
+        for path, digest in _digests(domain, base) if verified else ():
             if sums.get(path.relative_to(base).as_posix()) != digest:
                 raise DataChecksumError(f"{domain}: {path} is not listed with SHA-256 {digest} in "
                                         f"{base / 'SHA256SUMS'}: its fingerprint cannot be vouched for",
                                         dataset=domain, path=path)
-    return {"format": FINGERPRINT_FORMAT, **{d: domain_fingerprint(d, root) for d in domains}}
+        fingerprint[domain] = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return fingerprint
 
 
 def current_fingerprint(data: dict, root=None) -> dict | None:

@@ -24,7 +24,6 @@ from .digits import load_mnist, mnist_md5
 
 #: The BSDS500 archive (about 70 MB): ``BSR/BSDS500/data/images/{train,val,test}/*.jpg``; no MD5 pinned.
 BSDS500_URL = "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/BSR/BSR_bsds500.tgz"
-BSDS500_MD5: str | None = None
 MNIST_M_THRESHOLD = 127  # of the binarisation: a digit pixel > 127 becomes 255, else 0
 MNIST_M_FORMAT_VERSION = 2  # of the construction and cache (2: backgrounds fingerprinted by their contents)
 
@@ -63,7 +62,7 @@ def backgrounds_fingerprint(files, digests=None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def download_bsds500(root=None, url: str = BSDS500_URL, md5: str | None = BSDS500_MD5) -> Path:
+def download_bsds500(root=None, url: str = BSDS500_URL, md5: str | None = None) -> Path:
     """Download the archive from ``url`` (``file://`` too), check its MD5 if ``md5`` is given, extract its regular
     ``*/images/train/*.jpg`` members by base name (no absolute paths, ``..``, hidden files or links) into a
     temporary folder renamed to ``root/BSDS500/images/train``. Does nothing if that folder holds images."""
@@ -109,7 +108,7 @@ def _load_images_cached(files: tuple[tuple[str, str], ...]) -> tuple[np.ndarray,
     return tuple(_readonly(_decode_jpg(Path(path))) for path, _ in files)
 
 
-def _train_files(root, download: bool, url: str = BSDS500_URL, md5: str | None = BSDS500_MD5) -> tuple[list, list]:
+def _train_files(root, download: bool, url: str = BSDS500_URL, md5: str | None = None) -> tuple[list, list]:
     """The BSDS500 train images and their sha256, checked by ``bsds500_train_digests``."""
     if download:
         download_bsds500(root, url=url, md5=md5)  # nothing to do where the images are
@@ -118,7 +117,7 @@ def _train_files(root, download: bool, url: str = BSDS500_URL, md5: str | None =
     return files, bsds500_train_digests(root, files)
 
 
-def load_bsds500_train(root=None, download: bool = False, url: str = BSDS500_URL, md5=BSDS500_MD5) -> list:
+def load_bsds500_train(root=None, download: bool = False, url: str = BSDS500_URL, md5=None) -> list:
     """The BSDS500 train images (200) as read-only uint8 ``(H, W, 3)`` arrays sorted by file name, checked by
     ``bsds500_train_digests`` and kept in memory keyed on their paths and contents."""
     files, digests = _train_files(root, download, url, md5)

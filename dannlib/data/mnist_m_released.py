@@ -27,9 +27,8 @@ _LINE = re.compile(r"^(\S+\.png)\s+(\d+)\s*$")
 def released_mnist_m_source(root=None, hint: str = _FIX) -> Path:
     """The archive under the data root, else ``DataNotFoundError``."""
     base = data_root(root)
-    for rel in _PLACES:
-        if (base / rel).is_file():
-            return base / rel
+    if found := next((base / rel for rel in _PLACES if (base / rel).is_file()), None):
+        return found
     folders = [base / p for p in ("MNIST_M/mnist_m", "mnist_m") if (base / p).is_dir()]
     if folders:  # an extracted copy: read from the archive only (one file to checksum)
         hint = f"{folders[0]} is an extracted folder, which is not read: keep the archive itself. {hint}"

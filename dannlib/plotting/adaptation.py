@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ..results import aggregate
-from .common import finish, palette, seed_lines
+from .common import cycle_colour, finish, seed_lines
 
 
 def adaptation_references(records, runs, *, start: str = "adda_pretrain", metric: str = "target_test_acc") -> dict:
@@ -34,17 +34,15 @@ def plot_adaptation_curves(runs, keys, *, colour_by: str = "method", row_by: str
     keys, labels, names, reference = list(keys), labels or {}, names or {}, reference or {}
     rows = list(dict.fromkeys(t.get(row_by) for t, _ in runs)) or [None]
     colours_in = list(order) if order is not None else list(dict.fromkeys(t[colour_by] for t, _ in runs))
-    colour = {c: palette()[i % len(palette())] for i, c in enumerate(colours_in)}
     fig, axes = plt.subplots(len(rows), len(keys), figsize=(3.9 * len(keys), 2.9 * len(rows) + 0.6),
                              squeeze=False, sharex="row")
     legend = {}
     for r_i, row in enumerate(rows):
-        for k_i, key in enumerate(keys):
-            ax = axes[r_i][k_i]
-            for c in colours_in:
+        for ax, key in zip(axes[r_i], keys):
+            for c_i, c in enumerate(colours_in):
                 group = [r for t, r in runs if t.get(row_by) == row and t[colour_by] == c and key in r.history[0]]
-                line, mean = seed_lines(ax, [r.history for r in group], [r.status for r in group], key, x, colour[c],
-                                        complete=True)
+                line, mean = seed_lines(ax, [r.history for r in group], [r.status for r in group], key, x,
+                                        cycle_colour(c_i), complete=True)
                 if line is not None:
                     n, failed = mean["n"], mean["failed"]
                     legend.setdefault(c, (line, f"{names.get(c, c)}: mean of {n} seed{'s' if n != 1 else ''}"
@@ -78,7 +76,7 @@ def plot_loss_terms(histories: list[dict], terms, *, weights: dict | None = None
     fig, axes = plt.subplots(1, 3, figsize=(13.0, 3.6), gridspec_kw={"width_ratios": [1.2, 1.2, 0.9]})
     positive = []
     for i, term in enumerate(terms):
-        colour = palette()[i % len(palette())]
+        colour = cycle_colour(i)
         g = df.groupby(x)[term].agg(["mean", "std"]).reset_index()
         mean, std = g["mean"].to_numpy(), g["std"].fillna(0.0).to_numpy()
         axes[0].plot(g[x], mean, color=colour, label=labels.get(term, term))
@@ -89,16 +87,15 @@ def plot_loss_terms(histories: list[dict], terms, *, weights: dict | None = None
         axes[1].plot(weighted.index, weighted.to_numpy(), color=colour, label=labels.get(term, term))
     if positive and max(positive) / min(positive) > 10:
         axes[0].set_yscale("log")
-    axes[0].set_title(f"per-sample terms as logged (mean ± std, {n_seeds} seed{'s' if n_seeds != 1 else ''})",
-                      fontsize=9)
-    axes[1].set_title("as weighted in the total loss (mean over seeds)", fontsize=9)
     for i, s in enumerate(schedules):
         g = df.groupby(x)[s].mean()
-        axes[2].plot(g.index, g.to_numpy(), color=palette()[(len(terms) + i) % len(palette())], label=labels.get(s, s))
+        axes[2].plot(g.index, g.to_numpy(), color=cycle_colour(len(terms) + i), label=labels.get(s, s))
     axes[2].set_ylim(bottom=0.0)  # weights start at 0: show the whole rise
-    axes[2].set_title("weights' schedules", fontsize=9)
-    for ax, ylabel in zip(axes, ("loss", "weight × loss", "weight")):
+    titles = (f"per-sample terms as logged (mean ± std, {n_seeds} seed{'s' if n_seeds != 1 else ''})",
+              "as weighted in the total loss (mean over seeds)", "weights' schedules")
+    for ax, ylabel, text in zip(axes, ("loss", "weight × loss", "weight"), titles):
         ax.set(ylabel=ylabel, xlabel=x)
+        ax.set_title(text, fontsize=9)
         ax.grid(alpha=0.3)
     handles, texts = axes[0].get_legend_handles_labels()
     if handles:
@@ -116,14 +113,12 @@ def plot_accuracy_seconds(records, groups: dict, *, seconds, metric: str = "targ
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     ok = [r for r in records if r.get("status", "ok") == "ok" and r.get(metric) is not None]
     for i, (label, keep) in enumerate(groups.items()):
-        rs = [r for r in ok if keep(r)]
-        if not rs:
+        if not (rs := [r for r in ok if keep(r)]):
             continue
         xs, ys = [seconds(r) for r in rs], [r[metric] for r in rs]
-        colour = palette()[i % len(palette())]
-        ax.scatter(xs, ys, s=18, alpha=0.55, color=colour, linewidths=0, label=f"{label} ({len(rs)} runs)")
-        ax.scatter([sum(xs) / len(xs)], [sum(ys) / len(ys)], s=60, marker="D", color=colour, edgecolors="black",
-                   linewidths=0.6)
+        ax.scatter(xs, ys, s=18, alpha=0.55, color=cycle_colour(i), linewidths=0, label=f"{label} ({len(rs)} runs)")
+        ax.scatter([sum(xs) / len(xs)], [sum(ys) / len(ys)], s=60, marker="D", color=cycle_colour(i),
+                   edgecolors="black", linewidths=0.6)
     if budget is not None:
         ax.axvline(budget, color="black", linestyle=":", linewidth=1)
         ax.annotate(f"{budget:g} s", (budget, 0.02), xycoords=("data", "axes fraction"), xytext=(3, 0),

@@ -14,7 +14,6 @@ from ..results import aggregate, mean_curve, runs_of
 from ..utils import atomic_path
 
 FIGURE_FORMATS = ("png", "svg")
-SVG_HASHSALT = "dannlib"  # fixed, or matplotlib salts the SVG element ids at random
 _METADATA = {"svg": {"Date": None, "Creator": None}, "png": {"Software": None},
              "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
 
@@ -25,14 +24,15 @@ def save_figure(fig, figures_dir, notebook: str, name: str, *, dpi: int = 110, f
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
     out = [Path(figures_dir) / notebook / f"{name}.{ext}" for ext in formats]
     for path, ext in zip(out, formats):
-        with atomic_path(path) as tmp, matplotlib.rc_context({"svg.hashsalt": SVG_HASHSALT}):
+        with atomic_path(path) as tmp, matplotlib.rc_context({"svg.hashsalt": "dannlib"}):  # else salted at random
             fig.savefig(tmp, format=ext, bbox_inches="tight", metadata=dict(_METADATA.get(ext, {})),
                         **({"dpi": dpi} if ext == "png" else {}))
     return out
 
 
-def palette() -> list:
-    return plt.rcParams["axes.prop_cycle"].by_key()["color"]
+def cycle_colour(i: int):
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return cycle[i % len(cycle)]
 
 
 def _seed_axes(fig, ax, ticks, ylabel: str, bar: str, title: str | None):
@@ -74,24 +74,19 @@ def plot_schedules(progress, series: dict, *, title: str = "Schedules against tr
     return finish(fig, title)
 
 
-def plot_method_curves(histories: dict, keys, *, x: str = "step", title: str | None = None,
-                       labels: dict | None = None):
+def plot_method_curves(histories: dict, keys, *, x: str = "step", title: str | None = None, labels: dict | None = None):
     """One panel per key (``labels``: key -> title): each method's (name -> history records of all its seeds)
     mean ± std over its "ok" seeds against ``x`` (:func:`dannlib.results.mean_curve`), where it has the key."""
-    keys, labels = list(keys), labels or {}
+    keys, labels, runs = list(keys), labels or {}, {name: runs_of(hist) for name, hist in histories.items()}
     fig, axes = plt.subplots(1, len(keys), figsize=(max(6.5, 3.9 * len(keys)), 3.3 if len(keys) > 1 else 4.0),
                              squeeze=False)
-    for m_i, (name, hist) in enumerate(histories.items()):
-        runs = runs_of(hist)
-        for ax, key in zip(axes[0], keys):
-            g = mean_curve(runs, key, x=x)
-            if g["x"]:
-                mean, std = np.asarray(g["mean"]), np.nan_to_num(np.asarray(g["std"]), nan=0.0)
-                colour, n = palette()[m_i % len(palette())], len(runs) - g["failed"]
-                ax.plot(g["x"], mean, color=colour, label=f"{name} ({n} seed{'s' if n != 1 else ''})")
-                ax.fill_between(g["x"], mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
     legend = {}
     for ax, key in zip(axes[0], keys):
+        for m_i, (name, r) in enumerate(runs.items()):
+            if (g := mean_curve(r, key, x=x))["x"]:
+                mean, std, n = np.asarray(g["mean"]), np.nan_to_num(np.asarray(g["std"]), nan=0.0), len(r) - g["failed"]
+                ax.plot(g["x"], mean, color=cycle_colour(m_i), label=f"{name} ({n} seed{'s' if n != 1 else ''})")
+                ax.fill_between(g["x"], mean - std, mean + std, color=cycle_colour(m_i), alpha=0.2, linewidth=0)
         ax.set_title(labels.get(key, key), fontsize=10)
         ax.set(xlabel=x)
         ax.grid(alpha=0.3)
@@ -103,21 +98,20 @@ def plot_method_curves(histories: dict, keys, *, x: str = "step", title: str | N
     return finish(fig, title, (0, 0.08, 1, 1))
 
 
-def plot_curve_grid(histories: dict, key: str, *, reference: str, x: str = "step", title: str | None = None,
-                    ylabel: str | None = None, ncols: int = 3):
-    """One panel per method (name -> history records of all its seeds) but ``reference``: its seeds and their
-    mean (:func:`seed_lines`) against the mean of ``reference`` on the same ok seeds (grey dashed)."""
+def plot_curve_grid(histories: dict, key: str, *, reference: str, title: str | None = None, ylabel: str | None = None):
+    """One panel per method (name -> history records of all its seeds) but ``reference``, three a row: its seeds
+    and their mean (:func:`seed_lines`) against the mean of ``reference`` on the same ok seeds (grey dashed)."""
     names = [n for n in histories if n != reference]
-    nrows = max(1, -(-len(names) // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows + 0.6), sharex=True, sharey=True,
-                             squeeze=False)
-    colour = palette()[1]
+    nrows = max(1, -(-len(names) // 3))
+    fig, axes = plt.subplots(nrows, 3, figsize=(3.4 * 3, 2.6 * nrows + 0.6), sharex=True, sharey=True, squeeze=False)
+    colour = cycle_colour(1)
     for ax, name in zip(axes.flat, names):
-        runs = [sorted(r, key=lambda h: h[x]) for r in sorted(runs_of(histories[name]), key=lambda r: r[0]["seed"])]
+        runs = [sorted(r, key=lambda h: h["step"]) for r in sorted(runs_of(histories[name]),
+                                                                     key=lambda r: r[0]["seed"])]
         statuses = [r[-1].get("status", "ok") for r in runs]
-        seed_lines(ax, runs, statuses, key, x, colour, alpha=0.5)
+        seed_lines(ax, runs, statuses, key, "step", colour, alpha=0.5)
         ok = {r[0]["seed"] for r, status in zip(runs, statuses) if status == "ok"}
-        same = mean_curve([r for r in runs_of(histories[reference]) if r[0]["seed"] in ok], key, x=x)
+        same = mean_curve([r for r in runs_of(histories[reference]) if r[0]["seed"] in ok], key)
         ax.plot(same["x"], same["mean"], color="grey", linewidth=1.6, linestyle="--")
         seeds = [r[0]["seed"] for r in runs]
         ax.set_title(f"{name} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''}: {', '.join(map(str, seeds))})",
@@ -126,7 +120,7 @@ def plot_curve_grid(histories: dict, key: str, *, reference: str, x: str = "step
     for ax in axes.flat[len(names):]:
         ax.set_visible(False)
     for ax in axes[-1]:
-        ax.set_xlabel(x)
+        ax.set_xlabel("step")
     for ax in axes[:, 0]:
         ax.set_ylabel(ylabel or key, fontsize=9)
     fig.legend([plt.Line2D([], [], color=colour, linewidth=2.0), plt.Line2D([], [], color=colour, linewidth=0.7),
@@ -159,12 +153,10 @@ def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str 
         np.random.set_state(state)
     sns.pointplot(**kw, estimator="median", errorbar=("pi", 50), dodge=0.4 if dodge else False, capsize=0.15,
                   linestyle="none", markers="D", markersize=5, err_kws={"linewidth": 1.4})
-    counts = {(g[x], g.get(hue)): g for g in aggregate(records, metric, [x] + ([hue] if hue else []))}
-    labels = []
-    for name in order:
-        parts = [f"{c['n']}" + (f"+{c['failed']}✗" if c["failed"] else "")
-                 for c in (counts[name, h] for h in (hue_order or [None]) if (name, h) in counts)]
-        labels.append(f"{name}\n(n={'/'.join(parts)})")
+    tally = {(g[x], g.get(hue)): f"{g['n']}" + (f"+{g['failed']}✗" if g["failed"] else "")
+             for g in aggregate(records, metric, [x] + ([hue] if hue else []))}
+    labels = [f"{name}\n(n={'/'.join(tally[name, h] for h in hue_order or [None] if (name, h) in tally)})"
+              for name in order]
     ax.set_xlabel("")
     for label, y in (reference or {}).items():
         ax.axhline(y, color="grey", linestyle="--", linewidth=1)
@@ -188,10 +180,9 @@ def plot_paired_differences(diffs: list, *, by: str = "method", baseline: str = 
     width = 0.8 / max(1, len(groups))
     fig, ax = plt.subplots(figsize=(max(4.5, 0.8 * len(names) * len(groups) + 2.0), 3.6))
     for g_i, g in enumerate(groups):
-        colour = palette()[g_i % len(palette())]
+        colour = cycle_colour(g_i)
         for n_i, name in enumerate(names):
-            row = next((d for d in diffs if d[by] == name and d.get("group") == g), None)
-            if row is None or not row["diffs"]:
+            if not (row := next((d for d in diffs if d[by] == name and d.get("group") == g), {})).get("diffs"):
                 continue
             x = n_i + (g_i - (len(groups) - 1) / 2) * width
             ax.scatter(np.full(len(row["diffs"]), x - width * 0.15), row["diffs"], s=16, alpha=0.6, color=colour,
@@ -215,11 +206,9 @@ def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = 
     """``metric`` against the setting ``x`` (07's grids, log axis): a line per ``hue`` through the ok seeds' means,
     each ok seed a point (set apart per line, no jitter), a panel per ``panel``, runs not ok counted in the legend;
     ``control`` (tag -> value) picks a control: grey dashed at its mean, its seeds at the right edge."""
-    def is_control(r):
-        return control is not None and all(r.get(k) == v for k, v in control.items())
-
-    grid = [r for r in records if not is_control(r) and r.get(metric) is not None]
-    ctrl = [r for r in records if is_control(r) and r.get(metric) is not None]
+    scored = [(r, control is not None and all(r.get(k) == v for k, v in control.items())) for r in records
+              if r.get(metric) is not None]
+    grid, ctrl = [r for r, c in scored if not c], [r for r, c in scored if c]
     panels = list(dict.fromkeys(r.get(panel) for r in records)) if panel else [None]
     hues = list(dict.fromkeys(r.get(hue) for r in grid)) if hue else [None]
     xs = sorted({float(r[x]) for r in grid})
@@ -231,7 +220,7 @@ def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = 
             rows = [r for r in grid if (panel is None or r.get(panel) == p) and (hue is None or r.get(hue) == h)]
             if not rows:
                 continue
-            colour = palette()[i % len(palette())]
+            colour = cycle_colour(i)
             cells = sorted(aggregate(rows, metric, by=(x,)), key=lambda g: float(g[x]))
             shift = 0.015 * span * (i - (len(hues) - 1) / 2)
             for g in (g for g in cells if g["values"]):  # a cell whose runs all failed has no point
@@ -249,12 +238,11 @@ def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = 
                        label=f"{control_label} (mean of {c['n']} seed(s))")
             ax.scatter([1.02] * c["n"], c["values"], s=14, color="grey", alpha=0.6, linewidths=0,
                        transform=ax.get_yaxis_transform(), clip_on=False)
-        ax.set_xscale("log")
+        ax.set(xscale="log", xlabel=x)
         if len(xs) == 1:  # one setting: a window around it, not the points' tiny spread
             ax.set_xlim(*((xs[0] / 3, xs[0] * 3) if xs[0] > 0 else (xs[0] - 1, xs[0] + 1)))
         ax.set_xticks(xs, [f"{v:g}" for v in xs])
         ax.minorticks_off()
-        ax.set(xlabel=x)
         ax.grid(alpha=0.3)
         if panel:
             ax.set_title(f"{panel} = {p}", fontsize=9)

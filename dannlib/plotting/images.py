@@ -34,8 +34,6 @@ def plot_image_grid(rows: dict, *, n_cols: int = 10, title: str | None = None):
 
 def plot_blend_steps(steps: list, *, title: str = "MNIST-M, step by step: |patch - binarised digit|"):
     """A row per digit of ``dannlib.data.mnist_m_blend_steps``: digit, binarised, background and crop, patch, blend."""
-    from matplotlib.patches import Rectangle
-
     cols = {"digit": "MNIST digit", "binarised": "binarised (>127)", "background": "background + crop",
             "patch": "patch", "blend": "blend |patch - digit|"}
     fig, axes = plt.subplots(len(steps), len(cols), figsize=(2.3 * len(cols), 2.1 * len(steps)), squeeze=False,
@@ -43,8 +41,8 @@ def plot_blend_steps(steps: list, *, title: str = "MNIST-M, step by step: |patch
     for r, (row, s) in enumerate(zip(axes, steps)):
         for ax, (key, col) in zip(row, cols.items()):
             _show_image(ax, s[key], col if r == 0 else None)
-        row[2].add_patch(Rectangle((s["left"] - 0.5, s["top"] - 0.5), s["size"], s["size"],
-                                   fill=False, edgecolor="red", linewidth=1.5))
+        row[2].add_patch(plt.Rectangle((s["left"] - 0.5, s["top"] - 0.5), s["size"], s["size"], fill=False,
+                                       edgecolor="red", linewidth=1.5))
         row[2].set_xlabel(f"background {s['background_index']}, crop at ({s['top']}, {s['left']})", fontsize=8)
         row[0].set_ylabel(f"digit {s['index']}", fontsize=9)
     return finish(fig, title)

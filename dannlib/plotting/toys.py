@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.lines import Line2D
 
 from .common import finish
 
@@ -25,11 +24,11 @@ def legend_below(fig, classes, domain_names, title=None, *, bottom: float = 0.45
     """:func:`finish` ``fig`` with a legend of domains and classes in a strip ``bottom`` inches high below the
     panels (``top`` inches kept free above them)."""
     cmap = plt.get_cmap("tab10")
-    handles = [Line2D([], [], marker=m, linestyle="", color="grey", label=n) for m, n in zip(MARKERS, domain_names)]
-    handles += [Line2D([], [], marker="s", linestyle="", color=cmap(int(c) % 10), label=f"class {int(c)}")
+    handles = [plt.Line2D([], [], marker=m, linestyle="", color="grey", label=n) for m, n in zip(MARKERS, domain_names)]
+    handles += [plt.Line2D([], [], marker="s", linestyle="", color=cmap(int(c) % 10), label=f"class {int(c)}")
                 for c in np.unique(np.asarray(classes))]
     if boundary:
-        handles.append(Line2D([], [], color="k", linewidth=1.2, label="decision boundary (P(class 1) = 0.5)"))
+        handles.append(plt.Line2D([], [], color="k", linewidth=1.2, label="decision boundary (P(class 1) = 0.5)"))
     fig.legend(handles=handles, loc="lower center", ncol=ncol or len(handles), fontsize=8, frameon=False,
                bbox_to_anchor=anchor)
     return finish(fig, title, (0, bottom / fig.get_figheight(), 1, 1 - top / fig.get_figheight()), **title_kw)
@@ -60,8 +59,7 @@ def plot_toy_modes(rows: dict, *, title: str | None = None, domain_names=("sourc
     fig, axes = plt.subplots(len(rows), 2, figsize=(9.0, 3.5 * len(rows) + 1.2), squeeze=False)
     for (ax, bx), (label, row) in zip(axes, rows.items()):
         scatter_domains(ax, row["embedding"], row["classes"], row["domains"])
-        variance = row.get("variance")
-        share = [f" ({100 * v:.0f}% of variance)" for v in variance] if variance is not None else ["", ""]
+        share = ["", ""] if row.get("variance") is None else [f" ({100 * v:.0f}% of variance)" for v in row["variance"]]
         ax.set_xlabel(f"feature PC 1{share[0]}", fontsize=8)
         ax.set_ylabel(f"feature PC 2{share[1]}", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -87,9 +85,7 @@ def toy_mode_rows(runs, records, source, target, seed) -> dict:
 
     by_key = {r["key"]: r for r in records}
     rows = {}
-    for tags, run in runs:
-        if run.spec.seed != seed:
-            continue
+    for tags, run in [(t, r) for t, r in runs if r.spec.seed == seed]:
         net = run.load_modules()["net"]
         embedding, variance = pca_explained(np.concatenate([features(net, source.x), features(net, target.x)]))
         rec = by_key[run.spec.key]
