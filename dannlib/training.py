@@ -78,9 +78,10 @@ class Method(metaclass=_ChannelsLast):
     def update(self, xs, ys, xt, p: float) -> dict:
         """:meth:`step` with the recipe: the learning rates at ``p``, autocast per ``config.precision``."""
         if hasattr(self.config, "lr_at"):
+            lr = self.config.lr_at(p)  # once a step, not once per parameter group
             for opt in [getattr(self, "optimizer", None), *getattr(self, "optimizers", [])]:
                 for group in opt.param_groups if opt is not None else []:
-                    group["lr"] = self.config.lr_at(p)
+                    group["lr"] = lr
         bf16 = getattr(self.config, "precision", "fp32") == "bf16"
         with torch.autocast(device_type=xs.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
             return self.step(xs, ys, xt, p)
