@@ -54,7 +54,7 @@ def sweep_main(args: argparse.Namespace) -> int:
     from .plan import NOTEBOOKS, parse_only, parse_seeds, plan_specs, selected_notebooks
     from .profiles import PROFILES
     from .settings import check_scheduler, check_time_limit, check_workers, check_writable, scheduler_setting
-    from .store import Store, estimate_seconds
+    from .store import Store
     from .utils import atomic_write, results_root
     store = Store(args.store, data_root=args.data_root)
     try:  # every option and setting is checked before anything is trained, removed or written
@@ -99,7 +99,7 @@ def sweep_main(args: argparse.Namespace) -> int:
     removed = store.clean_partial()
     phases = sweep._phases(specs, store, args.recompute)
     missing = [s for p in phases for s in p]
-    estimate = sum(estimate_seconds(p, workers) for p in phases)  # a phase ends before the next starts
+    estimate = sweep.phases_seconds(phases, workers)
     print(f"sweep [{args.profile}] notebooks {', '.join(notebooks)}: {len(specs)} runs, {len(missing)} to train "
           f"(estimate {estimate / 60:.0f} min with {workers} worker(s) on the study's "
           f"2-core CPU); store {store.root}" + (f"; removed {removed} partial file(s)" if removed else ""))

@@ -134,7 +134,8 @@ def _plan_09(profile, seeds):
     """The speedrun: its candidate grid (``SPEEDRUN_GRID``, 2 seeds a cell), the registered recipe
     ``dann_speedrun`` (5 seeds) and 03's paper-recipe DANN on the same data, read again."""
     from .methods import METHODS
-    paper = {"n_seeds": 5, "n_grid_seeds": 2, "n_cap": None, "n_test": None, "monitor_size": 2000, "grid": SPEEDRUN_GRID, "steps": None}
+    paper = {"n_seeds": 5, "n_grid_seeds": 2, "n_cap": None, "n_test": None, "monitor_size": 2000,
+             "grid": SPEEDRUN_GRID, "steps": None}
     s = {"paper": paper, "quick": {**paper, "n_seeds": 2, "n_grid_seeds": 0},
          "smoke": {**paper, "n_seeds": 1, "n_grid_seeds": 1, "n_cap": 200, "n_test": 100, "monitor_size": 100,
                    "steps": 6, "grid": {"network": ("digits", "digits_in"), "precision": ("bf16",),
@@ -149,7 +150,9 @@ def _plan_09(profile, seeds):
                          {"pair": R, "method": "dann_candidate", "cell": "grid", **cell})
                  for seed in seeds[:s["n_grid_seeds"]]]
     fixed = METHODS["dann_speedrun"][1]
-    steps = {"steps": s["steps"], "eval_every": max(1, s["steps"] // 4)} if s["steps"] else {}
+    # the registered recipe at the profile's steps, if it sets any (with speedrun_config's evaluation rule)
+    steps = ({k: v for k, v in speedrun_config(fixed, s["steps"]).items() if k in ("steps", "eval_every")}
+             if s["steps"] else {})
     runs += [Planned(RunSpec.make("dann_speedrun", data, seed, monitor_size=s["monitor_size"], **steps),
                      {"pair": R, "method": "dann_speedrun", "cell": "speedrun", **{k: fixed[k] for k in SPEEDRUN_GRID}})
              for seed in seeds]

@@ -71,6 +71,11 @@ def _phases(specs: list[RunSpec], store: Store, recompute: bool) -> list[list[Ru
     return [sorted(p, key=lambda s: -run_cost_seconds(s)) for p in (deps, rest) if p]
 
 
+def phases_seconds(phases: list[list[RunSpec]], workers: int) -> float:
+    """The estimate of a sweep's :func:`_phases`: a phase ends before the next starts, so their estimates add up."""
+    return sum(estimate_seconds(p, workers) for p in phases)
+
+
 def ensure(specs, *, store: Store | None = None, workers: int | None = None, scheduler: str | None = None,
            data_root=None, train_missing: bool | str = True, recompute: bool = False,
            time_limit: float | None = None, progress: bool = True, budget_seconds: float = 600.0,
@@ -94,7 +99,7 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
     phases = _phases(specs, store, recompute)
     missing = [s for p in phases for s in p]
     if missing and train_missing is not True:
-        est = sum(estimate_seconds(p, workers) for p in phases)  # a phase ends before the next starts
+        est = phases_seconds(phases, workers)
         if train_missing is False or est > budget_seconds:
             raise MissingRunsError(
                 f"{len(missing)} of {len(specs)} runs are not in the store {store.root} "
