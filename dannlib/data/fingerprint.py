@@ -51,8 +51,9 @@ def data_fingerprint(data: dict, root=None, verified: bool = False) -> dict | No
     base, fingerprint = data_root(root).absolute(), {"format": FINGERPRINT_FORMAT}
     sums = read_sha256sums(base) if verified else {}
     for domain in dict.fromkeys((data["source"], data["target"])):
-        lines = sorted(f"{p.relative_to(base).as_posix()}:{d}" for p, d in _digests(domain, base))
-        for path, digest in _digests(domain, base) if verified else ():
+        digests = _digests(domain, base)
+        lines = sorted(f"{p.relative_to(base).as_posix()}:{d}" for p, d in digests)
+        for path, digest in digests if verified else ():
             if sums.get(path.relative_to(base).as_posix()) != digest:
                 raise DataChecksumError(f"{domain}: {path} is not listed with SHA-256 {digest} in "
                                         f"{base / 'SHA256SUMS'}: its fingerprint cannot be vouched for",
