@@ -137,9 +137,14 @@ def records(notebook: str, profile: str, runs) -> list[dict]:
 
 def histories(runs, key: str = "method", **match) -> dict[str, list[dict]]:
     """The monitoring histories of ``runs`` (from :func:`fetch`) pooled per value of the tag
-    ``key`` (all seeds together), keeping only runs whose tags match ``match``."""
+    ``key`` (all seeds together), keeping only runs whose tags match ``match``. Each run's last record carries
+    the run's status (:attr:`~dannlib.store.StoredRun.status`: e.g. ADDA's "collapsed", kept only in its final
+    evaluation), the one the curves' aggregator reads, so curves leave out the runs the tables leave out."""
     out: dict[str, list[dict]] = {}
     for tags, run in runs:
         if all(tags.get(k) == v for k, v in match.items()):
-            out.setdefault(tags[key], []).extend(run.history)
+            history = list(run.history)
+            if history:
+                history[-1] = {**history[-1], "status": run.status}
+            out.setdefault(tags[key], []).extend(history)
     return out

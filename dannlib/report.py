@@ -19,7 +19,7 @@ EXPERIMENT_OF_PAIR = {"MNIST->MNIST-M": "mnist->mnist_m", "MNIST->MNIST-M (relea
                       "MNIST->USPS": "mnist->usps", "USPS->MNIST": "usps->mnist"}
 SECTIONS = [  # (notebook number, title, keys, metric)
     ("01", "Toy problems (notebook 01): target accuracy", ("toy", "method"), "target_acc"),
-    ("03", "MNIST → MNIST-M (notebook 03): target test accuracy", ("method",), "target_test_acc"),
+    ("03", "MNIST → MNIST-M (notebook 03): target test accuracy", ("pair", "method"), "target_test_acc"),
     ("04", "Proxy A-distance of the features (notebook 04; 2 = fully separable domains)", ("method",), "pad"),
     ("05", "ADDA comparison (notebook 05): target test accuracy", ("pair", "method"), "target_test_acc"),
     ("06", "IIMT (notebook 06): target test accuracy", ("pair", "method"), "target_test_acc"),

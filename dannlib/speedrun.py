@@ -26,18 +26,18 @@ def _score(record: dict, rule: str) -> float:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
 
 
-def _sign(rule: str) -> float:
-    """1 where ``rule``'s natural quantity is higher-is-better, else -1; ValueError for an unknown rule."""
+def _check_rule(rule: str) -> None:
+    """ValueError for an unknown rule. Every stored score is higher-is-better (:func:`~dannlib.selection.
+    label_free_scores` negates DEV's risk and the entropy), so each rule picks its highest score."""
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; rules: {', '.join(RULES)}")
-    return 1.0 if RULES[rule][0] else -1.0
 
 
 def grid_rows(records, *, rule: str = SPEEDRUN_RULE, budget: float = SPEEDRUN_SECONDS) -> list[dict]:
     """One row per grid cell (records tagged ``cell="grid"``): seeds, steps, the slowest run's seconds, whether every
     run kept to ``budget``, each label-free rule's mean score (NaN if a seed has none: never picked), the mean source
     test accuracy and the mean oracle target test accuracy (read from target labels: shown, never used to choose)."""
-    _sign(rule)
+    _check_rule(rule)
     cells: dict[tuple, list[dict]] = {}
     for r in records:
         if r.get("cell") == "grid" and r.get("status", "ok") == "ok":
@@ -56,9 +56,8 @@ def grid_rows(records, *, rule: str = SPEEDRUN_RULE, budget: float = SPEEDRUN_SE
 def pick(rows, *, rule: str = SPEEDRUN_RULE) -> dict | None:
     """The cell ``{network, precision, optimizer}`` with the best mean ``rule`` score among the rows within the
     budget (None when no row is): the speedrun's recipe, chosen without a target label."""
-    sign = _sign(rule)
-    best = max((r for r in rows if r["within_budget"] and math.isfinite(r[rule])), key=lambda r: sign * r[rule],
-               default=None)
+    _check_rule(rule)
+    best = max((r for r in rows if r["within_budget"] and math.isfinite(r[rule])), key=lambda r: r[rule], default=None)
     return None if best is None else {k: best[k] for k in CELL}
 
 
@@ -66,13 +65,13 @@ def grid_table(rows, *, rule: str = SPEEDRUN_RULE, budget: float = SPEEDRUN_SECO
     """Markdown: the cells, best rule score first, the pick marked."""
     if not rows:
         return "(no grid runs in these records)"
-    chosen, sign = pick(rows, rule=rule), _sign(rule)
+    chosen = pick(rows, rule=rule)
     header = [*CELL, "steps", "seeds", f"slowest run (s), budget {budget:g}", f"{rule} (label-free)",
               "source test acc", "target test acc (oracle: not used)", "picked"]
     body = [[*(r[k] for k in CELL), f"{r['steps']:,}", r["n"], f"{r['max_seconds']:.0f}"
              + ("" if r["within_budget"] else " (over)"), f"{r[rule]:.3f}", f"{r['source_test_acc']:.3f}",
              f"{r[ORACLE]:.3f}", "←" if chosen == {k: r[k] for k in CELL} else ""]
-            for r in sorted(rows, key=lambda r: -sign * r[rule] if math.isfinite(r[rule]) else math.inf)]
+            for r in sorted(rows, key=lambda r: -r[rule] if math.isfinite(r[rule]) else math.inf)]
     return markdown_table(header, body)
 
 

@@ -126,15 +126,15 @@ def compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = Tru
     from .methods import ORACLES, train
     from .selection import SELECTION_FIELD, score_trained, scoreable
     from .training import RunResult
-    pretrained = None
+    deps = []
     for dep in spec.dependencies():
         stored = store.get(dep)
-        if not usable(stored):
-            stored = compute(dep, store, data_root=data_root, progress=progress)
-        pretrained = [RunResult(method=dep.method, seed=dep.seed, config=dep.config, history=stored.history,
-                                final=stored.final, seconds=stored.seconds, steps=stored.final.get("steps", 0),
-                                modules=stored.load_modules())]
+        deps.append(stored if usable(stored) else compute(dep, store, data_root=data_root, progress=progress))
     source, target, eval_sets = runstore.load_data(spec.data, data_root)
+    # the last dependency's networks, rebuilt on the data's device (CUDA where there is one)
+    pretrained = [RunResult(method=d.spec.method, seed=d.spec.seed, config=d.spec.config, history=d.history,
+                            final=d.final, seconds=d.seconds, steps=d.final.get("steps", 0),
+                            modules=d.load_modules(device=source.x.device)) for d in deps[-1:]] or None
     fingerprint = current_fingerprint(spec.data, data_root)
     if spec.method in ORACLES:
         source = target  # the labelled target training set: an upper bound, not adaptation

@@ -112,6 +112,22 @@ def test_paired_differences_figure_draws_the_t_interval():
     plt.close(fig)
 
 
+def test_curves_leave_out_a_run_whose_final_status_alone_says_it_failed():
+    """ADDA writes "collapsed" into the final evaluation only; the pooled histories carry it to the curves."""
+    from types import SimpleNamespace
+
+    from dannlib.plan import histories
+    from dannlib.results import mean_curve, runs_of
+
+    def run(seed, acc, status):
+        return {"method": "adda_gan"}, SimpleNamespace(status=status, history=[
+            {"seed": seed, "step": step, "acc": acc, "status": "ok"} for step in (1, 2)])
+
+    pooled = histories([run(0, 0.8, "ok"), run(1, 0.1, "collapsed")])["adda_gan"]
+    g = mean_curve(runs_of(pooled), "acc")
+    assert g["mean"] == [0.8, 0.8] and g["failed"] == 1
+
+
 def test_mean_curve_leaves_out_runs_that_are_not_ok_like_the_tables():
     from dannlib.results import mean_curve, runs_of
 

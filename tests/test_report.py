@@ -50,10 +50,20 @@ def test_report_means_from_records(tmp_path):
     write_records(tmp_path, "03_dann_vs_source_only", "smoke", _recs())
     text = markdown_report(tmp_path, "smoke")
     section = text[text.index("### MNIST → MNIST-M (notebook 03)"):]
-    line = next(l for l in section.splitlines() if l.startswith("| dann |"))
+    line = next(l for l in section.splitlines() if l.startswith("| MNIST->MNIST-M | dann |"))
     assert "0.7500 ± 0.0707 (2)" in line and "| 1 |" in line and ".7666" in line
     assert "seeds 0, 1, 2" in text
     assert "no records: notebook 05" in text
+
+
+def test_report_keeps_03s_two_mnist_m_pairs_apart(tmp_path):
+    released = [dict(r, pair="MNIST->MNIST-M (released)", target_test_acc=r["target_test_acc"] - 0.2)
+                for r in _recs()]
+    write_records(tmp_path, "03_dann_vs_source_only", "smoke", _recs() + released)
+    text = markdown_report(tmp_path, "smoke")
+    section = text[text.index("### MNIST → MNIST-M (notebook 03)"):]
+    rows = [l for l in section.splitlines() if "| dann |" in l]
+    assert "0.7500 ± 0.0707 (2)" in rows[0] and "0.5500 ± 0.0707 (2)" in rows[1] and "(released)" in rows[1]
 
 
 def test_report_errors(tmp_path):

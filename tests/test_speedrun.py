@@ -61,6 +61,25 @@ def test_the_pick_is_the_best_label_free_score_among_the_cells_within_the_budget
     assert next(r for r in rows if r["network"] == "digits")[ORACLE] == pytest.approx(0.6)
 
 
+def test_every_rule_picks_its_highest_stored_score_dev_and_entropy_too():
+    """The stored DEV and entropy scores are already negated (higher is better, selection.label_free_scores): a
+    second negation in the pick would choose the cell with the highest risk and the most uncertain predictions."""
+    from dannlib.selection import label_free_scores
+
+    torch.manual_seed(0)
+    features, labels = torch.randn(200, 8), torch.randint(0, 3, (200,))
+    confident = 20 * torch.nn.functional.one_hot(labels, 3).float()  # right and sure on the source, sure on target
+    unsure = torch.randn(200, 3) * 0.01  # near-uniform predictions everywhere
+    cells = {"digits": confident, "digits_in": unsure}
+    records = [{"cell": "grid", "network": net, "precision": "fp32", "optimizer": "sgd", "seed": seed,
+                "steps": 100, "status": "ok", "wall_seconds": 90.0, "seconds": 89.0, "source_test_acc": 0.9,
+                "target_test_acc": 0.5, "selection": label_free_scores(logits, labels, features, logits, features)}
+               for net, logits in cells.items() for seed in (0, 1)]
+    rows = grid_rows(records)
+    for rule in ("dev", "entropy"):
+        assert pick(rows, rule=rule)["network"] == "digits", rule
+
+
 def test_run_seconds_is_the_whole_call_where_the_record_has_it():
     assert run_seconds({"seconds": 10.0, "wall_seconds": 12.5}) == 12.5
     assert run_seconds({"seconds": 10.0}) == 10.0

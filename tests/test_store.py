@@ -277,6 +277,37 @@ def test_adda_stage2_reuses_the_stored_pretraining(tmp_path, monkeypatch):
     assert ensure.last_summary.found == 2 and ensure.last_summary.trained == 1
 
 
+def test_adda_stage2_rebuilds_its_pretraining_on_the_datas_device(tmp_path, monkeypatch):
+    """On a CUDA machine the data are on the GPU: the stored pre-training must be rebuilt there, not on the CPU."""
+    from dannlib.store import StoredRun
+    from dannlib.sweep import compute
+
+    calls, data, common = tiny_adda(monkeypatch)
+    gan = RunSpec.make("adda_gan", data, 0, **common)
+    store = Store(tmp_path)
+    ensure(gan.dependencies(), store=store, workers=1, progress=False)
+    loaded, passed = [], []
+    real_load_data = store_mod.load_data
+
+    def load_data(*args, **kwargs):
+        out = real_load_data(*args, **kwargs)
+        loaded.append(out[0].x.device)
+        return out
+
+    class Stop(Exception):
+        pass
+
+    def load_modules(self, device=None):
+        passed.append(device)
+        raise Stop
+
+    monkeypatch.setattr(store_mod, "load_data", load_data)
+    monkeypatch.setattr(StoredRun, "load_modules", load_modules)
+    with pytest.raises(Stop):
+        compute(gan, store, progress=False)
+    assert passed == loaded == [torch.device("cpu")]
+
+
 def test_the_estimate_deals_runs_to_the_workers_in_rounds():
     runs = [toy_spec(s) for s in range(3)]
     one = store_mod.estimate_seconds(runs[:1], 1)
