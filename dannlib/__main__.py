@@ -54,7 +54,7 @@ def sweep_main(args: argparse.Namespace) -> int:
     from .plan import NOTEBOOKS, parse_only, parse_seeds, plan_specs, selected_notebooks
     from .profiles import PROFILES
     from .settings import check_scheduler, check_time_limit, check_workers, check_writable, scheduler_setting
-    from .store import Store
+    from .store import Store, machine_speed
     from .utils import atomic_write, results_root
     store = Store(args.store, data_root=args.data_root)
     try:  # every option and setting is checked before anything is trained, removed or written
@@ -100,9 +100,10 @@ def sweep_main(args: argparse.Namespace) -> int:
     phases = sweep._phases(specs, store, args.recompute)
     missing = [s for p in phases for s in p]
     estimate = sweep.phases_seconds(phases, workers)
+    speed = f", {machine_speed():.2f}x the reference CPU's speed" if missing else ""  # the probe only if needed
     print(f"sweep [{args.profile}] notebooks {', '.join(notebooks)}: {len(specs)} runs, {len(missing)} to train "
-          f"(estimate {estimate / 60:.0f} min with {workers} worker(s) on the study's "
-          f"2-core CPU); store {store.root}" + (f"; removed {removed} partial file(s)" if removed else ""))
+          f"(estimate {estimate / 60:.0f} min with {workers} worker(s) on this machine{speed}); store {store.root}"
+          + (f"; removed {removed} partial file(s)" if removed else ""))
     if args.dry_run:
         for s in missing:
             steps = s.config.get("pretrain_steps") if s.method == "adda_pretrain" else s.config.get("steps")

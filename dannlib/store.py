@@ -12,6 +12,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import subprocess
 import time
@@ -34,6 +35,57 @@ EVAL_STEPS_PER_IMAGE = 17.2 / 2000
 #: seconds a digits run costs besides its steps: loading its data in the worker, the input mean, the final
 #: evaluation, the label-free scores (notebook 09's grid: 5-14 s)
 DIGITS_RUN_OVERHEAD = 8.0
+
+#: :func:`probe_steps_per_second` on the VM whose sweeps set the rates above, inferred on 2026-12-03 from a faster VM
+#: (benchmarks/README.md, "The sweep's estimate on another machine")
+PROBE_REFERENCE_STEPS_PER_SECOND = 38.0
+
+
+def probe_steps_per_second(steps: int = 25, rounds: int = 4) -> float:
+    """This machine's DANN steps a second on one thread: the digits network, fp32 SGD, 32 + 32 synthetic images, the
+    best of ``rounds`` blocks of ``steps`` after two blocks of warm-up (about two seconds)."""
+    import torch.nn.functional as F
+
+    from .networks import digits_net
+    from .utils import configure_threads, seeded
+    threads = torch.get_num_threads()
+    configure_threads(1)
+    try:
+        with seeded(0):
+            net = digits_net().to(memory_format=torch.channels_last)
+            x, y, d = torch.rand(64, 3, 28, 28), torch.randint(0, 10, (32,)), torch.arange(64).ge(32).float()
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        best = math.inf
+        for block in range(rounds + 2):
+            start = time.perf_counter()
+            for _ in range(steps):
+                optimizer.zero_grad()
+                logits, domain = net(x, 1.0)
+                (F.cross_entropy(logits[:32], y) + F.binary_cross_entropy_with_logits(domain, d)).backward()
+                optimizer.step()
+            if block >= 2:  # the first two blocks warm up
+                best = min(best, (time.perf_counter() - start) / steps)
+    finally:
+        torch.set_num_threads(threads)
+    return 1 / best
+
+
+@functools.cache
+def machine_speed() -> float:
+    """How many times faster this machine trains than the one whose sweeps set the rates: ``$DANNLIB_SPEED`` if set
+    (1: price runs as on that machine), else :func:`probe_steps_per_second` over
+    :data:`PROBE_REFERENCE_STEPS_PER_SECOND`. Measured once a process; :func:`run_cost_seconds` divides by it."""
+    text = os.environ.get("DANNLIB_SPEED", "").strip()
+    if not text:
+        return probe_steps_per_second() / PROBE_REFERENCE_STEPS_PER_SECOND
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"$DANNLIB_SPEED must be a number > 0 (this machine's speed relative to the CPU the "
+                         f"study's rates were measured on; unset: measured), got {text!r}")
+    return value
 
 
 def digits_data(source: str, target: str, *, n_source: int | None = None, n_target: int | None = None,
@@ -129,9 +181,10 @@ class RunSpec:
 
 
 def run_cost_seconds(spec: RunSpec) -> float:
-    """One run's estimated seconds on the study's CPU: its steps and evaluations at its method's measured rate,
-    plus :data:`DIGITS_RUN_OVERHEAD` for a digits run."""
-    return spec.cost_steps() / DANN_STEPS_PER_SECOND + DIGITS_RUN_OVERHEAD * (spec.data.get("kind") == "digits")
+    """One run's estimated seconds on this machine: its steps and evaluations at its method's measured rate, plus
+    :data:`DIGITS_RUN_OVERHEAD` for a digits run, as on the study's CPU, divided by :func:`machine_speed`."""
+    seconds = spec.cost_steps() / DANN_STEPS_PER_SECOND + DIGITS_RUN_OVERHEAD * (spec.data.get("kind") == "digits")
+    return seconds / machine_speed()
 
 
 def estimate_seconds(specs, workers: int = 1) -> float:

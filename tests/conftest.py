@@ -11,6 +11,9 @@ from dannlib.utils import configure_threads
 # The study's one thread policy (dannlib.utils.configure_threads): one torch thread per test
 # process; tests never call torch.set_num_threads themselves.
 configure_threads(1)
+# Sweep estimates priced as on the study's reference CPU (dannlib.store.machine_speed), without the speed probe:
+# the same printed numbers on every machine.
+os.environ.setdefault("DANNLIB_SPEED", "1")
 
 
 def _real_data_candidates() -> list[Path]:

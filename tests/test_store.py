@@ -317,6 +317,41 @@ def test_the_estimate_deals_runs_to_the_workers_in_rounds():
     assert store_mod.estimate_seconds([], 2) == 0
 
 
+def test_the_estimate_is_priced_for_this_machines_speed(monkeypatch):
+    """$DANNLIB_SPEED (else the probe over its reference rate) divides every run's estimated seconds."""
+    spec = toy_spec(0)
+    at = {}
+    for speed in ("1", "2.5"):
+        monkeypatch.setenv("DANNLIB_SPEED", speed)
+        store_mod.machine_speed.cache_clear()
+        at[speed] = store_mod.run_cost_seconds(spec)
+    assert at["2.5"] == pytest.approx(at["1"] / 2.5)
+    monkeypatch.delenv("DANNLIB_SPEED")
+    monkeypatch.setattr(store_mod, "probe_steps_per_second", lambda: 3 * store_mod.PROBE_REFERENCE_STEPS_PER_SECOND)
+    store_mod.machine_speed.cache_clear()
+    assert store_mod.machine_speed() == pytest.approx(3.0)
+    for bad in ("fast", "0", "-1", "nan"):
+        monkeypatch.setenv("DANNLIB_SPEED", bad)
+        store_mod.machine_speed.cache_clear()
+        with pytest.raises(ValueError, match="DANNLIB_SPEED must be a number > 0"):
+            store_mod.machine_speed()
+    store_mod.machine_speed.cache_clear()
+
+
+def test_the_speed_probe_runs_on_one_thread_and_restores_the_callers(monkeypatch):
+    seen = []
+    real = torch.optim.SGD.step
+    monkeypatch.setattr(torch.optim.SGD, "step", lambda self, *a, **k: (seen.append(torch.get_num_threads()),
+                                                                        real(self, *a, **k))[1])
+    torch.set_num_threads(2)
+    try:
+        assert store_mod.probe_steps_per_second(steps=2, rounds=1) > 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    assert seen == [1] * 6  # two warm-up blocks and one timed block of 2 steps, each on one thread
+
+
 def test_a_digits_runs_cost_counts_its_evaluations_and_its_precision():
     from dannlib.store import digits_data
     data = digits_data("mnist", "usps", n_source=100, n_target=100, n_test=1000, channels=1)
