@@ -132,13 +132,22 @@ def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager:
 
 
 def machine_info(device: str | torch.device | None = None) -> dict:
-    """What produced a number: host, CPU count, device name and library versions."""
+    """What produced a number: host, CPU count, device name and library versions (numpy, scipy and scikit-learn
+    too: the label-free selection scores depend on them)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import torchvision
     device = resolve_device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    return {"host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
+    info = {"host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "device": str(device), "device_name": name, "torchvision": torchvision.__version__}
+    for package in ("numpy", "scipy", "scikit-learn"):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            info[package] = None
+    return info
 
 
 #: Weights files found to load, by (path, size, mtime): each is read once per process.
