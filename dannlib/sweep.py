@@ -103,7 +103,7 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
         if train_missing is False or est > budget_seconds:
             raise MissingRunsError(
                 f"{len(missing)} of {len(specs)} runs are not in the store {store.root} "
-                f"(about {est / 60:.0f} min on a 2-core CPU with {workers} worker(s)). Compute them first"
+                f"(about {est / 60:.0f} min on this machine with {workers} worker(s)). Compute them first"
                 + (f": {hint}" if hint else "") + ", or pass train_missing=True.")
     summary = ensure.last_summary = SweepSummary(total=len(specs), found=len(specs) - len(set(missing) & set(specs)))
     start = time.monotonic()
