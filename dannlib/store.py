@@ -43,7 +43,7 @@ PROBE_REFERENCE_STEPS_PER_SECOND = 38.0
 
 def probe_steps_per_second(steps: int = 25, rounds: int = 4) -> float:
     """This machine's DANN steps a second on one thread: the digits network, fp32 SGD, 32 + 32 synthetic images, the
-    best of ``rounds`` blocks of ``steps`` after two blocks of warm-up (about two seconds)."""
+    best of ``rounds`` blocks of ``steps`` after two blocks of warm-up (about three seconds)."""
     import torch.nn.functional as F
 
     from .networks import digits_net
@@ -77,7 +77,19 @@ def machine_speed() -> float:
     :data:`PROBE_REFERENCE_STEPS_PER_SECOND`. Measured once a process; :func:`run_cost_seconds` divides by it."""
     text = os.environ.get("DANNLIB_SPEED", "").strip()
     if not text:
-        return probe_steps_per_second() / PROBE_REFERENCE_STEPS_PER_SECOND
+        from .utils import resolve_device
+        if resolve_device().type != "cpu":
+            warnings.warn("the sweep's estimate is priced for the study's CPU; runs here train on "
+                          f"{resolve_device()}, which the CPU probe does not measure (set DANNLIB_SPEED to scale it)",
+                          stacklevel=2)
+            return 1.0
+        try:
+            speed = probe_steps_per_second() / PROBE_REFERENCE_STEPS_PER_SECOND
+        except Exception as exc:  # an estimate must not stop a sweep
+            warnings.warn(f"the speed probe failed ({type(exc).__name__}: {exc}); the estimate is priced as on "
+                          "the study's reference CPU", stacklevel=2)
+            return 1.0
+        return speed if math.isfinite(speed) and speed > 0 else 1.0
     try:
         value = float(text)
     except ValueError:

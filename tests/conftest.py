@@ -13,7 +13,7 @@ from dannlib.utils import configure_threads
 configure_threads(1)
 # Sweep estimates priced as on the study's reference CPU (dannlib.store.machine_speed), without the speed probe:
 # the same printed numbers on every machine.
-os.environ.setdefault("DANNLIB_SPEED", "1")
+os.environ["DANNLIB_SPEED"] = "1"
 
 
 def _real_data_candidates() -> list[Path]:

@@ -279,6 +279,8 @@ def test_adda_stage2_reuses_the_stored_pretraining(tmp_path, monkeypatch):
 
 def test_adda_stage2_rebuilds_its_pretraining_on_the_datas_device(tmp_path, monkeypatch):
     """On a CUDA machine the data are on the GPU: the stored pre-training must be rebuilt there, not on the CPU."""
+    from types import SimpleNamespace
+
     from dannlib.store import StoredRun
     from dannlib.sweep import compute
 
@@ -289,10 +291,11 @@ def test_adda_stage2_rebuilds_its_pretraining_on_the_datas_device(tmp_path, monk
     loaded, passed = [], []
     real_load_data = store_mod.load_data
 
-    def load_data(*args, **kwargs):
-        out = real_load_data(*args, **kwargs)
-        loaded.append(out[0].x.device)
-        return out
+    def load_data(*args, **kwargs):  # the source on another device than the CPU (meta: no memory, no GPU needed)
+        source, target, eval_sets = real_load_data(*args, **kwargs)
+        source = SimpleNamespace(x=torch.empty(len(source.x), *source.x.shape[1:], device="meta"))
+        loaded.append(source.x.device)
+        return source, target, eval_sets
 
     class Stop(Exception):
         pass
@@ -305,7 +308,7 @@ def test_adda_stage2_rebuilds_its_pretraining_on_the_datas_device(tmp_path, monk
     monkeypatch.setattr(StoredRun, "load_modules", load_modules)
     with pytest.raises(Stop):
         compute(gan, store, progress=False)
-    assert passed == loaded == [torch.device("cpu")]
+    assert passed == loaded == [torch.device("meta")]
 
 
 def test_the_estimate_deals_runs_to_the_workers_in_rounds():
@@ -317,7 +320,15 @@ def test_the_estimate_deals_runs_to_the_workers_in_rounds():
     assert store_mod.estimate_seconds([], 2) == 0
 
 
-def test_the_estimate_is_priced_for_this_machines_speed(monkeypatch):
+@pytest.fixture
+def fresh_speed():
+    """machine_speed's cached value cleared before and after the test, whatever the test does."""
+    store_mod.machine_speed.cache_clear()
+    yield
+    store_mod.machine_speed.cache_clear()
+
+
+def test_the_estimate_is_priced_for_this_machines_speed(monkeypatch, fresh_speed):
     """$DANNLIB_SPEED (else the probe over its reference rate) divides every run's estimated seconds."""
     spec = toy_spec(0)
     at = {}
@@ -335,7 +346,21 @@ def test_the_estimate_is_priced_for_this_machines_speed(monkeypatch):
         store_mod.machine_speed.cache_clear()
         with pytest.raises(ValueError, match="DANNLIB_SPEED must be a number > 0"):
             store_mod.machine_speed()
+
+
+def test_a_failed_probe_or_a_gpu_prices_as_the_reference_cpu_with_a_warning(monkeypatch, fresh_speed):
+    monkeypatch.delenv("DANNLIB_SPEED")
+
+    def broken():
+        raise RuntimeError("no timer")
+
+    monkeypatch.setattr(store_mod, "probe_steps_per_second", broken)
+    with pytest.warns(UserWarning, match="speed probe failed"):
+        assert store_mod.machine_speed() == 1.0
     store_mod.machine_speed.cache_clear()
+    monkeypatch.setenv("DANNLIB_DEVICE", "meta")
+    with pytest.warns(UserWarning, match="does not measure"):
+        assert store_mod.machine_speed() == 1.0
 
 
 def test_the_speed_probe_runs_on_one_thread_and_restores_the_callers(monkeypatch):
