@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from .results import dumps
-from .utils import PROJECT_ROOT, atomic_path, atomic_write, check_choice, machine_info, results_root, weights_problem
+from .utils import (PROJECT_ROOT, atomic_path, atomic_write, check_choice, configure_threads, machine_info,
+                    resolve_device, results_root, seeded, weights_problem)
 
 STORE_FORMAT = 1
 #: the paper's DANN step (digits network, fp32, 32 + 32) per second: the unit of ``cost_steps``; 57 until
@@ -47,7 +48,6 @@ def probe_steps_per_second(steps: int = 25, rounds: int = 4) -> float:
     import torch.nn.functional as F
 
     from .networks import digits_net
-    from .utils import configure_threads, seeded
     threads = torch.get_num_threads()
     configure_threads(1)
     try:
@@ -76,28 +76,27 @@ def machine_speed() -> float:
     (1: price runs as on that machine), else :func:`probe_steps_per_second` over
     :data:`PROBE_REFERENCE_STEPS_PER_SECOND`. Measured once a process; :func:`run_cost_seconds` divides by it."""
     text = os.environ.get("DANNLIB_SPEED", "").strip()
-    if not text:
-        from .utils import resolve_device
-        if resolve_device().type != "cpu":
-            warnings.warn("the sweep's estimate is priced for the study's CPU; runs here train on "
-                          f"{resolve_device()}, which the CPU probe does not measure (set DANNLIB_SPEED to scale it)",
-                          stacklevel=2)
-            return 1.0
+    if text:
         try:
-            speed = probe_steps_per_second() / PROBE_REFERENCE_STEPS_PER_SECOND
-        except Exception as exc:  # an estimate must not stop a sweep
-            warnings.warn(f"the speed probe failed ({type(exc).__name__}: {exc}); the estimate is priced as on "
-                          "the study's reference CPU", stacklevel=2)
-            return 1.0
-        return speed if math.isfinite(speed) and speed > 0 else 1.0
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"$DANNLIB_SPEED must be a number > 0 (this machine's speed relative to the CPU the "
+                             f"study's rates were measured on; unset: measured), got {text!r}")
+        return value
+    device = resolve_device()
+    if device.type != "cpu":
+        warnings.warn(f"the sweep's estimate is priced for the study's CPU; runs here train on {device}, which the "
+                      "CPU probe does not measure (set DANNLIB_SPEED to scale it)", stacklevel=2)
+        return 1.0
     try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"$DANNLIB_SPEED must be a number > 0 (this machine's speed relative to the CPU the "
-                         f"study's rates were measured on; unset: measured), got {text!r}")
-    return value
+        speed = probe_steps_per_second() / PROBE_REFERENCE_STEPS_PER_SECOND
+    except Exception as exc:  # an estimate must not stop a sweep
+        warnings.warn(f"the speed probe failed ({type(exc).__name__}: {exc}); the estimate is priced as on the "
+                      "study's reference CPU", stacklevel=2)
+        return 1.0
+    return speed if math.isfinite(speed) and speed > 0 else 1.0
 
 
 def digits_data(source: str, target: str, *, n_source: int | None = None, n_target: int | None = None,
