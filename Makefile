@@ -81,11 +81,13 @@ test: $(STAMP)
 # then pytorch-adapt's DANN beside dannlib's on MNIST -> MNIST-M (benchmarks/peer/peer-bench.{md,png,json};
 # first installs the peer's pinned versions into benchmarks/peer/.peer-packages when that folder does not
 # hold them). Without the peer or the data, the second part prints "skipped: <reason>" and the target
-# still succeeds. Last, the digits network's pool-then-ReLU order against the paper's (benchmarks/pool_relu.json).
+# still succeeds. Then the digits network's pool-then-ReLU order against the paper's (benchmarks/pool_relu.json);
+# last, each step's FLOPs against this CPU's best rates and the paper profile's FLOPs (benchmarks/roofline.json).
 bench: $(STAMP)
 	"$(VPY)" -m benchmarks.bench
 	"$(VPY)" benchmarks/peer/run_peer.py --install
 	"$(VPY)" benchmarks/pool_relu.py
+	"$(VPY)" benchmarks/roofline.py
 
 # The results tables (Markdown) of results/$(PROFILE)/, built from the notebooks' records.
 report: $(STAMP)

@@ -74,11 +74,12 @@ def test_python_targets_run_from_a_path_with_spaces(clone, target, argv):
     assert call["argv"] == argv and Path(call["cwd"]) == clone
 
 
-def test_bench_runs_dannlibs_benchmark_then_the_peers_then_the_pool_order(clone):
-    ours, peer, pool = _make(clone, "bench")
+def test_bench_runs_dannlibs_benchmark_then_the_peers_then_the_pool_order_then_the_roofline(clone):
+    ours, peer, pool, roofline = _make(clone, "bench")
     assert ours["argv"] == ["-m", "benchmarks.bench"] and Path(ours["cwd"]) == clone
     assert peer["argv"] == ["benchmarks/peer/run_peer.py", "--install"] and Path(peer["cwd"]) == clone
     assert pool["argv"] == ["benchmarks/pool_relu.py"] and Path(pool["cwd"]) == clone
+    assert roofline["argv"] == ["benchmarks/roofline.py"] and Path(roofline["cwd"]) == clone
 
 
 def test_help_and_clean_from_a_path_with_spaces(clone):
