@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from .profiles import check_profile
-from .results import aggregate, format_cell, markdown_table, published, published_text, read_records
+from .results import aggregate, format_cell, markdown_table, published, published_text, read_records, runs_of
 from .stats import compare_records, format_interval
 from .utils import results_root
 
@@ -248,14 +248,15 @@ def last_logged(runs, keys) -> list[dict]:
 
 def final_trend(histories: dict, key: str, *, fraction: float = 0.2):
     """Is a monitored curve still moving at the end? A pandas DataFrame, one row per method of
-    ``histories`` (name -> history records of all its seeds): the mean over seeds of ``key`` at
+    ``histories`` (name -> history records of all its seeds; runs that did not finish ok left out): the mean over
+    seeds of ``key`` at
     the last logged step, and its change over the last ``fraction`` of the logged points."""
     import pandas as pd
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must lie in (0, 1), got {fraction!r}")
     rows = {}
-    for name, hist in histories.items():
-        df = pd.DataFrame(hist)
+    for name, hist in histories.items():  # the runs that finished ok, as mean_curve and the tables take them
+        df = pd.DataFrame([r for run in runs_of(hist) if run and run[-1].get("status", "ok") == "ok" for r in run])
         if key not in df or df[key].isna().all():
             continue
         curve = df.groupby("step")[key].mean().dropna()

@@ -6,7 +6,7 @@ import contextlib
 import json
 import math
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from .utils import atomic_write
 
@@ -85,18 +85,37 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
 
 
+def metric_value(record: dict, metric: str) -> float | None:
+    """``record[metric]`` as a float; None where the record has no such metric; NaN where it is not a finite number
+    (saved records keep NaN and inf as text, see :func:`dumps`): such a run counts as failed wherever it is read."""
+    if (v := record.get(metric)) is None:
+        return None
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return v if math.isfinite(v) else math.nan
+
+
+def usable(record: dict, metric: str) -> bool:
+    """The run finished "ok" and its ``metric`` is a finite number: the one filter of tables, curves and pairs."""
+    v = metric_value(record, metric)
+    return record.get("status", "ok") == "ok" and v is not None and math.isfinite(v)
+
+
 def aggregate(records: Iterable[dict], metric: str, by: Sequence[str] = ("method",)) -> list[dict]:
     """Per group of ``by`` (first-seen order): the keys, ``mean``, ``std``, ``n``, ``values`` and ``seeds`` of
-    ``metric`` over the ok runs (:func:`mean_std`), and ``failed`` (runs not "ok")."""
+    ``metric`` over the :func:`usable` runs (:func:`mean_std`), and ``failed``: runs not "ok", or "ok" with a
+    non-finite ``metric`` (the same whether the records are in memory or read back from a file)."""
     groups: dict[tuple, dict] = {}
     for r in records:
         key = tuple(r.get(k) for k in by)
         g = groups.setdefault(key, {**dict(zip(by, key)), "values": [], "seeds": [], "failed": 0})
-        if r.get("status", "ok") != "ok":
-            g["failed"] += 1
-        elif r.get(metric) is not None and not isinstance(r[metric], str):
-            g["values"].append(float(r[metric]))
+        if usable(r, metric):
+            g["values"].append(metric_value(r, metric))
             g["seeds"].append(r.get("seed"))
+        elif r.get("status", "ok") != "ok" or metric_value(r, metric) is not None:
+            g["failed"] += 1
     for g in groups.values():
         g["mean"], g["std"], g["n"] = *mean_std(g["values"]), len(g["values"])
     return list(groups.values())
@@ -130,7 +149,7 @@ def format_cell(mean: float, std: float, n: int, digits: int = 3) -> str:
     """``"0.745 ± 0.012 (5)"``; one seed: ``"0.745 (1 seed: no spread)"``; none: ``"—"``."""
     if n == 0:
         return "—"
-    spread = "(1 seed: no spread)" if n == 1 or not math.isfinite(std) else f"± {std:.{digits}f} ({n})"
+    spread = "(1 seed: no spread)" if n == 1 else f"± {std:.{digits}f} ({n})"
     return f"{mean:.{digits}f} {spread}"
 
 
@@ -157,16 +176,30 @@ def summary_table(records: list[dict], metric: str, by=("method",), columns: str
 def paired_differences(records: list[dict], metric: str, baseline: str, by: str = "method",
                        group: str | None = None) -> list[dict]:
     """Per (``group``, variant): ``mean``, ``std``, ``n``, ``diffs`` and ``seeds`` of
-    ``metric(variant) - metric(baseline)`` over the seeds both ran ok."""
+    ``metric(variant) - metric(baseline)`` over the seeds both ran with a :func:`usable` value (as
+    :func:`dannlib.stats.paired`; two records of one seed are an error)."""
     out = []
     for g in list(dict.fromkeys(r.get(group) for r in records)) if group else [None]:
-        rs = [r for r in records if (group is None or r.get(group) == g) and r.get("status", "ok") == "ok"]
-        base = {r["seed"]: float(r[metric]) for r in rs if r[by] == baseline}
-        for variant in dict.fromkeys(r[by] for r in rs if r[by] != baseline):
-            seeds = [r["seed"] for r in rs if r[by] == variant and r["seed"] in base]
-            diffs = [float(r[metric]) - base[r["seed"]] for r in rs if r[by] == variant and r["seed"] in base]
+        rs = [r for r in records if group is None or r.get(group) == g]
+        base = seed_values(rs, metric, {by: baseline})
+        for variant in dict.fromkeys(r.get(by) for r in rs if r.get(by) != baseline):
+            values = seed_values(rs, metric, {by: variant})
+            seeds = [s for s in values if s in base]
+            diffs = [values[s] - base[s] for s in seeds]
             m, sd = mean_std(diffs)
             out.append({"group": g, by: variant, "mean": m, "std": sd, "n": len(diffs), "diffs": diffs, "seeds": seeds})
+    return out
+
+
+def seed_values(records: Iterable[dict], metric: str, match: Mapping) -> dict:
+    """seed -> ``metric`` of the :func:`usable` records matching ``match`` (one per seed: ValueError for two)."""
+    out = {}
+    for r in records:
+        if usable(r, metric) and all(r.get(k) == v for k, v in match.items()):
+            if r.get("seed") in out:
+                raise ValueError(f"two records for seed {r.get('seed')} match {dict(match)}: narrow `where` (e.g. add "
+                                 "the pair) so that each seed has one value")
+            out[r.get("seed")] = metric_value(r, metric)
     return out
 
 

@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from .grids import JUDGING_METHODS
-from .results import aggregate, format_cell, markdown_table
+from .results import aggregate, format_cell, markdown_table, usable
 from .selection import ORACLE, RULES, judge_rules
 
 #: the baselines' rule names in the rows and tables
@@ -25,12 +25,12 @@ def _key(r, keys) -> tuple:
 
 
 def baseline_rows(records, setting: Sequence[str], defaults: Mapping[str, Mapping], *, by=BY) -> list[dict]:
-    """``judge_rules``-like rows per group and seed over the cells with a finite oracle: the untuned cell's regret
+    """``judge_rules``-like rows per group and seed over the ok cells with a finite oracle: the untuned cell's regret
     (``defaults``: method or (method, pair) -> {tag: value}) as :data:`DEFAULT`, the mean regret as :data:`RANDOM`."""
     grids, rows = {}, []
-    for r in records:
-        if (v := r.get(ORACLE)) is not None and not isinstance(v, str) and math.isfinite(float(v)):
-            grids.setdefault((_key(r, by), r.get("seed")), {})[_key(r, setting)] = float(v)
+    for r in records:  # the runs that finished ok, as judge_rules takes them
+        if usable(r, ORACLE):
+            grids.setdefault((_key(r, by), r.get("seed")), {})[_key(r, setting)] = float(r[ORACLE])
     for (group, seed), grid in grids.items():
         best = max(grid.values())
         base = {**dict(zip(by, group)), "seed": seed, "spearman": float("nan"), "n_settings": len(grid)}
@@ -99,7 +99,8 @@ def trust_table(rows):
     """Per method and pair: the "trust" rule of lowest mean regret (or "none"), the baselines, each verdict's rules."""
     judged, out = verdicts(rows), []
     for group in dict.fromkeys(_key(v, BY) for v in judged):
-        mine = sorted((v for v in judged if _key(v, BY) == group), key=lambda v: v["regret"])
+        mine = sorted((v for v in judged if _key(v, BY) == group),
+                      key=lambda v: (not math.isfinite(v["regret"]), v["regret"]))  # NaN (no score) last
         best = next((v for v in mine if v["verdict"] == "trust"), None)
         base = {f"{b}: mean regret": f"{x:.3f}" if math.isfinite(x := mine[0][f"{k}_regret"]) else "—"
                 for b, k in ((DEFAULT, "default"), (RANDOM, "random"))}

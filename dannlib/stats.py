@@ -1,14 +1,15 @@
 """The one paired comparison (every "A against B" of the notebooks, report and README), seed by seed:
 on the ``n`` seeds both ran ok, ``d = a - b``, its mean with the 95% paired t-interval ``mean(d) ±
 t_{0.975, n-1} sd(d) / sqrt(n)`` (Student 1908), the exact two-sided sign test over the non-zero
-differences (smallest p ``2 / 2**n``), and "higher"/"lower" only when the interval excludes 0."""
+differences (smallest p ``2 / 2**n``), and "higher"/"lower" only when the interval excludes 0 and has a width
+(not when every seed's difference is the same number)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from .results import mean_std
+from .results import mean_std, seed_values
 
 HIGHER, LOWER, UNCLEAR = "higher", "lower", "no clear difference"
 
@@ -60,7 +61,10 @@ def paired(a: Mapping, b: Mapping, *, a_name: str = "a", b_name: str = "b") -> C
     low, high = mean - half, mean + half
     up, down = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
     sign_p = float(stats.binomtest(up, up + down, 0.5).pvalue) if up + down else 1.0
-    verdict = HIGHER if n > 1 and low > 0 else LOWER if n > 1 and high < 0 else UNCLEAR
+    # a verdict needs an interval of some width: the same difference on every seed (sd 0, up to float rounding of
+    # the values subtracted) makes the interval a point, which is not evidence of a difference
+    wide = n > 1 and sd > 1e-9 * max(1.0, abs(mean))
+    verdict = HIGHER if wide and low > 0 else LOWER if wide and high < 0 else UNCLEAR
     return Comparison(a_name, b_name, seeds, diffs, mean, sd, low, high, sign_p, up, down, verdict)
 
 
@@ -69,17 +73,6 @@ def compare_records(records: Iterable[dict], metric: str, a, b, *, by: str = "me
     """:func:`paired` on ``metric`` of the ok records with ``by`` ``a`` against ``b``, among those matching
     ``where`` (e.g. ``{"pair": "MNIST->USPS"}``); ``names`` renames a and b."""
     records, names, where = list(records), names or {}, {**(where or {})}
-    return paired(_values(records, metric, {**where, by: a}), _values(records, metric, {**where, by: b}),
+    return paired(seed_values(records, metric, {**where, by: a}), seed_values(records, metric, {**where, by: b}),
                   a_name=str(names.get(a, a)), b_name=str(names.get(b, b)))
 
-
-def _values(records: list, metric: str, match: dict) -> dict:
-    """seed -> ``metric`` of the ok records matching ``match`` (one per seed)."""
-    out = {}
-    for r in (r for r in records if r.get("status", "ok") == "ok" and all(r.get(k) == v for k, v in match.items())):
-        if (v := r.get(metric)) is not None and not isinstance(v, str):
-            if r.get("seed") in out:
-                raise ValueError(f"two records for seed {r.get('seed')} match {match}: narrow `where` (e.g. add "
-                                 "the pair) so that each seed has one value")
-            out[r.get("seed")] = float(v)
-    return out

@@ -121,8 +121,9 @@ def test_report_states_the_from_scratch_wall_time(tmp_path):
 def test_report_prints_the_paired_comparison_and_the_headline(tmp_path):
     write_records(tmp_path, "03_dann_vs_source_only", "smoke", _recs())
     text = markdown_report(tmp_path, "smoke")
-    # dann − source_only on seeds 0 and 1: differences 0.2 and 0.2, no spread: interval [0.2, 0.2]
-    assert "| dann − source_only | 2 | +0.200 | [+0.200, +0.200] | 0.5 | higher |" in text
+    # dann − source_only on seeds 0 and 1: differences 0.2 and 0.2, no spread: the interval is the point [0.2, 0.2],
+    # no evidence of a difference (two seeds that agree exactly)
+    assert "| dann − source_only | 2 | +0.200 | [+0.200, +0.200] | 0.5 | no clear difference |" in text
     # the headline: ours against the published number, and the gap
     assert "| dann | 0.750 ± 0.071 (2) | .767 | -0.017 | Ganin et al. 2016 (JMLR), table 2 |" in text
 
@@ -174,6 +175,14 @@ def test_final_trend_by_hand():
     assert table.loc["m", "change over the last 2 steps"] == "+0.200"
     with pytest.raises(ValueError, match="fraction"):
         final_trend({"m": hist}, "acc", fraction=1.5)
+
+
+def test_final_trend_leaves_out_a_run_that_did_not_finish_ok():
+    from dannlib.report import final_trend
+
+    hist = [{"seed": 0, "step": t, "acc": 0.7, "status": "ok"} for t in (1, 2)]
+    hist += [{"seed": 1, "step": t, "acc": 0.1, "status": "ok" if t == 1 else "diverged"} for t in (1, 2)]
+    assert final_trend({"m": hist}, "acc").loc["m", "acc at the last step"] == "0.700"  # not the mean 0.400
 
 
 def test_head_to_head_states_the_paired_verdict_per_pair():

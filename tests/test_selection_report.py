@@ -96,6 +96,29 @@ def test_no_trusted_rule_says_none():
     assert trust_table(rows).loc[("dann", "P")]["rule to trust"] == "none"
 
 
+def test_the_rule_to_trust_is_the_lowest_regret_even_beside_a_rule_without_score():
+    # rows in the order middling (regret 0.10), unscored (NaN), good (0): a sort that meets a NaN keeps that order
+    scores = {"middling": {s: {0.1: 3.0, 1.0: 2.0, 3.0: 1.0} for s in ACC},
+              "unscored": {s: {k: math.nan for k in g} for s, g in ACC.items()},
+              "good": {s: dict(g) for s, g in ACC.items()}}
+    records = _records(scores)
+    rows = judge_rules(records, SETTING, rules=tuple(scores)) + baseline_rows(records, SETTING, {"dann": {"lambda_max": 3.0}})
+    judged = {v["rule"]: v["verdict"] for v in verdicts(rows)}
+    assert judged == {"middling": "trust", "unscored": "no score", "good": "trust"}
+    assert trust_table(rows).loc[("dann", "P"), "rule to trust"] == "good"
+
+
+def test_runs_that_did_not_finish_ok_are_no_cells_of_the_judged_grid():
+    records = _records({"good": {s: dict(g) for s, g in ACC.items()}})
+    for r in records:
+        if r["lambda_max"] == 1.0:  # the oracle's best cell diverged on both seeds
+            r["status"] = "diverged"
+    rows = judge_rules(records, SETTING, rules=("good",)) + baseline_rows(records, SETTING, {})
+    assert {r["n_settings"] for r in rows} == {2}
+    assert all(r["pick"] != {"lambda_max": 1.0} for r in rows if r["rule"] == "good")
+    assert all(r["regret"] == pytest.approx(0) for r in rows if r["rule"] == "good")
+
+
 def test_plot_setting_sweep_draws_a_line_per_hue_and_the_control():
     from dannlib.plotting import plot_setting_sweep
 

@@ -88,3 +88,32 @@ def test_compare_records_matches_on_seed_within_a_group_and_skips_failed_runs():
     assert c.seeds == (0, 1, 2) and c.diffs == pytest.approx((0.0, 0.1, 0.2)) and c.a == "X"
     with pytest.raises(ValueError, match="where"):
         compare_records(recs, "acc", "x", "y")  # seed 0 of x twice (pairs P and Q)
+
+
+def test_equal_differences_on_every_seed_are_no_verdict():
+    # sd 0: the t-interval is the point [0.1, 0.1]; two seeds that agree exactly are not evidence of a difference
+    c = paired({0: .7, 1: .8}, {0: .6, 1: .7})
+    assert c.ci_low == pytest.approx(0.1) and c.ci_high == pytest.approx(0.1) and c.verdict == UNCLEAR
+
+
+def test_a_non_finite_metric_is_a_failed_run_in_memory_and_read_back(tmp_path):
+    import json
+
+    from dannlib.results import aggregate, dumps, paired_differences
+    records = [{"method": "m", "seed": s, "status": "ok", "acc": v} for s, v in enumerate([.70, .72, math.nan])]
+    read_back = [json.loads(dumps(r)) for r in records]  # NaN saved as the text "nan"
+    assert read_back[2]["acc"] == "nan"
+    for rs in (records, read_back):
+        (g,) = aggregate(rs, "acc")
+        assert (g["n"], g["failed"], g["mean"]) == (2, 1, pytest.approx(0.71))
+        assert compare_records(rs + [{"method": "b", "seed": s, "acc": .5} for s in range(3)], "acc", "m", "b").n == 2
+        (d,) = paired_differences(rs + [{"method": "b", "seed": s, "acc": .5} for s in range(3)], "acc", "b")
+        assert d["seeds"] == [0, 1] and d["diffs"] == pytest.approx([.2, .22])
+
+
+def test_paired_differences_refuses_two_records_of_one_seed():
+    from dannlib.results import paired_differences
+    records = [{"method": "b", "seed": 0, "acc": .5}, {"method": "m", "seed": 0, "acc": .6},
+               {"method": "m", "seed": 0, "acc": .7}]
+    with pytest.raises(ValueError, match="two records for seed 0"):
+        paired_differences(records, "acc", "b")
