@@ -332,13 +332,16 @@ class Store:
 
     def put(self, spec: RunSpec, result, *, data_fingerprint: dict | None = None) -> StoredRun:
         """Store a finished :class:`~dannlib.training.RunResult`: the weights first, then the
-        JSON file (whose presence marks the run finished), with the data fingerprint if given."""
+        JSON file (whose presence marks the run finished), with the data fingerprint if given. A recomputed
+        run's old JSON goes just before its new weights take the old ones' place: a kill between the two
+        writes leaves the run missing, never the old record beside the new weights."""
         path = self.path(spec)
         if result.modules:
             state = {name: {k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()}
                      for name, m in result.modules.items()}
             with atomic_path(path.with_suffix(".pt")) as tmp:
                 torch.save(state, tmp)
+                path.unlink(missing_ok=True)
         blob = {"spec": spec.payload(), "key": spec.key, "final": result.final, "history": result.history,
                 "seconds": result.seconds, "code": code_version(), "machine": machine_info()}
         if data_fingerprint:

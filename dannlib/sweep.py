@@ -145,7 +145,10 @@ def compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = Tru
     result.final["wall_seconds"] = time.perf_counter() - start
     if spec.data["kind"] == "digits" and scoreable(result.modules):  # label-free scores and oracle (notebook 07)
         result.final[SELECTION_FIELD] = score_trained(result.modules, eval_sets, target.unlabelled().x)
-    return store.put(spec, result, data_fingerprint=fingerprint)
+    if (stored := store.put(spec, result, data_fingerprint=fingerprint)) is None:
+        raise RuntimeError(f"{spec.label}: trained and written to {store.path(spec)}, but the store does not read it "
+                           "back (see the warning above); nothing of it is reported as finished")
+    return stored
 
 
 # -- workers --------------------------------------------------------------------------------------
@@ -154,7 +157,7 @@ def _worker_compute(payload: dict, store_root: str, data_root: str | None, threa
     configure_threads(threads)
     spec = RunSpec(**payload)
     try:
-        run = compute(spec, Store(store_root), data_root=data_root, progress=False)
+        run = compute(spec, Store(store_root, data_root=data_root), data_root=data_root, progress=False)
     except Exception as exc:
         try:
             pickle.loads(pickle.dumps(exc))

@@ -214,7 +214,7 @@ def fit(method: Method, source: Domain, target: Domain | None, *, steps: int, ba
     record, the schedule values of the logged step (at ``(step - 1) / steps``; the record's ``p`` is ``step / steps``)
     and the accuracy on the first ``monitor_size`` samples of each of ``eval_sets`` (labelled domains by name, the
     only use of target labels); ``final``: on the full sets. A non-finite or exploded loss marks a seed ``diverged``;
-    once all have, the run stops without raising. The bar is off for ``progress=False`` or ``$DANNLIB_PROGRESS=0``.
+    once all have, the run stops without raising (``steps`` then records the steps trained). The bar is off for ``progress=False`` or ``$DANNLIB_PROGRESS=0``.
     Torch's global generator (dropout, VADA's noise) is seeded with the first seed + ``TRAIN_RNG_OFFSET``, restored
     after."""
     from tqdm.auto import tqdm
@@ -261,7 +261,7 @@ def fit(method: Method, source: Domain, target: Domain | None, *, steps: int, ba
                     bar.write(f"stopping {method.name} at step {step + 1}: every seed has diverged", file=sys.stderr)
                     break
             bar.update(1)
-    seconds = time.perf_counter() - start
+    seconds, steps = time.perf_counter() - start, step + 1  # the steps trained (fewer when every seed diverged)
     finals = evaluate(method, eval_sets)
     method.train(False)
     config = asdict(method.config) if is_dataclass(method.config) else dict(method.config or {})

@@ -477,7 +477,8 @@ def test_nan_loss_recorded_as_diverged_and_left_out_of_table():
                   progress=False)
     assert bad.status == "diverged" and "non-finite" in bad.final["message"]
     assert bad.history[-1]["step"] == 4 and bad.history[-1]["status"] == "diverged"  # the run stopped there
-    assert good.status == "ok" and good.history[-1]["step"] == 20
+    assert bad.final["steps"] == bad.steps == 4  # the steps it trained, not the 20 asked for
+    assert good.status == "ok" and good.history[-1]["step"] == 20 and good.final["steps"] == good.steps == 20
     records = [dict(r.final, method="m") for r in (bad, good)]
     records[0]["t_acc"] = 123.0  # a diverged seed's number must not reach the mean
     table = summary_table(records, "t_acc")

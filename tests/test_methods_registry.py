@@ -155,3 +155,33 @@ def test_old_modules_are_gone():
         assert importlib.util.find_spec(old) is None, old
     assert not (PROJECT_ROOT / "dannlib" / "methods.py").exists()
     assert methods.__file__.endswith("__init__.py")
+
+
+@pytest.mark.parametrize("method, overrides, use", [
+    ("source_only", {"mode": "dann"}, "'dann'"),
+    ("iimt", {"inter_mixup": False}, "'iimt_no_inter'"),
+    ("adda_gan", {"mapping_loss": "minimax"}, "'adda_minimax'"),
+    ("dann", {"mode": "domain_only"}, "'domain_only'"),
+])
+def test_settings_that_make_another_registered_method_are_refused(method, overrides, use):
+    with pytest.raises(ValueError, match=f"another registered method's.*use {use}"):
+        make_config(method, **overrides)
+
+
+def test_identity_settings_equal_to_the_methods_own_or_unregistered_are_allowed():
+    assert make_config("iimt_no_inter", inter_mixup=False).inter_mixup is False
+    # 08's controls: IIMT without reversal and with more switches off, a combination no method registers
+    cfg = make_config("iimt_no_adversarial", inter_mixup=False, consistency=False)
+    assert (cfg.adversarial, cfg.inter_mixup, cfg.consistency) == (False, False, False)
+    assert make_config("dann_deep", network="toy_wide_deep").network == "toy_wide_deep"  # not an identity setting
+
+
+def test_cdans_optimiser_trains_its_own_head_not_danns_unused_one():
+    from dannlib.methods.cdan import CDAN
+    from synthetic import bars_data  # tests/synthetic.py
+    source, target, _ = bars_data(None)
+    m = CDAN(make_config("cdan", steps=2, batch_size=4), source, target, [0])
+    trained = {id(p) for group in m.optimizers[0].param_groups for p in group["params"]}
+    net, disc = m.nets[0], m.discs[0]
+    assert net.domain_classifier is None
+    assert trained == {id(p) for p in [*net.parameters(), *disc.parameters()]}

@@ -388,3 +388,43 @@ def test_a_digits_runs_cost_counts_its_evaluations_and_its_precision():
     extra = 10 * 2 * 1000 * store_mod.EVAL_STEPS_PER_IMAGE
     assert cost(eval_every=50) - cost(eval_every=100) == pytest.approx(extra)
     assert cost(eval_every=100, precision="bf16") < cost(eval_every=100)
+
+
+def test_a_recompute_killed_between_weights_and_record_leaves_the_run_missing(tmp_path, monkeypatch):
+    spec = toy_spec(steps=12)
+    store = Store(tmp_path)
+    store.put(spec, _train(spec)[0])
+    again, _ = _train(toy_spec(steps=12, seed=0))
+    for p in again.modules["net"].parameters():  # other weights than the stored record's
+        p.data.add_(1.0)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies after the new weights, before the new record
+
+    monkeypatch.setattr(store_mod, "atomic_write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.put(spec, again)
+    assert Store(tmp_path).get(spec) is None  # not the old record beside the new weights
+
+
+def test_a_worker_reads_the_stored_run_back_against_the_sweeps_data_root(tmp_path, monkeypatch):
+    from dannlib import sweep
+    calls = []
+    real_store = sweep.Store
+
+    def recording_store(root, data_root=None):
+        calls.append(data_root)
+        return real_store(root, data_root=data_root)
+
+    monkeypatch.setattr(sweep, "Store", recording_store)
+    monkeypatch.setattr(sweep, "compute", lambda spec, store, **kw: calls.append(store.data_root) or
+                        type("Run", (), {"status": "ok", "seconds": 0.0})())
+    sweep._worker_compute(sweep._payload(toy_spec()), str(tmp_path), "/some/data/root", 1)
+    assert calls == ["/some/data/root", "/some/data/root"]  # the worker's store compares fingerprints with it
+
+
+def test_compute_says_so_when_the_store_does_not_read_a_run_back(tmp_path, monkeypatch):
+    from dannlib import sweep
+    monkeypatch.setattr(Store, "put", lambda self, spec, result, **kw: None)
+    with pytest.raises(RuntimeError, match="does not read it back"):
+        sweep.compute(toy_spec(), Store(tmp_path), progress=False)

@@ -37,7 +37,8 @@ ORACLES = ("train_on_target",)
 
 
 def make_config(method: str, **overrides):
-    """The config of a registered method with ``overrides`` applied (ValueError on an unknown one)."""
+    """The config of a registered method with ``overrides`` applied (ValueError on an unknown one, or on settings of
+    the config's ``IDENTITY`` that make it another registered method's run, which would be stored under this name)."""
     check_choice("method", method, METHODS)
     cls, fixed = METHODS[method]
     names = [f.name for f in fields(cls.Config)]
@@ -45,6 +46,13 @@ def make_config(method: str, **overrides):
     if unknown:
         raise ValueError(f"unknown {cls.Config.__name__} field(s) {unknown} for method {method!r}; "
                          f"allowed: {', '.join(names)}")
+    identity = {k: fixed.get(k, getattr(cls.Config, k)) for k in getattr(cls.Config, "IDENTITY", ())}
+    if changed := {k: v for k, v in overrides.items() if k in identity and v != identity[k]}:
+        wanted = {**identity, **changed}  # a combination no method registers (e.g. 08's controls) is allowed
+        if others := [m for m, (c, f) in METHODS.items() if c is cls and m != method
+                      and all(f.get(k, getattr(cls.Config, k)) == v for k, v in wanted.items())]:
+            raise ValueError(f"{changed} would make a run of {method!r} (which has {identity}) another registered "
+                             f"method's, stored under the wrong name: use {', '.join(map(repr, others))}")
     return cls.Config(**{**fixed, **overrides}).validate()
 
 

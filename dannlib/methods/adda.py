@@ -35,6 +35,7 @@ class ADDAConfig(Checked):
     """ADDA's settings (the authors' recipe as defaults); ``steps``: stage 2, ``pretrain_steps``:
     stage 1; ``batch_size`` per domain; ``channels_last``: as :class:`~dannlib.methods.common.TrainConfig`'s."""
 
+    IDENTITY = ("mapping_loss", "stage2")  # settings that make it another registered method
     RULES = {**{name: "count" for name in ("pretrain_steps", "steps", "batch_size", "n_classes", "eval_every")},
              "stage2": ("adda", "dann"), "mapping_loss": MAPPING_LOSSES, "encoder": ("lenet",),
              "pretrain_lr": "rate", "lr": "rate", "gamma": "rate", "beta1": "[0, 1)", "beta2": "[0, 1)",

@@ -80,7 +80,10 @@ class CDAN(NetMethod):
 
     def heads(self, net, source: Domain) -> list:
         c, n_classes = self.config, max(10 if source.x.ndim == 4 else 2, source.n_classes)
-        d_f = net.features(source.x[:2].to(self.device)).flatten(1).shape[1]
+        with torch.no_grad():  # the feature size, in eval mode: no batch-norm statistics or dropout draws change
+            net.eval()
+            d_f = net.features(source.x[:2].to(self.device)).flatten(1).shape[1]
+            net.train()
         randomized = c.conditioning == "randomized" or (c.conditioning == "auto"
                                                         and d_f * n_classes > MULTILINEAR_LIMIT)
         self.maps.append(MultilinearMap(d_f, n_classes, randomized, c.random_dim).to(self.device))

@@ -130,7 +130,8 @@ class NetMethod(PerSeedMethod):
         for s in self.seeds:
             with seeded(s):
                 net = NETWORKS[c.network](source, target).to(self.device)
-                params = [*net.parameters(), *self.heads(net, source)]
+                heads = self.heads(net, source)  # first: a method may drop one of the network's modules
+                params = [*net.parameters(), *heads]
             self.nets.append(net)
             sgd = c.optimizer == "sgd"
             self.optimizers.append(torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)

@@ -19,6 +19,7 @@ from .common import NetMethod, TrainConfig, dann_objective, descend
 class DANNConfig(TrainConfig):
     """The shared recipe plus the mode and the lambda schedule (eq. 6 times ``lambda_max``, or constant)."""
 
+    IDENTITY = ("mode",)  # settings that make it another registered method (make_config refuses them)
     RULES = {**TrainConfig.RULES, "mode": ("source_only", "domain_only", "dann"),
              "lambda_schedule": ("dann", "constant"), "lambda_max": "[0, inf)"}
 

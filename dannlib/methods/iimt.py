@@ -100,6 +100,8 @@ def augment(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2,
 class IIMTConfig(TrainConfig):
     """The shared recipe plus IIMT's settings; K, T and alpha are ours (the paper's were not available)."""
 
+    #: the ablation switches: settings that make it another registered method (:data:`ABLATIONS`)
+    IDENTITY = ("inter_mixup", "target_dominated_mixup", "consistency", "intra_source", "intra_target", "adversarial")
     RULES = {**TrainConfig.RULES, "network": ("digits", "vada_small"), "K": "count", "T": "(0, 1]",
              "ramp_end": "(0, 1]", "alpha": "rate", "grad_clip": "rate", "max_shift": "[0, inf)",
              **{name: "[0, inf)" for name in ("ramp_max", "w_inter", "w_target_mix", "w_consistency",
