@@ -60,6 +60,9 @@ SPEEDRUN_STEPS = {("digits", "fp32"): 4000, ("digits", "bf16"): 6000, ("digits_i
 SPEEDRUN_OPTIMIZERS = {"sgd": {"optimizer": "sgd", "lr": 0.01, "lr_schedule": "annealed"},
                        "adam": {"optimizer": "adam", "lr": 1e-3, "lr_schedule": "constant"}}
 SPEEDRUN_RULE = "info_max"
+#: notebook 09's oracle diagnostic (it chooses nothing): the best candidate network read with target labels, at 03's
+#: paper length (10,000 steps, the paper's SGD and eq. 7), in each precision: does the goal lie within its reach?
+SPEEDRUN_CEILING = {"network": "digits_in", "optimizer": "sgd", "precisions": ("fp32", "bf16"), "steps": 10_000}
 #: the cell SPEEDRUN_RULE picked from the committed paper grid (tests/test_speedrun.py recomputes it);
 #: registered as the method ``dann_speedrun``
 SPEEDRUN = {"network": "digits_in_bn", "precision": "bf16", "optimizer": "sgd"}

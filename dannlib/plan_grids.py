@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from itertools import product
 
-from .grids import SPEEDRUN_GRID, speedrun_config
+from .grids import SPEEDRUN_CEILING, SPEEDRUN_GRID, speedrun_config
 from .grids import ADDA_GRID, ADDA_GRID_RELEASED, DANN_GRID, GRID_DEFAULTS, GRID_SETTING, IIMT_GRID, grid_config
 from .plan_runs import MNIST_M_PAIRS, USPS_PAIRS, Planned, _plan_03, _plan_05, _plan_06, _seeds
 from .store import RunSpec, digits_data
@@ -132,14 +132,15 @@ def _plan_08(profile, seeds):
 
 def _plan_09(profile, seeds):
     """The speedrun: its candidate grid (``SPEEDRUN_GRID``, 2 seeds a cell), the registered recipe
-    ``dann_speedrun`` (5 seeds) and 03's paper-recipe DANN on the same data, read again."""
+    ``dann_speedrun`` (5 seeds), 03's paper-recipe DANN on the same data, read again, and the oracle diagnostic
+    ``SPEEDRUN_CEILING`` (5 seeds a precision)."""
     from .methods import METHODS
-    paper = {"n_seeds": 5, "n_grid_seeds": 2, "n_cap": None, "n_test": None, "monitor_size": 2000,
-             "grid": SPEEDRUN_GRID, "steps": None}
-    s = {"paper": paper, "quick": {**paper, "n_seeds": 2, "n_grid_seeds": 0},
-         "smoke": {**paper, "n_seeds": 1, "n_grid_seeds": 1, "n_cap": 200, "n_test": 100, "monitor_size": 100,
-                   "steps": 6, "grid": {"network": ("digits", "digits_in"), "precision": ("bf16",),
-                                        "optimizer": ("sgd",)}}}[profile]
+    paper = {"n_seeds": 5, "n_grid_seeds": 2, "n_ceiling_seeds": 5, "n_cap": None, "n_test": None,
+             "monitor_size": 2000, "grid": SPEEDRUN_GRID, "steps": None}
+    s = {"paper": paper, "quick": {**paper, "n_seeds": 2, "n_grid_seeds": 0, "n_ceiling_seeds": 0},
+         "smoke": {**paper, "n_seeds": 1, "n_grid_seeds": 1, "n_ceiling_seeds": 1, "n_cap": 200, "n_test": 100,
+                   "monitor_size": 100, "steps": 6,
+                   "grid": {"network": ("digits", "digits_in"), "precision": ("bf16",), "optimizer": ("sgd",)}}}[profile]
     seeds = _seeds(s["n_seeds"], seeds)
     data = digits_data("mnist", "mnist_m_released", n_source=s["n_cap"], n_target=s["n_cap"], n_test=s["n_test"])
     runs = []
@@ -159,4 +160,11 @@ def _plan_09(profile, seeds):
     paper_recipe = {"cell": "paper recipe", "network": "digits", "precision": "fp32", "optimizer": "sgd"}
     runs += [Planned(r.spec, {**r.tags, **paper_recipe}) for r in _plan_03(profile, seeds)[2]
              if r.tags["pair"] == R and r.tags["method"] == "dann"]
+    c = SPEEDRUN_CEILING
+    for precision in c["precisions"]:
+        cell = {"network": c["network"], "precision": precision, "optimizer": c["optimizer"]}
+        runs += [Planned(RunSpec.make("dann", data, seed, monitor_size=s["monitor_size"],
+                                      **speedrun_config(cell, s["steps"] or c["steps"])),
+                         {"pair": R, "method": f"dann_{c['network']}_{precision}", "cell": "ceiling", **cell})
+                 for seed in seeds[:s["n_ceiling_seeds"]]]
     return {**s, "batch_size": 32}, seeds, runs

@@ -118,7 +118,8 @@ COMPARISONS: dict[str, tuple[str, str | None, list[tuple[str, str, str]]]] = {
                          ("domain_probe_acc", "dann_deep", "dann")]),
     "03": ("03", "pair", [("target_test_acc", "dann", "source_only"), ("target_test_acc", "dann_adam", "dann"),
                           ("target_test_acc", "cdan", "dann")]),
-    "09": ("09", "pair", [("target_test_acc", "dann_speedrun", "dann")]),
+    "09": ("09", "pair", [("target_test_acc", "dann_speedrun", "dann"), ("target_test_acc", "dann_digits_in_fp32", "dann"),
+                          ("target_test_acc", "dann_digits_in_bf16", "dann_digits_in_fp32")]),
     "04": ("04", None, [("pad", "dann", "source_only"), ("pad", "source_only", "raw_pixels")]),
     "05": ("05", "pair", [("target_test_acc", m, "adda_pretrain")
                           for m in ("dann_lenet", "adda_gan", "adda_minimax", "adda_confusion")]

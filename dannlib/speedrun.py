@@ -12,7 +12,9 @@ CELL = tuple(SPEEDRUN_GRID)  # the tags that make a cell: network, precision, op
 #: notebook 09's figure: label -> the records of the group
 FIGURE_GROUPS = {"grid candidates": lambda r: r.get("cell") == "grid",
                  "dann_speedrun": lambda r: r.get("cell") == "speedrun",
-                 "paper recipe (03)": lambda r: r.get("cell") == "paper recipe"}
+                 "paper recipe (03)": lambda r: r.get("cell") == "paper recipe",
+                 **{f"digits_in, 10,000 steps, {p} (oracle diagnostic)":
+                    (lambda r, p=p: r.get("cell") == "ceiling" and r.get("precision") == p) for p in ("fp32", "bf16")}}
 
 
 def run_seconds(record: dict) -> float:
@@ -76,16 +78,18 @@ def grid_table(rows, *, rule: str = SPEEDRUN_RULE, budget: float = SPEEDRUN_SECO
 
 
 def speedrun_table(records, *, budget: float = SPEEDRUN_SECONDS) -> str:
-    """Markdown: per group (the speedrun, the paper recipe), its steps, seeds, mean ± sd target test accuracy, the
-    mean and slowest run's seconds (:func:`run_seconds`) and how many runs kept to ``budget``."""
+    """Markdown: per group (the speedrun, the paper recipe, the oracle diagnostic in each precision), its steps,
+    seeds, mean ± sd target test accuracy, the mean and slowest run's seconds (:func:`run_seconds`) and how many
+    runs kept to ``budget``."""
     body = []
-    for cell in ("speedrun", "paper recipe"):
-        rs = [r for r in records if r.get("cell") == cell and r.get("status", "ok") == "ok"]
+    for cell, precision in (("speedrun", None), ("paper recipe", None), ("ceiling", "fp32"), ("ceiling", "bf16")):
+        rs = [r for r in records if r.get("cell") == cell and r.get("status", "ok") == "ok"
+              and precision in (None, r.get("precision"))]
         if not rs:
             continue
         seconds = [run_seconds(r) for r in rs]
         timed = "whole call" if all("wall_seconds" in r for r in rs) else "training loop only"
-        body.append([f"{rs[0]['method']} ({cell})", ", ".join(f"{s:,}" for s in sorted({r["steps"] for r in rs})),
+        body.append([f"{rs[0]['method']} ({cell}" + (f": {rs[0]['network']}, {precision})" if precision else ")"), ", ".join(f"{s:,}" for s in sorted({r["steps"] for r in rs})),
                      ", ".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"])),
                      format_cell(*mean_std([r["target_test_acc"] for r in rs]), len(rs), 4),
                      f"{sum(seconds) / len(seconds):.0f} / {max(seconds):.0f} ({timed})",

@@ -160,3 +160,20 @@ def test_rule_picks_and_the_speedrun_table_read_the_records():
              "target_test_acc": acc, "seconds": 90.0, "wall_seconds": w} for s, acc, w in ((0, 0.6, 100), (1, 0.8, 130))]
     row = next(line for line in speedrun_table(runs).splitlines() if "dann_speedrun" in line)
     assert "0.7000 ± 0.1414 (2)" in row and "115 / 130 (whole call)" in row and "1 of 2" in row
+
+
+def test_the_oracle_diagnostic_is_the_paper_recipe_on_the_standardised_network_and_chooses_nothing():
+    from dannlib.grids import SPEEDRUN_CEILING
+    p = plan("09", "paper")
+    ceiling = [r for r in p.runs if r.tags["cell"] == "ceiling"]
+    assert sorted((r.tags["precision"], r.spec.seed) for r in ceiling) == [(q, s) for q in ("bf16", "fp32")
+                                                                           for s in range(5)]
+    paper_dann = next(r.spec for r in plan("03", "paper").runs
+                      if r.tags["pair"] == "MNIST->MNIST-M (released)" and r.tags["method"] == "dann")
+    for r in ceiling:  # 03's paper recipe but for the network, the precision and the evaluation count
+        differs = {k for k in r.spec.config if r.spec.config[k] != paper_dann.config[k]}
+        assert differs <= {"network", "precision", "eval_every"} and r.spec.config["network"] == "digits_in"
+        assert r.spec.config["steps"] == SPEEDRUN_CEILING["steps"] == paper_dann.config["steps"]
+        assert r.spec.data == paper_dann.data and r.tags["method"] == f"dann_digits_in_{r.tags['precision']}"
+    # the grid and the pick read only the grid's cells
+    assert all(r.tags["cell"] != "ceiling" for r in p.runs if r.tags["method"] == "dann_candidate")
