@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from dataclasses import asdict
 
 
@@ -58,6 +59,8 @@ def sweep_main(args: argparse.Namespace) -> int:
     from .utils import atomic_write, results_root
     store = Store(args.store, data_root=args.data_root)
     try:  # every option and setting is checked before anything is trained, removed or written
+        if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
+            raise ValueError(f"data root {args.data_root} is not a folder (option --data-root)")
         only = parse_only(args.only)
         seeds = parse_seeds(args.seeds)
         notebooks = selected_notebooks(only)

@@ -75,6 +75,7 @@ IIMT_CONTROLS = {
 
 
 def _plan_08(profile, seeds):
+    asked = seeds  # the notebooks whose runs 08 reads again take the seeds asked for, as they would themselves
     paper = {"n_seeds": 3, "steps": 10_000, "eval_every": 250, "monitor_size": 2000, "n_cap": None, "n_test": None,
              "long_steps": 20_000, "n_long_seeds": 3, "n_network_seeds": 2,
              "controls_seeds": {"no_adversarial": 3, "target_weights_0": 1, "source_intra_mixup": 3}}
@@ -95,7 +96,7 @@ def _plan_08(profile, seeds):
              for method in ("source_only", "iimt")  # the references, on the same seeds (03's and 06's runs)
              for seed in seeds[:s["controls_seeds"].get("no_adversarial", 0)]]
     # ADDA-GAN's stage 2 and 06's baselines: the stored runs of 05 and 06, read again
-    runs_05, runs_06, runs_07 = (f(profile, None)[2] for f in (_plan_05, _plan_06, _plan_07))
+    runs_05, runs_06, runs_07 = (f(profile, asked)[2] for f in (_plan_05, _plan_06, _plan_07))
     runs += [Planned(r.spec, {"diagnosis": "adda_gan_decay", **r.tags}) for r in runs_05
              if r.tags["method"] == "adda_gan"]
     # ADDA-GAN's stage 2, controlled: 07's grid on MNIST->USPS (learning rate x length), read again

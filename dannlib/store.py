@@ -333,21 +333,25 @@ class Store:
     def put(self, spec: RunSpec, result, *, data_fingerprint: dict | None = None) -> StoredRun:
         """Store a finished :class:`~dannlib.training.RunResult`: the weights first, then the
         JSON file (whose presence marks the run finished), with the data fingerprint if given. A recomputed
-        run's old JSON goes just before its new weights take the old ones' place: a kill between the two
-        writes leaves the run missing, never the old record beside the new weights."""
-        path = self.path(spec)
+        run's old JSON is moved aside (``.<key>.json.*.tmp``, which :meth:`clean_partial` removes) just before
+        its new weights take the old ones' place: a kill between the two writes leaves the run missing, never
+        the old record beside the new weights."""
+        path, aside = self.path(spec), None
         if result.modules:
             state = {name: {k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()}
                      for name, m in result.modules.items()}
             with atomic_path(path.with_suffix(".pt")) as tmp:
                 torch.save(state, tmp)
-                path.unlink(missing_ok=True)
+                if path.exists():
+                    os.replace(path, aside := path.with_name(f".{path.name}.{os.getpid()}.replaced.tmp"))
         blob = {"spec": spec.payload(), "key": spec.key, "final": result.final, "history": result.history,
                 "seconds": result.seconds, "code": code_version(), "machine": machine_info()}
         if data_fingerprint:
             blob["data_fingerprint"] = data_fingerprint
         with atomic_write(path) as fh:
             fh.write(dumps(blob) + "\n")
+        if aside is not None:
+            aside.unlink(missing_ok=True)
         return self.get(spec)
 
     def clean_partial(self, min_age: float = 120.0) -> int:

@@ -24,7 +24,7 @@ from ..store import Store, store_root
 from ..utils import PROJECT_ROOT, atomic_write, machine_info
 from .transaction import (JOURNAL_SUFFIX, REPORT_NAME, RUN_LOCK_PREFIX, RUN_LOCK_SUFFIX, RUNNING_SUFFIX,  # noqa: F401
                           STAGING_PREFIX, RunLock, _apply_commit, _plan_commit, _signals_deferred, clean_stale,
-                          lab_kernelspec, new_run_id, normalize_notebook, path_replacements, tidy_notebook)
+                          digests, lab_kernelspec, new_run_id, normalize_notebook, path_replacements, tidy_notebook)
 
 COMMITTED_PROFILE = "paper"  # the profile the committed notebooks and figures/ carry: only it works in place
 KERNEL_ENV = {"DANNLIB_PROGRESS": "0", "TQDM_DISABLE": "1"}  # no progress bars (tqdm >= 4.66 reads TQDM_*)
@@ -149,6 +149,7 @@ def run_notebook(path: str | os.PathLike, parameters: dict, outputs: Outputs, pr
         if (outputs.results / profile).is_dir():  # earlier notebooks' records and networks, to read
             shutil.copytree(outputs.results / profile, res_stage / profile, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns(".*", REPORT_NAME))
+        copied = digests(res_stage)
         papermill.execute_notebook(
             str(path), str(executed), parameters=parameters, cwd=str(path.parent), kernel_name="python3",
             kernel_manager_class=_kernel_manager_class(env),
@@ -161,7 +162,7 @@ def run_notebook(path: str | os.PathLike, parameters: dict, outputs: Outputs, pr
         tidy_notebook(nb, path.name, parameters, rules)
         nbformat.write(nb, str(executed))
         os.chmod(executed, mode)
-        plan = _plan_commit(executed, target, fig_stage, outputs.figures, res_stage, outputs.results)
+        plan = _plan_commit(executed, target, fig_stage, outputs.figures, res_stage, outputs.results, copied)
     except KeyboardInterrupt:
         _kill_kernels()
         raise
@@ -242,8 +243,9 @@ def regenerate(profile: str | None = None, only=None, notebooks_dir=None, figure
                                                 error=f"interrupted by {_signal_name(exc)}"))
                         raise
                     with _signals_deferred():  # a signal now waits until the notebook is in place and recorded
-                        if plan is not None:  # journalled first: clean_stale replays it if this process dies
-                            journal = outputs.notebooks / f".{path.stem}.{lock.id}{JOURNAL_SUFFIX}"
+                        if plan is not None:  # journalled first: clean_stale replays it if this process dies;
+                            # in the results folder, which every profile's run scans (it shares the staging there)
+                            journal = outputs.results / f".{path.stem}.{lock.id}{JOURNAL_SUFFIX}"
                             with atomic_write(journal) as fh:
                                 json.dump(plan, fh)
                             _apply_commit(plan)

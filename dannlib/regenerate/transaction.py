@@ -4,11 +4,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import filecmp
+import hashlib
 import json
 import os
 import re
 import shutil
 import signal
+import threading
 import uuid
 from pathlib import Path
 from typing import Sequence
@@ -44,8 +46,14 @@ class RunLock(contextlib.ExitStack):
         try:
             for folder in dict.fromkeys(map(Path, folders)):
                 folder.mkdir(parents=True, exist_ok=True)
-                self.callback(_lock_path(folder, self.id).unlink, missing_ok=True)
-                fcntl.flock(self.enter_context(open(_lock_path(folder, self.id), "a")), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                path = _lock_path(folder, self.id)
+                self.callback(path.unlink, missing_ok=True)
+                while True:  # another run's clean_stale may unlink the file between our open and flock: reopen
+                    fh = self.enter_context(open(path, "a"))
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    with contextlib.suppress(FileNotFoundError):
+                        if os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino:
+                            break
         except BaseException:
             self.close()
             raise
@@ -66,7 +74,7 @@ def clean_stale(notebook_dirs: Sequence[Path], staging_parents: Sequence[Path]) 
     stale = [(p, m) for p, m in found if not alive(p.parent, m["nb"] or m["stage"] or m["lock"])]
     for path, m in stale:
         if m["kind"] == JOURNAL_SUFFIX:
-            with contextlib.suppress(ValueError, OSError):
+            with contextlib.suppress(ValueError, OSError, KeyError, TypeError):  # a malformed journal: removed below
                 _apply_commit(json.loads(path.read_text()))
     for path, _ in stale:
         with contextlib.suppress(OSError):
@@ -92,9 +100,17 @@ def _apply_commit(plan: dict) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def digests(folder: Path) -> dict[str, str]:
+    """``relative path -> sha256`` of every file under ``folder``."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def _plan_commit(executed: Path, target: Path, fig_stage: Path, figures: Path, res_stage: Path,
-                 results: Path) -> dict:
-    """Each staged figure folder replaces its namesake whole; each new or changed file replaces its own."""
+                 results: Path, copied: dict[str, str] | None = None) -> dict:
+    """Each staged figure folder replaces its namesake whole; each record file the notebook wrote replaces its own:
+    not a copy made for reading (``copied``: their :func:`digests` then) that it left as it was, which another run
+    may have replaced since."""
     folders, files = [], []
     for entry in sorted(fig_stage.iterdir()) if fig_stage.is_dir() else []:
         if entry.is_dir():
@@ -102,7 +118,9 @@ def _plan_commit(executed: Path, target: Path, fig_stage: Path, figures: Path, r
         else:
             files.append([str(entry), str(figures / entry.name)])
     for src in sorted(p for p in res_stage.rglob("*") if p.is_file()):
-        dst = results / src.relative_to(res_stage)
+        dst, rel = results / src.relative_to(res_stage), src.relative_to(res_stage).as_posix()
+        if (copied or {}).get(rel) == hashlib.sha256(src.read_bytes()).hexdigest():
+            continue  # read, not written: the live file may be newer (another run's commit)
         if not (dst.is_file() and filecmp.cmp(src, dst, shallow=False)):  # not the unchanged copy made for reading
             files.append([str(src), str(dst)])
     return {"notebook": [str(executed), str(target)], "files": files, "folders": folders,
@@ -111,18 +129,28 @@ def _plan_commit(executed: Path, target: Path, fig_stage: Path, figures: Path, r
 
 @contextlib.contextmanager
 def _signals_deferred():
-    """Hold SIGINT/SIGTERM back while the block runs (they are delivered after it)."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    """Hold SIGINT/SIGTERM back while the block runs: their handlers run after it. Deferred in Python (a handler
+    that records them), not by the thread's signal mask, which other threads (tqdm's monitor) do not share."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread runs signal handlers
+        yield
+        return
+    pending: list[int] = []
+    old = {s: signal.signal(s, lambda signum, _frame: pending.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(pending):
+            signal.raise_signal(s)
 
 
 def path_replacements(pairs: Sequence[tuple[str | os.PathLike, str]]) -> list[tuple[re.Pattern, str]]:
-    """(absolute path prefix -> replacement) rules, longest first, matching up to a path boundary."""
+    """(absolute path prefix -> replacement) rules, longest first, matching a whole path from its start (not the tail
+    of a longer path) up to a path boundary."""
     rules = {str(p).rstrip("/"): r for p, r in pairs if os.path.isabs(p) and str(p).rstrip("/")}
-    return [(re.compile(re.escape(p) + r"(?![\w.-])"), r) for p, r in sorted(rules.items(), key=lambda kv: -len(kv[0]))]
+    return [(re.compile(r"(?<![\w.~/-])" + re.escape(p) + r"(?![\w.-])"), r)
+            for p, r in sorted(rules.items(), key=lambda kv: -len(kv[0]))]
 
 
 def lab_kernelspec() -> dict:
