@@ -5,6 +5,7 @@ once. Each entry is a :class:`~dannlib.plan_runs.Planned` run, built in :mod:`da
 """
 from __future__ import annotations
 
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ def parse_seeds(text: str | Sequence[int] | None) -> list[int] | None:
         return None
     items = [s.strip() for s in text.split(",")] if isinstance(text, str) else list(text)
     try:
+        if any(isinstance(s, str) and s and not re.fullmatch(r"[+-]?\d+", s) for s in items):
+            raise ValueError  # int() would read "1_0" as 10
         seeds = [int(s) for s in items if s != ""]
     except (TypeError, ValueError):
         raise ValueError(f"seeds must be comma-separated integers, e.g. 0,1,2; got {text!r}") from None

@@ -97,6 +97,8 @@ def test_negative_or_empty_seeds_are_refused_up_front(tmp_path):
         parse_seeds("-1")
     with pytest.raises(ValueError, match="at least one"):
         parse_seeds(",")
+    with pytest.raises(ValueError, match="comma-separated integers"):
+        parse_seeds("1_0")  # int() alone would read 10
     for cmd in (["regenerate", "--only", "01"], ["sweep", "--only", "01", "--dry-run"]):
         out = subprocess.run([sys.executable, "-m", "dannlib", *cmd, "--seeds=-1"], cwd=tmp_path,
                              capture_output=True, text=True)
