@@ -9,9 +9,12 @@ from scipy import stats as _stats
 def curve_summary(runs, metric: str = "target_test_acc", companion: str | None = None) -> pd.DataFrame:
     """Per ``(tags, run)``: ``metric``'s peak (value, step), last value and fall; with ``companion`` (a label-free
     logged value one could watch instead of the target labels, e.g. ADDA's discriminator accuracy ``d_acc``), its
-    value at the peak and last, and the two curves' Spearman correlation after the peak (>= 3 points)."""
+    value at the peak and last, and the two curves' Spearman correlation after the peak (>= 3 points). Runs that did
+    not finish "ok" (diverged, collapsed) are left out, as the tables and curves leave them out."""
     rows = []
     for tags, run in runs:
+        if run.status != "ok":
+            continue
         h = [r for r in run.history if r.get(metric) is not None]
         if not h:
             continue

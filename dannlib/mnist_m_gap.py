@@ -18,7 +18,8 @@ def build_variant(split: str = "test", root=None, *, backgrounds: str = "train",
                   patch_scale: float = 1.0, threshold: int = 127, seed: int = 0,
                   n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """MNIST-M ``split`` built with factors changed (``backgrounds``: the BSDS500 split "train", "test", "val" or
-    "all"): uint8 (N, build_size, build_size, 3) and labels. The defaults give ``load_mnist_m(split, seed=seed)``;
+    "all"): uint8 (N, build_size, build_size, 3) and labels. The defaults give ``load_mnist_m(split, seed=seed)`` (for
+    ``n`` None: a smaller ``n`` draws other crops than the first ``n`` images of the full build);
     otherwise each digit (resized to ``build_size``, binarised at ``threshold``) is blended, ``|patch - digit|``,
     with a uniform ``patch_scale`` times larger crop (shrunk to ``build_size``) of a uniformly drawn background."""
     check_choice("backgrounds", backgrounds, ("train", "test", "val", "all"))
@@ -95,6 +96,8 @@ def gap_records(nets: dict, settings: dict, root=None, seed: int = 0, progress=N
     each variant of ``settings["variants"]``: the network's accuracy, the set's per-channel means and two-set
     classifier's held-out accuracy against the released test images (None for the released row)."""
     rel_u8, rel_y = load_mnist_m_released("test", root)
+    if settings["n"]:  # the same first digits as the variants (the released split keeps MNIST's test order)
+        rel_u8, rel_y = rel_u8[:settings["n"]], rel_y[:settings["n"]]
     out = []
     for name in ["released", *settings["variants"]]:
         factors = None if name == "released" else VARIANTS[name]

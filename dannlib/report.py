@@ -99,13 +99,14 @@ def markdown_report(results_dir=None, profile: str = "quick") -> str:
                   for name in COMPARISONS if COMPARISONS[name][0] == number]
     paths, recs = _records(folder, "07")
     if paths:
-        from .grids import GRID_DEFAULTS, GRID_SETTING
+        from .grids import GRID_SETTING
+        from .plan import plan
         from .selection_report import selection_markdown
         recs = [r for r in recs if r.get("scores_from") != "missing"]
         parts.append("### Label-free model selection (notebook 07): regret of the trusted rule (oracle's best target "
                      f"accuracy − the pick's)\n\n`{paths[0].name}`; seeds "
                      f"{', '.join(map(str, sorted({r['seed'] for r in recs})))}.\n\n"
-                     + selection_markdown(recs, GRID_SETTING, GRID_DEFAULTS))
+                     + selection_markdown(recs, GRID_SETTING, plan("07", profile).settings["defaults"]))
     return "\n\n".join(parts) + "\n"
 
 

@@ -15,8 +15,8 @@ from .selection import ORACLE, RULES, judge_rules
 #: the baselines' rule names in the rows and tables
 DEFAULT, RANDOM = "untuned default", "random pick (expected)"
 #: verdicts of :func:`trust_table`, from best to worst
-VERDICTS = ("trust", "picks well, ranks badly", "no better than the untuned default", "no better than a random pick",
-            "fewer than two settings", "no score")
+VERDICTS = ("trust", "picks well, ranks badly", "picks well, ranking not measured", "no better than the untuned default",
+            "no better than a random pick", "fewer than two settings", "no score")
 BY, KEYS = ("method", "pair"), ("method", "pair", "rule")
 
 
@@ -89,7 +89,8 @@ def verdicts(rows) -> list[dict]:
                        "fewer than two settings" if max(r["n_settings"] for r in mine if r["rule"] == rule) < 2 else
                        "no better than a random pick" if not m < base[RANDOM] else  # a nan baseline: no evidence
                        "no better than the untuned default" if math.isfinite(base[DEFAULT]) and not m < base[DEFAULT]
-                       else "trust" if rho > 0 else "picks well, ranks badly")
+                       else "trust" if rho > 0 else "picks well, ranks badly" if math.isfinite(rho)
+                       else "picks well, ranking not measured")  # Spearman undefined: fewer than 3 cells, ties
             out.append({**dict(zip(BY, group)), "rule": rule, "regret": m, "spearman": rho, "n": g["n"] if g else 0,
                         "default_regret": base[DEFAULT], "random_regret": base[RANDOM], "verdict": verdict})
     return out
@@ -185,7 +186,8 @@ def grid_description(plan, paper) -> str:
                  "length. The rules are judged at this length only; 05 and 06 train the chosen settings at full "
                  "length.")
     if s.get("n_cap"):
-        lines.append(f"- Training sets capped at {s['n_cap']} images, tests on the first {s['n_test']} test images.")
+        lines.append(f"- Training sets capped at {s['n_cap']} images, tests on {s['n_test']} test images drawn at random "
+                     "(the data spec's `subset_seed`).")
     if plan.profile == "smoke":
         lines.append("- **Smoke** checks the code path in seconds; its numbers mean nothing.")
     return "\n".join(lines)

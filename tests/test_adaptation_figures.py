@@ -139,3 +139,38 @@ def test_mean_curve_leaves_out_runs_that_are_not_ok_like_the_tables():
     g = mean_curve([ok, ok2[:1]], "acc", statuses=["ok", "ok"], complete=True)
     assert g["x"] == [1] and g["count"] == [2]
     assert mean_curve([ok, ok2], "acc", statuses=["ok", "collapsed"])["mean"] == [0.5, 0.5]
+
+
+def test_seed_point_medians_sit_on_their_own_points_with_many_hue_levels():
+    import numpy as np
+
+    from dannlib.plotting import plot_seed_points
+    levels = [f"g{j}" for j in range(6)]  # 07 plots six grids side by side
+    recs = [{"method": m, "grid": g, "seed": s, "v": float(10 * j + i + 0.01 * s), "status": "ok"}
+            for i, m in enumerate(["a", "b"]) for j, g in enumerate(levels) for s in range(3)]
+    ax = plot_seed_points(recs, "v", x="method", hue="grid").axes[0]
+    points = np.concatenate([c.get_offsets() for c in ax.collections if len(c.get_offsets())])
+    medians = [line for line in ax.lines if len(line.get_xdata()) == 2]  # a diamond per method, one line per level
+    assert len(medians) == len(levels)
+    for line in medians:
+        for x, y in zip(line.get_xdata(), line.get_ydata()):
+            cloud = points[np.abs(points[:, 1] - y) < 0.05, 0]  # this level's seeds in this column
+            assert len(cloud) == 3 and abs(cloud.mean() - x) < 0.05, (x, cloud)
+
+
+def test_the_legend_says_how_many_seeds_each_rows_mean_rests_on():
+    runs = [({"pair": "A->B", "method": "m"}, _run("ok", [0.1, 0.2])) for _ in range(3)]
+    runs += [({"pair": "B->A", "method": "m"}, _run("ok", [0.1, 0.2]))]
+    runs += [({"pair": "B->A", "method": "m"}, _run("collapsed", [0.9, 0.9])) for _ in range(2)]
+    fig = plot_adaptation_curves(runs, ["target_test_acc"])
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts[0] == "m: mean of 3/1 seeds by row (+0/2 failed, dashed)", texts
+    plt.close(fig)
+
+
+def test_loss_terms_leave_out_a_run_that_did_not_finish_ok():
+    hist = [{"seed": 0, "step": t, "a": 1.0} for t in (0, 5)] + [{"seed": 1, "step": t, "a": 9.0} for t in (0, 5)]
+    hist[-1]["status"] = "diverged"
+    fig = plot_loss_terms(hist, ["a"], schedules=())
+    assert [list(line.get_ydata()) for line in fig.axes[0].get_lines() if line.get_label() == "a"] == [[1.0, 1.0]]
+    plt.close(fig)

@@ -51,6 +51,17 @@ def test_pad_orders_partial_overlap_between_the_extremes():
     assert pads[0] < pads[1] < pads[2] < 2.0
 
 
+def test_pad_keeps_the_lowest_held_out_error_over_its_c_grid_and_the_probe_uses_c_1():
+    from dannlib.evaluate import PAD_C_GRID, domain_probe_accuracy
+    rng = np.random.default_rng(3)
+    fs, ft = rng.normal(size=(400, 200)), rng.normal(size=(400, 200)) + 0.08  # a small shift in many dimensions
+    single = {c: proxy_a_distance(fs, ft, seed=0, C=c)["err"] for c in PAD_C_GRID}
+    out = proxy_a_distance(fs, ft, seed=0)
+    assert out["err"] == min(single.values()) and single[out["C"]] == out["err"]
+    assert len(set(single.values())) > 1  # the grid matters here: one C alone would report another distance
+    assert domain_probe_accuracy(fs, ft, seed=0) == 1.0 - single[1.0]
+
+
 def test_pad_rejects_bad_input():
     with pytest.raises(ValueError, match="fs and ft"):
         proxy_a_distance(np.zeros((10, 3)), np.zeros((10, 4)))

@@ -199,3 +199,13 @@ def test_head_to_head_states_the_paired_verdict_per_pair():
     assert "**P**: a beats b? yes: a − b = +0.097" in text and "3 seeds (3 higher, 0 lower)" in text
     assert "**Q**: a beats b? not shown (no clear difference): a − b = +0.000" in text
     assert head_to_head(recs, "a", "c") == "(no seed shared by a and c)"
+
+
+def test_curve_summary_leaves_out_runs_that_did_not_finish_ok():
+    from types import SimpleNamespace
+
+    from dannlib.diagnose import curve_summary
+    runs = [({"pair": "P"}, SimpleNamespace(status=status, spec=SimpleNamespace(seed=seed),
+                                            history=[{"step": 1, "acc": 0.5}, {"step": 2, "acc": 0.4}]))
+            for seed, status in ((0, "ok"), (1, "collapsed"))]
+    assert list(curve_summary(runs, "acc")["seed"]) == [0]

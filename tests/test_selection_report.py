@@ -257,3 +257,11 @@ def test_selections_apply_the_other_pairs_rule_to_each_method_and_pair():
     # a method none of whose cells is scored on every seed gets no choice (and no crash)
     recs += [{"method": "iimt", "pair": "P", "seed": s, "ramp_max": 1.0, "dev": float("nan")} for s in (0, 1)]
     assert ("iimt", "P") not in selections(recs, rows, SETTING, rules=("entropy", "dev"))
+
+
+def test_a_rule_over_two_settings_has_no_measured_ranking_not_a_bad_one():
+    records = [r for r in _records({"good": {s: dict(g) for s, g in ACC.items()}}) if r["lambda_max"] != 3.0]
+    rows = judge_rules(records, SETTING, rules=("good",)) + baseline_rows(records, SETTING, {"dann": {"lambda_max": 0.1}})
+    (v,) = verdicts(rows)
+    assert v["regret"] == pytest.approx(0) and math.isnan(v["spearman"])
+    assert v["verdict"] == "picks well, ranking not measured"

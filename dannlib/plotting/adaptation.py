@@ -44,9 +44,7 @@ def plot_adaptation_curves(runs, keys, *, colour_by: str = "method", row_by: str
                 line, mean = seed_lines(ax, [r.history for r in group], [r.status for r in group], key, x,
                                         cycle_colour(c_i), complete=True)
                 if line is not None:
-                    n, failed = mean["n"], mean["failed"]
-                    legend.setdefault(c, (line, f"{names.get(c, c)}: mean of {n} seed{'s' if n != 1 else ''}"
-                                          + (f" (+{failed} failed, dashed)" if failed else "")))
+                    legend.setdefault(c, (line, []))[1].append((mean["n"], mean["failed"]))
             if (row, key) in reference:
                 y, text = reference[row, key]
                 lo, hi = min(ax.get_ylim()[0], y), max(ax.get_ylim()[1], y)
@@ -58,7 +56,12 @@ def plot_adaptation_curves(runs, keys, *, colour_by: str = "method", row_by: str
             ax.set(xlabel=x if r_i == len(rows) - 1 else "", ylabel=labels.get(key, key) if len(keys) == 1 else "")
             ax.grid(alpha=0.3)
     if legend:
-        shown = [legend[c] for c in colours_in if c in legend]
+        def text(c, counts):  # the seeds behind each row's mean: one number where the rows agree
+            ns, fails = ("/".join(dict.fromkeys(str(v[i]) for v in counts)) for i in (0, 1))
+            by_row = " by row" if len(set(counts)) > 1 else ""
+            return (f"{names.get(c, c)}: mean of {ns} seed{'s' if ns != '1' else ''}{by_row}"
+                    + (f" (+{fails} failed, dashed)" if any(f for _, f in counts) else ""))
+        shown = [(legend[c][0], text(c, legend[c][1])) for c in colours_in if c in legend]
         shown.append((plt.Line2D([], [], color="grey", linewidth=0.7, alpha=0.6), "one seed"))
         fig.legend(*zip(*shown), loc="lower center", ncol=min(4, len(shown)), fontsize=8, frameon=False)
     return finish(fig, title, (0, 0.3 / (2.9 * len(rows) + 0.6), 1, 1), fontsize=10)
@@ -69,6 +72,8 @@ def plot_loss_terms(histories: list[dict], terms, *, weights: dict | None = None
     """A composite loss's terms (IIMT) against ``x`` over seeds' history records: as logged (mean ± std, log
     scale past a decade); times their weight (``weights``: term -> a history key or a number; absent: 1); and
     the ``schedules``, each a mean over seeds. Terms the history lacks are left out."""
+    from ..results import runs_of
+    histories = [r for run in runs_of(histories) if run and run[-1].get("status", "ok") == "ok" for r in run]
     labels, weights, df = labels or {}, weights or {}, pd.DataFrame(histories)
     terms = [t for t in terms if t in df and not df[t].isna().all()]
     schedules = [s for s in schedules if s in df and not df[s].isna().all()]

@@ -151,7 +151,9 @@ def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str 
         sns.stripplot(**kw, dodge=dodge, alpha=0.55, size=5, jitter=0.15, legend=False)
     finally:
         np.random.set_state(state)
-    sns.pointplot(**kw, estimator="median", errorbar=("pi", 50), dodge=0.4 if dodge else False, capsize=0.15,
+    # the strip spreads its levels over 0.8 of a column; pointplot's dodge is the span of its levels' centres
+    sns.pointplot(**kw, estimator="median", errorbar=("pi", 50), dodge=0.8 - 0.8 / len(hue_order) if dodge else False,
+                  capsize=0.15,
                   linestyle="none", markers="D", markersize=5, err_kws={"linewidth": 1.4})
     tally = {(g[x], g.get(hue)): f"{g['n']}" + (f"+{g['failed']}✗" if g["failed"] else "")
              for g in aggregate(records, metric, [x] + ([hue] if hue else []))}
