@@ -265,3 +265,12 @@ def test_a_rule_over_two_settings_has_no_measured_ranking_not_a_bad_one():
     (v,) = verdicts(rows)
     assert v["regret"] == pytest.approx(0) and math.isnan(v["spearman"])
     assert v["verdict"] == "picks well, ranking not measured"
+
+
+def test_the_grid_description_says_smokes_test_images_are_drawn_at_random():
+    from dannlib.plan import plan
+    from dannlib.selection_report import grid_description
+    p = plan("07", "smoke")
+    assert all(d.get("subset_seed") is not None for d in (s.data for s in p.specs))  # load_domain draws a subset
+    text = grid_description(p, plan("07", "paper").settings)
+    assert "drawn at random" in text and "the first" not in text
