@@ -85,7 +85,7 @@ USPS_PAIRS = {
 def _plan_05(profile, seeds):
     paper = {"n_seeds": 5, "pairs": list(USPS_PAIRS), "pretrain_steps": 10_000, "steps": 10_000, "batch_size": 128,
              "eval_every": 250, "monitor_size": 2000, "n_test": None,
-             "methods": {"adda_gan": 5, "dann_lenet": 5, "adda_minimax": 3, "adda_confusion": 3}}
+             "methods": {"adda_gan": 5, "dann_lenet": 5, "adda_minimax": 5, "adda_confusion": 5}}
     s = {"paper": paper,
          "smoke": {**paper, "n_seeds": 1, "pairs": ["MNIST->USPS"], "pretrain_steps": 8, "steps": 8, "batch_size": 32,
                    "eval_every": 4, "monitor_size": 200, "n_test": 200,
