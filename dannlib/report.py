@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from .profiles import check_profile
-from .results import aggregate, format_cell, markdown_table, published, published_text, read_records, runs_of
+from .results import aggregate, format_cell, markdown_table, published, published_text, read_records, ok_histories
 from .stats import compare_records, format_interval
 from .utils import results_root
 
@@ -258,7 +258,7 @@ def final_trend(histories: dict, key: str, *, fraction: float = 0.2):
         raise ValueError(f"fraction must lie in (0, 1), got {fraction!r}")
     rows = {}
     for name, hist in histories.items():  # the runs that finished ok, as mean_curve and the tables take them
-        df = pd.DataFrame([r for run in runs_of(hist) if run and run[-1].get("status", "ok") == "ok" for r in run])
+        df = pd.DataFrame(ok_histories(hist))
         if key not in df or df[key].isna().all():
             continue
         curve = df.groupby("step")[key].mean().dropna()

@@ -129,6 +129,11 @@ def runs_of(records: Iterable[dict], by: str = "seed") -> list[list[dict]]:
     return list(runs.values())
 
 
+def ok_histories(histories: Iterable[dict]) -> list[dict]:
+    """Pooled histories (:func:`dannlib.plan.histories`) less the runs whose last record's status is not "ok"."""
+    return [r for run in runs_of(histories) if run and run[-1].get("status", "ok") == "ok" for r in run]
+
+
 def mean_curve(histories: Sequence[list[dict]], key: str, *, x: str = "step", statuses: Sequence[str] | None = None,
                complete: bool = False) -> dict:
     """The curves' aggregator: :func:`mean_std` of ``key`` at each ``x`` (ascending) over the histories

@@ -72,8 +72,8 @@ def plot_loss_terms(histories: list[dict], terms, *, weights: dict | None = None
     """A composite loss's terms (IIMT) against ``x`` over seeds' history records: as logged (mean ± std, log
     scale past a decade); times their weight (``weights``: term -> a history key or a number; absent: 1); and
     the ``schedules``, each a mean over seeds. Terms the history lacks are left out."""
-    from ..results import runs_of
-    histories = [r for run in runs_of(histories) if run and run[-1].get("status", "ok") == "ok" for r in run]
+    from ..results import ok_histories
+    histories = ok_histories(histories)
     labels, weights, df = labels or {}, weights or {}, pd.DataFrame(histories)
     terms = [t for t in terms if t in df and not df[t].isna().all()]
     schedules = [s for s in schedules if s in df and not df[s].isna().all()]

@@ -100,10 +100,13 @@ def _apply_commit(plan: dict) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def digests(folder: Path) -> dict[str, str]:
     """``relative path -> sha256`` of every file under ``folder``."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _plan_commit(executed: Path, target: Path, fig_stage: Path, figures: Path, res_stage: Path,
@@ -118,8 +121,9 @@ def _plan_commit(executed: Path, target: Path, fig_stage: Path, figures: Path, r
         else:
             files.append([str(entry), str(figures / entry.name)])
     for src in sorted(p for p in res_stage.rglob("*") if p.is_file()):
-        dst, rel = results / src.relative_to(res_stage), src.relative_to(res_stage).as_posix()
-        if (copied or {}).get(rel) == hashlib.sha256(src.read_bytes()).hexdigest():
+        rel = src.relative_to(res_stage)
+        dst = results / rel
+        if (copied or {}).get(rel.as_posix()) == _sha256(src):
             continue  # read, not written: the live file may be newer (another run's commit)
         if not (dst.is_file() and filecmp.cmp(src, dst, shallow=False)):  # not the unchanged copy made for reading
             files.append([str(src), str(dst)])
