@@ -11,6 +11,7 @@ from torch import nn
 from .data import (DataNotFoundError, binarise_digits, blend_mnist_m, bsds500_train_dir, bsds500_train_files,
                    channel_stats, load_mnist, load_mnist_m_released, mnist_m_seed, to_tensor_domain)
 from .data.mnist_m import _decode_jpg
+from .training import accuracy
 from .utils import check_choice, seeded
 
 
@@ -108,12 +109,9 @@ def gap_records(nets: dict, settings: dict, root=None, seed: int = 0, progress=N
             u8, rel_u8, n_train=settings["n_train"], n_test=settings["n_test"], steps=settings["steps"], seed=seed)
         mean = channel_stats(u8)[0].round(4).tolist()
         for label, net in nets.items():
-            with torch.no_grad():
-                correct = sum(int((net.eval()(x[i:i + 1024]).argmax(-1) == y[i:i + 1024]).sum())
-                              for i in range(0, len(x), 1024))
             method, net_seed = label.rsplit(" ", 1)
             out.append({"test_set": name, "factors": factors or {}, "method": method, "seed": int(net_seed),
-                        "accuracy": correct / len(x), "classifier_acc": clf,
+                        "accuracy": float(accuracy(net.eval(), x, y, 1024)), "classifier_acc": clf,
                         "channel_mean": mean, "n": int(len(y))})
         if progress:
             progress(name)

@@ -1,7 +1,7 @@
 """The runs each notebook needs under each profile (:mod:`dannlib.profiles`): the one list that the
 notebooks and ``python -m dannlib sweep`` both read. A run that several profiles ask for is computed
 once. Each entry is a :class:`~dannlib.plan_runs.Planned` run, built in :mod:`dannlib.plan_runs`
-(01-06) and :mod:`dannlib.plan_grids` (07, 08).
+(01-06) and :mod:`dannlib.plan_grids` (07-09).
 """
 from __future__ import annotations
 

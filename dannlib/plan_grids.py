@@ -8,8 +8,8 @@ from itertools import product
 
 from .grids import SPEEDRUN_CEILING, SPEEDRUN_GRID, speedrun_config
 from .grids import ADDA_GRID, ADDA_GRID_RELEASED, DANN_GRID, GRID_DEFAULTS, GRID_SETTING, IIMT_GRID, grid_config
-from .plan_runs import MNIST_M_PAIRS, USPS_PAIRS, Planned, _plan_03, _plan_05, _plan_06, _seeds
-from .store import RunSpec, digits_data
+from .plan_runs import MNIST_M_PAIRS, Planned, _pair_data, _plan_03, _plan_05, _plan_06, _seeds
+from .store import RunSpec
 
 U, R = "MNIST->USPS", MNIST_M_PAIRS["mnist_m_released"]
 
@@ -37,9 +37,7 @@ def _plan_07(profile, seeds):
                                      R: {"lr": [2e-4], "stage2_steps": [4, 8]}},
                             "pretrain_steps": 8, "batch_size": 32, "eval_every": 4}}}[profile]
     seeds = _seeds(s["n_seeds"], seeds)
-    usps = {**USPS_PAIRS[U], "n_test": s["n_test"]}  # 06's MNIST->USPS data (ADDA's protocol sizes)
-    pairs = {U: {**usps, "n_source": s["n_cap"], "n_target": s["n_cap"]} if s["n_cap"] else usps,
-             R: digits_data("mnist", "mnist_m_released", n_source=s["n_cap"], n_target=s["n_cap"], n_test=s["n_test"])}
+    pairs = {pair: _pair_data(pair, s["n_cap"], s["n_test"]) for pair in (U, R)}  # 06's data
     cells = []  # (pair, method, tags); floats throughout (1 and 1.0 are different keys)
     for pair in pairs:
         for lr in map(float, s["lr"][pair]):
@@ -86,15 +84,14 @@ def _plan_08(profile, seeds):
                    "controls_seeds": {k: 1 for k in IIMT_CONTROLS}}}[profile]
     seeds = _seeds(max(s["n_seeds"], 1), seeds)
     cap, n_test, monitor = s["n_cap"], s["n_test"], s["monitor_size"]
-    mnist_m = digits_data("mnist", "mnist_m", n_source=cap, n_target=cap, n_test=n_test)
+    mnist_m = _pair_data("MNIST->MNIST-M", cap, n_test)
     common = dict(steps=s["steps"], batch_size=32, eval_every=s["eval_every"])
-    tags = {"diagnosis": "iimt_no_adversarial", "pair": "MNIST->MNIST-M"}
-    runs = [Planned(RunSpec.make("iimt_no_adversarial", mnist_m, seed, monitor_size=monitor, **common,
-                                 **IIMT_CONTROLS[control]), {**tags, "method": control})
-            for control, n in s["controls_seeds"].items() for seed in seeds[:n]]
-    runs += [Planned(RunSpec.make(method, mnist_m, seed, monitor_size=monitor, **common), {**tags, "method": method})
-             for method in ("source_only", "iimt")  # the references, on the same seeds (03's and 06's runs)
-             for seed in seeds[:s["controls_seeds"].get("no_adversarial", 0)]]
+    # the controls, then the references on the same seeds (03's and 06's runs): (method, row, seeds)
+    cells = [("iimt_no_adversarial", control, n) for control, n in s["controls_seeds"].items()]
+    cells += [(m, m, s["controls_seeds"].get("no_adversarial", 0)) for m in ("source_only", "iimt")]
+    runs = [Planned(RunSpec.make(method, mnist_m, seed, monitor_size=monitor, **common, **IIMT_CONTROLS.get(row, {})),
+                    {"diagnosis": "iimt_no_adversarial", "pair": "MNIST->MNIST-M", "method": row})
+            for method, row, n in cells for seed in seeds[:n]]
     # ADDA-GAN's stage 2 and 06's baselines: the stored runs of 05 and 06, read again
     runs_05, runs_06, runs_07 = (f(profile, asked)[2] for f in (_plan_05, _plan_06, _plan_07))
     runs += [Planned(r.spec, {"diagnosis": "adda_gan_decay", **r.tags}) for r in runs_05
@@ -113,16 +110,14 @@ def _plan_08(profile, seeds):
                                 **{**r.spec.config, "network": "vada_small"})
             runs += [Planned(spec, {"diagnosis": "iimt_network", "pair": t["pair"], "method": f"{t['method']} {net}"})
                      for spec, net in ((r.spec, "digits"), (vada, "vada_small"))]
-    runs += [Planned(r.spec, {"diagnosis": "baselines", "from": "06", **r.tags}) for r in runs_06
-             if r.tags["pair"] == U and r.tags["method"] in ("source_only", "dann", "iimt", "dann_selected",
-                                                             "iimt_selected")]
-    runs += [Planned(r.spec, {"diagnosis": "baselines", "from": "05", **r.tags}) for r in runs_05
-             if r.tags["pair"] == U and r.tags["method"] in ("adda_pretrain", "dann_lenet")]
+    baselines = {"06": (runs_06, ("source_only", "dann", "iimt", "dann_selected", "iimt_selected")),
+                 "05": (runs_05, ("adda_pretrain", "dann_lenet"))}
+    runs += [Planned(r.spec, {"diagnosis": "baselines", "from": nb, **r.tags}) for nb, (rs, names) in baselines.items()
+             for r in rs if r.tags["pair"] == U and r.tags["method"] in names]
     # DANN on the released data: 03's recipe (10,000 steps of 32 + 32 at 28 px; the length is ours,
     # the DANN papers do not state one) against twice the steps, the JMLR paper's batch (64 + 64,
     # Ganin et al. 2016, sec. 5.2.2) and its 32 px images (arXiv 1409.7495, sec. 4)
-    released = digits_data("mnist", "mnist_m_released", n_source=cap, n_target=cap, n_test=n_test)
-    released_32 = digits_data("mnist", "mnist_m_released", n_source=cap, n_target=cap, n_test=n_test, size=32)
+    released, released_32 = _pair_data(R, cap, n_test), _pair_data(R, cap, n_test, size=32)
     variants = [(f"dann {steps:,} steps", released, 32, steps) for steps in (s["steps"], s["long_steps"])]
     variants += [("dann batch 64 + 64", released, 64, s["steps"]), ("dann 32 px", released_32, 32, s["steps"])]
     runs += [Planned(RunSpec.make("dann", data, seed, monitor_size=monitor, steps=steps, batch_size=batch,
@@ -140,17 +135,20 @@ def _plan_09(profile, seeds):
              "monitor_size": 2000, "grid": SPEEDRUN_GRID, "steps": None}
     s = {"paper": paper, "quick": {**paper, "n_seeds": 2, "n_grid_seeds": 0, "n_ceiling_seeds": 0},
          "smoke": {**paper, "n_seeds": 1, "n_grid_seeds": 1, "n_ceiling_seeds": 1, "n_cap": 200, "n_test": 100,
-                   "monitor_size": 100, "steps": 6,
-                   "grid": {"network": ("digits", "digits_in"), "precision": ("bf16",), "optimizer": ("sgd",)}}}[profile]
+                   "monitor_size": 100, "steps": 6, "grid": {"network": ("digits", "digits_in"), "precision": ("bf16",),
+                                                             "optimizer": ("sgd",)}}}[profile]
     seeds = _seeds(s["n_seeds"], seeds)
-    data = digits_data("mnist", "mnist_m_released", n_source=s["n_cap"], n_target=s["n_cap"], n_test=s["n_test"])
+    data = _pair_data(R, s["n_cap"], s["n_test"])
+
+    def dann_runs(setting, steps, n, **tags):  # n seeds of DANN at a speedrun setting
+        config = speedrun_config(setting, steps)
+        return [Planned(RunSpec.make("dann", data, seed, monitor_size=s["monitor_size"], **config),
+                        {"pair": R, **tags, **setting}) for seed in seeds[:n]]
+
     runs = []
     for values in product(*s["grid"].values()):
-        cell = dict(zip(s["grid"], values))
-        runs += [Planned(RunSpec.make("dann", data, seed, monitor_size=s["monitor_size"],
-                                      **speedrun_config(cell, s["steps"])),
-                         {"pair": R, "method": "dann_candidate", "cell": "grid", **cell})
-                 for seed in seeds[:s["n_grid_seeds"]]]
+        runs += dann_runs(dict(zip(s["grid"], values)), s["steps"], s["n_grid_seeds"], method="dann_candidate",
+                          cell="grid")
     fixed = METHODS["dann_speedrun"][1]
     # the registered recipe at the profile's steps, if it sets any (with speedrun_config's evaluation rule)
     steps = ({k: v for k, v in speedrun_config(fixed, s["steps"]).items() if k in ("steps", "eval_every")}
@@ -164,8 +162,6 @@ def _plan_09(profile, seeds):
     c = SPEEDRUN_CEILING
     for precision in c["precisions"]:
         cell = {"network": c["network"], "precision": precision, "optimizer": c["optimizer"]}
-        runs += [Planned(RunSpec.make("dann", data, seed, monitor_size=s["monitor_size"],
-                                      **speedrun_config(cell, s["steps"] or c["steps"])),
-                         {"pair": R, "method": f"dann_{c['network']}_{precision}", "cell": "ceiling", **cell})
-                 for seed in seeds[:s["n_ceiling_seeds"]]]
+        runs += dann_runs(cell, s["steps"] or c["steps"], s["n_ceiling_seeds"],
+                          method=f"dann_{c['network']}_{precision}", cell="ceiling")
     return {**s, "batch_size": 32}, seeds, runs

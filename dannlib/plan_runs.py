@@ -54,7 +54,7 @@ MNIST_M_PAIRS = {"mnist_m": "MNIST->MNIST-M", "mnist_m_released": "MNIST->MNIST-
 
 
 def _mnist_m_runs(s, seeds, methods, target="mnist_m"):
-    data = digits_data("mnist", target, n_source=s["n_train"], n_target=s["n_train"], n_test=s["n_test"])
+    data = _pair_data(MNIST_M_PAIRS[target], s["n_train"], s["n_test"])
     return [Planned(RunSpec.make(m, data, seed, monitor_size=s["monitor_size"], steps=s["steps"], batch_size=32,
                                  eval_every=s["eval_every"]), {"pair": MNIST_M_PAIRS[target], "method": m})
             for m in methods for seed in seeds]
@@ -82,6 +82,15 @@ USPS_PAIRS = {
 }
 
 
+def _pair_data(pair: str, cap: int | None = None, n_test: int | None = None, **kwargs) -> dict:
+    """The data of ``pair`` (a key of :data:`USPS_PAIRS`, at its protocol's sizes, or a value of
+    :data:`MNIST_M_PAIRS`, whole) with at most ``cap`` training images a domain and ``n_test`` test images."""
+    if pair in USPS_PAIRS:
+        return {**USPS_PAIRS[pair], "n_test": n_test, **({"n_source": cap, "n_target": cap} if cap else {})}
+    target = next(t for t, p in MNIST_M_PAIRS.items() if p == pair)
+    return digits_data("mnist", target, n_source=cap, n_target=cap, n_test=n_test, **kwargs)
+
+
 def _plan_05(profile, seeds):
     paper = {"n_seeds": 5, "pairs": list(USPS_PAIRS), "pretrain_steps": 10_000, "steps": 10_000, "batch_size": 128,
              "eval_every": 250, "monitor_size": 2000, "n_test": None,
@@ -95,19 +104,17 @@ def _plan_05(profile, seeds):
          "quick": {**paper, "n_seeds": 3, "pretrain_steps": 1000, "steps": 2000, "batch_size": 64, "eval_every": 100,
                    "methods": {"adda_gan": 3, "dann_lenet": 3}}}[profile]
     seeds = _seeds(s["n_seeds"], seeds)
-    common = dict(pretrain_steps=s["pretrain_steps"], steps=s["steps"], batch_size=s["batch_size"],
-                  eval_every=s["eval_every"])
-    pairs = {pair: {**USPS_PAIRS[pair], "n_test": s["n_test"]} for pair in s["pairs"]}
+    common = {k: s[k] for k in ("monitor_size", "pretrain_steps", "steps", "batch_size", "eval_every")}
+    pairs = {pair: _pair_data(pair, n_test=s["n_test"]) for pair in s["pairs"]}
     runs = []
     for pair, data in pairs.items():
         for method, n in s["methods"].items():
             for seed in seeds[:n]:
-                spec = RunSpec.make(method, data, seed, monitor_size=s["monitor_size"], **common)
+                spec = RunSpec.make(method, data, seed, **common)
                 runs.append(Planned(spec, {"pair": pair, "method": method}))
                 if method == "adda_gan":  # the source-only row: the same pre-training
                     runs.append(Planned(spec.dependencies()[0], {"pair": pair, "method": "adda_pretrain"}))
-    runs += _selected_runs(pairs, seeds[:s["methods"]["adda_gan"]], ["adda_gan"],
-                           {**common, "monitor_size": s["monitor_size"]}, stage2_steps=s["steps"])
+    runs += _selected_runs(pairs, seeds[:s["methods"]["adda_gan"]], ["adda_gan"], common, stage2_steps=s["steps"])
     return s, seeds, runs
 
 
@@ -124,14 +131,8 @@ def _plan_06(profile, seeds):
          "quick": {**paper, "n_seeds": 3, "pairs": ["MNIST->USPS"], "steps": 2000, "eval_every": 100, "ablations": [],
                    "n_ablation_seeds": 0}}[profile]
     seeds = _seeds(s["n_seeds"], seeds)
-    cap, released = s["n_cap"], MNIST_M_PAIRS["mnist_m_released"]
-    pairs = {
-        "MNIST->USPS": digits_data("mnist", "usps", n_source=cap or 2000, n_target=cap or 1800, n_test=s["n_test"],
-                                   channels=1),
-        "MNIST->MNIST-M": digits_data("mnist", "mnist_m", n_source=cap, n_target=cap, n_test=s["n_test"]),
-        released: digits_data("mnist", "mnist_m_released", n_source=cap, n_target=cap, n_test=s["n_test"]),
-    }
-    pairs = {pair: pairs[pair] for pair in s["pairs"]}
+    released = MNIST_M_PAIRS["mnist_m_released"]
+    pairs = {pair: _pair_data(pair, s["n_cap"], s["n_test"]) for pair in s["pairs"]}
     common = dict(monitor_size=s["monitor_size"], steps=s["steps"], batch_size=32, eval_every=s["eval_every"])
     runs = [Planned(RunSpec.make(method, pairs[pair], seed, **common), {"pair": pair, "method": method})
             for pair in pairs

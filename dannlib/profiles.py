@@ -9,8 +9,7 @@ DEFAULT_PROFILE = "quick"
 
 
 def check_profile(profile: str) -> str:
-    check_choice("profile", profile, PROFILES)
-    return profile
+    return check_choice("profile", profile, PROFILES)
 
 
 def pick(settings: dict, profile: str) -> dict:

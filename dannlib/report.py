@@ -79,8 +79,8 @@ def markdown_report(results_dir=None, profile: str = "quick") -> str:
         raise FileNotFoundError(f"no records in {folder}: run `make figures PROFILE={profile}` "
                                 f"(python -m dannlib sweep --profile {profile}, then regenerate) first")
     parts = [f"Profile `{profile}`; records in `results/{profile}/`."]
-    headline = [f"#### {title}\n\n" + published_table(_records(folder, number)[1], metric, group=group)
-                for number, title, metric, group in HEADLINE if _records(folder, number)[0]]
+    headline = [f"#### {title}\n\n" + published_table(found[1], metric, group=group)
+                for number, title, metric, group in HEADLINE if (found := _records(folder, number))[0]]
     if headline:
         parts.append("### Headline: ours against the published numbers\n\n" + "\n\n".join(headline))
     if (folder / "regeneration.json").is_file():
@@ -251,8 +251,7 @@ def last_logged(runs, keys) -> list[dict]:
 def final_trend(histories: dict, key: str, *, fraction: float = 0.2):
     """Is a monitored curve still moving at the end? A pandas DataFrame, one row per method of
     ``histories`` (name -> history records of all its seeds; runs that did not finish ok left out): the mean over
-    seeds of ``key`` at
-    the last logged step, and its change over the last ``fraction`` of the logged points."""
+    seeds of ``key`` at the last logged step, and its change over the last ``fraction`` of the logged points."""
     import pandas as pd
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must lie in (0, 1), got {fraction!r}")

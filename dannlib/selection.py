@@ -240,8 +240,7 @@ def scored_records(runs, *, data_root=None) -> list[dict]:
 
 def judge_rules(records, setting, *, by=("method", "pair"), rules=tuple(RULES)) -> list[dict]:
     """One row per group ``by``, seed and rule over the grid of cells ``setting`` (tag names) of the runs that finished
-    ok: ``pick`` (a dict),
-    ``regret``, ``spearman`` and ``n_settings`` (the cells with a finite oracle)."""
+    ok: ``pick`` (a dict), ``regret``, ``spearman`` and ``n_settings`` (the cells with a finite oracle)."""
     setting, grids, rows = tuple(setting), {}, []
     for r in (r for r in records if r.get("status", "ok") == "ok"):  # as the tables: runs that finished ok
         cell, group = tuple(r.get(k) for k in setting), tuple(r.get(k) for k in by)

@@ -15,8 +15,8 @@ from .selection import ORACLE, RULES, judge_rules
 #: the baselines' rule names in the rows and tables
 DEFAULT, RANDOM = "untuned default", "random pick (expected)"
 #: verdicts of :func:`trust_table`, from best to worst
-VERDICTS = ("trust", "picks well, ranks badly", "picks well, ranking not measured", "no better than the untuned default",
-            "no better than a random pick", "fewer than two settings", "no score")
+VERDICTS = ("trust", "picks well, ranks badly", "picks well, ranking not measured",
+            "no better than the untuned default", "no better than a random pick", "fewer than two settings", "no score")
 BY, KEYS = ("method", "pair"), ("method", "pair", "rule")
 
 
@@ -63,10 +63,10 @@ def selection_table(rows):
         mine, g, s = [r for r in rows if _key(r, KEYS) == key], regret.get(key), spear.get(key)
         picks = [_pick_text(r["pick"]) for r in mine if r.get("pick")]
         common = max(dict.fromkeys(picks), key=picks.count) if picks else "—"
-        sizes = sorted({r["n_settings"] for r in mine if "n_settings" in r})
+        sizes = sorted({r["n_settings"] for r in mine if "n_settings" in r}) or ["—"]
         out.append({**dict(zip(KEYS, key)),
-                    "settings scored per seed": "–".join(map(str, dict.fromkeys([sizes[0], sizes[-1]]))) if sizes
-                    else "—", "regret (oracle best − pick)": format_cell(g["mean"], g["std"], g["n"]) if g else "—",
+                    "settings scored per seed": "–".join(map(str, dict.fromkeys([sizes[0], sizes[-1]]))),
+                    "regret (oracle best − pick)": format_cell(g["mean"], g["std"], g["n"]) if g else "—",
                     "picked the oracle's best": (f"{sum(v == 0 for v in g['values'])} of {g['n']}" if g else "—"),
                     "Spearman with the oracle": format_cell(s["mean"], s["std"], s["n"]) if s else "—",
                     "most frequent pick": f"{common} ({picks.count(common)} of {len(picks)})" if picks else "—",
@@ -186,8 +186,8 @@ def grid_description(plan, paper) -> str:
                  "length. The rules are judged at this length only; 05 and 06 train the chosen settings at full "
                  "length.")
     if s.get("n_cap"):
-        lines.append(f"- Training sets capped at {s['n_cap']} images, tests on {s['n_test']} test images drawn at random "
-                     "(the data spec's `subset_seed`).")
+        lines.append(f"- Training sets capped at {s['n_cap']} images, tests on {s['n_test']} test images drawn at "
+                     "random (the data spec's `subset_seed`).")
     if plan.profile == "smoke":
         lines.append("- **Smoke** checks the code path in seconds; its numbers mean nothing.")
     return "\n".join(lines)

@@ -6,7 +6,8 @@ import math
 
 from .grids import SPEEDRUN_GRID, SPEEDRUN_RULE, SPEEDRUN_SECONDS
 from .results import format_cell, markdown_table, mean_std
-from .selection import ORACLE, RULES
+from .selection import ORACLE, RULES, SELECTION_FIELD
+from .utils import check_choice
 
 CELL = tuple(SPEEDRUN_GRID)  # the tags that make a cell: network, precision, optimizer
 #: notebook 09's figure: label -> the records of the group
@@ -24,22 +25,15 @@ def run_seconds(record: dict) -> float:
 
 
 def _score(record: dict, rule: str) -> float:
-    value = (record.get("selection") or {}).get(rule)
+    value = (record.get(SELECTION_FIELD) or {}).get(rule)
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
-
-
-def _check_rule(rule: str) -> None:
-    """ValueError for an unknown rule. Every stored score is higher-is-better (:func:`~dannlib.selection.
-    label_free_scores` negates DEV's risk and the entropy), so each rule picks its highest score."""
-    if rule not in RULES:
-        raise ValueError(f"unknown rule {rule!r}; rules: {', '.join(RULES)}")
 
 
 def grid_rows(records, *, rule: str = SPEEDRUN_RULE, budget: float = SPEEDRUN_SECONDS) -> list[dict]:
     """One row per grid cell (records tagged ``cell="grid"``): seeds, steps, the slowest run's seconds, whether every
     run kept to ``budget``, each label-free rule's mean score (NaN if a seed has none: never picked), the mean source
     test accuracy and the mean oracle target test accuracy (read from target labels: shown, never used to choose)."""
-    _check_rule(rule)
+    check_choice("rule", rule, RULES)
     cells: dict[tuple, list[dict]] = {}
     for r in records:
         if r.get("cell") == "grid" and r.get("status", "ok") == "ok":
@@ -57,8 +51,9 @@ def grid_rows(records, *, rule: str = SPEEDRUN_RULE, budget: float = SPEEDRUN_SE
 
 def pick(rows, *, rule: str = SPEEDRUN_RULE) -> dict | None:
     """The cell ``{network, precision, optimizer}`` with the best mean ``rule`` score among the rows within the
-    budget (None when no row is): the speedrun's recipe, chosen without a target label."""
-    _check_rule(rule)
+    budget (None when no row is): the speedrun's recipe, chosen without a target label. Every stored score is
+    higher-is-better (:func:`~dannlib.selection.label_free_scores` negates DEV's risk and the entropy)."""
+    check_choice("rule", rule, RULES)
     best = max((r for r in rows if r["within_budget"] and math.isfinite(r[rule])), key=lambda r: r[rule], default=None)
     return None if best is None else {k: best[k] for k in CELL}
 
@@ -89,7 +84,8 @@ def speedrun_table(records, *, budget: float = SPEEDRUN_SECONDS) -> str:
             continue
         seconds = [run_seconds(r) for r in rs]
         timed = "whole call" if all("wall_seconds" in r for r in rs) else "training loop only"
-        body.append([f"{rs[0]['method']} ({cell}" + (f": {rs[0]['network']}, {precision})" if precision else ")"), ", ".join(f"{s:,}" for s in sorted({r["steps"] for r in rs})),
+        body.append([f"{rs[0]['method']} ({cell}" + (f": {rs[0]['network']}, {precision})" if precision else ")"),
+                     ", ".join(f"{s:,}" for s in sorted({r["steps"] for r in rs})),
                      ", ".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"])),
                      format_cell(*mean_std([r["target_test_acc"] for r in rs]), len(rs), 4),
                      f"{sum(seconds) / len(seconds):.0f} / {max(seconds):.0f} ({timed})",

@@ -30,8 +30,7 @@ STORE_FORMAT = 1
 #: the paper's DANN step (digits network, fp32, 32 + 32) per second: the unit of ``cost_steps``; 57 until
 #: 2026-12-02; notebook 09's grid measured 47 with 4 evaluations a run (2 workers on the 2-core VM), 48.5 without
 DANN_STEPS_PER_SECOND = 48.5
-#: a test image's forward pass in DANN steps: 2,000 images cost 17.2 steps (benchmarks/README.md, "The sweep's
-#: estimate")
+#: a test image's forward pass in DANN steps: 2,000 cost 17.2 steps (benchmarks/README.md, "The sweep's estimate")
 EVAL_STEPS_PER_IMAGE = 17.2 / 2000
 #: seconds a digits run costs besides its steps: loading its data in the worker, the input mean, the final
 #: evaluation, the label-free scores (notebook 09's grid: 5-14 s)
@@ -85,8 +84,7 @@ def machine_speed() -> float:
             raise ValueError(f"$DANNLIB_SPEED must be a number > 0 (this machine's speed relative to the CPU the "
                              f"study's rates were measured on; unset: measured), got {text!r}")
         return value
-    device = resolve_device()
-    if device.type != "cpu":
+    if (device := resolve_device()).type != "cpu":
         warnings.warn(f"the sweep's estimate is priced for the study's CPU; runs here train on {device}, which the "
                       "CPU probe does not measure (set DANNLIB_SPEED to scale it)", stacklevel=2)
         return 1.0
@@ -331,11 +329,10 @@ class Store:
         return run
 
     def put(self, spec: RunSpec, result, *, data_fingerprint: dict | None = None) -> StoredRun:
-        """Store a finished :class:`~dannlib.training.RunResult`: the weights first, then the
-        JSON file (whose presence marks the run finished), with the data fingerprint if given. A recomputed
-        run's old JSON is moved aside (``.<key>.json.*.tmp``, which :meth:`clean_partial` removes) just before
-        its new weights take the old ones' place: a kill between the two writes leaves the run missing, never
-        the old record beside the new weights."""
+        """Store a finished :class:`~dannlib.training.RunResult`: the weights first, then the JSON file (whose
+        presence marks the run finished), with the data fingerprint if given. A recomputed run's old JSON is moved
+        aside (``.<key>.json.*.tmp``, removed by :meth:`clean_partial`) just before its new weights replace the old:
+        a kill between the two writes leaves the run missing, never the old record beside the new weights."""
         path, aside = self.path(spec), None
         if result.modules:
             state = {name: {k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()}

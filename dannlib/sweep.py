@@ -126,10 +126,8 @@ def compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = Tru
     from .methods import ORACLES, train
     from .selection import SELECTION_FIELD, score_trained, scoreable
     from .training import RunResult
-    deps = []
-    for dep in spec.dependencies():
-        stored = store.get(dep)
-        deps.append(stored if usable(stored) else compute(dep, store, data_root=data_root, progress=progress))
+    deps = [stored if usable(stored := store.get(dep)) else compute(dep, store, data_root=data_root, progress=progress)
+            for dep in spec.dependencies()]
     source, target, eval_sets = runstore.load_data(spec.data, data_root)
     # the last dependency's networks, rebuilt on the data's device (CUDA where there is one)
     pretrained = [RunResult(method=d.spec.method, seed=d.spec.seed, config=d.spec.config, history=d.history,
@@ -258,7 +256,6 @@ def _run_local(pending, store, workers, data_root, summary, deadline, bar):
                     for fut in [f for f in in_flight if f.done()]:
                         if isinstance(fut.exception(), cf.process.BrokenProcessPool):
                             broken = True
-                            retry_or_fail(in_flight.pop(fut))
                         else:
                             _settle(in_flight.pop(fut), fut.result, summary, bar)
                 for spec in in_flight.values():  # only when broken: they died with the pool

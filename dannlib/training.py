@@ -214,9 +214,9 @@ def fit(method: Method, source: Domain, target: Domain | None, *, steps: int, ba
     record, the schedule values of the logged step (at ``(step - 1) / steps``; the record's ``p`` is ``step / steps``)
     and the accuracy on the first ``monitor_size`` samples of each of ``eval_sets`` (labelled domains by name, the
     only use of target labels); ``final``: on the full sets. A non-finite or exploded loss marks a seed ``diverged``;
-    once all have, the run stops without raising (``steps`` then records the steps trained). The bar is off for ``progress=False`` or ``$DANNLIB_PROGRESS=0``.
-    Torch's global generator (dropout, VADA's noise) is seeded with the first seed + ``TRAIN_RNG_OFFSET``, restored
-    after."""
+    once all have, the run stops without raising (``steps`` then records the steps trained). The bar is off for
+    ``progress=False`` or ``$DANNLIB_PROGRESS=0``. Torch's global generator (dropout, VADA's noise) is seeded with
+    the first seed + ``TRAIN_RNG_OFFSET``, restored after."""
     from tqdm.auto import tqdm
 
     steps = check_positive_int("steps", steps)

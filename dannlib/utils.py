@@ -69,10 +69,11 @@ def check_seeds(seeds) -> list[int]:
     return [int(s) for s in seeds]
 
 
-def check_choice(name: str, value, allowed) -> None:
-    """ValueError naming the parameter and the allowed values unless ``value`` is one of them."""
+def check_choice(name: str, value, allowed):
+    """``value`` if one of ``allowed``, else ValueError naming the parameter and the allowed values."""
     if value not in (allowed := list(allowed)):
         raise ValueError(f"unknown {name} {value!r}; allowed values: {', '.join(map(str, allowed))}")
+    return value
 
 
 def progress_enabled() -> bool:

@@ -152,8 +152,7 @@ def verify_sha256(root, files, digests, dataset: str, fix: str) -> None:
 
 
 def _check_split(split: str) -> str:
-    check_choice("split", split, SPLITS)
-    return split
+    return check_choice("split", split, SPLITS)
 
 
 def _check_seed(seed) -> int:

@@ -176,8 +176,7 @@ class ADDA(PerSeedMethod):
             raise ValueError("pretrained must be a SourcePretrain or RunResults of method 'adda_pretrain' "
                              "(with 'encoder' and 'classifier' modules)")
         seeds = list(by_seed) if seeds is None else check_seeds(seeds)
-        missing = [s for s in seeds if s not in by_seed]
-        if missing:
+        if missing := [s for s in seeds if s not in by_seed]:
             raise ValueError(f"pretrained lacks seeds {missing}; it holds {list(by_seed)}")
         default = f"adda_{config.mapping_loss}" if config.stage2 == "adda" else "dann_lenet"
         super().__init__(config, None, None, seeds, name=name or default)

@@ -5,8 +5,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..results import aggregate
-from .common import cycle_colour, finish, seed_lines
+from ..results import aggregate, ok_histories
+from .common import finish, seed_lines
 
 
 def adaptation_references(records, runs, *, start: str = "adda_pretrain", metric: str = "target_test_acc") -> dict:
@@ -42,7 +42,7 @@ def plot_adaptation_curves(runs, keys, *, colour_by: str = "method", row_by: str
             for c_i, c in enumerate(colours_in):
                 group = [r for t, r in runs if t.get(row_by) == row and t[colour_by] == c and key in r.history[0]]
                 line, mean = seed_lines(ax, [r.history for r in group], [r.status for r in group], key, x,
-                                        cycle_colour(c_i), complete=True)
+                                        f"C{c_i}", complete=True)
                 if line is not None:
                     legend.setdefault(c, (line, []))[1].append((mean["n"], mean["failed"]))
             if (row, key) in reference:
@@ -72,7 +72,6 @@ def plot_loss_terms(histories: list[dict], terms, *, weights: dict | None = None
     """A composite loss's terms (IIMT) against ``x`` over seeds' history records: as logged (mean ± std, log
     scale past a decade); times their weight (``weights``: term -> a history key or a number; absent: 1); and
     the ``schedules``, each a mean over seeds. Terms the history lacks are left out."""
-    from ..results import ok_histories
     histories = ok_histories(histories)
     labels, weights, df = labels or {}, weights or {}, pd.DataFrame(histories)
     terms = [t for t in terms if t in df and not df[t].isna().all()]
@@ -81,7 +80,7 @@ def plot_loss_terms(histories: list[dict], terms, *, weights: dict | None = None
     fig, axes = plt.subplots(1, 3, figsize=(13.0, 3.6), gridspec_kw={"width_ratios": [1.2, 1.2, 0.9]})
     positive = []
     for i, term in enumerate(terms):
-        colour = cycle_colour(i)
+        colour = f"C{i}"
         g = df.groupby(x)[term].agg(["mean", "std"]).reset_index()
         mean, std = g["mean"].to_numpy(), g["std"].fillna(0.0).to_numpy()
         axes[0].plot(g[x], mean, color=colour, label=labels.get(term, term))
@@ -94,7 +93,7 @@ def plot_loss_terms(histories: list[dict], terms, *, weights: dict | None = None
         axes[0].set_yscale("log")
     for i, s in enumerate(schedules):
         g = df.groupby(x)[s].mean()
-        axes[2].plot(g.index, g.to_numpy(), color=cycle_colour(len(terms) + i), label=labels.get(s, s))
+        axes[2].plot(g.index, g.to_numpy(), color=f"C{len(terms) + i}", label=labels.get(s, s))
     axes[2].set_ylim(bottom=0.0)  # weights start at 0: show the whole rise
     titles = (f"per-sample terms as logged (mean ± std, {n_seeds} seed{'s' if n_seeds != 1 else ''})",
               "as weighted in the total loss (mean over seeds)", "weights' schedules")
@@ -121,8 +120,8 @@ def plot_accuracy_seconds(records, groups: dict, *, seconds, metric: str = "targ
         if not (rs := [r for r in ok if keep(r)]):
             continue
         xs, ys = [seconds(r) for r in rs], [r[metric] for r in rs]
-        ax.scatter(xs, ys, s=18, alpha=0.55, color=cycle_colour(i), linewidths=0, label=f"{label} ({len(rs)} runs)")
-        ax.scatter([sum(xs) / len(xs)], [sum(ys) / len(ys)], s=60, marker="D", color=cycle_colour(i),
+        ax.scatter(xs, ys, s=18, alpha=0.55, color=f"C{i}", linewidths=0, label=f"{label} ({len(rs)} runs)")
+        ax.scatter([sum(xs) / len(xs)], [sum(ys) / len(ys)], s=60, marker="D", color=f"C{i}",
                    edgecolors="black", linewidths=0.6)
     if budget is not None:
         ax.axvline(budget, color="black", linestyle=":", linewidth=1)

@@ -30,11 +30,6 @@ def save_figure(fig, figures_dir, notebook: str, name: str, *, dpi: int = 110, f
     return out
 
 
-def cycle_colour(i: int):
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    return cycle[i % len(cycle)]
-
-
 def _seed_axes(fig, ax, ticks, ylabel: str, bar: str, title: str | None):
     """The per-seed plots' x ticks, y label (what the points and bars are) and grid; ``fig`` laid out."""
     ax.set_xticks(range(len(ticks)), ticks, rotation=25, ha="right", fontsize=8)
@@ -85,8 +80,8 @@ def plot_method_curves(histories: dict, keys, *, x: str = "step", title: str | N
         for m_i, (name, r) in enumerate(runs.items()):
             if (g := mean_curve(r, key, x=x))["x"]:
                 mean, std, n = np.asarray(g["mean"]), np.nan_to_num(np.asarray(g["std"]), nan=0.0), len(r) - g["failed"]
-                ax.plot(g["x"], mean, color=cycle_colour(m_i), label=f"{name} ({n} seed{'s' if n != 1 else ''})")
-                ax.fill_between(g["x"], mean - std, mean + std, color=cycle_colour(m_i), alpha=0.2, linewidth=0)
+                ax.plot(g["x"], mean, color=f"C{m_i}", label=f"{name} ({n} seed{'s' if n != 1 else ''})")
+                ax.fill_between(g["x"], mean - std, mean + std, color=f"C{m_i}", alpha=0.2, linewidth=0)
         ax.set_title(labels.get(key, key), fontsize=10)
         ax.set(xlabel=x)
         ax.grid(alpha=0.3)
@@ -104,7 +99,7 @@ def plot_curve_grid(histories: dict, key: str, *, reference: str, title: str | N
     names = [n for n in histories if n != reference]
     nrows = max(1, -(-len(names) // 3))
     fig, axes = plt.subplots(nrows, 3, figsize=(3.4 * 3, 2.6 * nrows + 0.6), sharex=True, sharey=True, squeeze=False)
-    colour = cycle_colour(1)
+    colour = "C1"
     for ax, name in zip(axes.flat, names):
         runs = [sorted(r, key=lambda h: h["step"]) for r in sorted(runs_of(histories[name]),
                                                                      key=lambda r: r[0]["seed"])]
@@ -153,8 +148,7 @@ def plot_seed_points(records: list, metric: str, *, x: str = "method", hue: str 
         np.random.set_state(state)
     # the strip spreads its levels over 0.8 of a column; pointplot's dodge is the span of its levels' centres
     sns.pointplot(**kw, estimator="median", errorbar=("pi", 50), dodge=0.8 - 0.8 / len(hue_order) if dodge else False,
-                  capsize=0.15,
-                  linestyle="none", markers="D", markersize=5, err_kws={"linewidth": 1.4})
+                  capsize=0.15, linestyle="none", markers="D", markersize=5, err_kws={"linewidth": 1.4})
     tally = {(g[x], g.get(hue)): f"{g['n']}" + (f"+{g['failed']}✗" if g["failed"] else "")
              for g in aggregate(records, metric, [x] + ([hue] if hue else []))}
     labels = [f"{name}\n(n={'/'.join(tally[name, h] for h in hue_order or [None] if (name, h) in tally)})"
@@ -182,7 +176,7 @@ def plot_paired_differences(diffs: list, *, by: str = "method", baseline: str = 
     width = 0.8 / max(1, len(groups))
     fig, ax = plt.subplots(figsize=(max(4.5, 0.8 * len(names) * len(groups) + 2.0), 3.6))
     for g_i, g in enumerate(groups):
-        colour = cycle_colour(g_i)
+        colour = f"C{g_i}"
         for n_i, name in enumerate(names):
             if not (row := next((d for d in diffs if d[by] == name and d.get("group") == g), {})).get("diffs"):
                 continue
@@ -222,7 +216,7 @@ def plot_setting_sweep(records: list, metric: str, *, x: str, hue: str | None = 
             rows = [r for r in grid if (panel is None or r.get(panel) == p) and (hue is None or r.get(hue) == h)]
             if not rows:
                 continue
-            colour = cycle_colour(i)
+            colour = f"C{i}"
             cells = sorted(aggregate(rows, metric, by=(x,)), key=lambda g: float(g[x]))
             shift = 0.015 * span * (i - (len(hues) - 1) / 2)
             for g in (g for g in cells if g["values"]):  # a cell whose runs all failed has no point

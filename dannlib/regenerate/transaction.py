@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import filecmp
-import hashlib
 import json
 import os
 import re
@@ -15,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Sequence
 
+from ..data.common import _file_digest
 from ..utils import atomic_write
 
 RUNNING_SUFFIX, JOURNAL_SUFFIX, STAGING_PREFIX = ".running.ipynb", ".commit.json", ".staging-"
@@ -100,13 +99,10 @@ def _apply_commit(plan: dict) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def digests(folder: Path) -> dict[str, str]:
     """``relative path -> sha256`` of every file under ``folder``."""
-    return {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {p.relative_to(folder).as_posix(): _file_digest(p, "sha256") for p in sorted(folder.rglob("*"))
+            if p.is_file()}
 
 
 def _plan_commit(executed: Path, target: Path, fig_stage: Path, figures: Path, res_stage: Path,
@@ -120,13 +116,9 @@ def _plan_commit(executed: Path, target: Path, fig_stage: Path, figures: Path, r
             folders.append([str(entry), str(figures / entry.name), str(fig_stage / f".replaced-{entry.name}")])
         else:
             files.append([str(entry), str(figures / entry.name)])
-    for src in sorted(p for p in res_stage.rglob("*") if p.is_file()):
-        rel = src.relative_to(res_stage)
-        dst = results / rel
-        if (copied or {}).get(rel.as_posix()) == _sha256(src):
-            continue  # read, not written: the live file may be newer (another run's commit)
-        if not (dst.is_file() and filecmp.cmp(src, dst, shallow=False)):  # not the unchanged copy made for reading
-            files.append([str(src), str(dst)])
+    for rel, digest in digests(res_stage).items():
+        if (copied or {}).get(rel) != digest:  # else read, not written: the live file may be newer (another run's)
+            files.append([str(res_stage / rel), str(results / rel)])
     return {"notebook": [str(executed), str(target)], "files": files, "folders": folders,
             "cleanup": [str(fig_stage), str(res_stage)]}
 
