@@ -6,6 +6,7 @@ tables are copied from it), and the tables the notebooks print with the same bui
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from .profiles import check_profile
@@ -209,22 +210,29 @@ def head_to_head(records, a: str, b: str, metric: str = "target_test_acc") -> st
 
 
 def published_table(records, metric: str, *, group: str | None = None, experiment=None, digits: int = 3) -> str:
-    """Ours beside the published number, for every (group, method) that has one: [group |] method |
-    ours, mean ± sd (n) | published | ours − published | published in. ``experiment``: the experiment's
-    name, or a mapping from the group's values to it (default :data:`EXPERIMENT_OF_PAIR`)."""
+    """Ours beside the published number (as published), for every (group, method) that has one: [group |]
+    method | ours, mean ± sd (n) | published | ours − published [95% CI] | published in. The interval is the
+    t-interval of our mean over seeds, less the published number (whose own spread is not counted).
+    ``experiment``: the experiment's name, or a mapping from the group's values to it (default
+    :data:`EXPERIMENT_OF_PAIR`)."""
+    from scipy import stats
     body = []
     experiment = EXPERIMENT_OF_PAIR if experiment is None and group else experiment
     for g in aggregate(records, metric, [group, "method"] if group else ["method"]):
         exp = experiment.get(g.get(group)) if isinstance(experiment, dict) else experiment
         pub = published(exp, g["method"]) if exp else None
         if pub is not None and g["n"]:
+            diff = g["mean"] - pub[0]
+            half = float(stats.t.ppf(0.975, g["n"] - 1)) * g["std"] / math.sqrt(g["n"]) if g["n"] > 1 else math.nan
+            gap = f"{diff:+.{digits}f}" + (f" {format_interval(diff - half, diff + half, digits)}" * (g["n"] > 1))
             body.append(([g[group]] if group else []) + [g["method"], format_cell(g["mean"], g["std"], g["n"], digits),
-                        published_text(exp, g["method"], digits), f"{g['mean'] - pub[0]:+.{digits}f}",
+                        published_text(exp, g["method"], None),
+                        gap,
                         pub[1].replace(" (?)", "")])
     if not body:
         return "(no published number for these records)"
-    return markdown_table([group] * bool(group) + ["method", "ours, mean ± sd (n)", "published", "ours − published",
-                                                   "published in"], body)
+    return markdown_table([group] * bool(group) + ["method", "ours, mean ± sd (n)", "published",
+                                                   "ours − published [95% CI]", "published in"], body)
 
 
 def threshold_counts(records, metric: str, threshold: float, *, by=("method",), columns: str | None = None,

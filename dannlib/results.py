@@ -37,10 +37,14 @@ def published(experiment: str, method: str) -> tuple[float, str] | None:
     return PUBLISHED.get((experiment, method))
 
 
-def published_text(experiment: str, method: str, digits: int = 4) -> str:
-    """A published number as a table cell (``—`` where there is none)."""
+def published_text(experiment: str, method: str, digits: int | None = 4) -> str:
+    """A published number as a table cell (``—`` where there is none); ``digits`` None: every digit it has, at
+    least 3 (the papers' tables print 3 or 4)."""
     p = published(experiment, method)
-    return "—" if p is None else f"{p[0]:.{digits}f}".lstrip("0") + (" (?)" if "(?)" in p[1] else "")
+    if p is None:
+        return "—"
+    digits = digits if digits is not None else next(d for d in range(3, 10) if round(p[0], d) == p[0])
+    return f"{p[0]:.{digits}f}".lstrip("0") + (" (?)" if "(?)" in p[1] else "")
 
 
 def _clean(value):

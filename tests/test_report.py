@@ -126,8 +126,9 @@ def test_report_prints_the_paired_comparison_and_the_headline(tmp_path):
     # dann − source_only on seeds 0 and 1: differences 0.2 and 0.2, no spread: the interval is the point [0.2, 0.2],
     # no evidence of a difference (two seeds that agree exactly)
     assert "| dann − source_only | 2 | +0.200 | [+0.200, +0.200] | 0.5 | no clear difference |" in text
-    # the headline: ours against the published number, and the gap
-    assert "| dann | 0.750 ± 0.071 (2) | .767 | -0.017 | Ganin et al. 2016 (JMLR), table 2 |" in text
+    # the headline: ours against the published number as printed (.7666), the gap and its interval by hand:
+    # sd 0.0707, t_{0.975, 1} = 12.706, half-width 12.706 * 0.0707 / sqrt(2) = 0.635; -0.0166 -+ 0.635
+    assert "| dann | 0.750 ± 0.071 (2) | .7666 | -0.017 [-0.652, +0.619] | Ganin et al. 2016 (JMLR), table 2 |" in text
 
 
 def test_comparison_table_by_hand():
@@ -153,6 +154,15 @@ def test_comparisons_skip_what_no_seed_shares_and_refuse_unknown_names():
         comparisons(recs, "07")
 
 
+def test_published_numbers_print_as_published():
+    from dannlib.results import published_text
+
+    # the papers print .5225 and .730: every digit, at least three
+    assert published_text("mnist->mnist_m", "source_only", None) == ".5225"
+    assert published_text("usps->mnist", "dann_lenet", None) == ".730"
+    assert published_text("mnist->mnist_m", "source_only", 3) == ".522" and published_text("x", "y", None) == "—"
+
+
 def test_published_table_and_threshold_counts():
     from dannlib.report import published_table, threshold_counts
 
@@ -160,8 +170,12 @@ def test_published_table_and_threshold_counts():
         {"method": "adda_gan", "pair": "MNIST->USPS", "seed": s, "target_test_acc": v, "status": "ok"}
         for s, v in enumerate([0.85, 0.87])]
     table = published_table(recs, "target_test_acc", group="pair")
-    assert "| MNIST->USPS | adda_gan | 0.860 ± 0.014 (2) | .894 | -0.034 | Tzeng et al. 2017, table 2 (ADDA) |" in table
+    # half-width 12.706 * 0.01414 / sqrt(2) = 0.127 about -0.034
+    assert ("| MNIST->USPS | adda_gan | 0.860 ± 0.014 (2) | .894 | -0.034 [-0.161, +0.093] | Tzeng et al. 2017, table 2 "
+            "(ADDA) |") in table
     assert "| dann |" not in table  # no published number for dann on MNIST->USPS
+    one = published_table(recs[-1:], "target_test_acc", group="pair")  # one seed: the gap, no interval
+    assert "| MNIST->USPS | adda_gan | 0.870 (1 seed: no spread) | .894 | -0.024 | Tzeng" in one
     counts = threshold_counts(recs, "target_test_acc", 0.65)
     assert counts.loc["dann", "target_test_acc"] == "2 of 2" and counts.loc["source_only", "target_test_acc"] == "0 of 2"
     assert threshold_counts(recs, "target_test_acc", 0.55, below=True).loc["source_only"].item() == "1 of 2"
