@@ -4,8 +4,9 @@
 -> max-pool. The numbers are the same forward and backward (ReLU is monotone, so it commutes with a max, and the 2x2
 windows do not overlap: tests/test_networks.py checks outputs and gradients exactly), while the ReLU and its backward
 touch a quarter of the elements. For every method on the digits network (ADDA's LeNet already pools first) each
-round times ``fit`` (no evaluation) for ``--steps`` steps in both orders, alternating, on synthetic images, one thread;
-then a monitoring evaluation (2,000 images in batches of 256). Medians over rounds; the ratio is pool-first's speed
+round times ``fit`` (no evaluation) for ``--steps`` steps in both orders, alternating, on synthetic images, one thread,
+in the method's own precision (``dann_speedrun``: bf16 autocast, as registered; the others fp32); then a monitoring
+evaluation (fp32) (2,000 images in batches of 256). Medians over rounds; the ratio is pool-first's speed
 over the paper order's, both measured in this run.
 
 Run from the project root: ``python benchmarks/pool_relu.py`` (about 3 minutes); writes ``benchmarks/pool_relu.json``
@@ -27,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.bench.variants import _FitVariant, _synthetic  # noqa: E402
+from dannlib.methods import make_config  # noqa: E402
 from dannlib.networks import DigitsFeatureExtractor, digits_net  # noqa: E402
 from dannlib.utils import atomic_write, configure_threads, machine_info  # noqa: E402
 
@@ -46,13 +48,18 @@ def paper_order(nets) -> None:
                     fe[i], fe[i + 1] = fe[i + 1], fe[i]
 
 
+def precision_of(name: str) -> str:
+    """The precision the method of a row is registered with (``dann_speedrun``: bf16)."""
+    return make_config(name.split()[0]).precision
+
+
 def time_methods(rounds: int, steps: int) -> dict:
     out = {}
     for name, (batch, channels) in METHODS.items():
         *_, source, target = _synthetic(torch.device("cpu"), channels=channels)
         variants = {}
         for order in ORDERS:
-            v = _FitVariant(name.split()[0], source, target, [0], batch_size=batch)
+            v = _FitVariant(name.split()[0], source, target, [0], precision_of(name), batch_size=batch)
             if order == "relu_pool":
                 paper_order(v.method.networks())
             v.run(3)  # warm-up
@@ -89,8 +96,9 @@ def main(argv=None) -> None:
     configure_threads(1)
     raw = time_methods(args.rounds, args.steps)
     table = {name: {"ms": {o: 1e3 * statistics.median(t[o]) for o in ORDERS}} for name, t in raw.items()}
-    for row in table.values():
+    for name, row in table.items():
         row["speedup"] = row["ms"]["relu_pool"] / row["ms"]["pool_relu"]
+        row["precision"] = precision_of(name) if name in METHODS else "fp32"
     record = {"machine": machine_info(), "threads": 1, "rounds": args.rounds, "steps": args.steps,
               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": table, "seconds": raw}
     with atomic_write(args.out) as fh:
@@ -98,9 +106,10 @@ def main(argv=None) -> None:
     m = record["machine"]
     print(f"Pool-then-ReLU against the paper's ReLU-then-pool: {m['cpu_count']}-core {m['device_name']} ({m['host']}), "
           f"torch {m['torch']}, one thread, medians of {args.rounds} rounds x {args.steps} steps, {record['when']}\n")
-    print("| method | ReLU -> pool, ms | pool -> ReLU, ms | speed-up |\n|---|---|---|---|")
+    print("| method | precision | ReLU -> pool, ms | pool -> ReLU, ms | speed-up |\n|---|---|---|---|---|")
     for name, row in table.items():
-        print(f"| {name} | {row['ms']['relu_pool']:.1f} | {row['ms']['pool_relu']:.1f} | {row['speedup']:.2f}x |")
+        print(f"| {name} | {row['precision']} | {row['ms']['relu_pool']:.1f} | {row['ms']['pool_relu']:.1f} | "
+              f"{row['speedup']:.2f}x |")
 
 
 if __name__ == "__main__":

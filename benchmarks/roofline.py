@@ -1,15 +1,17 @@
-"""How close each method's training step comes to this CPU's matrix-multiply peak, one thread (issue 22).
+"""How close each method's training step comes to this CPU's best measured rate (the roofline), one thread (issue 22).
 
 A step's floating-point operations are counted by ``torch.utils.flop_counter.FlopCounterMode`` (convolutions,
 their backward passes and the fully connected layers: the operations that cost; element-wise work is not counted),
 on one step of ``fit`` with the method's paper settings on synthetic images. Its rate is timed as ``fit`` (no
-evaluation) for ``--steps`` steps. The peak is a square ``torch.mm`` (``--gemm`` 1024) in float32 and in bfloat16,
-timed in the same rounds: each round times both matrix products and then every method, and the medians over
-``--rounds`` are kept, so every ratio compares numbers measured minutes apart on one machine.
+evaluation) for ``--steps`` steps. The peak of a precision is the larger of two kernels' median rates, timed in
+float32 and in bfloat16 in the same rounds: a square ``torch.mm`` (``--gemm`` 1024) and a 5x5 convolution of 64 to 64
+channels on 32 maps of 24x24 (channels_last). Each round times the four kernels and then every method, and the
+medians over ``--rounds`` are kept, so every ratio compares numbers measured minutes apart on one machine.
 
-``efficiency`` = (step FLOPs x steps/s) / float32 matmul peak. A float32 step at efficiency e can be made at most 1/e
-times faster while it computes the same operations in float32; only fewer operations (another recipe) or a lower
-precision (bfloat16: other numbers) can go further.
+``efficiency_fp32_peak`` = (step FLOPs x steps/s) / the float32 peak (``efficiency_own_peak``: over the peak of the
+step's own precision). A float32 step at efficiency e can be made about 1/e times faster at most while it computes
+the same operations in float32 (if no kernel beats the best rate measured here); only fewer operations (another
+recipe) or a lower precision (bfloat16: other numbers) can go further.
 
 Run from the project root: ``python benchmarks/roofline.py`` (about a minute); writes ``benchmarks/roofline.json``
 (atomically) and prints a Markdown table.

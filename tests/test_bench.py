@@ -38,6 +38,14 @@ def test_tiny_benchmark_writes_a_valid_record(tmp_path):
         assert r["seed_steps_per_s"] == pytest.approx(r["steps_per_s"] * r["seeds"])
         assert r["images_per_s"] == pytest.approx(r["seed_steps_per_s"] * 2 * bench.BATCH)
     assert rows["fit_separate"]["seeds"] == 2 and rows["fit"]["seeds"] == 1
+    # (c) is K fits of (b): a step of it takes K times (b)'s wall and CPU seconds, in every unit of the row
+    sep, fit = rows["fit_separate"], rows["fit"]
+    assert sep["steps_per_s"] == pytest.approx(fit["steps_per_s"] / 2)
+    assert sep["cpu_steps_per_s"] == pytest.approx(fit["cpu_steps_per_s"] / 2)
+    for r in (sep, fit):
+        assert r["steps_per_s"] == pytest.approx(statistics.median(2 / x for x in r["seconds_each_round"]))
+        assert r["steps_per_s_each_round"] == pytest.approx([2 / x for x in r["seconds_each_round"]])
+        assert r["cpu_steps_per_s"] == pytest.approx(statistics.median(2 / x for x in r["cpu_seconds_each_round"]))
 
 
 def test_record_ratios_are_the_ones_measured(tmp_path):
@@ -183,15 +191,53 @@ def test_channels_last_default_on_cpu_gives_the_same_training():
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_iimt_channels_last_experiment_gives_the_same_training():
-    """The bench's IIMT channels_last variant is a memory-layout change only: after a few
-    steps its weights equal the contiguous run's to float tolerance."""
+def _conv_weights(method) -> list[torch.Tensor]:
+    return [p for net in method.networks() for p in net.parameters() if p.dim() == 4 and p.shape[1] > 1]
+
+
+@pytest.mark.parametrize("method", ["dann", "iimt"])
+def test_a_contiguous_variant_has_contiguous_weights(method):
+    """``channels_last=False`` reaches the method's config (``fit_contiguous``, ``iimt_contiguous``): the
+    convolution weights stay contiguous, while the default variant (``fit``, ``iimt``) has them in
+    channels_last on the CPU. (It once stayed a bench-only IIMT flag, and fit_contiguous timed fit.)"""
+    *_, source, target = bench._synthetic(torch.device("cpu"))
+    default = bench._FitVariant(method, source, target, [0])
+    contiguous = bench._FitVariant(method, source, target, [0], channels_last=False)
+    assert contiguous.method.config.channels_last is False and default.method.config.channels_last is None
+    assert _conv_weights(default.method) and _conv_weights(contiguous.method)
+    for w in _conv_weights(default.method):
+        assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    for w in _conv_weights(contiguous.method):
+        assert w.is_contiguous()
+
+
+def test_iimt_contiguous_row_and_its_ratio(tmp_path):
+    """With IIMT timed, the record has the ``iimt_contiguous`` row and IIMT's channels_last gain is the
+    quotient of the two rows' medians."""
+    out = tmp_path / "b.json"
+    assert bench.main(["--device", "cpu", "--steps", "1", "--repeats", "1", "--seeds", "1", "--warmup", "1",
+                       "--threads", "1", "--num-workers", "0", "--precision", "fp32", "--methods", "dann,iimt",
+                       "--out", str(out), "--no-progress"]) == 0
+    rec = json.loads(out.read_text())
+    rows = {r["variant"]: r for r in rec["measurements"]}
+    assert set(rows) == {"dataloader", "fit", "fit_contiguous", "iimt", "iimt_contiguous"}
+    q = rec["ratios_seed_steps"]["1"]
+    assert q["iimt_over_iimt_contiguous"] == pytest.approx(rows["iimt"]["steps_per_s"] /
+                                                           rows["iimt_contiguous"]["steps_per_s"])
+    assert q["iimt_over_iimt_contiguous_cpu_time"] == pytest.approx(rows["iimt"]["cpu_steps_per_s"] /
+                                                                    rows["iimt_contiguous"]["cpu_steps_per_s"])
+
+
+def test_iimt_channels_last_default_gives_the_same_training():
+    """IIMT's channels_last default on the CPU (the bench's ``iimt`` against ``iimt_contiguous``) is a
+    memory-layout change only: after a few steps its weights equal the contiguous run's to float tolerance."""
     g = torch.Generator().manual_seed(1)
     source = Domain("s", torch.rand(64, 3, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g))
     target = Domain("t", torch.rand(64, 3, 28, 28, generator=g))
-    fast = bench.build_method("iimt", source, target, [2], channels_last=True, batch_size=16)
-    plain = bench.build_method("iimt", source, target, [2], batch_size=16)
+    fast = bench.build_method("iimt", source, target, [2], batch_size=16)
+    plain = bench.build_method("iimt", source, target, [2], channels_last=False, batch_size=16)
     assert fast.nets[0].feature_extractor[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert plain.nets[0].feature_extractor[0].weight.is_contiguous()
     for step in range(3):
         xs, ys, xt = source.x[16 * step:16 * step + 16], source.y[16 * step:16 * step + 16], target.x[:16]
         fast.step(xs, ys, xt, step / 3)
@@ -222,6 +268,9 @@ def _check_sweep_numbers(rec, k):
         assert rec["ratios"][f"{a}_over_{b}"] == pytest.approx(rpm(a) / rpm(b))
         assert rec["ratios"][f"{a}_over_{b}_each_round"] == pytest.approx(
             [rb["variants"][b]["wall_seconds"] / rb["variants"][a]["wall_seconds"] for rb in rec["rounds"]])
+        for suffix in ("", "_in_run"):  # the median of the paired rounds' ratios, beside the ratio of the medians
+            assert rec["ratios"][f"{a}_over_{b}{suffix}_median_of_rounds"] == pytest.approx(
+                statistics.median(rec["ratios"][f"{a}_over_{b}{suffix}_each_round"]))
         inner = lambda n: rec["variants"][n]["in_run_runs_per_minute"]
         assert rec["ratios"][f"{a}_over_{b}_in_run"] == pytest.approx(inner(a) / inner(b))
     for name, q in rec["variants"].items():  # in-run: runs at once x 60 / mean seconds inside a run
@@ -297,3 +346,26 @@ def test_sweep_mode_bad_arguments_exit_2(tmp_path, capsys):
         assert bench.main(["sweep", "--data", "toy", *bad, "--out", str(tmp_path / "x.json")]) == 2
         assert bad[0] in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+# -- benchmarks/pool_relu.py -------------------------------------------------------------------
+def test_pool_relu_times_each_method_in_its_registered_precision(monkeypatch, tmp_path):
+    """The ``dann_speedrun`` row runs in bf16 autocast, as the registered method does; ``dann`` in fp32;
+    the record says which."""
+    from benchmarks import pool_relu
+
+    assert methods.make_config("dann_speedrun").precision == "bf16"
+    built = []
+
+    def recording(*args, **kwargs):
+        v = bench._FitVariant(*args, **kwargs)
+        built.append((args[0], v.method.config.precision))
+        return v
+
+    monkeypatch.setattr(pool_relu, "METHODS", {"dann": (8, 3), "dann_speedrun": (8, 3)})
+    monkeypatch.setattr(pool_relu, "_FitVariant", recording)
+    out = tmp_path / "p.json"
+    pool_relu.main(["--rounds", "1", "--steps", "1", "--out", str(out)])
+    assert sorted(set(built)) == [("dann", "fp32"), ("dann_speedrun", "bf16")]
+    results = json.loads(out.read_text())["results"]
+    assert results["dann_speedrun"]["precision"] == "bf16" and results["dann"]["precision"] == "fp32"

@@ -142,3 +142,16 @@ def test_dann_step_is_sgd_momentum_with_eq7_lr():
     for name, prm in net.named_parameters():
         buf = 0.9 * g1[name] + g2[name]
         torch.testing.assert_close(prm.detach(), w1[name] - lr2 * buf.float(), rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_the_configs_reversal_weight_by_hand(p):
+    """07's grid settings through the config: lambda_max scales eq. 6, "constant" holds lambda_max from the start
+    (0 is the no-reversal control), and domain_only flips the sign to -1."""
+    import math
+
+    eq6 = 2 / (1 + math.exp(-10 * p)) - 1
+    assert make_config("dann", lambda_max=0.1).grl_lambda_at(p) == pytest.approx(0.1 * eq6, rel=1e-12)
+    assert make_config("dann", lambda_max=0.3, lambda_schedule="constant").grl_lambda_at(p) == 0.3
+    assert make_config("dann", lambda_max=0.0, lambda_schedule="constant").grl_lambda_at(p) == 0.0
+    assert make_config("domain_only").grl_lambda_at(p) == -1.0

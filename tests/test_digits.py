@@ -128,3 +128,11 @@ def test_source_only_features_stay_separable_by_domain(dann_vs_watching):
     # for the longer runs of notebook 03.)
     pads = [r["pad"] for r in dann_vs_watching["lambda0"]]
     assert min(pads) > 1.7, pads
+
+
+def test_pad_is_scored_on_the_held_out_half():
+    """500 noise dimensions, 100 points a domain, hardly any regularisation: a classifier fits its training half
+    perfectly (PAD 2 if scored there) but is at chance on the held-out half (PAD about 0)."""
+    rng = np.random.default_rng(5)
+    out = proxy_a_distance(rng.normal(size=(100, 500)), rng.normal(size=(100, 500)), C=(1e4,))
+    assert out["pad"] < 1.0

@@ -52,3 +52,22 @@ def test_the_reordered_network_keeps_the_paper_layers():
     assert list(dict(fe.named_parameters())) == ["0.weight", "0.bias", "1.weight", "1.bias",
                                                  "4.weight", "4.bias", "5.weight", "5.bias"]
 
+
+
+def _shapes(module: nn.Module) -> list[tuple]:
+    return [tuple(p.shape) for p in module.parameters()]
+
+
+def test_the_papers_architectures_parameter_by_parameter():
+    """The shapes written out by hand from the papers (not from dannlib): DANN's MNIST network (Ganin et al. 2016,
+    fig. 4a: conv 5x5x32 -> pool -> conv 5x5x48 -> pool -> fc 100 -> fc 100 -> 10; domain head fc 100 -> 1) on
+    28 px RGB, whose features are 48 x 4 x 4 = 768; ADDA's LeNet encoder (conv 5x5x20 -> pool -> conv 5x5x50 ->
+    pool -> fc 500; 50 x 4 x 4 = 800 features) and its discriminator 500 -> 500 -> 500 -> 1 (Tzeng et al. 2017)."""
+    from dannlib.networks import LeNetEncoder, adda_discriminator, digits_net
+
+    net = digits_net(3, 28)
+    assert _shapes(net.feature_extractor) == [(32, 3, 5, 5), (32,), (48, 32, 5, 5), (48,)]
+    assert _shapes(net.label_predictor) == [(100, 768), (100,), (100, 100), (100,), (10, 100), (10,)]
+    assert _shapes(net.domain_classifier) == [(100, 768), (100,), (1, 100), (1,)]
+    assert _shapes(LeNetEncoder(1, 28)) == [(20, 1, 5, 5), (20,), (50, 20, 5, 5), (50,), (500, 800), (500,)]
+    assert _shapes(adda_discriminator()) == [(500, 500), (500,), (500, 500), (500,), (1, 500), (1,)]

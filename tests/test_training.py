@@ -330,3 +330,28 @@ def test_training_does_not_depend_on_the_callers_global_generator():
     first, second = weights(1), weights(2)
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+class _Counter(Method):
+    """A method whose step t logs loss = t: the history shows how ``fit`` pools a logging window."""
+
+    def __init__(self):
+        self.seeds, self.name, self.uses_target, self.t = [0], "counter", False, 0
+        self.net = nn.Linear(2, 2)
+
+    def step(self, xs, ys, xt, p):
+        self.t += 1
+        return {"loss": torch.tensor(float(self.t))}
+
+    def predict(self, x):
+        return self.net(x)
+
+    def modules(self, i):
+        return {"net": self.net}
+
+
+def test_a_logged_value_is_the_mean_over_its_window():
+    d = Domain("d", torch.randn(16, 2), torch.arange(16) % 2)
+    (r,) = fit(_Counter(), d, None, steps=10, batch_size=4, eval_every=3, progress=False)
+    # windows of steps 1-3, 4-6, 7-9, then the last step alone: means 2, 5, 8, 10 (the last value would be 3, 6, 9, 10)
+    assert [h["loss"] for h in r.history] == [2.0, 5.0, 8.0, 10.0]

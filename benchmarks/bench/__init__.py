@@ -14,8 +14,9 @@ Throughput (``python -m benchmarks.bench [options]``):
   tensors already on the device).
 - (c) ``fit_separate``: dannlib's multi-seed mode, for K seeds: K single-seed ``fit`` s one
   after another (the code path of (b), so its seed-steps/s *is* (b)'s, not measured twice).
-- ``fit_contiguous``: (b) with ``channels_last=False``, to show what the channels_last
-  convolution weights (DANN's default on the CPU) gain.
+- ``fit_contiguous``: (b) with ``DANNConfig(channels_last=False)``, to show what the
+  channels_last convolution weights (DANN's default on the CPU) gain; with IIMT timed,
+  ``iimt_contiguous`` does the same for IIMT (fp32).
 - ``--precision fp32,bf16`` (the default): every timed method also in bfloat16 autocast
   (``TrainConfig.precision="bf16"``), e.g. ``fit_bf16``; ``--methods dann,iimt,adda_gan``
   adds IIMT's step and ADDA's stage 2 (LeNet, batch 128, one channel) in each precision.

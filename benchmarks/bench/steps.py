@@ -132,11 +132,11 @@ def variant_factories(s: Settings) -> dict[str, object]:
                 continue
             out[variant_name(method, precision)] = (
                 lambda m=method, pr=precision, a=src, b=tgt, n=batch: _FitVariant(m, a, b, [0], pr, batch_size=n))
-            if method == "iimt":  # the experiment: IIMT's networks in channels_last, as DANN's on the CPU
-                out[variant_name(method, precision) + "_channels_last"] = (
-                    lambda pr=precision: _FitVariant("iimt", source, target, [0], pr, channels_last=True))
-    # (b) without the channels_last convolution weights that DANN uses on the CPU (the change's gain)
+    # (b) and IIMT (fp32) without the channels_last convolution weights their configs default to on the CPU
+    # (DANNConfig / IIMTConfig ``channels_last=False``): what that default gains
     out["fit_contiguous"] = lambda: _FitVariant("dann", source, target, [0], channels_last=False)
+    if "iimt" in s.methods:
+        out["iimt_contiguous"] = lambda: _FitVariant("iimt", source, target, [0], channels_last=False)
     return out
 
 
@@ -197,13 +197,25 @@ def measurement_rows(seconds: dict, variants: dict, s: Settings) -> list[dict]:
         for t in s.threads:
             b = _row(rows, "fit", t)
             if b is not None:
-                rows.append({**b, "variant": "fit_separate", "seeds": s.k, "steps_per_s": b["steps_per_s"] / s.k,
-                             "note": "K single-seed fits one after another: (b)'s measurement, not timed again"})
+                rows.append(separate_row(b, s.k))
     if len(s.threads) > 1:
         for r in rows:
             base = _row(rows, r["variant"], s.threads[0])
             r[f"over_threads_{s.threads[0]}"] = r["seed_steps_per_s"] / base["seed_steps_per_s"]
     return rows
+
+
+def separate_row(b: dict, k: int) -> dict:
+    """(c) from (b)'s row: a step of (c) is one step of each of K single-seed fits, so it takes K times (b)'s
+    wall and CPU seconds; every rate (steps/s and steps per CPU second, overall and by round) is (b)'s / K, and
+    seed-steps/s and images/s are (b)'s."""
+    return {**b, "variant": "fit_separate", "seeds": k, "steps_per_s": b["steps_per_s"] / k,
+            "steps_per_s_each_round": [x / k for x in b["steps_per_s_each_round"]],
+            "seconds_each_round": [x * k for x in b["seconds_each_round"]],
+            "cpu_steps_per_s": b["cpu_steps_per_s"] / k,
+            "cpu_seconds_each_round": [x * k for x in b["cpu_seconds_each_round"]],
+            "note": "K single-seed fits one after another: (b)'s measurement, not timed again; a step here is one "
+                    "step of each of the K seeds"}
 
 
 def _batch_of(name: str) -> int:
@@ -218,8 +230,9 @@ def _row(rows: list[dict], name: str, threads: int) -> dict | None:
 
 
 def ratios(rows: list[dict], s: Settings) -> dict[str, dict]:
-    """Per thread count, ratios of seed-steps/s: (b)/(a), (c)/(a), (c)/(b), channels_last's gain,
-    and ``<method>_<precision>_over_fp32`` for each timed method (in steps/s; ``..._cpu_time``:
+    """Per thread count, ratios of seed-steps/s: (b)/(a), (c)/(a), (c)/(b), channels_last's gain
+    (``b_over_fit_contiguous``; with IIMT timed, ``iimt_over_iimt_contiguous``), and
+    ``<method>_<precision>_over_fp32`` for each timed method (in steps/s; ``..._cpu_time``:
     in steps per CPU second)."""
     out = {}
     for t in s.threads:
@@ -234,15 +247,15 @@ def ratios(rows: list[dict], s: Settings) -> dict[str, dict]:
                      b_over_fit_contiguous=b["seed_steps_per_s"] / get("fit_contiguous")["seed_steps_per_s"])
         pairs = [(method, variant_name(method, "fp32"), variant_name(method, p), p) for method in s.methods
                  for p in s.precisions if p != "fp32"]
-        if "iimt" in s.methods:  # channels_last IIMT against its own fp32, and fp32 channels_last against fp32
-            pairs += [("iimt_channels_last", "iimt_channels_last", f"iimt_{p}_channels_last", p)
-                      for p in s.precisions if p != "fp32"]
-            pairs.append(("iimt", "iimt", "iimt_channels_last", "channels_last"))
         for method, base_name, other_name, label in pairs:
             base, other = get(base_name), get(other_name)
             if base is not None and other is not None:
                 q[f"{method}_{label}_over_fp32"] = other["steps_per_s"] / base["steps_per_s"]
                 q[f"{method}_{label}_over_fp32_cpu_time"] = other["cpu_steps_per_s"] / base["cpu_steps_per_s"]
+        iimt, iimt_contiguous = get("iimt"), get("iimt_contiguous")  # IIMT's channels_last default (fp32)
+        if iimt is not None and iimt_contiguous is not None:
+            q["iimt_over_iimt_contiguous"] = iimt["steps_per_s"] / iimt_contiguous["steps_per_s"]
+            q["iimt_over_iimt_contiguous_cpu_time"] = iimt["cpu_steps_per_s"] / iimt_contiguous["cpu_steps_per_s"]
         out[str(t)] = q
     return out
 
@@ -327,6 +340,9 @@ def print_table(record: dict) -> None:
             print(f"threads={t}: (b)/(a) {q['b_over_a']:.2f}, (c)/(a) {q['c_over_a']:.2f}, "
                   f"(c)/(b) {q['c_over_b']:.2f} in seed-steps/s, (c) = {q['c_is']}, "
                   f"channels_last gain {q['b_over_fit_contiguous']:.2f}")
+        if "iimt_over_iimt_contiguous" in q:
+            print(f"threads={t}: IIMT's channels_last gain (iimt / iimt_contiguous) {q['iimt_over_iimt_contiguous']:.2f} "
+                  f"({q['iimt_over_iimt_contiguous_cpu_time']:.2f} in steps per CPU second)")
         prec = [f"{k.removesuffix('_over_fp32')} {v:.2f} ({q[k + '_cpu_time']:.2f})"
                 for k, v in q.items() if k.endswith("_over_fp32")]
         if prec:

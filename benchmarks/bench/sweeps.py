@@ -137,7 +137,9 @@ def time_sweep(name: str, specs: list, cores: int, tmp_root: str, data_root) -> 
 
 def sweep_summary(rounds: list[dict], k: int) -> tuple[dict, dict]:
     """Per variant: median runs/minute over the rounds (and each round's); the ratios of the
-    medians (``a_over_b`` ...) and, per round, of the paired rounds.
+    medians (``a_over_b`` ...), per round, of the paired rounds (``..._each_round``), and the median
+    of those paired ratios (``..._median_of_rounds``; not the ratio of the medians when the rounds
+    ran at different loads).
 
     Beside the wall clock (``runs_per_minute``: what this sweep took), ``in_run_runs_per_minute``
     leaves out what a longer sweep pays once per worker, not per run (process start-up, imports,
@@ -159,8 +161,9 @@ def sweep_summary(rounds: list[dict], k: int) -> tuple[dict, dict]:
     for a, b in SWEEP_RATIOS:
         for unit, suffix in (("runs_per_minute", ""), ("in_run_runs_per_minute", "_in_run")):
             ratios[f"{a}_over_{b}{suffix}"] = per[a][unit] / per[b][unit]
-            ratios[f"{a}_over_{b}{suffix}_each_round"] = [
-                x / y for x, y in zip(per[a][f"{unit}_each_round"], per[b][f"{unit}_each_round"])]
+            each = [x / y for x, y in zip(per[a][f"{unit}_each_round"], per[b][f"{unit}_each_round"])]
+            ratios[f"{a}_over_{b}{suffix}_each_round"] = each
+            ratios[f"{a}_over_{b}{suffix}_median_of_rounds"] = statistics.median(each)
     return per, ratios
 
 
@@ -227,6 +230,8 @@ def sweep_main(argv: list[str]) -> int:
     print(f"{k} runs x {steps} steps, {repeats} rounds, load {record['load_average']['start'][0]:.1f} -> "
           f"{record['load_average']['end'][0]:.1f}: "
           + ", ".join(f"{a}/{b} {q[f'{a}_over_{b}']:.2f} (in-run {q[f'{a}_over_{b}_in_run']:.2f})"
-                      for a, b in SWEEP_RATIOS))
+                      for a, b in SWEEP_RATIOS) + " (ratios of the medians); median of the paired rounds' ratios: "
+          + ", ".join(f"{a}/{b} {q[f'{a}_over_{b}_median_of_rounds']:.2f} "
+                      f"(in-run {q[f'{a}_over_{b}_in_run_median_of_rounds']:.2f})" for a, b in SWEEP_RATIOS))
     print(f"wrote {out}")
     return 0

@@ -126,14 +126,17 @@ class _AutocastFeatures(nn.Module):
 
 
 def build_method(method: str, source: Domain, target: Domain, seeds: list[int], precision: str = "fp32",
-                 channels_last: bool = False, **overrides):
+                 channels_last: bool | None = None, **overrides):
     """A registered method's object, as ``methods.train`` builds it for one group of seeds,
     in a precision of :data:`BENCH_PRECISIONS` (``bf16_conv``: DANN-family networks only).
     ADDA (stage 2) starts from an untrained :class:`SourcePretrain`; its config has no
     ``precision``, so it is returned as is and the caller applies autocast.
-    ``channels_last`` (IIMT, an experiment): its networks' convolution weights in
-    channels_last memory format, as DANN does by default on the CPU."""
+    ``channels_last`` goes into the method's config (every method's config has the field):
+    None keeps the method's default (channels_last convolution weights on the CPU), False
+    keeps the weights contiguous, True makes them channels_last on any device."""
     check_choice("precision", precision, BENCH_PRECISIONS)
+    if channels_last is not None:
+        overrides["channels_last"] = channels_last
     cls, _ = methods.METHODS[method]
     if cls is methods.ADDA:
         if precision == "bf16_conv":
@@ -142,11 +145,6 @@ def build_method(method: str, source: Domain, target: Domain, seeds: list[int], 
         return methods.ADDA(cfg, SourcePretrain(cfg, source, None, seeds), seeds)
     cfg = methods.make_config(method, precision="fp32" if precision == "bf16_conv" else precision, **overrides)
     m = cls(cfg, source, target.unlabelled(), seeds)
-    if channels_last:
-        if not isinstance(m, methods.IIMT):
-            raise ValueError("the channels_last experiment is for IIMT (DANN has its own channels_last setting)")
-        for net in m.nets:
-            net.to(memory_format=torch.channels_last)  # 4-D (conv) weights only
     if precision == "bf16_conv":
         for net in m.nets:
             net.feature_extractor = _AutocastFeatures(net.feature_extractor, source.x.device.type)
