@@ -62,8 +62,9 @@ def _regeneration(info: dict, profile: str) -> list[str]:
     m = next(iter(log.values()), {}).get("machine", {}) or info.get("machine", {})
     scratch = info.get("from_scratch") or {}
     wall, sweep = scratch.get("wall_seconds"), scratch.get("sweep") or {}
-    line = (f"Machine: {m.get('host', '?')}, {m.get('device', '?')} ({m.get('device_name', '?')}), "
-            f"{m.get('cpu_count', '?')} CPUs, torch {m.get('torch', '?')}.")
+    line = (f"Machine: {m.get('host', '?')}, {m.get('device', '?')} ({m.get('cpu_model') or m.get('device_name', '?')}"
+            f"{', ' + m['platform'] if m.get('platform') else ''}), {m.get('cpu_count', '?')} CPUs, "
+            f"torch {m.get('torch', '?')}.")
     if wall:
         line += (f" From an empty run store, `make figures PROFILE={profile}` took {wall / 60:.1f} min of wall "
                  f"time (`wall_seconds` {wall:.0f}; started {scratch.get('started_at', '?')}; its sweep trained "

@@ -132,16 +132,28 @@ def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager:
     return _replacing(path, f".{Path(path).stem}.", Path(path).suffix)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what :mod:`platform` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_info(device: str | torch.device | None = None) -> dict:
-    """What produced a number: host, CPU count, device name and library versions (numpy, scipy and scikit-learn
-    too: the label-free selection scores depend on them)."""
+    """What produced a number: host, platform (its kernel string tells this project's VMs apart), CPU model and
+    count, device name and library versions (numpy, scipy and scikit-learn too: the label-free selection scores
+    depend on them)."""
     from importlib.metadata import PackageNotFoundError, version
 
     import torchvision
     device = resolve_device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     info = {"host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "device": str(device), "device_name": name, "torchvision": torchvision.__version__}
     for package in ("numpy", "scipy", "scikit-learn"):
         try:

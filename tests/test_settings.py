@@ -189,3 +189,16 @@ def test_adda_source_label_outside_n_classes(method):
         methods.train(method, src, tgt, pretrain_steps=2, steps=2, batch_size=8, progress=False)
     msg = str(e.value)
     assert "label 10" in msg and "n_classes" in msg
+
+
+def test_machine_info_names_the_cpu_model(tmp_path, monkeypatch):
+    """Records tell machines apart by CPU model and platform string; the model comes from /proc/cpuinfo."""
+    from dannlib import utils
+
+    info = utils.machine_info("cpu")
+    assert info["cpu_model"] == utils.cpu_model() and info["platform"]
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9999 64-Core Processor\nflags\t: avx512f\n")
+    real_path = utils.Path
+    monkeypatch.setattr(utils, "Path", lambda p: fake if p == "/proc/cpuinfo" else real_path(p))
+    assert utils.cpu_model() == "AMD EPYC 9999 64-Core Processor"

@@ -223,18 +223,6 @@ def write_outputs(record: dict, out_dir: Path) -> None:
 
 
 # -- the two training loops ------------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 def build_network(source, target, seed: int):
     """The digits network exactly as :class:`dannlib.methods.DANN` builds it for ``seed``."""
     from dannlib.methods.common import NETWORKS
@@ -429,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "benchmark": "pytorch-adapt's DANN beside dannlib's", "status": "ok",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
-        "machine": {**machine_info("cpu"), "cpu_model": cpu_model(), "torch_threads": threads},
+        "machine": {**machine_info("cpu"), "torch_threads": threads},
         "versions": versions, "pinned": pinned(),
         "settings": {"steps": args.steps, "seed": args.seed, "batch_size": args.batch_size, "n_train": args.n_train,
                      "warmup": args.warmup, "source": "mnist", "target": "mnist_m_released", "data": data,
