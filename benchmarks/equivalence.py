@@ -23,7 +23,7 @@ from dannlib.results import markdown_table, read_records
 from dannlib.stats import paired
 from dannlib.store import RunSpec, Store
 from dannlib.sweep import ensure
-from dannlib.utils import PROJECT_ROOT, atomic_write, check_seeds, machine_info
+from dannlib.utils import PROJECT_ROOT, atomic_write, check_seeds, configure_threads, machine_info
 
 #: the lever -> the config overrides of its arm; the default arm is the study's own config (no override)
 LEVERS = {"contiguous": {"channels_last": False}}
@@ -47,8 +47,21 @@ def lever_spec(spec: RunSpec, lever: str) -> RunSpec:
     return dataclasses.replace(spec, config={**spec.config, **LEVERS[lever]})
 
 
-def verdict(comparison) -> str:
-    """The rule's reading of a :class:`~dannlib.stats.Comparison` of lever - default."""
+def verdict(comparison, statuses: dict | None = None) -> str:
+    """The rule's reading of a :class:`~dannlib.stats.Comparison` of lever - default. ``statuses``: arm -> seed ->
+    run status; a lever run that failed or diverged where the default's did not is a change, a default run that
+    did not finish ok leaves the lever unjudged. Differences of exactly 0 on every seed (bit-identical runs) read
+    as unchanged; the same non-zero difference on every seed is an interval of no width that excludes 0: changed."""
+    statuses = statuses or {}
+    default = statuses.get("default", {})
+    if bad := sorted(s for s, st in default.items() if st != "ok"):
+        return f"not judged: default runs not ok on seeds {bad}"
+    for arm, by_seed in statuses.items():
+        if bad := sorted(s for s, st in by_seed.items() if st != "ok"):
+            return f"changed ({arm} runs not ok on seeds {bad})"
+    if comparison.n and all(d == 0 for d in comparison.diffs):
+        return "unchanged (bit-identical on every seed)" if comparison.n >= 3 else \
+            f"not judged: {comparison.n} seed(s), the rule needs at least 3"
     if comparison.n < 3:
         return f"not judged: {comparison.n} seed(s), the rule needs at least 3"
     half = (comparison.ci_high - comparison.ci_low) / 2
@@ -68,20 +81,22 @@ def main(argv=None) -> int:
     p.add_argument("--store", default=str(PROJECT_ROOT / ".tmp" / "equivalence-store"),
                    help="scratch run store (default .tmp/equivalence-store; resumable)")
     p.add_argument("--data-root", help="the data root (default: $DANNLIB_DATA, else data/)")
-    p.add_argument("--out", help="JSON record (default benchmarks/equivalence-<lever>.json)")
+    p.add_argument("--out", help="JSON record (default benchmarks/equivalence-<lever>-<method>.json)")
     args = p.parse_args(argv)
     try:
         seeds = check_seeds([int(s) for s in args.seeds.split(",")])
     except ValueError as exc:
         print(f"benchmarks.equivalence: --seeds: {exc}", file=sys.stderr)
         return 2
+    configure_threads(1)  # as a sweep worker trains (one run in a phase trains in this process)
     base = default_specs(args.method, seeds)
     notebook, pair = CASES[args.method]
     arms = {"default": base, args.lever: [lever_spec(s, args.lever) for s in base]}
     store = Store(args.store, data_root=args.data_root)
     runs = ensure([s for specs in arms.values() for s in specs], store=store, workers=args.workers,
                   data_root=args.data_root)
-    values = {arm: {s.seed: runs[s].final[METRIC] for s in specs if s in runs and runs[s].status == "ok"}
+    statuses = {arm: {s.seed: runs[s].status if s in runs else "failed" for s in specs} for arm, specs in arms.items()}
+    values = {arm: {s.seed: runs[s].final[METRIC] for s in specs if statuses[arm][s.seed] == "ok"}
               for arm, specs in arms.items()}
     seconds = {arm: {s.seed: runs[s].seconds for s in specs if s in runs} for arm, specs in arms.items()}
     comparison = paired(values[args.lever], values["default"], a_name=args.lever, b_name="default")
@@ -92,9 +107,11 @@ def main(argv=None) -> int:
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
               "workers": args.workers, "metric": METRIC, "pair": pair, "values": values, "seconds": seconds,
               "committed_default": committed,
-              "comparison": {**comparison.as_row(4), "ci_low": comparison.ci_low, "ci_high": comparison.ci_high,
+              "statuses": statuses, "failed": [list(f) for f in ensure.last_summary.failed],
+              "comparison": {**{("stats_verdict" if k == "verdict" else k): v for k, v in comparison.as_row(4).items()},
+                             "ci_low": comparison.ci_low, "ci_high": comparison.ci_high,
                              "diffs": dict(zip(comparison.seeds, comparison.diffs))},
-              "verdict": verdict(comparison)}
+              "verdict": verdict(comparison, statuses)}
     out = Path(args.out) if args.out else Path(__file__).parent / f"equivalence-{args.lever}-{args.method}.json"
     with atomic_write(out) as fh:
         json.dump(record, fh, indent=1, sort_keys=True)
@@ -107,7 +124,7 @@ def main(argv=None) -> int:
     print(markdown_table(["seed", "default", "default, committed", args.lever, "seconds, lever / default"], rows))
     print(f"\n{args.lever} - default: {comparison.mean:+.4f} {comparison.as_row(4)['95% CI']} "
           f"over {comparison.n} seeds: {record['verdict']}\nwrote {out}")
-    return 0
+    return 1 if any(st != "ok" for by_seed in statuses.values() for st in by_seed.values()) else 0
 
 
 if __name__ == "__main__":

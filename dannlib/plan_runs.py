@@ -85,9 +85,12 @@ USPS_PAIRS = {
 def _pair_data(pair: str, cap: int | None = None, n_test: int | None = None, **kwargs) -> dict:
     """The data of ``pair`` (a key of :data:`USPS_PAIRS`, at its protocol's sizes, or a value of
     :data:`MNIST_M_PAIRS`, whole) with at most ``cap`` training images a domain and ``n_test`` test images."""
-    if pair in USPS_PAIRS:
+    if pair in USPS_PAIRS and not kwargs:
         return {**USPS_PAIRS[pair], "n_test": n_test, **({"n_source": cap, "n_target": cap} if cap else {})}
-    target = next(t for t, p in MNIST_M_PAIRS.items() if p == pair)
+    target = next((t for t, p in MNIST_M_PAIRS.items() if p == pair), None)
+    if target is None:
+        raise ValueError(f"no data for the pair {pair!r} (with {kwargs or 'no options'}); pairs: "
+                         f"{', '.join([*USPS_PAIRS, *MNIST_M_PAIRS.values()])}, the USPS pairs without options")
     return digits_data("mnist", target, n_source=cap, n_target=cap, n_test=n_test, **kwargs)
 
 

@@ -6,12 +6,11 @@ tables are copied from it), and the tables the notebooks print with the same bui
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from .profiles import check_profile
 from .results import aggregate, format_cell, markdown_table, published, published_text, read_records, ok_histories
-from .stats import compare_records, format_interval
+from .stats import compare_records, format_interval, t_half_width
 from .utils import results_root
 
 #: A pair (as records name it) -> its experiment in :data:`dannlib.results.PUBLISHED`. The papers measured
@@ -62,7 +61,8 @@ def _regeneration(info: dict, profile: str) -> list[str]:
     m = next(iter(log.values()), {}).get("machine", {}) or info.get("machine", {})
     scratch = info.get("from_scratch") or {}
     wall, sweep = scratch.get("wall_seconds"), scratch.get("sweep") or {}
-    line = (f"Machine: {m.get('host', '?')}, {m.get('device', '?')} ({m.get('cpu_model') or m.get('device_name', '?')}"
+    name = (m.get("device", "cpu") == "cpu" and m.get("cpu_model")) or m.get("device_name", "?")
+    line = (f"Machine: {m.get('host', '?')}, {m.get('device', '?')} ({name}"
             f"{', ' + m['platform'] if m.get('platform') else ''}), {m.get('cpu_count', '?')} CPUs, "
             f"torch {m.get('torch', '?')}.")
     if wall:
@@ -210,13 +210,14 @@ def head_to_head(records, a: str, b: str, metric: str = "target_test_acc") -> st
     return "\n".join(lines) or f"(no seed shared by {a} and {b})"
 
 
-def published_table(records, metric: str, *, group: str | None = None, experiment=None, digits: int = 3) -> str:
+def published_table(records, metric: str, *, group: str | None = None, experiment=None, digits: int = 3,
+                    interval: bool = True) -> str:
     """Ours beside the published number (as published), for every (group, method) that has one: [group |]
     method | ours, mean ± sd (n) | published | ours − published [95% CI] | published in. The interval is the
-    t-interval of our mean over seeds, less the published number (whose own spread is not counted).
+    t-interval of our mean over seeds, less the published number (whose own spread is not counted); ``interval``
+    False leaves it out (for expectations that are not measured numbers, e.g. 01's toys).
     ``experiment``: the experiment's name, or a mapping from the group's values to it (default
     :data:`EXPERIMENT_OF_PAIR`)."""
-    from scipy import stats
     body = []
     experiment = EXPERIMENT_OF_PAIR if experiment is None and group else experiment
     for g in aggregate(records, metric, [group, "method"] if group else ["method"]):
@@ -224,8 +225,9 @@ def published_table(records, metric: str, *, group: str | None = None, experimen
         pub = published(exp, g["method"]) if exp else None
         if pub is not None and g["n"]:
             diff = g["mean"] - pub[0]
-            half = float(stats.t.ppf(0.975, g["n"] - 1)) * g["std"] / math.sqrt(g["n"]) if g["n"] > 1 else math.nan
-            gap = f"{diff:+.{digits}f}" + (f" {format_interval(diff - half, diff + half, digits)}" * (g["n"] > 1))
+            half = t_half_width(g["std"], g["n"])
+            gap = f"{diff:+.{digits}f}" + (f" {format_interval(diff - half, diff + half, digits)}"
+                                           * (g["n"] > 1 and interval))
             body.append(([g[group]] if group else []) + [g["method"], format_cell(g["mean"], g["std"], g["n"], digits),
                         published_text(exp, g["method"], None),
                         gap,

@@ -43,7 +43,7 @@ def published_text(experiment: str, method: str, digits: int | None = 4) -> str:
     p = published(experiment, method)
     if p is None:
         return "—"
-    digits = digits if digits is not None else next(d for d in range(3, 10) if round(p[0], d) == p[0])
+    digits = digits if digits is not None else next((d for d in range(3, 10) if round(p[0], d) == p[0]), 9)
     return f"{p[0]:.{digits}f}".lstrip("0") + (" (?)" if "(?)" in p[1] else "")
 
 

@@ -51,13 +51,20 @@ def format_interval(low: float, high: float, digits: int = 3) -> str:
     return f"[{low:+.{digits}f}, {high:+.{digits}f}]" if math.isfinite(low) and math.isfinite(high) else "—"
 
 
+def t_half_width(sd: float, n: int) -> float:
+    """The 95% t-interval's half-width of a mean of ``n`` values with sample sd ``sd``: ``t_{0.975, n-1} sd /
+    sqrt(n)`` (NaN below two values)."""
+    from scipy import stats
+    return float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n) if n > 1 else float("nan")
+
+
 def paired(a: Mapping, b: Mapping, *, a_name: str = "a", b_name: str = "b") -> Comparison:
     """Compare ``a`` against ``b``, two mappings seed -> value, on the seeds both hold."""
     from scipy import stats
     seeds = tuple(sorted(set(a) & set(b), key=lambda s: (str(type(s)), s)))
     diffs = tuple(float(a[s]) - float(b[s]) for s in seeds)
     n, (mean, sd) = len(diffs), mean_std(diffs)
-    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n) if n > 1 else float("nan")
+    half = t_half_width(sd, n)
     low, high = mean - half, mean + half
     up, down = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
     sign_p = float(stats.binomtest(up, up + down, 0.5).pvalue) if up + down else 1.0

@@ -153,7 +153,8 @@ def machine_info(device: str | torch.device | None = None) -> dict:
     device = resolve_device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     info = {"host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
-            "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
             "device": str(device), "device_name": name, "torchvision": torchvision.__version__}
     for package in ("numpy", "scipy", "scikit-learn"):
         try:

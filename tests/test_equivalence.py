@@ -18,6 +18,17 @@ def test_the_rule_by_hand():
                                                          "is 2.5 points)")
     assert verdict(_comparison([0.02, 0.03, 0.025])).startswith("changed")
     assert verdict(_comparison([0.0, 0.001])).startswith("not judged: 2 seed(s)")
+    # bit-identical runs pass; one difference repeated on every seed is an interval of no width that excludes 0
+    assert verdict(_comparison([0.0, 0.0, 0.0])) == "unchanged (bit-identical on every seed)"
+    assert verdict(_comparison([0.001] * 3)).startswith("changed")
+
+
+def test_a_run_that_did_not_finish_ok_is_never_read_as_unchanged():
+    ok = {s: "ok" for s in range(3)}
+    close = _comparison([0.0, 0.001])  # the two seeds both arms finished
+    assert verdict(close, {"default": ok, "contiguous": {**ok, 2: "diverged"}}) == ("changed (contiguous runs not ok "
+                                                                                   "on seeds [2])")
+    assert verdict(close, {"default": {**ok, 1: "failed"}, "contiguous": ok}).startswith("not judged: default")
 
 
 @pytest.mark.parametrize("method", sorted(CASES))

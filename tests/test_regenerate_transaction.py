@@ -282,3 +282,21 @@ def test_the_from_scratch_regeneration_and_its_wall_time_outlive_renders(tmp_pat
     del old["from_scratch"]
     path.write_text(json.dumps(old))
     assert regeneration("2026-01-07T00:00:00", 3, 0, 12.0)["from_scratch"]["wall_seconds"] == 77.0
+
+
+def test_the_commit_plan_moves_only_records_the_notebook_changed(tmp_path):
+    """A staged record equal to the live one, or left as the copy made for reading, is not moved (the live file may
+    be newer, another run's commit); a changed or new one is."""
+    figs, res, fig_stage, res_stage = (tmp_path / n for n in ("figures", "results", "fig_stage", "res_stage"))
+    for folder in (figs, res / "smoke", fig_stage, res_stage / "smoke"):
+        folder.mkdir(parents=True)
+    for name, live, staged in (("same.jsonl", "x", "x"), ("read.jsonl", "newer", "old"), ("changed.jsonl", "a", "b")):
+        (res / "smoke" / name).write_text(live)
+        (res_stage / "smoke" / name).write_text(staged)
+    (res_stage / "smoke" / "new.jsonl").write_text("n")
+    copied = regen.digests(res_stage)
+    (res_stage / "smoke" / "changed.jsonl").write_text("c")  # written by the notebook after the copy
+    plan = regen._plan_commit(tmp_path / "run.ipynb", tmp_path / "nb.ipynb", fig_stage, figs, res_stage, res, copied)
+    assert sorted(Path(src).name for src, _ in plan["files"]) == ["changed.jsonl"]
+    plan = regen._plan_commit(tmp_path / "run.ipynb", tmp_path / "nb.ipynb", fig_stage, figs, res_stage, res)
+    assert sorted(Path(src).name for src, _ in plan["files"]) == ["changed.jsonl", "new.jsonl", "read.jsonl"]

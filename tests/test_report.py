@@ -171,9 +171,11 @@ def test_published_table_and_threshold_counts():
         for s, v in enumerate([0.85, 0.87])]
     table = published_table(recs, "target_test_acc", group="pair")
     # half-width 12.706 * 0.01414 / sqrt(2) = 0.127 about -0.034
-    assert ("| MNIST->USPS | adda_gan | 0.860 ± 0.014 (2) | .894 | -0.034 [-0.161, +0.093] | Tzeng et al. 2017, table 2 "
-            "(ADDA) |") in table
+    assert ("| MNIST->USPS | adda_gan | 0.860 ± 0.014 (2) | .894 | -0.034 [-0.161, +0.093] | Tzeng et al. 2017, "
+            "table 2 (ADDA) |") in table
     assert "| dann |" not in table  # no published number for dann on MNIST->USPS
+    no_interval = published_table(recs, "target_test_acc", group="pair", interval=False)  # e.g. 01's expectations
+    assert "| MNIST->USPS | adda_gan | 0.860 ± 0.014 (2) | .894 | -0.034 | Tzeng" in no_interval
     one = published_table(recs[-1:], "target_test_acc", group="pair")  # one seed: the gap, no interval
     assert "| MNIST->USPS | adda_gan | 0.870 (1 seed: no spread) | .894 | -0.024 | Tzeng" in one
     counts = threshold_counts(recs, "target_test_acc", 0.65)

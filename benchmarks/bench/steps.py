@@ -341,7 +341,8 @@ def print_table(record: dict) -> None:
                   f"(c)/(b) {q['c_over_b']:.2f} in seed-steps/s, (c) = {q['c_is']}, "
                   f"channels_last gain {q['b_over_fit_contiguous']:.2f}")
         if "iimt_over_iimt_contiguous" in q:
-            print(f"threads={t}: IIMT's channels_last gain (iimt / iimt_contiguous) {q['iimt_over_iimt_contiguous']:.2f} "
+            print(f"threads={t}: IIMT's channels_last gain (iimt / iimt_contiguous) "
+                  f"{q['iimt_over_iimt_contiguous']:.2f} "
                   f"({q['iimt_over_iimt_contiguous_cpu_time']:.2f} in steps per CPU second)")
         prec = [f"{k.removesuffix('_over_fp32')} {v:.2f} ({q[k + '_cpu_time']:.2f})"
                 for k, v in q.items() if k.endswith("_over_fp32")]

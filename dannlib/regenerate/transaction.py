@@ -117,8 +117,11 @@ def _plan_commit(executed: Path, target: Path, fig_stage: Path, figures: Path, r
         else:
             files.append([str(entry), str(figures / entry.name)])
     for rel, digest in digests(res_stage).items():
-        if (copied or {}).get(rel) != digest:  # else read, not written: the live file may be newer (another run's)
-            files.append([str(res_stage / rel), str(results / rel)])
+        dst = results / rel
+        if (copied or {}).get(rel) == digest:
+            continue  # read, not written: the live file may be newer (another run's commit)
+        if not (dst.is_file() and _file_digest(dst, "sha256") == digest):  # not the unchanged copy made for reading
+            files.append([str(res_stage / rel), str(dst)])
     return {"notebook": [str(executed), str(target)], "files": files, "folders": folders,
             "cleanup": [str(fig_stage), str(res_stage)]}
 
