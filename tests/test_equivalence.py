@@ -42,3 +42,15 @@ def test_the_arms_differ_only_in_the_lever(method):
                                                                                           spec.monitor_size)
         # ADDA: both arms start from the same stored pre-training
         assert [d.key for d in lever.dependencies()] == [d.key for d in spec.dependencies()]
+
+
+def test_estimate_against_records_counts_each_run_once(tmp_path):
+    """Runs shared by notebooks (and ADDA's pre-trainings) count once; an empty store has them all missing."""
+    from benchmarks.estimate_vs_records import compare
+    from dannlib.plan import plan_specs, selected_notebooks
+    from dannlib.store import Store
+
+    keys = {run.key for nb in selected_notebooks() for spec in plan_specs(nb, "smoke")
+            for run in [*spec.dependencies(), spec]}
+    out = compare(Store(tmp_path / "empty"), "smoke")
+    assert out["missing"] == len(keys) and out["runs"] == 0 and out["methods"] == {}
