@@ -14,7 +14,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from dannlib.plan import plan_specs, selected_notebooks
+from dannlib.plan import needed_runs
 from dannlib.results import markdown_table
 from dannlib.store import Store, run_cost_seconds
 from dannlib.utils import atomic_write
@@ -22,21 +22,15 @@ from dannlib.utils import atomic_write
 
 def compare(store: Store, profile: str = "paper") -> dict:
     """``{"methods": {method: {"runs", "estimate_s", "records_s"}}, "missing": n, totals}`` over the profile's runs."""
-    seen, missing, rows = set(), 0, defaultdict(lambda: {"runs": 0, "estimate_s": 0.0, "records_s": 0.0})
-    for notebook in selected_notebooks():
-        for spec in plan_specs(notebook, profile):
-            for run in [*spec.dependencies(), spec]:
-                if run.key in seen:
-                    continue
-                seen.add(run.key)
-                stored = store.get(run)
-                if stored is None:
-                    missing += 1
-                    continue
-                row = rows[run.method]
-                row["runs"] += 1
-                row["estimate_s"] += run_cost_seconds(run)
-                row["records_s"] += stored.seconds
+    missing, rows = 0, defaultdict(lambda: {"runs": 0, "estimate_s": 0.0, "records_s": 0.0})
+    for run in needed_runs(profile):
+        if (stored := store.get(run)) is None:
+            missing += 1
+            continue
+        row = rows[run.method]
+        row["runs"] += 1
+        row["estimate_s"] += run_cost_seconds(run)
+        row["records_s"] += stored.seconds
     est, rec = (sum(r[k] for r in rows.values()) for k in ("estimate_s", "records_s"))
     return {"profile": profile, "methods": dict(rows), "missing": missing,
             "runs": sum(r["runs"] for r in rows.values()), "estimate_s": est, "records_s": rec,

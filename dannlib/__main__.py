@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def sweep_main(args: argparse.Namespace) -> int:
     from . import sweep
-    from .plan import NOTEBOOKS, parse_only, parse_seeds, plan_specs, selected_notebooks
+    from .plan import needed_runs, parse_only, parse_seeds, plan_specs, selected_notebooks
     from .profiles import PROFILES
     from .settings import check_scheduler, check_time_limit, check_workers, check_writable, scheduler_setting
     from .store import Store, machine_speed
@@ -78,8 +78,7 @@ def sweep_main(args: argparse.Namespace) -> int:
         print(f"dannlib sweep: {exc}", file=sys.stderr)
         return 2
     if args.prune:
-        keep = {k for p in PROFILES for nb in NOTEBOOKS for s in plan_specs(nb, p) for k in
-                [s.key, *(d.key for d in s.dependencies())]}
+        keep = {run.key for p in PROFILES for run in needed_runs(p)}
         files = store.prune(keep, dry_run=args.dry_run)
         runs = sorted({f"{p.parent.name}/{p.stem}" for p in files})
         print(f"sweep --prune: {len(runs)} stored run(s) that no notebook needs under any profile "

@@ -56,6 +56,13 @@ def plan_specs(notebook: str, profile: str, seeds=None) -> list[RunSpec]:
     return plan(notebook, profile, seeds).specs
 
 
+def needed_runs(profile: str) -> list[RunSpec]:
+    """Every distinct run the notebooks need under ``profile``: each plan's runs after the runs they start from
+    (ADDA's pre-trainings), each once."""
+    return list(dict.fromkeys(run for nb in NOTEBOOKS for spec in plan_specs(nb, profile)
+                              for run in [*spec.dependencies(), spec]))
+
+
 def parse_only(text: str | Sequence[str] | None) -> list[str] | None:
     """``"01,3"`` -> ``["01", "03"]``; None or empty -> None (all notebooks)."""
     if text is None:

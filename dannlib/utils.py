@@ -3,6 +3,7 @@ the thread policy, atomic writes, paths, machine info."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import numbers
 import operator
@@ -130,6 +131,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator
 def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager:
     """Like :func:`atomic_write` but yields a temporary *path* ``.<stem>.*<suffix>`` (``fig.savefig``)."""
     return _replacing(path, f".{Path(path).stem}.", Path(path).suffix)
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "md5") -> str:
+    """The hex digest of a file's bytes, read in 1 MiB chunks (``hashlib.file_digest`` needs Python 3.11; we
+    support 3.10)."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def cpu_model() -> str:

@@ -115,14 +115,6 @@ def cached(path: Path, params: dict, what: str, build) -> tuple[np.ndarray, np.n
     return images, labels
 
 
-def _file_digest(path: Path, algorithm: str = "md5") -> str:
-    digest = hashlib.new(algorithm)  # in 1 MiB chunks (hashlib.file_digest needs Python 3.11; we support 3.10)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_sha256sums(root=None) -> dict[str, str]:
     """The data root's ``SHA256SUMS`` (``sha256sum`` output) as ``{posix path: hex}``; empty without one."""
     path, sums = data_root(root) / "SHA256SUMS", {}

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import (SPLITS, DataChecksumError, DataNotFoundError, _check_split, _file_digest, _readonly, data_root,
+from ..utils import file_digest
+from .common import (SPLITS, DataChecksumError, DataNotFoundError, _check_split, _readonly, data_root,
                      verify_sha256)
 
 _MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -34,7 +35,7 @@ def mnist_md5(split: str) -> list[str]:
 
 
 def _check_md5(path: Path, expected: str, dataset: str) -> None:
-    if (actual := _file_digest(path, "md5")) != expected:
+    if (actual := file_digest(path, "md5")) != expected:
         raise DataChecksumError(
             f"{dataset}: {path} has MD5 {actual}, expected {expected} (torchvision's list): the file is truncated "
             f"or not the original. Delete it and copy it again, or delete it and load with download=True.",
@@ -76,7 +77,7 @@ def _load_usps_cached(split: str, path: Path, root: Path) -> tuple[np.ndarray, n
     if path.suffix == ".h5":
         import h5py
 
-        verify_sha256(root, [path], [_file_digest(path, "sha256")], "USPS", _usps_h5_fix(path))
+        verify_sha256(root, [path], [file_digest(path, "sha256")], "USPS", _usps_h5_fix(path))
         try:
             with h5py.File(path, "r") as f:
                 x01 = np.asarray(f[f"{split}/data"], dtype=np.float64).reshape(-1, 16, 16)

@@ -7,8 +7,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..utils import atomic_write
-from .common import SPLITS, DataChecksumError, DataNotFoundError, _file_digest, data_root, read_sha256sums
+from ..utils import atomic_write, file_digest
+from .common import SPLITS, DataChecksumError, DataNotFoundError, data_root, read_sha256sums
 from .digits import _MNIST_FILES, _USPS_BZ2
 from .mnist_m import bsds500_train_files
 from .mnist_m_released import released_mnist_m_source
@@ -35,7 +35,7 @@ def _digests(domain: str, base: Path) -> tuple[tuple[Path, str], ...]:
     files = _files(domain, base)
     if (missing := [p for p in files if not p.is_file()]) or not files:
         raise DataNotFoundError(domain, missing or [base])
-    return tuple((p, _file_digest(p, "sha256")) for p in files)
+    return tuple((p, file_digest(p, "sha256")) for p in files)
 
 
 clear_cache = _digests.cache_clear  # forget the digests computed in this process (after the data changed)

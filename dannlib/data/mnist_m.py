@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..utils import check_positive_int
-from .common import (SPLITS, DataChecksumError, DataNotFoundError, _check_seed, _check_split, _file_digest,
+from ..utils import check_positive_int, file_digest
+from .common import (SPLITS, DataChecksumError, DataNotFoundError, _check_seed, _check_split,
                      _readonly, cache_dir, cached, data_root, verify_sha256)
 from .digits import load_mnist, mnist_md5
 
@@ -47,7 +47,7 @@ def _bsds500_fix(path: Path) -> str:
 
 def bsds500_train_digests(root, files) -> list[str]:
     """The sha256 of each of ``files``, checked against ``SHA256SUMS``."""
-    digests = [_file_digest(p, "sha256") for p in files]
+    digests = [file_digest(p, "sha256") for p in files]
     verify_sha256(root, files, digests, "BSDS500", _bsds500_fix(Path(files[0])) if files else "")
     return digests
 
@@ -55,7 +55,7 @@ def bsds500_train_digests(root, files) -> list[str]:
 def backgrounds_fingerprint(files, digests=None) -> str:
     """sha256 of the sorted ``name:sha256(contents)`` lines of the background files (``digests``: their
     sha256 in the order of ``files``, if already computed)."""
-    digests = [_file_digest(p, "sha256") for p in files] if digests is None else digests
+    digests = [file_digest(p, "sha256") for p in files] if digests is None else digests
     if len(digests) != len(files):
         raise ValueError(f"{len(files)} files but {len(digests)} digests: pass one digest per file")
     text = "\n".join(f"{p.name}:{d}" for p, d in sorted(zip(files, digests), key=lambda t: t[0].name))
@@ -73,7 +73,7 @@ def download_bsds500(root=None, url: str = BSDS500_URL, md5: str | None = None) 
         archive, folder = Path(tmp) / "archive.tgz", Path(tmp) / "train"
         folder.mkdir()
         urllib.request.urlretrieve(url, archive)
-        if md5 is not None and (actual := _file_digest(archive, "md5")) != md5:
+        if md5 is not None and (actual := file_digest(archive, "md5")) != md5:
             raise DataChecksumError(f"BSDS500 archive from {url} has MD5 {actual}, expected {md5}; the download "
                                     f"is corrupt or the URL serves another file", dataset="BSDS500")
         with tarfile.open(archive, "r:*") as tar:

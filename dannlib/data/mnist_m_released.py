@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import (DataChecksumError, DataNotFoundError, _check_split, _file_digest, cache_dir, cached, data_root,
+from ..utils import file_digest
+from .common import (DataChecksumError, DataNotFoundError, _check_split, cache_dir, cached, data_root,
                      verify_sha256)
 
 RELEASED_FORMAT_VERSION = 1  # of the cache: bump it when the reading changes
@@ -101,7 +102,7 @@ def load_mnist_m_released(split: str = "train", root=None, cache=None, *, limit:
     (keyed on its SHA-256). ``limit``: the first ``limit`` images, uncached. ``download=True`` is refused."""
     _check_split(split)
     source = released_mnist_m_source(root, ("It cannot be downloaded by a script. " if download else "") + _FIX)
-    verify_sha256(root, [source], [digest := _file_digest(source, "sha256")], "the released MNIST-M", _FIX)
+    verify_sha256(root, [source], [digest := file_digest(source, "sha256")], "the released MNIST-M", _FIX)
     if limit is not None:
         return _read_split(source, split, limit)
     params = {"format_version": RELEASED_FORMAT_VERSION, "split": split, "source_sha256": digest}

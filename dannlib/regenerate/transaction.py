@@ -13,8 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Sequence
 
-from ..data.common import _file_digest
-from ..utils import atomic_write
+from ..utils import atomic_write, file_digest
 
 RUNNING_SUFFIX, JOURNAL_SUFFIX, STAGING_PREFIX = ".running.ipynb", ".commit.json", ".staging-"
 RUN_LOCK_PREFIX, RUN_LOCK_SUFFIX = ".regenerate-", ".lock"  # + run id: held (flock) for a regeneration's life
@@ -101,7 +100,7 @@ def _apply_commit(plan: dict) -> None:
 
 def digests(folder: Path) -> dict[str, str]:
     """``relative path -> sha256`` of every file under ``folder``."""
-    return {p.relative_to(folder).as_posix(): _file_digest(p, "sha256") for p in sorted(folder.rglob("*"))
+    return {p.relative_to(folder).as_posix(): file_digest(p, "sha256") for p in sorted(folder.rglob("*"))
             if p.is_file()}
 
 
@@ -120,7 +119,7 @@ def _plan_commit(executed: Path, target: Path, fig_stage: Path, figures: Path, r
         dst = results / rel
         if (copied or {}).get(rel) == digest:
             continue  # read, not written: the live file may be newer (another run's commit)
-        if not (dst.is_file() and _file_digest(dst, "sha256") == digest):  # not the unchanged copy made for reading
+        if not (dst.is_file() and file_digest(dst, "sha256") == digest):  # not the unchanged copy made for reading
             files.append([str(res_stage / rel), str(dst)])
     return {"notebook": [str(executed), str(target)], "files": files, "folders": folders,
             "cleanup": [str(fig_stage), str(res_stage)]}
