@@ -58,13 +58,18 @@ def _regeneration(info: dict, profile: str) -> list[str]:
 
     rows = [[name, status(r), f"{r.get('seconds') or float('nan'):.0f}", f"{r.get('peak_rss_mib') or float('nan'):.0f}"]
             for name, r in sorted(info.get("notebooks", {}).items())]
-    m = next(iter(log.values()), {}).get("machine", {}) or info.get("machine", {})
+    machines: dict[str, list[str]] = {}  # each machine that executed a notebook's last attempt -> the notebooks
+    for nb, r in sorted(info.get("notebooks", {}).items()):
+        m = (log.get(r.get("run")) or {}).get("machine") or info.get("machine") or {}
+        name = (m.get("device", "cpu") == "cpu" and m.get("cpu_model")) or m.get("device_name", "?")
+        machines.setdefault(f"{m.get('host', '?')}, {m.get('device', '?')} ({name}"
+                            f"{', ' + m['platform'] if m.get('platform') else ''}), {m.get('cpu_count', '?')} CPUs, "
+                            f"torch {m.get('torch', '?')}", []).append(nb[:2])
     scratch = info.get("from_scratch") or {}
     wall, sweep = scratch.get("wall_seconds"), scratch.get("sweep") or {}
-    name = (m.get("device", "cpu") == "cpu" and m.get("cpu_model")) or m.get("device_name", "?")
-    line = (f"Machine: {m.get('host', '?')}, {m.get('device', '?')} ({name}"
-            f"{', ' + m['platform'] if m.get('platform') else ''}), {m.get('cpu_count', '?')} CPUs, "
-            f"torch {m.get('torch', '?')}.")
+    line = ("Machine: " + next(iter(machines), "?") + "." if len(machines) <= 1 else
+            "Machines (by the notebooks each last executed): " + "; ".join(
+                f"{text} (notebook{'s' * (len(nbs) > 1)} {', '.join(nbs)})" for text, nbs in machines.items()) + ".")
     if wall:
         line += (f" From an empty run store, `make figures PROFILE={profile}` took {wall / 60:.1f} min of wall "
                  f"time (`wall_seconds` {wall:.0f}; started {scratch.get('started_at', '?')}; its sweep trained "

@@ -120,6 +120,21 @@ def test_report_states_the_from_scratch_wall_time(tmp_path):
     assert "took 23.1 min of wall time (`wall_seconds` 1383; started a; its sweep trained 76 runs in 20.0 min)" in text
 
 
+def test_report_names_the_machine_of_each_notebook(tmp_path):
+    """Notebooks last executed on two machines: both are named, each with its notebooks (not the first run's alone)."""
+    import json
+
+    write_records(tmp_path, "03_dann_vs_source_only", "smoke", _recs())
+    machine = {"device": "cpu", "cpu_model": "EPYC", "cpu_count": 2, "torch": "2.14.1"}
+    (tmp_path / "smoke" / "regeneration.json").write_text(json.dumps({
+        "profile": "smoke", "notebooks": {n: {"status": "ok", "seconds": 1.0, "run": r}
+                                          for n, r in (("01_a", "x"), ("02_b", "y"), ("03_c", "y"))},
+        "runs": {"x": {"machine": {**machine, "host": "one"}}, "y": {"machine": {**machine, "host": "two"}}}}))
+    line = next(t for t in markdown_report(tmp_path, "smoke").split("\n\n") if t.startswith("Machine"))
+    assert "one, cpu (EPYC), 2 CPUs, torch 2.14.1 (notebook 01)" in line
+    assert "two, cpu (EPYC), 2 CPUs, torch 2.14.1 (notebooks 02, 03)" in line
+
+
 def test_report_prints_the_paired_comparison_and_the_headline(tmp_path):
     write_records(tmp_path, "03_dann_vs_source_only", "smoke", _recs())
     text = markdown_report(tmp_path, "smoke")
