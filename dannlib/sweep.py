@@ -13,6 +13,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import torch
+
 from . import store as runstore
 from .settings import SCHEDULER_ENV, check_scheduler, check_time_limit, check_workers
 from .store import RunSpec, Store, StoredRun, estimate_seconds, run_cost_seconds, usable
@@ -121,7 +123,19 @@ ensure.last_summary = None
 
 def compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = True) -> StoredRun:
     """Train ``spec`` (and, first, any missing run it depends on), store it, return it; a
-    digits run's record keeps its label-free selection scores (:mod:`dannlib.selection`)."""
+    digits run's record keeps its label-free selection scores (:mod:`dannlib.selection`). It trains under the
+    thread policy (:func:`~dannlib.utils.configure_threads`: one thread unless $DANNLIB_THREADS says otherwise) in
+    a worker and in the caller's process alike, where the caller's thread count is restored afterwards: a run
+    trained alone in a notebook is the run a sweep's worker trains."""
+    threads = torch.get_num_threads()
+    configure_threads()
+    try:
+        return _compute(spec, store, data_root=data_root, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = True) -> StoredRun:
     from .data.fingerprint import current_fingerprint
     from .methods import ORACLES, train
     from .selection import SELECTION_FIELD, score_trained, scoreable

@@ -199,6 +199,26 @@ def test_local_workers_give_the_records_of_in_process_training(tmp_path):
     assert serial[specs[0]].history != serial[specs[1]].history
 
 
+def test_in_process_training_uses_the_thread_policy_and_restores_the_callers(tmp_path, monkeypatch):
+    """A run trained in the caller's process (a notebook, a one-run phase) trains on one thread, as a worker does, and
+    records it; the caller's thread count comes back afterwards."""
+    import torch
+
+    from dannlib import sweep
+
+    monkeypatch.delenv("DANNLIB_THREADS", raising=False)
+    seen = []
+    monkeypatch.setattr(sweep, "_compute", lambda *a, **k: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ensure([RunSpec.make("dann", toy_data("blobs", n=60, seed=0), 0, network="toy", steps=4, batch_size=8)],
+               store=Store(tmp_path), workers=1, progress=False)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_pool_broken_between_two_waits_does_not_end_the_sweep(tmp_path, monkeypatch, capsys):
     """A worker that dies after one wait and before the next submit makes ``submit`` raise
     BrokenProcessPool (not a future's result): its runs go on in a new pool. Thread pools
