@@ -23,7 +23,7 @@ from dannlib.results import markdown_table, read_records
 from dannlib.stats import paired
 from dannlib.store import RunSpec, Store
 from dannlib.sweep import ensure
-from dannlib.utils import PROJECT_ROOT, atomic_write, check_seeds, configure_threads, machine_info
+from dannlib.utils import PROJECT_ROOT, atomic_write, check_seeds, machine_info
 
 #: the lever -> the config overrides of its arm; the default arm is the study's own config (no override)
 LEVERS = {"contiguous": {"channels_last": False}}
@@ -88,13 +88,12 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"benchmarks.equivalence: --seeds: {exc}", file=sys.stderr)
         return 2
-    configure_threads(1)  # as a sweep worker trains (one run in a phase trains in this process)
     base = default_specs(args.method, seeds)
     notebook, pair = CASES[args.method]
     arms = {"default": base, args.lever: [lever_spec(s, args.lever) for s in base]}
     store = Store(args.store, data_root=args.data_root)
     runs = ensure([s for specs in arms.values() for s in specs], store=store, workers=args.workers,
-                  data_root=args.data_root)
+                  data_root=args.data_root, threads=1)  # one thread a run, in a worker or in this process
     statuses = {arm: {s.seed: runs[s].status if s in runs else "failed" for s in specs} for arm, specs in arms.items()}
     values = {arm: {s.seed: runs[s].final[METRIC] for s in specs if statuses[arm][s.seed] == "ok"}
               for arm, specs in arms.items()}

@@ -58,18 +58,26 @@ def _regeneration(info: dict, profile: str) -> list[str]:
 
     rows = [[name, status(r), f"{r.get('seconds') or float('nan'):.0f}", f"{r.get('peak_rss_mib') or float('nan'):.0f}"]
             for name, r in sorted(info.get("notebooks", {}).items())]
-    machines: dict[str, list[str]] = {}  # each machine that executed a notebook's last attempt -> the notebooks
+    machines: dict[tuple, list] = {}  # each machine that executed the outputs in place -> its records, notebooks
     for nb, r in sorted(info.get("notebooks", {}).items()):
-        m = (log.get(r.get("run")) or {}).get("machine") or info.get("machine") or {}
+        m = (log.get((r.get("last_ok") or r).get("run")) or {}).get("machine") or {}
+        key = tuple(m.get(k) for k in ("host", "platform", "device", "cpu_count", "torch"))
+        machines.setdefault(key, [[], []])[0].append(m)
+        machines[key][1].append(nb[:2])
+
+    def describe(ms: list[dict]) -> str:  # the CPU model where any record of the machine has it (older ones lack it)
+        m = next((m for m in ms if m.get("cpu_model")), ms[0])
+        if not m:
+            return "unknown machine (not recorded)"
         name = (m.get("device", "cpu") == "cpu" and m.get("cpu_model")) or m.get("device_name", "?")
-        machines.setdefault(f"{m.get('host', '?')}, {m.get('device', '?')} ({name}"
-                            f"{', ' + m['platform'] if m.get('platform') else ''}), {m.get('cpu_count', '?')} CPUs, "
-                            f"torch {m.get('torch', '?')}", []).append(nb[:2])
+        return (f"{m.get('host', '?')}, {m.get('device', '?')} ({name}{', ' + m['platform'] if m.get('platform') else ''}"
+                f"), {m.get('cpu_count', '?')} CPUs, torch {m.get('torch', '?')}")
     scratch = info.get("from_scratch") or {}
     wall, sweep = scratch.get("wall_seconds"), scratch.get("sweep") or {}
-    line = ("Machine: " + next(iter(machines), "?") + "." if len(machines) <= 1 else
-            "Machines (by the notebooks each last executed): " + "; ".join(
-                f"{text} (notebook{'s' * (len(nbs) > 1)} {', '.join(nbs)})" for text, nbs in machines.items()) + ".")
+    line = ("Machine: " + describe(next(iter(machines.values()), [[{}]])[0]) + "." if len(machines) <= 1 else
+            "Machines (by the notebooks whose outputs each executed): " + "; ".join(
+                f"{describe(ms)} (notebook{'s' * (len(nbs) > 1)} {', '.join(nbs)})" for ms, nbs in machines.values())
+            + ".")
     if wall:
         line += (f" From an empty run store, `make figures PROFILE={profile}` took {wall / 60:.1f} min of wall "
                  f"time (`wall_seconds` {wall:.0f}; started {scratch.get('started_at', '?')}; its sweep trained "
@@ -136,6 +144,7 @@ COMPARISONS: dict[str, tuple[str, str | None, list[tuple[str, str, str]]]] = {
                           ("target_test_acc", "dann", "source_only")]),
     # the rows at the settings 07's label-free selection chose (dannlib.grids.SELECTED)
     "06-selected": ("06", "pair", [("target_test_acc", "iimt_selected", "dann_selected"),
+                                   ("target_test_acc", "iimt_selected", "dann"),
                                    ("target_test_acc", "iimt_selected", "iimt"),
                                    ("target_test_acc", "dann_selected", "dann"),
                                    ("target_test_acc", "iimt_selected", "source_only")]),

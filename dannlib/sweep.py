@@ -1,5 +1,5 @@
-"""Computing the missing runs (:func:`ensure`): in this process, in local worker processes (one per core, one torch
-thread each) or on a Dask cluster, dependencies (ADDA's pre-training) first. An interrupted sweep loses at most the runs
+"""Computing the missing runs (:func:`ensure`): in this process, in local worker processes (one per core) or on a Dask
+cluster, each run on one torch thread unless told otherwise (``threads``, $DANNLIB_THREADS), dependencies (ADDA's pre-training) first. An interrupted sweep loses at most the runs
 in flight; a run whose worker process dies is retried; a run that raises is reported with its error.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from . import store as runstore
 from .settings import SCHEDULER_ENV, check_scheduler, check_time_limit, check_workers
 from .store import RunSpec, Store, StoredRun, estimate_seconds, run_cost_seconds, usable
-from .utils import configure_threads, progress_enabled
+from .utils import configure_threads, progress_enabled, thread_policy
 
 
 class MissingRunsError(RuntimeError):
@@ -81,11 +81,13 @@ def phases_seconds(phases: list[list[RunSpec]], workers: int) -> float:
 def ensure(specs, *, store: Store | None = None, workers: int | None = None, scheduler: str | None = None,
            data_root=None, train_missing: bool | str = True, recompute: bool = False,
            time_limit: float | None = None, progress: bool = True, budget_seconds: float = 600.0,
-           hint: str = "") -> dict[RunSpec, StoredRun]:
+           hint: str = "", threads: int | None = None) -> dict[RunSpec, StoredRun]:
     """The stored runs of ``specs`` (a dict spec -> :class:`StoredRun`; failed runs left out; the summary in
     ``ensure.last_summary``). ``train_missing``: True trains the missing; False raises :class:`MissingRunsError`;
     "auto" trains them only if the estimate is under ``budget_seconds`` (else raises, naming ``hint``); "stored"
-    trains nothing. ``workers``: local processes (1: in this process); ``scheduler``: a Dask scheduler address."""
+    trains nothing. ``workers``: local processes (1: in this process); ``scheduler``: a Dask scheduler address;
+    ``threads``: torch threads each run trains on, in a worker or in this process (default
+    :func:`~dannlib.utils.thread_policy`'s: $DANNLIB_THREADS, else 1)."""
     train_missing = check_train_missing(train_missing)
     store = store or Store()
     if data_root is not None and store.data_root is None:  # stored runs' data fingerprints compare with it
@@ -95,7 +97,7 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
         out = {s: r for s in specs if (r := store.get(s)) is not None}
         ensure.last_summary = SweepSummary(total=len(specs), found=len(out), not_started=len(specs) - len(out))
         return out
-    workers = check_workers(workers)
+    workers, threads = check_workers(workers), thread_policy(threads)
     check_time_limit(time_limit, setting="time_limit", unit="seconds")
     scheduler = scheduler if scheduler is not None else os.environ.get(SCHEDULER_ENV) or None
     phases = _phases(specs, store, recompute)
@@ -112,7 +114,7 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
     deadline = None if time_limit is None else start + time_limit
     try:
         for phase in phases:
-            _run_phase(phase, store, workers, scheduler, data_root, summary, deadline, progress)
+            _run_phase(phase, store, workers, scheduler, data_root, summary, deadline, progress, threads)
     finally:
         summary.seconds = time.monotonic() - start
     return {s: r for s in specs if (r := store.get(s)) is not None}
@@ -121,18 +123,18 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
 ensure.last_summary = None
 
 
-def compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = True) -> StoredRun:
+def compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = True,
+            threads: int | None = None) -> StoredRun:
     """Train ``spec`` (and, first, any missing run it depends on), store it, return it; a
-    digits run's record keeps its label-free selection scores (:mod:`dannlib.selection`). It trains under the
-    thread policy (:func:`~dannlib.utils.configure_threads`: one thread unless $DANNLIB_THREADS says otherwise) in
-    a worker and in the caller's process alike, where the caller's thread count is restored afterwards: a run
-    trained alone in a notebook is the run a sweep's worker trains."""
-    threads = torch.get_num_threads()
-    configure_threads()
+    digits run's record keeps its label-free selection scores (:mod:`dannlib.selection`). It trains on ``threads``
+    torch threads (default :func:`~dannlib.utils.thread_policy`'s) in a worker and in the caller's process alike,
+    whose thread count is restored afterwards: a run trained in this process is the run a sweep's worker trains."""
+    before = torch.get_num_threads()
+    configure_threads(threads)
     try:
         return _compute(spec, store, data_root=data_root, progress=progress)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
 def _compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = True) -> StoredRun:
@@ -140,7 +142,8 @@ def _compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = Tr
     from .methods import ORACLES, train
     from .selection import SELECTION_FIELD, score_trained, scoreable
     from .training import RunResult
-    deps = [stored if usable(stored := store.get(dep)) else compute(dep, store, data_root=data_root, progress=progress)
+    deps = [stored if usable(stored := store.get(dep)) else
+            compute(dep, store, data_root=data_root, progress=progress, threads=torch.get_num_threads())
             for dep in spec.dependencies()]
     source, target, eval_sets = runstore.load_data(spec.data, data_root)
     # the last dependency's networks, rebuilt on the data's device (CUDA where there is one)
@@ -166,10 +169,9 @@ def _compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = Tr
 # -- workers --------------------------------------------------------------------------------------
 def _worker_compute(payload: dict, store_root: str, data_root: str | None, threads: int) -> dict:
     """A worker process's entry point (local pool or Dask): train one run, return its summary."""
-    configure_threads(threads)
     spec = RunSpec(**payload)
     try:
-        run = compute(spec, Store(store_root, data_root=data_root), data_root=data_root, progress=False)
+        run = compute(spec, Store(store_root, data_root=data_root), data_root=data_root, progress=False, threads=threads)
     except Exception as exc:
         try:
             pickle.loads(pickle.dumps(exc))
@@ -218,28 +220,29 @@ def _settle(spec, result, summary, bar) -> None:
         bar.done(spec)
 
 
-def _run_phase(phase, store, workers, scheduler, data_root, summary, deadline, progress):
+def _run_phase(phase, store, workers, scheduler, data_root, summary, deadline, progress, threads):
     bar = _RunsBar(phase, workers if not scheduler else len(phase)) if progress and progress_enabled() else None
     pending = list(phase)
     try:
         if scheduler:
-            _run_dask(pending, store, scheduler, data_root, summary, deadline, bar)
+            _run_dask(pending, store, scheduler, data_root, summary, deadline, bar, threads)
         elif workers <= 1 or len(phase) == 1:
             while pending and not _past(deadline, summary, pending):
                 spec = pending.pop(0)
-                _settle(spec, lambda: compute(spec, store, data_root=data_root, progress=progress), summary, bar)
+                _settle(spec, lambda: compute(spec, store, data_root=data_root, progress=progress, threads=threads),
+                        summary, bar)
         else:
-            _run_local(pending, store, workers, data_root, summary, deadline, bar)
+            _run_local(pending, store, workers, data_root, summary, deadline, bar, threads)
     finally:
         if bar is not None:
             bar.close()
 
 
-def _run_local(pending, store, workers, data_root, summary, deadline, bar):
+def _run_local(pending, store, workers, data_root, summary, deadline, bar, threads):
     """Spawned worker processes, at most ``workers`` runs in flight. A worker that dies breaks
     the pool: its runs in flight are retried in a new pool, up to 3 times each."""
     attempts = dict.fromkeys(pending, 0)
-    args = (str(store.root), None if data_root is None else str(data_root), 1)
+    args = (str(store.root), None if data_root is None else str(data_root), threads)
 
     def retry_or_fail(spec):
         if attempts[spec] < 3:
@@ -280,7 +283,7 @@ def _run_local(pending, store, workers, data_root, summary, deadline, bar):
                 raise
 
 
-def _run_dask(pending, store, address, data_root, summary, deadline, bar):
+def _run_dask(pending, store, address, data_root, summary, deadline, bar, threads):
     """Send the runs to a Dask scheduler (``tcp://HOST:PORT``) or ``distributed.Client``; its
     workers must see the same store and data folders and import the same ``dannlib``. The
     scheduler reschedules a run whose worker dies; a run that raises is reported. Under a time
@@ -293,7 +296,7 @@ def _run_dask(pending, store, address, data_root, summary, deadline, bar):
     if not isinstance(address, Client):
         check_scheduler(address)  # seconds, where a Client would wait 30 s and end in a traceback
     client = address if isinstance(address, Client) else Client(address)
-    args = (os.path.abspath(store.root), None if data_root is None else os.path.abspath(data_root), 1)
+    args = (os.path.abspath(store.root), None if data_root is None else os.path.abspath(data_root), threads)
     futures, completed = {}, as_completed()
 
     def submit_more():

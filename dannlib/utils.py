@@ -82,13 +82,18 @@ def progress_enabled() -> bool:
     return os.environ.get("DANNLIB_PROGRESS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def configure_threads(threads: int | None = None) -> int:
-    """The thread policy for torch on the CPU: ``threads``, else ``$DANNLIB_THREADS``, else 1 (with
-    runs in parallel processes, measured fastest on the study's 2-core CPU: benchmarks/README.md)."""
+def thread_policy(threads: int | None = None) -> int:
+    """Torch threads per run on the CPU: ``threads``, else ``$DANNLIB_THREADS`` (unset or empty: 1; with runs in
+    parallel processes, measured fastest on the study's 2-core CPU: benchmarks/README.md)."""
     if threads is None:
-        text = os.environ.get("DANNLIB_THREADS", "1").strip()
-        threads = check_positive_int("$DANNLIB_THREADS", int(text) if text.isdecimal() else text)
-    threads = check_positive_int("threads", threads)
+        text = os.environ.get("DANNLIB_THREADS", "").strip() or "1"
+        return check_positive_int("$DANNLIB_THREADS", int(text) if text.isdecimal() else text)
+    return check_positive_int("threads", threads)
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Set torch's thread count to :func:`thread_policy` ``(threads)``; returns it."""
+    threads = thread_policy(threads)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads

@@ -211,10 +211,17 @@ def test_in_process_training_uses_the_thread_policy_and_restores_the_callers(tmp
     monkeypatch.setattr(sweep, "_compute", lambda *a, **k: seen.append(torch.get_num_threads()))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
+    spec = RunSpec.make("dann", toy_data("blobs", n=60, seed=0), 0, network="toy", steps=4, batch_size=8)
     try:
-        ensure([RunSpec.make("dann", toy_data("blobs", n=60, seed=0), 0, network="toy", steps=4, batch_size=8)],
-               store=Store(tmp_path), workers=1, progress=False)
+        ensure([spec], store=Store(tmp_path), workers=1, progress=False)
         assert seen == [1] and torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        ensure([spec], store=Store(tmp_path), workers=1, progress=False, threads=2)  # an explicit count wins
+        assert seen == [1, 2] and torch.get_num_threads() == 1
+        monkeypatch.setenv("DANNLIB_THREADS", "two")
+        with pytest.raises(ValueError, match=r"\$DANNLIB_THREADS"):  # refused before anything trains
+            ensure([spec], store=Store(tmp_path), workers=1, progress=False)
+        assert seen == [1, 2]
     finally:
         torch.set_num_threads(before)
 

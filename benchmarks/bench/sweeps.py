@@ -119,7 +119,7 @@ def time_sweep(name: str, specs: list, cores: int, tmp_root: str, data_root) -> 
         configure_threads(threads)
         c0, t0 = _cpu_seconds(), time.perf_counter()
         run = sweep.ensure
-        run(specs, store=store, workers=workers, data_root=data_root, progress=False)
+        run(specs, store=store, workers=workers, data_root=data_root, progress=False, threads=threads)
         wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
         summary = run.last_summary
         keys = sorted(p.stem for p in Path(root).glob("*/*.json"))
