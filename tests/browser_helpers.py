@@ -20,6 +20,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ci_env import in_ci
+
 PROJECT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(PROJECT.glob("notebooks/[0-9][0-9]_*.ipynb"))
 # Where screenshots and server logs are kept for a person to look at (git-ignored).
@@ -112,7 +114,7 @@ def real_tree(stem: str) -> dict[str, tuple[int, int]]:
     development tree, where other people's runs and edits write there too, the entries of
     figures/ and results/ that name the notebook or lie under results/smoke/."""
     full = listing(PROJECT, ("figures", "results", "notebooks"))
-    if os.environ.get("CI"):
+    if in_ci():
         return full
     return {p: v for p, v in full.items()
             if not p.startswith("notebooks/") and (stem in p or p.startswith("results/smoke/"))}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ci_env import in_ci
 from dannlib.utils import configure_threads
 
 # The study's one thread policy (dannlib.utils.configure_threads): one torch thread per test
@@ -35,6 +36,6 @@ def real_data_root() -> Path:
             return root
     message = ("real data not found (looked in " + ", ".join(map(str, candidates))
                + "); set DANNLIB_DATA=/path/to/data to run this test")
-    if os.environ.get("CI"):  # in CI a missing data root is a broken set-up, not a skip
+    if in_ci():  # in CI a missing data root is a broken set-up, not a skip
         pytest.fail(message)
     pytest.skip(message)

@@ -68,7 +68,7 @@ RUN_ENDED_JS = """(panel) => {
 
 def _missing(what: str) -> None:
     """Skip outside CI, fail under CI: there the browser test must run."""
-    if os.environ.get("CI"):
+    if H.in_ci():
         pytest.fail(f"{what} (CI={os.environ['CI']}: the browser test must run; .ci/run installs Chromium)")
     pytest.skip(what)
 

@@ -13,13 +13,14 @@ import warnings
 
 import psutil
 import pytest
+from ci_env import in_ci
 
 try:
     import distributed
 except ImportError as exc:  # pragma: no cover - depends on the environment
     message = ("Dask's distributed package is not installed: pip install 'distributed>=2024.1' "
                "(the project's dask extra) to run the Dask sweep tests")
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+    if in_ci():
         raise ImportError(message + " (required under CI)") from exc
     pytest.skip(message, allow_module_level=True)
 
