@@ -70,8 +70,8 @@ class CDAN(NetMethod):
 
     @classmethod
     def steps_per_second(cls, config: CDANConfig, data: dict) -> float:
-        """DANN's 57 scaled by the step times of benchmarks/pool_relu.json (fp32, one thread): 10.2 ms against
-        CDAN's 14.2 (the randomised map and its wider domain head)."""
+        """DANN's 57 scaled by the step times of benchmarks/pool_relu.py's first run (fp32, one thread, 2026-12-03
+        07:33 UTC; benchmarks/README.md): 10.2 ms against CDAN's 14.2 (the randomised map, its wider domain head)."""
         return 57 * 10.2 / 14.2
 
     def __init__(self, config: CDANConfig, source: Domain, target: Domain, seeds, name: str | None = None):
