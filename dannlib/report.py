@@ -58,15 +58,18 @@ def _regeneration(info: dict, profile: str) -> list[str]:
 
     rows = [[name, status(r), f"{r.get('seconds') or float('nan'):.0f}", f"{r.get('peak_rss_mib') or float('nan'):.0f}"]
             for name, r in sorted(info.get("notebooks", {}).items())]
-    machines: dict[tuple, list] = {}  # each machine that executed the outputs in place -> its records, notebooks
+    # each machine that executed the outputs in place: its record (one with the CPU model, which older records lack,
+    # where any has it) and its notebooks
+    machines: dict[tuple, dict] = {}
+    notebooks: dict[tuple, list[str]] = {}
     for nb, r in sorted(info.get("notebooks", {}).items()):
         m = (log.get((r.get("last_ok") or r).get("run")) or {}).get("machine") or {}
         key = tuple(m.get(k) for k in ("host", "platform", "device", "cpu_count", "torch"))
-        machines.setdefault(key, [[], []])[0].append(m)
-        machines[key][1].append(nb[:2])
+        if key not in machines or (m.get("cpu_model") and not machines[key].get("cpu_model")):
+            machines[key] = m
+        notebooks.setdefault(key, []).append(nb[:2])
 
-    def describe(ms: list[dict]) -> str:  # the CPU model where any record of the machine has it (older ones lack it)
-        m = next((m for m in ms if m.get("cpu_model")), ms[0])
+    def describe(m: dict) -> str:
         if not m:
             return "unknown machine (not recorded)"
         name = (m.get("device", "cpu") == "cpu" and m.get("cpu_model")) or m.get("device_name", "?")
@@ -74,10 +77,10 @@ def _regeneration(info: dict, profile: str) -> list[str]:
                 f"), {m.get('cpu_count', '?')} CPUs, torch {m.get('torch', '?')}")
     scratch = info.get("from_scratch") or {}
     wall, sweep = scratch.get("wall_seconds"), scratch.get("sweep") or {}
-    line = ("Machine: " + describe(next(iter(machines.values()), [[{}]])[0]) + "." if len(machines) <= 1 else
+    line = ("Machine: " + describe(next(iter(machines.values()), {})) + "." if len(machines) <= 1 else
             "Machines (by the notebooks whose outputs each executed): " + "; ".join(
-                f"{describe(ms)} (notebook{'s' * (len(nbs) > 1)} {', '.join(nbs)})" for ms, nbs in machines.values())
-            + ".")
+                f"{describe(machines[k])} (notebook{'s' * (len(nbs) > 1)} {', '.join(nbs)})"
+                for k, nbs in notebooks.items()) + ".")
     if wall:
         line += (f" From an empty run store, `make figures PROFILE={profile}` took {wall / 60:.1f} min of wall "
                  f"time (`wall_seconds` {wall:.0f}; started {scratch.get('started_at', '?')}; its sweep trained "

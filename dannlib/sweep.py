@@ -142,9 +142,8 @@ def _compute(spec: RunSpec, store: Store, *, data_root=None, progress: bool = Tr
     from .methods import ORACLES, train
     from .selection import SELECTION_FIELD, score_trained, scoreable
     from .training import RunResult
-    deps = [stored if usable(stored := store.get(dep)) else
-            compute(dep, store, data_root=data_root, progress=progress, threads=torch.get_num_threads())
-            for dep in spec.dependencies()]
+    deps = [stored if usable(stored := store.get(dep)) else _compute(dep, store, data_root=data_root, progress=progress)
+            for dep in spec.dependencies()]  # on the threads compute set for this run
     source, target, eval_sets = runstore.load_data(spec.data, data_root)
     # the last dependency's networks, rebuilt on the data's device (CUDA where there is one)
     pretrained = [RunResult(method=d.spec.method, seed=d.spec.seed, config=d.spec.config, history=d.history,

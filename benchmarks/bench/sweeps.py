@@ -11,8 +11,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from dannlib.utils import (atomic_write, check_positive_int, configure_threads, machine_info,
-                    resolve_device)
+from dannlib.utils import atomic_write, check_positive_int, machine_info, resolve_device
 from .variants import BENCH_DIR  # noqa: F401
 from .steps import bench_environment  # noqa: F401
 
@@ -116,7 +115,6 @@ def time_sweep(name: str, specs: list, cores: int, tmp_root: str, data_root) -> 
     try:
         store = Store(root)
         _clear_data_caches()
-        configure_threads(threads)
         c0, t0 = _cpu_seconds(), time.perf_counter()
         run = sweep.ensure
         run(specs, store=store, workers=workers, data_root=data_root, progress=False, threads=threads)
