@@ -46,9 +46,7 @@ def plan(notebook: str, profile: str, seeds=None) -> Plan:
     number = notebook[:2]
     if number not in NOTEBOOKS:
         raise ValueError(f"unknown notebook {notebook!r}; known: {', '.join(NOTEBOOKS.values())}")
-    if number not in _PLANS:
-        return Plan(NOTEBOOKS[number], profile, [], {}, [])
-    settings, seeds, runs = _PLANS[number](profile, seeds)
+    settings, seeds, runs = _PLANS[number](profile, seeds) if number in _PLANS else ({}, [], [])  # 02 trains nothing
     return Plan(NOTEBOOKS[number], profile, seeds, settings, runs)
 
 

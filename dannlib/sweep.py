@@ -5,6 +5,7 @@ in flight; a run whose worker process dies is retried; a run that raises is repo
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing as mp
 import os
 import pickle
@@ -191,12 +192,10 @@ def _init_worker():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         import ctypes
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
             if os.getppid() == 1:  # the parent died before the call
                 os._exit(1)
-        except (OSError, AttributeError):
-            pass
 
 
 def _past(deadline, summary, pending) -> bool:

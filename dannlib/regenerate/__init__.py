@@ -182,8 +182,7 @@ def run_notebook(path: str | os.PathLike, parameters: dict, outputs: Outputs, pr
             shutil.rmtree(fig_stage, ignore_errors=True)
             shutil.rmtree(res_stage, ignore_errors=True)
             executed.unlink(missing_ok=True)
-    peaks = [km.peak for km in _RUNNING_KERNELS if km.peak]
-    run.peak_rss_mib = round(max(peaks), 1) if peaks else None
+    run.peak_rss_mib = max((round(km.peak, 1) for km in _RUNNING_KERNELS if km.peak), default=None)
     _RUNNING_KERNELS.clear()  # this notebook's kernels are shut down: a later signal must not kill their old group ids
     return run, plan
 
