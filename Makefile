@@ -66,7 +66,8 @@ sweep: $(STAMP)
 # nbval runs each notebook with its folder as working directory, on this venv's Python
 # (--nbval-current-env), under the smoke profile; outputs are not compared (--nbval-lax).
 # pytest's exit status 5 (nothing collected) fails like any other. ruff runs first (pyproject's
-# [tool.ruff]: unused or redefined imports, undefined names, unused variables).
+# [tool.ruff]: unused or redefined imports, undefined names, unused variables, long lines);
+# tests/test_imports.py checks the import order.
 test: $(STAMP)
 	"$(VPY)" -m ruff check dannlib tests benchmarks
 	rm -rf "$(TEST_OUT)"

@@ -100,7 +100,8 @@ def measure(rounds: int, steps: int, n: int) -> dict:
             times[row].append(steps / _timed(lambda: v.run(steps)))
         print(f"round {r + 1}/{rounds} done", file=sys.stderr)
     # the best rate this CPU showed in each precision: the larger of the two kernels' medians
-    peak32, peak16 = (max(statistics.median(times[f"{kind} {p}"]) for kind in ("gemm", "conv")) for p in ("fp32", "bf16"))
+    peak32, peak16 = (max(statistics.median(times[f"{kind} {p}"]) for kind in ("gemm", "conv"))
+                      for p in ("fp32", "bf16"))
     rows = {}
     for row, (method, precision, batch, _) in VARIANTS.items():
         rate = statistics.median(times[row])
@@ -170,11 +171,13 @@ def table(result: dict) -> str:
              "|---|---|---|---|---|---|"]
     for row, r in result["rows"].items():
         lines.append(f"| {row} | {r['gflop_per_step']:.3f} | {r['steps_per_second']:.1f} | "
-                     f"{r['gflop_per_second']:.0f} | {r['efficiency_fp32_peak']:.0%} | {r['efficiency_own_peak']:.0%} |")
+                     f"{r['gflop_per_second']:.0f} | {r['efficiency_fp32_peak']:.0%} | "
+                     f"{r['efficiency_own_peak']:.0%} |")
     if floor := result.get("profile"):
-        lines += ["", f"The {floor['name']} profile: {floor['runs']} runs, {floor['flops'] / 1e15:.2f} PFLOP of training "
-                  f"steps; at the best fp32 rate {floor['hours_at_fp32_peak']:.1f} h of one thread, at the best bf16 "
-                  f"rate {floor['hours_at_bf16_peak']:.1f} h (steps only: no evaluation, scoring or data loading)."]
+        lines += ["", f"The {floor['name']} profile: {floor['runs']} runs, {floor['flops'] / 1e15:.2f} PFLOP of "
+                  f"training steps; at the best fp32 rate {floor['hours_at_fp32_peak']:.1f} h of one thread, at the "
+                  f"best bf16 rate {floor['hours_at_bf16_peak']:.1f} h (steps only: no evaluation, scoring or data "
+                  "loading)."]
     return "\n".join(lines)
 
 
@@ -191,9 +194,9 @@ def main(argv=None) -> int:
               "date": time.strftime("%Y-%m-%d"), **measure(args.rounds, args.steps, args.gemm)}
     if args.profile:
         counted = profile_flops(args.profile)
-        result["profile"] = {"name": args.profile, **counted,
-                             "hours_at_fp32_peak": counted["flops"] / (result["peak_fp32_gflop_per_second"] * 1e9) / 3600,
-                             "hours_at_bf16_peak": counted["flops"] / (result["peak_bf16_gflop_per_second"] * 1e9) / 3600}
+        result["profile"] = {"name": args.profile, **counted, **{
+            f"hours_at_{p}_peak": counted["flops"] / (result[f"peak_{p}_gflop_per_second"] * 1e9) / 3600
+            for p in ("fp32", "bf16")}}
     with atomic_write(Path(args.out)) as fh:
         fh.write(json.dumps(result, indent=1) + "\n")
     print(table(result))

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from dataclasses import asdict
+from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from .plan_grids import _plan_07, _plan_08, _plan_09
-from .plan_runs import _plan_01, _plan_03, _plan_04, _plan_05, _plan_06, Planned
-from .plan_runs import TOY_MODES, TOYS  # noqa: F401  (01's toys: the notebook and dannlib.bench read them here)
+from .plan_runs import (TOY_MODES, TOYS,  # noqa: F401  (01's toys: the notebook and dannlib.bench read them here)
+                        Planned, _plan_01, _plan_03, _plan_04, _plan_05, _plan_06)
 from .profiles import check_profile
 from .store import RunSpec
 from .utils import check_seeds

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from itertools import product
 
-from .grids import SPEEDRUN_CEILING, SPEEDRUN_GRID, speedrun_config
-from .grids import ADDA_GRID, ADDA_GRID_RELEASED, DANN_GRID, GRID_DEFAULTS, GRID_SETTING, IIMT_GRID, grid_config
+from .grids import (ADDA_GRID, ADDA_GRID_RELEASED, DANN_GRID, GRID_DEFAULTS, GRID_SETTING, IIMT_GRID, SPEEDRUN_CEILING,
+                    SPEEDRUN_GRID, grid_config, speedrun_config)
 from .plan_runs import MNIST_M_PAIRS, Planned, _pair_data, _plan_03, _plan_05, _plan_06, _seeds
 from .store import RunSpec
 

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from .profiles import check_profile
-from .results import aggregate, format_cell, markdown_table, published, published_text, read_records, ok_histories
+from .results import aggregate, format_cell, markdown_table, ok_histories, published, published_text, read_records
 from .stats import compare_records, format_interval, t_half_width
 from .utils import results_root
 
@@ -73,8 +73,9 @@ def _regeneration(info: dict, profile: str) -> list[str]:
         if not m:
             return "unknown machine (not recorded)"
         name = (m.get("device", "cpu") == "cpu" and m.get("cpu_model")) or m.get("device_name", "?")
-        return (f"{m.get('host', '?')}, {m.get('device', '?')} ({name}{', ' + m['platform'] if m.get('platform') else ''}"
-                f"), {m.get('cpu_count', '?')} CPUs, torch {m.get('torch', '?')}")
+        platform = f", {m['platform']}" if m.get("platform") else ""
+        return (f"{m.get('host', '?')}, {m.get('device', '?')} ({name}{platform}), {m.get('cpu_count', '?')} CPUs, "
+                f"torch {m.get('torch', '?')}")
     scratch = info.get("from_scratch") or {}
     wall, sweep = scratch.get("wall_seconds"), scratch.get("sweep") or {}
     line = ("Machine: " + describe(next(iter(machines.values()), {})) + "." if len(machines) <= 1 else
@@ -137,7 +138,8 @@ COMPARISONS: dict[str, tuple[str, str | None, list[tuple[str, str, str]]]] = {
                          ("domain_probe_acc", "dann_deep", "dann")]),
     "03": ("03", "pair", [("target_test_acc", "dann", "source_only"), ("target_test_acc", "dann_adam", "dann"),
                           ("target_test_acc", "cdan", "dann")]),
-    "09": ("09", "pair", [("target_test_acc", "dann_speedrun", "dann"), ("target_test_acc", "dann_digits_in_fp32", "dann"),
+    "09": ("09", "pair", [("target_test_acc", "dann_speedrun", "dann"),
+                          ("target_test_acc", "dann_digits_in_fp32", "dann"),
                           ("target_test_acc", "dann_digits_in_bf16", "dann_digits_in_fp32")]),
     "04": ("04", None, [("pad", "dann", "source_only"), ("pad", "source_only", "raw_pixels")]),
     "05": ("05", "pair", [("target_test_acc", m, "adda_pretrain")

@@ -1,6 +1,7 @@
 """Computing the missing runs (:func:`ensure`): in this process, in local worker processes (one per core) or on a Dask
-cluster, each run on one torch thread unless told otherwise (``threads``, $DANNLIB_THREADS), dependencies (ADDA's pre-training) first. An interrupted sweep loses at most the runs
-in flight; a run whose worker process dies is retried; a run that raises is reported with its error.
+cluster, each run on one torch thread unless told otherwise (``threads``, $DANNLIB_THREADS), dependencies (ADDA's
+pre-training) first. An interrupted sweep loses at most the runs in flight; a run whose worker process dies is retried;
+a run that raises is reported with its error.
 """
 from __future__ import annotations
 
@@ -171,7 +172,8 @@ def _worker_compute(payload: dict, store_root: str, data_root: str | None, threa
     """A worker process's entry point (local pool or Dask): train one run, return its summary."""
     spec = RunSpec(**payload)
     try:
-        run = compute(spec, Store(store_root, data_root=data_root), data_root=data_root, progress=False, threads=threads)
+        run = compute(spec, Store(store_root, data_root=data_root), data_root=data_root, progress=False,
+                      threads=threads)
     except Exception as exc:
         try:
             pickle.loads(pickle.dumps(exc))

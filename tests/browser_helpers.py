@@ -141,7 +141,8 @@ def footprint_problems(clone: Path, stem: str, clone_before: dict, real_before: 
         problems.append(f"a smoke run wrote outputs of another profile: {other_profiles}")
     for p in results:
         if p.startswith("results/smoke/") and p.endswith(".jsonl"):
-            profiles = {json.loads(line).get("profile") for line in (clone / p).read_text().splitlines() if line.strip()}
+            profiles = {json.loads(line).get("profile") for line in (clone / p).read_text().splitlines()
+                        if line.strip()}
             if profiles != {"smoke"}:
                 problems.append(f"{p} holds records of profiles {sorted(map(str, profiles))}, not only smoke")
     stray = outside(new, [f"figures/{stem}", "results", *also_allowed])
@@ -163,7 +164,8 @@ def changed(before: dict, after: dict) -> list[str]:
 
 def outside(paths, allowed_prefixes) -> list[str]:
     """The paths that lie under none of the allowed prefixes."""
-    return [p for p in paths if not any(p == a.rstrip("/") or p.startswith(a.rstrip("/") + "/") for a in allowed_prefixes)]
+    return [p for p in paths
+            if not any(p == a.rstrip("/") or p.startswith(a.rstrip("/") + "/") for a in allowed_prefixes)]
 
 
 # --------------------------------------------------------------------------- notebooks

@@ -61,7 +61,8 @@ KERNEL_IDLE_JS = """() => [...document.querySelectorAll('.jp-StatusBar-TextItem'
 RUN_ENDED_JS = """(panel) => {
   if (document.querySelector('.jp-Dialog')) return true;
   const prompts = [...document.querySelectorAll(panel + ' .jp-CodeCell .jp-InputArea-prompt')].map(e => e.textContent);
-  const idle = [...document.querySelectorAll('.jp-StatusBar-TextItem')].some(e => /\\| Idle$/.test(e.textContent.trim()));
+  const idle = [...document.querySelectorAll('.jp-StatusBar-TextItem')]
+    .some(e => /\\| Idle$/.test(e.textContent.trim()));
   return idle && prompts.some(t => /\\[\\d+\\]/.test(t)) && !prompts.some(t => t.includes('*'));
 }"""
 

@@ -41,7 +41,8 @@ def test_run_all_from_a_clone_at_another_path_writes_only_inside_it(tmp_path):
     env = H.clone_env(clone, DANNLIB_PROFILE="smoke")
     imported = subprocess.run([sys.executable, "-c", "import dannlib; print(dannlib.__file__)"],
                               cwd=notebooks, env=env, capture_output=True, text=True, check=True).stdout.strip()
-    assert Path(imported).resolve().is_relative_to(clone.resolve()), f"the kernel would import {imported}, not the clone's dannlib"
+    assert Path(imported).resolve().is_relative_to(clone.resolve()), \
+        f"the kernel would import {imported}, not the clone's dannlib"
 
     clone_before, real_before = H.listing(clone), H.real_tree(NOTEBOOK)
     parent_before = sorted(os.listdir(clone.parent))

@@ -1,5 +1,10 @@
-"""The package's shape: no import cycle (function-level imports count) and no module over 450 lines."""
+"""The package's shape: no import cycle (function-level imports count), no module over 450 lines, imports in isort
+order."""
 import ast
+import io
+import subprocess
+import sys
+import tokenize
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dannlib"
@@ -82,3 +87,44 @@ def test_no_module_over_450_lines():
     long = {str(p.relative_to(PACKAGE.parent)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 450}
     assert long == {}
+
+
+def _joined_imports(source: str) -> str:
+    """``source`` with every parenthesised ``from ... import (...)`` on one line (its comments at the end): this code
+    base wraps them aligned under the parenthesis, a style ruff's isort does not write, so the order is checked on
+    this form."""
+    lines = source.splitlines(keepends=True)
+    comments: dict[int, list[str]] = {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments.setdefault(tok.start[0], []).append(tok.string)
+    wrapped = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom) and n.end_lineno > n.lineno]
+    for node in sorted(wrapped, key=lambda n: -n.lineno):
+        names = ", ".join(a.name + (f" as {a.asname}" if a.asname else "") for a in node.names)
+        found = [c for line in range(node.lineno, node.end_lineno + 1) for c in comments.get(line, [])]
+        lines[node.lineno - 1:node.end_lineno] = [
+            f"{lines[node.lineno - 1][:node.col_offset]}from {'.' * node.level}{node.module or ''} import {names}"
+            + "".join(f"  {c}" for c in found) + "\n"]
+    return "".join(lines)
+
+
+def test_imports_are_in_isort_order(tmp_path):
+    """ruff's isort rule (I001: sections, then alphabetical) on a copy of dannlib/, benchmarks/ and tests/ whose
+    wrapped imports are joined (:func:`_joined_imports`); first-party: the project and tests/ (pyproject's ruff
+    ``src``)."""
+    root = PACKAGE.parent
+    for path in [p for folder in ("dannlib", "benchmarks", "tests") for p in (root / folder).rglob("*.py")]:
+        copy = tmp_path / path.relative_to(root)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(_joined_imports(path.read_text()))
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--select", "I", "--line-length", "1000",
+                          "--config", f"src = [{str(tmp_path)!r}, {str(tmp_path / 'tests')!r}]", "--output-format",
+                          "concise", "."], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, f"imports out of isort order (fix: sort them, keep the wrapping):\n{out.stdout}"
+
+
+def test_the_order_check_finds_a_misordered_block(tmp_path):
+    (tmp_path / "m.py").write_text("import sys\nimport os\n")
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--select", "I", "m.py"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "I001" in out.stdout

@@ -37,7 +37,7 @@ def test_registry_families():
         "source_only", "train_on_target", "domain_only", "dann", "dann_deep", "dann_adam"}
     assert METHODS["dann_adam"][1] == {"mode": "dann", "optimizer": "adam", "lr": 1e-3, "lr_schedule": "constant"}
     assert "dann_improved" not in METHODS  # renamed dann_adam
-    assert issubclass(ADDA, PerSeedMethod) and issubclass(IIMT, PerSeedMethod) and issubclass(SourcePretrain, PerSeedMethod)
+    assert all(issubclass(cls, PerSeedMethod) for cls in (ADDA, IIMT, SourcePretrain))
     assert set(ORACLES) <= set(METHODS)
     assert make_config("domain_only").mode == "domain_only" and make_config("dann_deep").network == "toy_deep"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-
 from dannlib.report import markdown_report
 from dannlib.utils import PROJECT_ROOT
 

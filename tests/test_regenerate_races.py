@@ -36,7 +36,8 @@ def _fake_notebook(d: dict[str, Path], writes: dict[str, str] | None = None):
     """A stand-in for ``run_notebook`` that stages a new notebook, figure and record the way it does."""
     def run(path, parameters, outputs, profile, progress=True, data_root=None, run_id=None):
         stem = Path(path).stem
-        fig_stage, res_stage = (p / f"{regen.STAGING_PREFIX}{run_id}-{stem}" for p in (outputs.figures, outputs.results))
+        fig_stage, res_stage = (p / f"{regen.STAGING_PREFIX}{run_id}-{stem}"
+                                for p in (outputs.figures, outputs.results))
         (fig_stage / stem).mkdir(parents=True)
         (fig_stage / stem / "f.svg").write_text("new")
         import shutil

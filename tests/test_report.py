@@ -150,7 +150,8 @@ def test_comparison_table_by_hand():
     from dannlib.report import comparison_table
 
     recs = [{"method": m, "pair": p, "seed": s, "acc": v, "status": "ok"}
-            for p in ("A->B", "B->A") for s, (x, y) in enumerate([(2, 1), (4, 2), (6, 3)]) for m, v in (("x", x), ("y", y))]
+            for p in ("A->B", "B->A") for s, (x, y) in enumerate([(2, 1), (4, 2), (6, 3)])
+            for m, v in (("x", x), ("y", y))]
     from dannlib.stats import compare_records
     rows = [(p, "acc", compare_records(recs, "acc", "x", "y", where={"pair": p})) for p in ("A->B", "B->A")]
     table = comparison_table(rows, group="pair")
@@ -194,7 +195,8 @@ def test_published_table_and_threshold_counts():
     one = published_table(recs[-1:], "target_test_acc", group="pair")  # one seed: the gap, no interval
     assert "| MNIST->USPS | adda_gan | 0.870 (1 seed: no spread) | .894 | -0.024 | Tzeng" in one
     counts = threshold_counts(recs, "target_test_acc", 0.65)
-    assert counts.loc["dann", "target_test_acc"] == "2 of 2" and counts.loc["source_only", "target_test_acc"] == "0 of 2"
+    assert counts.loc["dann", "target_test_acc"] == "2 of 2"
+    assert counts.loc["source_only", "target_test_acc"] == "0 of 2"
     assert threshold_counts(recs, "target_test_acc", 0.55, below=True).loc["source_only"].item() == "1 of 2"
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from dannlib.results import dumps
-
 from dannlib.grids import GRID_SETTING, JUDGING_METHODS, SELECTED, grid_config
 from dannlib.plan import plan
+from dannlib.results import dumps
 
 
 def test_selected_is_what_the_label_free_rules_choose_from_the_committed_paper_grids(real_data_root):

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 
 from dannlib import selection
 from dannlib.selection import ORACLE, RULES, judge_rules
-from dannlib.selection_report import (DEFAULT, RANDOM, baseline_rows, selection_table, trust_table, verdicts)
+from dannlib.selection_report import DEFAULT, RANDOM, baseline_rows, selection_table, trust_table, verdicts
 
 SETTING = ("lambda_max",)
 ACC = {0: {0.1: 0.70, 1.0: 0.80, 3.0: 0.60}, 1: {0.1: 0.72, 1.0: 0.82, 3.0: 0.50}}
@@ -102,7 +102,8 @@ def test_the_rule_to_trust_is_the_lowest_regret_even_beside_a_rule_without_score
               "unscored": {s: {k: math.nan for k in g} for s, g in ACC.items()},
               "good": {s: dict(g) for s, g in ACC.items()}}
     records = _records(scores)
-    rows = judge_rules(records, SETTING, rules=tuple(scores)) + baseline_rows(records, SETTING, {"dann": {"lambda_max": 3.0}})
+    rows = (judge_rules(records, SETTING, rules=tuple(scores))
+            + baseline_rows(records, SETTING, {"dann": {"lambda_max": 3.0}}))
     judged = {v["rule"]: v["verdict"] for v in verdicts(rows)}
     assert judged == {"middling": "trust", "unscored": "no score", "good": "trust"}
     assert trust_table(rows).loc[("dann", "P"), "rule to trust"] == "good"
@@ -261,7 +262,8 @@ def test_selections_apply_the_other_pairs_rule_to_each_method_and_pair():
 
 def test_a_rule_over_two_settings_has_no_measured_ranking_not_a_bad_one():
     records = [r for r in _records({"good": {s: dict(g) for s, g in ACC.items()}}) if r["lambda_max"] != 3.0]
-    rows = judge_rules(records, SETTING, rules=("good",)) + baseline_rows(records, SETTING, {"dann": {"lambda_max": 0.1}})
+    rows = (judge_rules(records, SETTING, rules=("good",))
+            + baseline_rows(records, SETTING, {"dann": {"lambda_max": 0.1}}))
     (v,) = verdicts(rows)
     assert v["regret"] == pytest.approx(0) and math.isnan(v["spearman"])
     assert v["verdict"] == "picks well, ranking not measured"

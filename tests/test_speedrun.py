@@ -157,7 +157,8 @@ def test_rule_picks_and_the_speedrun_table_read_the_records():
     with pytest.raises(ValueError, match="unknown rule"):
         pick(grid_rows(records), rule="accuracy")
     runs = [{"cell": "speedrun", "method": "dann_speedrun", "seed": s, "steps": 100, "status": "ok",
-             "target_test_acc": acc, "seconds": 90.0, "wall_seconds": w} for s, acc, w in ((0, 0.6, 100), (1, 0.8, 130))]
+             "target_test_acc": acc, "seconds": 90.0, "wall_seconds": w}
+            for s, acc, w in ((0, 0.6, 100), (1, 0.8, 130))]
     row = next(line for line in speedrun_table(runs).splitlines() if "dann_speedrun" in line)
     assert "0.7000 ± 0.1414 (2)" in row and "115 / 130 (whole call)" in row and "1 of 2" in row
 

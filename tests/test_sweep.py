@@ -457,8 +457,7 @@ def test_a_worker_retrains_a_run_whose_weights_are_missing(tmp_path):
     """A fresh clone holds records without (git-ignored) weights; the sweep then hands a
     dependency whose weights are missing to a worker, which must train it, not return the
     weightless record."""
-    from dannlib.sweep import _worker_compute
-    from dannlib.sweep import _payload
+    from dannlib.sweep import _payload, _worker_compute
 
     data = toy_data("blobs", n=80, seed=0)
     spec = RunSpec.make("dann", data, 0, network="toy", steps=30, batch_size=16, eval_every=10)

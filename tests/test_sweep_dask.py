@@ -13,6 +13,7 @@ import warnings
 
 import psutil
 import pytest
+
 from ci_env import in_ci
 
 try:

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from dannlib import methods, networks, toys
-from dannlib.networks import digits_net
+from dannlib.domain import IndexSampler
 from dannlib.methods.adda import ADDAConfig, SourcePretrain
 from dannlib.methods.common import NETWORKS
-from dannlib.domain import IndexSampler
+from dannlib.networks import digits_net
 from dannlib.training import Domain, Method, accuracy, fit
 from dannlib.utils import seeded
 

@@ -14,9 +14,8 @@ import pytest
 import dannlib
 from dannlib.data.common import CacheNotWritableError, DataChecksumError, DataNotFoundError
 from dannlib.regenerate import Interrupted
-from dannlib.sweep import RunError
 from dannlib.store import RunSpec, Store, digits_data
-from dannlib.sweep import MissingRunsError, RunsFailedError, ensure
+from dannlib.sweep import MissingRunsError, RunError, RunsFailedError, ensure
 
 #: One instance of every exception class defined in dannlib, by qualified name. A new class
 #: must be added here (the test below finds them all), so that it is checked too.

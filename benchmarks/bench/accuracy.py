@@ -13,10 +13,10 @@ from pathlib import Path
 from dannlib import methods
 from dannlib.methods.common import PRECISIONS
 from dannlib.training import Domain, fit
-from dannlib.utils import (atomic_write, check_positive_int, check_seeds, configure_threads, machine_info,
-                    resolve_device)
-from .variants import BATCH, BENCH_DIR, BENCH_PRECISIONS, build_method  # noqa: F401
+from dannlib.utils import atomic_write, check_positive_int, check_seeds, configure_threads, machine_info, resolve_device
+
 from .steps import _int, _parse_list, bench_environment  # noqa: F401
+from .variants import BATCH, BENCH_DIR, BENCH_PRECISIONS, build_method  # noqa: F401
 
 
 # -- bf16 accuracy: DANN on MNIST -> MNIST-M --------------------------------------------------

@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 
 from dannlib.utils import (atomic_write, check_choice, check_positive_int, configure_threads, machine_info,
-                    resolve_device)
-from .variants import BATCH, BENCH_DIR, BENCH_PRECISIONS, IMAGE_SHAPE, N_IMAGES, TIMED_METHODS, _DataLoaderBaseline, _FitVariant, _synthetic  # noqa: F401
+                           resolve_device)
+
+from .variants import (BATCH, BENCH_DIR, BENCH_PRECISIONS, IMAGE_SHAPE, N_IMAGES, TIMED_METHODS,  # noqa: F401
+                       _DataLoaderBaseline, _FitVariant, _synthetic)
 
 
 # -- settings --------------------------------------------------------------------------------
@@ -64,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per variant before the rounds (default 3)")
     p.add_argument("--threads", default=None,
-                   help="torch intra-op thread counts to compare, e.g. 1,2 (default: dannlib.utils.configure_threads's)")
+                   help="torch intra-op thread counts to compare, e.g. 1,2 "
+                        "(default: dannlib.utils.configure_threads's)")
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers of the baseline (default 2)")
     p.add_argument("--precision", default="fp32,bf16",
                    help="precisions each timed method runs in (default fp32,bf16: bf16 = bfloat16 autocast; "

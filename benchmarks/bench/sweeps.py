@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dannlib.utils import atomic_write, check_positive_int, machine_info, resolve_device
-from .variants import BENCH_DIR  # noqa: F401
-from .steps import bench_environment  # noqa: F401
 
+from .steps import bench_environment  # noqa: F401
+from .variants import BENCH_DIR  # noqa: F401
 
 # -- processes against threads for a sweep ---------------------------------------------------
 #: the three ways of training a sweep's runs on ``--cores`` cores: name -> (ensure's workers,

@@ -1,4 +1,5 @@
-"""The timed variants of the step benchmark: the peer-style DataLoader baseline, dannlib's loop in each precision, optimiser-step counting, synthetic data."""
+"""The timed variants of the step benchmark: the peer-style DataLoader baseline, dannlib's loop in each precision,
+optimiser-step counting, synthetic data."""
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +7,6 @@ import contextlib
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from torch import nn
 
 from dannlib import methods, networks
@@ -16,8 +16,6 @@ from dannlib.methods.common import PRECISIONS
 from dannlib.schedules import annealed_lr, grl_lambda
 from dannlib.training import Domain, fit
 from dannlib.utils import PROJECT_ROOT, check_choice, seeded
-
-
 
 BATCH = 32          # per domain, as in DANNConfig
 N_IMAGES = 2048     # synthetic images per domain

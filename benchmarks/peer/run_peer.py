@@ -147,8 +147,8 @@ def ratios(sides: dict[str, dict], ours: str = OURS) -> dict[str, dict]:
 
 
 def machine_line(machine: dict) -> str:
-    return (f"{machine.get('cpu_model', '?')}, {machine.get('cpu_count', '?')} cores, torch {machine.get('torch', '?')}, "
-            f"{machine.get('torch_threads', '?')} thread(s)")
+    return (f"{machine.get('cpu_model', '?')}, {machine.get('cpu_count', '?')} cores, "
+            f"torch {machine.get('torch', '?')}, {machine.get('torch_threads', '?')} thread(s)")
 
 
 def render_table(record: dict) -> str:
