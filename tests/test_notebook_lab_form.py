@@ -22,7 +22,7 @@ LAB = {"display_name": ipykernel.kernelspec.get_kernel_dict()["display_name"], "
 
 
 def test_the_kernelspec_jupyterlab_writes():
-    assert regen.lab_kernelspec() == LAB
+    assert regen.transaction.lab_kernelspec() == LAB
 
 
 def test_tidy_writes_the_labs_kernelspec():

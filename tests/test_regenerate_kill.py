@@ -90,7 +90,7 @@ def _old_or_new(project: Path) -> dict:
 def _leftovers(project: Path) -> list[str]:
     return sorted(p.name for d in ("notebooks", "figures", "results") for p in (project / d).iterdir()
                   if p.name.endswith(regen.RUNNING_SUFFIX) or p.name.endswith(regen.JOURNAL_SUFFIX)
-                  or p.name.startswith(regen.STAGING_PREFIX) or p.name.startswith(regen.RUN_LOCK_PREFIX))
+                  or p.name.startswith(regen.STAGING_PREFIX) or p.name.startswith(regen.transaction.RUN_LOCK_PREFIX))
 
 
 def _rerun_02(project: Path) -> None:

@@ -43,7 +43,7 @@ def _dead_run(d: dict[str, Path], owner: str, phase: str) -> None:
     executed.write_text("new")
     if "-" in owner:
         for folder in d.values():
-            (folder / f"{regen.RUN_LOCK_PREFIX}{owner}{regen.RUN_LOCK_SUFFIX}").write_text("")
+            (folder / f"{regen.transaction.RUN_LOCK_PREFIX}{owner}{regen.transaction.RUN_LOCK_SUFFIX}").write_text("")
     if phase == "mid-commit":
         plan = regen._plan_commit(executed, nbdir / "01_a.ipynb", fig_stage, figs, res_stage, res)
         for src, dst in plan["files"]:  # the record was moved before the kill

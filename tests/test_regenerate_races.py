@@ -123,7 +123,7 @@ def test_a_malformed_journal_is_removed_not_a_crash(tmp_path):
     nbdir, figs, res = (tmp_path / n for n in ("notebooks", "figures", "results"))
     for folder in (nbdir, figs, res):
         folder.mkdir()
-    journal = res / f".01_a.{regen.new_run_id()}{regen.JOURNAL_SUFFIX}"
+    journal = res / f".01_a.{regen.transaction.new_run_id()}{regen.JOURNAL_SUFFIX}"
     journal.write_text(json.dumps({"files": []}))  # no "notebook" entry
     regen.clean_stale([nbdir], [figs, res])
     assert not journal.exists()

@@ -160,7 +160,7 @@ def test_stale_leftovers_are_removed_and_live_ones_kept(tmp_path):
     # Live: a run holding its lock (here this process). Stale: a run whose lock file is left
     # but not held, a run without a lock file, and an older version's pid-only names.
     live = regen.RunLock([nbdir, figs, res])
-    dead = regen.new_run_id()
+    dead = regen.transaction.new_run_id()
     for folder in (nbdir, figs):
         regen.transaction._lock_path(folder, dead).write_text("")  # left by a killed run, not held
     old_pid = _dead_pid()
@@ -179,11 +179,12 @@ def test_stale_leftovers_are_removed_and_live_ones_kept(tmp_path):
         removed = regen.clean_stale([nbdir], [figs, res])
         assert sorted(removed) == sorted(stale)
         assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
-        locks = sorted(p.name for d in (nbdir, figs, res) for p in d.glob(f"{regen.RUN_LOCK_PREFIX}*"))
-        assert locks == [f"{regen.RUN_LOCK_PREFIX}{live.id}{regen.RUN_LOCK_SUFFIX}"] * 3  # the dead run's went
+        locks = sorted(p.name for d in (nbdir, figs, res) for p in d.glob(f"{regen.transaction.RUN_LOCK_PREFIX}*"))
+        tx = regen.transaction
+        assert locks == [f"{tx.RUN_LOCK_PREFIX}{live.id}{tx.RUN_LOCK_SUFFIX}"] * 3  # the dead run's went
     finally:
         live.close()
-    assert not [p for d in (nbdir, figs, res) for p in d.glob(f"{regen.RUN_LOCK_PREFIX}*")]
+    assert not [p for d in (nbdir, figs, res) for p in d.glob(f"{regen.transaction.RUN_LOCK_PREFIX}*")]
 
 
 def test_an_unfinished_commit_is_completed_at_start(tmp_path):

@@ -22,9 +22,9 @@ from ..profiles import DEFAULT_PROFILE, PROFILES, check_profile
 from ..settings import check_workers, check_writable
 from ..store import Store, store_root
 from ..utils import PROJECT_ROOT, atomic_write, machine_info
-from .transaction import (JOURNAL_SUFFIX, REPORT_NAME, RUN_LOCK_PREFIX, RUN_LOCK_SUFFIX, RUNNING_SUFFIX,  # noqa: F401
-                          STAGING_PREFIX, RunLock, _apply_commit, _plan_commit, _signals_deferred, clean_stale,
-                          digests, lab_kernelspec, new_run_id, normalize_notebook, path_replacements, tidy_notebook)
+from .transaction import (JOURNAL_SUFFIX, REPORT_NAME, RUNNING_SUFFIX, STAGING_PREFIX, RunLock, _apply_commit,
+                          _plan_commit, _signals_deferred, clean_stale, digests, normalize_notebook, path_replacements,
+                          tidy_notebook)
 
 COMMITTED_PROFILE = "paper"  # the profile the committed notebooks and figures/ carry: only it works in place
 KERNEL_ENV = {"DANNLIB_PROGRESS": "0", "TQDM_DISABLE": "1"}  # no progress bars (tqdm >= 4.66 reads TQDM_*)
