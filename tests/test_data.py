@@ -48,7 +48,7 @@ def _fake_mnist(root: Path, monkeypatch, n_train: int = 40, n_test: int = 20) ->
     raw.mkdir(parents=True, exist_ok=True)
     out, md5 = {}, {}
     for split, n, seed in (("train", n_train, 1), ("test", n_test, 2)):
-        img_name, lbl_name = D._MNIST_FILES[split]
+        img_name, lbl_name = D.digits._MNIST_FILES[split]
         digits = _digits(n, seed)
         labels = np.arange(n) % 10
         _write_idx(raw / img_name, digits, 2051)
@@ -312,8 +312,8 @@ def test_build_mnist_m_subset_and_params(fake_root):
 def test_data_root_and_cache_dir_precedence(monkeypatch, tmp_path):
     monkeypatch.delenv("DANNLIB_DATA", raising=False)
     monkeypatch.delenv("DANNLIB_CACHE", raising=False)
-    assert D.data_root() == D.PROJECT_ROOT / "data"
-    assert D.cache_dir() == D.PROJECT_ROOT / "data" / "cache"
+    assert D.data_root() == D.common.PROJECT_ROOT / "data"
+    assert D.cache_dir() == D.common.PROJECT_ROOT / "data" / "cache"
     monkeypatch.setenv("DANNLIB_DATA", str(tmp_path / "env"))
     monkeypatch.setenv("DANNLIB_CACHE", str(tmp_path / "c"))
     assert D.data_root() == tmp_path / "env" and D.cache_dir() == tmp_path / "c"
@@ -338,7 +338,7 @@ def test_missing_data_says_where_and_how_to_fix(tmp_path, load):
 def test_bad_mnist_md5_is_a_clear_error(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for name in D._MNIST_FILES["test"]:
+    for name in D.digits._MNIST_FILES["test"]:
         _write_idx(raw / name, np.zeros((3, 28, 28) if "images" in name else (3,)), 2051 if "images" in name else 2049)
     with pytest.raises(D.DataChecksumError, match="MD5") as e:
         D.load_mnist("test", tmp_path)
@@ -348,8 +348,8 @@ def test_bad_mnist_md5_is_a_clear_error(tmp_path):
 def test_torchvision_md5_list_is_the_one_checked():
     import torchvision
 
-    assert D._mnist_md5s() == dict(torchvision.datasets.MNIST.resources)
-    assert set(D._mnist_md5s()) == {n for pair in D._MNIST_FILES.values() for n in pair}
+    assert D.digits._mnist_md5s() == dict(torchvision.datasets.MNIST.resources)
+    assert set(D.digits._mnist_md5s()) == {n for pair in D.digits._MNIST_FILES.values() for n in pair}
 
 
 def test_load_domain_rejects_unknown_name():
@@ -375,9 +375,9 @@ def test_usps_bz2_format_maps_to_0_255_and_labels_0_9(tmp_path, monkeypatch):
     rows[1] = 1.0
     rows[2, :128] = 0.0
     rows[2, 128:] = -1.0
-    for split, name in D._USPS_BZ2.items():
+    for split, name in D.digits._USPS_BZ2.items():
         _write_usps_bz2(tmp_path / "USPS" / name, rows, [1, 10, 5])
-    md5 = {n: hashlib.md5((tmp_path / "USPS" / n).read_bytes()).hexdigest() for n in D._USPS_BZ2.values()}
+    md5 = {n: hashlib.md5((tmp_path / "USPS" / n).read_bytes()).hexdigest() for n in D.digits._USPS_BZ2.values()}
     monkeypatch.setattr(D.digits, "_usps_md5s", lambda: md5)
     images, labels = D.load_usps("train", tmp_path)
     assert images.dtype == np.uint8 and images.shape == (3, 16, 16)

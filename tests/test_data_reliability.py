@@ -40,7 +40,7 @@ def _fake_mnist(root: Path, monkeypatch, n: int = 30) -> None:
     rng = np.random.default_rng(0)
     md5 = {}
     for split in D.SPLITS:
-        img_name, lbl_name = D._MNIST_FILES[split]
+        img_name, lbl_name = D.digits._MNIST_FILES[split]
         _write_idx(raw / img_name, rng.integers(0, 256, size=(n, 28, 28)), 2051)
         _write_idx(raw / lbl_name, np.arange(n) % 10, 2049)
         for name in (img_name, lbl_name):

@@ -8,18 +8,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..utils import PROJECT_ROOT, check_choice, check_positive_int, resolve_device
-from . import common, digits, mnist_m, mnist_m_released  # tests patch functions through them
+from ..utils import check_choice, check_positive_int, resolve_device
 from .common import (SPLITS, CacheNotWritableError, DataChecksumError, DataNotFoundError, _check_seed, _check_split,
                      cache_dir, check_cache_writable, data_root, read_sha256sums)
-from .digits import _MNIST_FILES, _USPS_BZ2, _mnist_md5s, load_mnist, load_usps
+from .digits import load_mnist, load_usps
 from .mnist_m import (MNIST_M_FORMAT_VERSION, backgrounds_fingerprint, binarise_digits, blend_mnist_m,
                       bsds500_train_digests, bsds500_train_dir, bsds500_train_files, build_mnist_m, download_bsds500,
                       draw_mnist_m_crops, load_bsds500_train, load_mnist_m, mnist_m_blend_steps, mnist_m_cache_path,
                       mnist_m_seed)
 from .mnist_m_released import load_mnist_m_released, released_cache_path
 
-#: the public names (the modules and the underscored helpers stay importable for the tests)
+#: the public names (the imports above also bind the modules, through which tests reach their helpers)
 __all__ = ["backgrounds_fingerprint", "binarise_digits", "blend_mnist_m", "bsds500_train_digests",
            "bsds500_train_dir", "bsds500_train_files", "build_mnist_m", "cache_dir", "CacheNotWritableError",
            "channel_histograms", "channel_stats", "check_cache_writable", "data_root", "DataChecksumError",
