@@ -36,7 +36,7 @@ def test_tiny_benchmark_writes_a_valid_record(tmp_path):
     for r in rows.values():
         assert math.isfinite(r["steps_per_s"]) and r["steps_per_s"] > 0
         assert r["seed_steps_per_s"] == pytest.approx(r["steps_per_s"] * r["seeds"])
-        assert r["images_per_s"] == pytest.approx(r["seed_steps_per_s"] * 2 * bench.BATCH)
+        assert r["images_per_s"] == pytest.approx(r["seed_steps_per_s"] * 2 * bench.variants.BATCH)
     assert rows["fit_separate"]["seeds"] == 2 and rows["fit"]["seeds"] == 1
     # (c) is K fits of (b): a step of it takes K times (b)'s wall and CPU seconds, in every unit of the row
     sep, fit = rows["fit_separate"], rows["fit"]
@@ -85,12 +85,12 @@ def test_baseline_and_fit_make_the_same_optimizer_steps():
     """Given the same seed and step count, the DataLoader baseline and dannlib's loop (each
     precision, and ADDA/IIMT) perform the same number of optimiser steps: the benchmark
     compares equal work."""
-    img_s, lab_s, img_t, source, target = bench._synthetic(torch.device("cpu"))
-    base = bench._DataLoaderBaseline(img_s, lab_s, img_t, torch.device("cpu"), seed=0, num_workers=0)
-    variants = [base] + [bench._FitVariant("dann", source, target, [0], p) for p in ("fp32", "bf16")]
-    variants.append(bench._FitVariant("iimt", source, target, [0], "bf16"))
-    _, _, _, src1, tgt1 = bench._synthetic(torch.device("cpu"), channels=1)
-    variants.append(bench._FitVariant("adda_gan", src1, tgt1, [0], "bf16", batch_size=128))
+    img_s, lab_s, img_t, source, target = bench.variants._synthetic(torch.device("cpu"))
+    base = bench.variants._DataLoaderBaseline(img_s, lab_s, img_t, torch.device("cpu"), seed=0, num_workers=0)
+    variants = [base] + [bench.variants._FitVariant("dann", source, target, [0], p) for p in ("fp32", "bf16")]
+    variants.append(bench.variants._FitVariant("iimt", source, target, [0], "bf16"))
+    _, _, _, src1, tgt1 = bench.variants._synthetic(torch.device("cpu"), channels=1)
+    variants.append(bench.variants._FitVariant("adda_gan", src1, tgt1, [0], "bf16", batch_size=128))
     for steps in (1, 5):
         for v in variants:
             before = v.counter.count
@@ -100,12 +100,12 @@ def test_baseline_and_fit_make_the_same_optimizer_steps():
 
 def test_bench_environment_restores_threads_and_tf32():
     threads, tf32 = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32
-    with bench.bench_environment(torch.device("cuda")) as used:  # only flags are set: no GPU needed
+    with bench.steps.bench_environment(torch.device("cuda")) as used:  # only flags are set: no GPU needed
         assert used is True and torch.backends.cuda.matmul.allow_tf32
         configure_threads(threads + 1)
     assert torch.backends.cuda.matmul.allow_tf32 == tf32 and torch.get_num_threads() == threads
     with pytest.raises(KeyError):
-        with bench.bench_environment(torch.device("cpu")) as used:
+        with bench.steps.bench_environment(torch.device("cpu")) as used:
             assert used is None
             configure_threads(threads + 1)
             raise KeyError("restored on errors too")
@@ -149,7 +149,7 @@ def test_baseline_step_is_the_dann_step():
     rng = np.random.default_rng(0)
     img = lambda: rng.integers(0, 256, (64, 28, 28, 3), dtype=np.uint8)
     img_s, img_t, lab_s = img(), img(), rng.integers(0, 10, 64)
-    base = bench._DataLoaderBaseline(img_s, lab_s, img_t, torch.device("cpu"), seed=0, num_workers=0)
+    base = bench.variants._DataLoaderBaseline(img_s, lab_s, img_t, torch.device("cpu"), seed=0, num_workers=0)
     to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float().div(255)
     source = Domain("s", to_t(img_s), torch.from_numpy(lab_s).long())
     target = Domain("t", to_t(img_t))
@@ -200,9 +200,9 @@ def test_a_contiguous_variant_has_contiguous_weights(method):
     """``channels_last=False`` reaches the method's config (``fit_contiguous``, ``iimt_contiguous``): the
     convolution weights stay contiguous, while the default variant (``fit``, ``iimt``) has them in
     channels_last on the CPU. (It once stayed a bench-only IIMT flag, and fit_contiguous timed fit.)"""
-    *_, source, target = bench._synthetic(torch.device("cpu"))
-    default = bench._FitVariant(method, source, target, [0])
-    contiguous = bench._FitVariant(method, source, target, [0], channels_last=False)
+    *_, source, target = bench.variants._synthetic(torch.device("cpu"))
+    default = bench.variants._FitVariant(method, source, target, [0])
+    contiguous = bench.variants._FitVariant(method, source, target, [0], channels_last=False)
     assert contiguous.method.config.channels_last is False and default.method.config.channels_last is None
     assert _conv_weights(default.method) and _conv_weights(contiguous.method)
     for w in _conv_weights(default.method):
@@ -234,8 +234,8 @@ def test_iimt_channels_last_default_gives_the_same_training():
     g = torch.Generator().manual_seed(1)
     source = Domain("s", torch.rand(64, 3, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g))
     target = Domain("t", torch.rand(64, 3, 28, 28, generator=g))
-    fast = bench.build_method("iimt", source, target, [2], batch_size=16)
-    plain = bench.build_method("iimt", source, target, [2], channels_last=False, batch_size=16)
+    fast = bench.variants.build_method("iimt", source, target, [2], batch_size=16)
+    plain = bench.variants.build_method("iimt", source, target, [2], channels_last=False, batch_size=16)
     assert fast.nets[0].feature_extractor[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert plain.nets[0].feature_extractor[0].weight.is_contiguous()
     for step in range(3):
@@ -286,7 +286,7 @@ def test_sweep_mode_trains_the_same_runs_three_ways(tmp_path):
     count the variant claims (1 per worker process, 2 in-process, 1 in-process); the record
     holds the machine, the load averages, the command and ratios computed from its times."""
     rec = _sweep_record(tmp_path, "--repeats", "1")
-    expected = sorted(s.key for s in bench.sweep_specs("toy", 2, 4))
+    expected = sorted(s.key for s in bench.sweeps.sweep_specs("toy", 2, 4))
     assert sorted(rec["settings"]["keys"]) == expected and rec["complete"] is True
     (rnd,) = rec["rounds"]
     assert rnd["order"] == ["processes", "threads", "serial"]
@@ -319,7 +319,7 @@ def test_sweep_mode_interleaves_rounds_and_takes_medians(tmp_path, monkeypatch):
     monkeypatch.setattr(dannlib.sweep, "ensure", in_process)
     rec = _sweep_record(tmp_path, "--repeats", "3")
     assert [r["order"][0] for r in rec["rounds"]] == ["processes", "threads", "serial"]
-    assert all(sorted(r["order"]) == sorted(bench.SWEEP_VARIANTS) for r in rec["rounds"])
+    assert all(sorted(r["order"]) == sorted(bench.sweeps.SWEEP_VARIANTS) for r in rec["rounds"])
     assert len(rec["load_average"]["after_each_round_1min"]) == 3
     _check_sweep_numbers(rec, 2)
 
@@ -358,7 +358,7 @@ def test_pool_relu_times_each_method_in_its_registered_precision(monkeypatch, tm
     built = []
 
     def recording(*args, **kwargs):
-        v = bench._FitVariant(*args, **kwargs)
+        v = bench.variants._FitVariant(*args, **kwargs)
         built.append((args[0], v.method.config.precision))
         return v
 

@@ -59,18 +59,7 @@ machine (it does not count DataLoader worker processes: compare the baseline on 
 """
 from __future__ import annotations
 
-from dannlib.training import fit  # noqa: F401
-
-from . import accuracy, steps, sweeps, variants  # noqa: F401
-from .accuracy import *  # noqa: F401,F403
-from .accuracy import _train_dann  # noqa: F401
-from .steps import *  # noqa: F401,F403
-from .steps import _bar, _batch_of, _int, _parse_list, _row, _torchvision_version  # noqa: F401
-from .sweeps import *  # noqa: F401,F403
-from .sweeps import _clear_data_caches, _cpu_seconds, _loadavg, _other_sweeps  # noqa: F401
-from .variants import *  # noqa: F401,F403
-from .variants import (_AutocastFeatures, _DataLoaderBaseline, _FitVariant, _ImageDataset, _sync,  # noqa: F401
-                       _synthetic)
+from . import accuracy, steps, sweeps, variants  # noqa: F401  (variants: the timed variants, for the tests)
 
 
 def main(argv: list[str] | None = None) -> int:
