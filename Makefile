@@ -41,7 +41,7 @@ endif
 .PHONY: help install figures sweep test bench report lab clean distclean
 
 help:
-	@sed -n '3,10p' "$(firstword $(MAKEFILE_LIST))" | sed 's/^# *//'
+	@sed -n '3,12p' "$(firstword $(MAKEFILE_LIST))" | sed 's/^# *//'
 
 install: $(STAMP)
 
@@ -73,6 +73,7 @@ test: $(STAMP)
 	rm -rf "$(TEST_OUT)"
 	mkdir -p "$(TEST_OUT)"
 	DANNLIB_PROFILE=smoke DANNLIB_FIGURES="$(TEST_OUT)/figures" DANNLIB_RESULTS="$(TEST_OUT)/results" \
+	  DANNLIB_STORE="$(TEST_OUT)/results/runs" \
 	  "$(VPY)" -m pytest tests --nbval-lax --nbval-current-env notebooks -p no:cacheprovider; \
 	  rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit status 5)" >&2; fi; \

@@ -55,8 +55,8 @@ def sweep_main(args: argparse.Namespace) -> int:
     from .plan import needed_runs, parse_only, parse_seeds, plan_specs, selected_notebooks
     from .profiles import PROFILES
     from .settings import check_scheduler, check_time_limit, check_workers, check_writable, scheduler_setting
-    from .store import Store, machine_speed
-    from .utils import atomic_write, results_root
+    from .store import Store, machine_speed, speed_setting
+    from .utils import atomic_write, resolve_device, results_root, thread_policy
     store = Store(args.store, data_root=args.data_root)
     try:  # every option and setting is checked before anything is trained, removed or written
         if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
@@ -65,7 +65,11 @@ def sweep_main(args: argparse.Namespace) -> int:
         seeds = parse_seeds(args.seeds)
         notebooks = selected_notebooks(only)
         specs = list(dict.fromkeys(s for nb in notebooks for s in plan_specs(nb, args.profile, seeds)))
+        if args.prune and (args.only or args.seeds):
+            raise ValueError("--prune keeps every run that any notebook needs under any profile at that profile's "
+                             "seeds: it takes no --only or --seeds")
         workers = check_workers(args.workers, setting="--workers")
+        thread_policy(), speed_setting(), resolve_device()  # $DANNLIB_THREADS, $DANNLIB_SPEED, $DANNLIB_DEVICE
         time_limit = check_time_limit(args.time_limit)
         scheduler, scheduler_from = scheduler_setting(args.scheduler)
         if not args.dry_run:
@@ -98,7 +102,7 @@ def sweep_main(args: argparse.Namespace) -> int:
               f"{out['had']} had one; {len(out['skipped'])} skipped; store {store.root}"
               + "".join(f"\n  skipped {path}: {why}" for path, why in out["skipped"]))
         return 0
-    removed = store.clean_partial()
+    removed = 0 if args.dry_run else store.clean_partial()  # a dry run changes nothing
     phases = sweep._phases(specs, store, args.recompute)
     missing = [s for p in phases for s in p]
     estimate = sweep.phases_seconds(phases, workers)

@@ -1,7 +1,7 @@
 """The runs each notebook needs under each profile (:mod:`dannlib.profiles`): the one list that the
 notebooks and ``python -m dannlib sweep`` both read. A run that several profiles ask for is computed
 once. Each entry is a :class:`~dannlib.plan_runs.Planned` run, built in :mod:`dannlib.plan_runs`
-(01-06) and :mod:`dannlib.plan_grids` (07-09).
+(01-06; 02 reads 03's networks) and :mod:`dannlib.plan_grids` (07-09).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Sequence
 
 from .plan_grids import _plan_07, _plan_08, _plan_09
 from .plan_runs import (TOY_MODES, TOYS,  # noqa: F401  (01's toys: the notebook and dannlib.bench read them here)
-                        Planned, _plan_01, _plan_03, _plan_04, _plan_05, _plan_06)
+                        Planned, _plan_01, _plan_02, _plan_03, _plan_04, _plan_05, _plan_06)
 from .profiles import check_profile
 from .store import RunSpec
 from .utils import check_seeds
@@ -21,8 +21,8 @@ from .utils import check_seeds
 NOTEBOOKS = {"01": "01_toy_blobs", "02": "02_mnist_m_construction", "03": "03_dann_vs_source_only",
              "04": "04_tsne_embeddings", "05": "05_adda_comparison", "06": "06_iimt_mixup_ablation",
              "07": "07_model_selection", "08": "08_shortfalls", "09": "09_speedrun"}
-_PLANS = {"01": _plan_01, "03": _plan_03, "04": _plan_04, "05": _plan_05, "06": _plan_06, "07": _plan_07,
-          "08": _plan_08, "09": _plan_09}
+_PLANS = {"01": _plan_01, "02": _plan_02, "03": _plan_03, "04": _plan_04, "05": _plan_05, "06": _plan_06,
+          "07": _plan_07, "08": _plan_08, "09": _plan_09}
 
 
 @dataclass
@@ -46,7 +46,7 @@ def plan(notebook: str, profile: str, seeds=None) -> Plan:
     number = notebook[:2]
     if number not in NOTEBOOKS:
         raise ValueError(f"unknown notebook {notebook!r}; known: {', '.join(NOTEBOOKS.values())}")
-    settings, seeds, runs = _PLANS[number](profile, seeds) if number in _PLANS else ({}, [], [])  # 02 trains nothing
+    settings, seeds, runs = _PLANS[number](profile, seeds)
     return Plan(NOTEBOOKS[number], profile, seeds, settings, runs)
 
 
@@ -62,7 +62,8 @@ def needed_runs(profile: str) -> list[RunSpec]:
 
 
 def parse_only(text: str | Sequence[str] | None) -> list[str] | None:
-    """``"01,3"`` -> ``["01", "03"]``; None or empty -> None (all notebooks)."""
+    """``"01,3"`` -> ``["01", "03"]``; None or an empty sequence -> None (all notebooks); a text without a number
+    (``","``, ``" "``) is refused."""
     if text is None:
         return None
     numbers = []
@@ -70,6 +71,8 @@ def parse_only(text: str | Sequence[str] | None) -> list[str] | None:
         if item and (not item.isdigit() or len(item) > 2):
             raise ValueError(f"only: {item!r} is not a notebook number (two digits, e.g. 01,03)")
         numbers += [item.zfill(2)] if item else []
+    if isinstance(text, str) and not numbers:
+        raise ValueError(f"only: no notebook number in {text!r} (e.g. 01,03; leave the option out for every notebook)")
     return numbers or None
 
 

@@ -67,6 +67,14 @@ def _plan_03(profile, seeds):
     return {**s, "batch_size": 32}, seeds, runs
 
 
+def _plan_02(profile, seeds):
+    """02 builds MNIST-M and trains nothing of its own; its build-gap section reads 03's source-only and DANN networks
+    on our build, at 03's seeds (02's ``seeds`` are MNIST-M build seeds, not these)."""
+    s = _settings_03(profile)
+    seeds = _seeds(s["n_seeds"], None)
+    return {**s, "methods": ["source_only", "dann"]}, seeds, _mnist_m_runs(s, seeds, ["source_only", "dann"])
+
+
 def _plan_04(profile, seeds):
     s = _settings_03(profile)
     seeds = _seeds(s["n_seeds"], seeds)

@@ -102,8 +102,16 @@ def markdown_report(results_dir=None, profile: str = "quick") -> str:
                 for number, title, metric, group in HEADLINE if (found := _records(folder, number))[0]]
     if headline:
         parts.append("### Headline: ours against the published numbers\n\n" + "\n\n".join(headline))
-    if (folder / "regeneration.json").is_file():
-        parts += _regeneration(json.loads((folder / "regeneration.json").read_text()), profile)
+    if (path := folder / "regeneration.json").is_file():
+        try:
+            info = json.loads(path.read_text())
+        except ValueError as exc:
+            info = exc
+        if not isinstance(info, dict):
+            why = f"not JSON: {info}" if isinstance(info, ValueError) else f"a JSON {type(info).__name__}"
+            raise ValueError(f"{path} is not a regeneration report ({why}): rerun `make figures PROFILE={profile}`, "
+                             "or remove the file")
+        parts += _regeneration(info, profile)
     for number, title, keys, metric in SECTIONS:
         paths, recs = _records(folder, number)
         if not paths:

@@ -79,7 +79,16 @@ def read_records(path_or_dir, notebook: str | None = None, profile: str | None =
     path = Path(path_or_dir) if notebook is None else Path(path_or_dir) / profile / f"{notebook}.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no records at {path}; run the notebook (python -m dannlib regenerate) first")
-    return [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
+    records = []
+    for i, line in enumerate(path.read_text().split("\n"), 1):
+        try:
+            records += [json.loads(line)] if line.strip() else []
+        except ValueError as exc:
+            raise ValueError(f"{path}, line {i}: not a JSON record ({exc}); rerun the notebook that writes it "
+                             "(python -m dannlib regenerate --only NN) or restore the file") from None
+        if records and not isinstance(records[-1], dict):
+            raise ValueError(f"{path}, line {i}: a JSON {type(records[-1]).__name__}, not a record (an object)")
+    return records
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

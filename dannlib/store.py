@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import time
 import warnings
@@ -69,20 +70,26 @@ def probe_steps_per_second(steps: int = 25, rounds: int = 4) -> float:
     return 1 / best
 
 
+def speed_setting() -> float | None:
+    """``$DANNLIB_SPEED`` as a number > 0, None where unset or empty; ValueError for anything else."""
+    if not (text := os.environ.get("DANNLIB_SPEED", "").strip()):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"$DANNLIB_SPEED must be a number > 0 (this machine's speed relative to the CPU the "
+                         f"study's rates were measured on; unset: measured), got {text!r}")
+    return value
+
+
 @functools.cache
 def machine_speed() -> float:
     """How many times faster this machine trains than the one whose sweeps set the rates: ``$DANNLIB_SPEED`` if set
     (1: price runs as on that machine), else :func:`probe_steps_per_second` over
     :data:`PROBE_REFERENCE_STEPS_PER_SECOND`. Measured once a process; :func:`run_cost_seconds` divides by it."""
-    text = os.environ.get("DANNLIB_SPEED", "").strip()
-    if text:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"$DANNLIB_SPEED must be a number > 0 (this machine's speed relative to the CPU the "
-                             f"study's rates were measured on; unset: measured), got {text!r}")
+    if (value := speed_setting()) is not None:
         return value
     if (device := resolve_device()).type != "cpu":
         warnings.warn(f"the sweep's estimate is priced for the study's CPU; runs here train on {device}, which the "
@@ -281,8 +288,9 @@ def code_version() -> dict:
 
 
 def store_root(results: str | os.PathLike | None = None) -> Path:
-    """The default run store: ``$DANNLIB_STORE``, else ``<results>/runs`` (``results``: see :func:`results_root`)."""
-    return Path(os.environ.get("DANNLIB_STORE") or results_root(results) / "runs").expanduser()
+    """The default run store, absolute (a relative one is read from the working folder now, not a notebook kernel's):
+    ``$DANNLIB_STORE``, else ``<results>/runs`` (``results``: see :func:`results_root`)."""
+    return Path(os.environ.get("DANNLIB_STORE") or results_root(results) / "runs").expanduser().absolute()
 
 
 class Store:
@@ -363,9 +371,11 @@ class Store:
         return n
 
     def prune(self, keep: set[str], dry_run: bool = False) -> list[Path]:
-        """Remove (with ``dry_run``: list) the files (record, weights) of the runs whose key is not in ``keep``."""
+        """Remove (with ``dry_run``: list) the files (record, weights) of the runs whose key is not in ``keep``: only
+        files named as runs are (``<method>/<key>.json``, ``.pt``; a key is 20 hex digits), so a folder given as the
+        store by mistake (e.g. ``results/``) loses nothing else."""
         gone = [p for p in sorted(self.root.glob("*/*.json")) + sorted(self.root.glob("*/*.pt"))
-                if not p.name.startswith(".") and p.stem not in keep]
+                if re.fullmatch(r"[0-9a-f]{20}", p.stem) and p.stem not in keep]
         if not dry_run:
             for p in gone:
                 p.unlink(missing_ok=True)

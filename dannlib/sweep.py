@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import store as runstore
-from .settings import SCHEDULER_ENV, check_scheduler, check_time_limit, check_workers
+from .settings import check_scheduler, check_time_limit, check_workers, scheduler_setting
 from .store import RunSpec, Store, StoredRun, estimate_seconds, run_cost_seconds, usable
 from .utils import configure_threads, progress_enabled, thread_policy
 
@@ -101,7 +101,7 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
         return out
     workers, threads = check_workers(workers), thread_policy(threads)
     check_time_limit(time_limit, setting="time_limit", unit="seconds")
-    scheduler = scheduler if scheduler is not None else os.environ.get(SCHEDULER_ENV) or None
+    scheduler = scheduler if scheduler is not None else scheduler_setting(None)[0]
     phases = _phases(specs, store, recompute)
     missing = [s for p in phases for s in p]
     if missing and train_missing is not True:

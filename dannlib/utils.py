@@ -20,9 +20,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``device``, else ``$DANNLIB_DEVICE`` if set, else CUDA when present, else the CPU."""
+    setting = "device"
     if device is None:
-        device = os.environ.get("DANNLIB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        setting, device = "$DANNLIB_DEVICE", os.environ.get("DANNLIB_DEVICE", "").strip()
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"{setting} must name a torch device (cpu, cuda, cuda:1, ...), got {device!r} "
+                         f"({' '.join(str(exc).split())})") from None
 
 
 @contextlib.contextmanager

@@ -242,3 +242,22 @@ def test_curve_summary_leaves_out_runs_that_did_not_finish_ok():
                                             history=[{"step": 1, "acc": 0.5}, {"step": 2, "acc": 0.4}]))
             for seed, status in ((0, "ok"), (1, "collapsed"))]
     assert list(curve_summary(runs, "acc")["seed"]) == [0]
+
+
+def test_damaged_records_are_named(tmp_path):
+    from dannlib.report import markdown_report
+    from dannlib.results import read_records
+    folder = tmp_path / "smoke"
+    folder.mkdir()
+    bad = folder / "03_dann_vs_source_only.jsonl"
+    bad.write_text('{"method": "dann", "seed": 0}\n<<<<<<< HEAD\n')
+    with pytest.raises(ValueError, match=r"03_dann_vs_source_only\.jsonl, line 2: not a JSON record"):
+        read_records(bad)
+    bad.write_text("[1, 2]\n")
+    with pytest.raises(ValueError, match="line 1: a JSON list, not a record"):
+        read_records(bad)
+    bad.unlink()
+    for text, why in (("[]", "a JSON list"), ("{", "not JSON")):
+        (folder / "regeneration.json").write_text(text)
+        with pytest.raises(ValueError, match=f"regeneration.json is not a regeneration report \\({why}"):
+            markdown_report(tmp_path, "smoke")

@@ -202,3 +202,108 @@ def test_machine_info_names_the_cpu_model(tmp_path, monkeypatch):
     real_path = utils.Path
     monkeypatch.setattr(utils, "Path", lambda p: fake if p == "/proc/cpuinfo" else real_path(p))
     assert utils.cpu_model() == "AMD EPYC 9999 64-Core Processor"
+
+
+@pytest.mark.parametrize("variable, value, words", [
+    ("DANNLIB_THREADS", "abc", ["$DANNLIB_THREADS", "'abc'", "integer >= 1"]),
+    ("DANNLIB_SPEED", "abc", ["$DANNLIB_SPEED", "'abc'", "number > 0"]),
+    ("DANNLIB_DEVICE", "gpu0", ["$DANNLIB_DEVICE", "'gpu0'", "torch device"]),
+])
+def test_sweep_refuses_a_bad_variable_in_one_line(variable, value, words, tmp_path, no_work, monkeypatch, capsys):
+    monkeypatch.setenv(variable, value)
+    store = tmp_path / "store"
+    for extra in ([], ["--dry-run"]):
+        assert main(["sweep", "--profile", "smoke", "--only", "01", "--store", str(store), "--workers", "1",
+                     *extra]) == 2
+        line = _one_line(capsys.readouterr().err)
+        assert all(w in line for w in words), line
+    assert no_work == [] and not store.exists()
+
+
+def test_regenerate_refuses_a_bad_device_variable(tmp_path, no_work, monkeypatch, capsys):
+    monkeypatch.setenv("DANNLIB_DEVICE", "gpu0")
+    rc = main(["regenerate", "--notebooks-dir", str(_notebooks(tmp_path)), "--figures-dir", str(tmp_path / "f"),
+               "--results-dir", str(tmp_path / "r"), "--profile", "smoke", "--no-progress"])
+    assert rc == 2 and "$DANNLIB_DEVICE" in _one_line(capsys.readouterr().err)
+    assert no_work == []
+
+
+def test_regenerate_checks_the_scheduler_variable_before_any_work(tmp_path, no_work, monkeypatch, capsys):
+    monkeypatch.setenv("DANNLIB_SCHEDULER", f" tcp://127.0.0.1:{_closed_port()} ")
+    rc = main(["regenerate", "--notebooks-dir", str(_notebooks(tmp_path)), "--figures-dir", str(tmp_path / "f"),
+               "--results-dir", str(tmp_path / "r"), "--profile", "smoke", "--no-progress"])
+    line = _one_line(capsys.readouterr().err)
+    assert rc == 2 and "DANNLIB_SCHEDULER" in line and "no Dask scheduler answered" in line and "unset" in line
+    assert no_work == [] and not (tmp_path / "r").exists()  # refused before the run lock is taken
+    # --partial trains nothing, so it needs no scheduler
+    monkeypatch.setattr(regen, "run_notebook", lambda path, *a, **k: (regen.NotebookRun(Path(path).stem, "ok", 0.0),
+                                                                       None))
+    assert main(["regenerate", "--notebooks-dir", str(tmp_path / "notebooks"), "--figures-dir", str(tmp_path / "f"),
+                 "--results-dir", str(tmp_path / "r"), "--profile", "smoke", "--no-progress", "--partial"]) == 0
+
+
+def test_relative_store_and_data_variables_are_made_absolute(tmp_path, monkeypatch):
+    """A kernel runs in the notebooks folder: the sweep and the notebooks must read the same store and data."""
+    from dannlib.store import store_root
+    (tmp_path / "mydata").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DANNLIB_STORE", "relstore")
+    monkeypatch.setenv("DANNLIB_DATA", "mydata")
+    assert store_root() == tmp_path / "relstore"
+    seen = {}
+
+    def fake_notebook(path, parameters, outputs, profile, progress=True, data_root=None, run_id=None):
+        seen.update(store=outputs.store, data=data_root)
+        return regen.NotebookRun(Path(path).stem, "ok", 0.0), None
+
+    monkeypatch.setattr(regen, "run_notebook", fake_notebook)
+    regen.regenerate("smoke", notebooks_dir=_notebooks(tmp_path), figures_dir=tmp_path / "f",
+                     results_dir=tmp_path / "r", progress=False, sweep=False)
+    assert seen == {"store": tmp_path / "relstore", "data": tmp_path / "mydata"}
+    monkeypatch.setenv("DANNLIB_DATA", "missing")
+    with pytest.raises(FileNotFoundError, match=r"\$DANNLIB_DATA"):
+        regen.regenerate("smoke", notebooks_dir=tmp_path / "notebooks", figures_dir=tmp_path / "f",
+                         results_dir=tmp_path / "r", progress=False, sweep=False)
+
+
+def test_notebook_02s_plan_holds_the_03_networks_it_reads():
+    """02's build-gap section reads 03's source-only and DANN networks on our build: the sweep must train them."""
+    for profile in ("smoke", "quick", "paper"):
+        p02, p03 = plan("02", profile), plan("03", profile)
+        wanted = [r.spec for r in p03.runs if r.tags == {"pair": "MNIST->MNIST-M", "method": r.tags["method"]}
+                  and r.tags["method"] in ("source_only", "dann")]
+        assert p02.specs == wanted and p02.seeds == p03.seeds
+        assert plan("02", profile, [7]).specs == wanted  # 02's seeds are MNIST-M build seeds, not these
+
+
+def test_only_without_a_number_is_refused(tmp_path, no_work, capsys):
+    for text in (",", " "):
+        assert main(["sweep", "--profile", "smoke", "--only", text, "--store", str(tmp_path / "s")]) == 2
+        assert "no notebook number" in _one_line(capsys.readouterr().err)
+    assert no_work == []
+
+
+def test_prune_removes_only_files_named_as_runs(tmp_path, monkeypatch, capsys):
+    """A folder given as the store by mistake (results/) keeps its reports; stray runs go."""
+    from dannlib.store import Store
+    root = tmp_path / "results"
+    kept = [root / "bench" / "bench-cpu.json", root / "paper" / "regeneration.json", root / "paper" / "sweep.json"]
+    stray = [root / "dann" / "0123456789abcdef0123.json", root / "dann" / "0123456789abcdef0123.pt"]
+    for path in kept + stray:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    assert Store(root).prune(set(), dry_run=True) == sorted(stray, key=lambda p: p.suffix == ".pt")
+    assert main(["sweep", "--prune", "--store", str(root)]) == 0
+    assert all(p.exists() for p in kept) and not any(p.exists() for p in stray)
+    assert main(["sweep", "--prune", "--only", "03", "--store", str(root)]) == 2
+    assert "takes no --only or --seeds" in _one_line(capsys.readouterr().err)
+
+
+def test_a_dry_run_removes_nothing(tmp_path, capsys):
+    import os
+    leftover = tmp_path / "store" / "dann" / ".0123456789abcdef0123.json.1.replaced.tmp"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_text("{}")
+    os.utime(leftover, (1, 1))  # old enough for clean_partial
+    assert main(["sweep", "--profile", "smoke", "--only", "01", "--store", str(tmp_path / "store"), "--dry-run"]) == 0
+    assert leftover.exists()

@@ -19,7 +19,7 @@ from typing import Sequence
 
 from ..plan import NOTEBOOKS, parse_only, parse_seeds, plan_specs
 from ..profiles import DEFAULT_PROFILE, PROFILES, check_profile
-from ..settings import check_workers, check_writable
+from ..settings import check_scheduler, check_workers, check_writable, scheduler_setting
 from ..store import Store, store_root
 from ..utils import PROJECT_ROOT, atomic_write, machine_info
 from .transaction import (JOURNAL_SUFFIX, REPORT_NAME, RUNNING_SUFFIX, STAGING_PREFIX, RunLock, _apply_commit,
@@ -200,10 +200,15 @@ def regenerate(profile: str | None = None, only=None, notebooks_dir=None, figure
     notebooks_dir = Path(notebooks_dir or PROJECT_ROOT / "notebooks").expanduser().resolve()
     selected = select_notebooks(find_notebooks(notebooks_dir), only)
     outputs = resolve_outputs(profile, notebooks_dir, figures_dir, results_dir, in_place)
+    # absolute, for the sweep and the kernels alike (a kernel's working folder is the notebooks folder)
+    data_from = "option --data-root" if data_root is not None else "$DANNLIB_DATA"
+    data_root = data_root if data_root is not None else os.environ.get("DANNLIB_DATA", "").strip() or None
     data_root = Path(data_root).expanduser().resolve() if data_root is not None else None
     if data_root is not None and not data_root.is_dir():
-        raise FileNotFoundError(f"data root {data_root} is not a folder (option --data-root)")
+        raise FileNotFoundError(f"data root {data_root} is not a folder ({data_from})")
     workers = check_workers(workers, setting="--workers")
+    if sweep and not partial and (scheduler := scheduler_setting(None))[0]:
+        check_scheduler(scheduler[0], setting=scheduler[1])
     check_writable(outputs.notebooks, f"--notebooks-dir (or, for a profile other than {COMMITTED_PROFILE!r} "
                                       "without --in-place, the folder .tmp/ beside the notebooks)")
     check_writable(outputs.figures, "--figures-dir or $DANNLIB_FIGURES")
@@ -331,10 +336,11 @@ _HELP = (
     "is kept in .failed/ beside the executed notebooks); later notebooks still run. Leftovers of killed runs are "
     "cleaned up at the start.",
     "Papermill injects only profile (and seeds), never a path. The kernel's environment: DANNLIB_FIGURES and "
-    "DANNLIB_RESULTS (the notebook's staging folders), DANNLIB_PROFILE, DANNLIB_STORE, DANNLIB_DATA (from "
-    "--data-root, else as inherited), DANNLIB_PROGRESS=0 and TQDM_DISABLE=1 (no progress bars in saved notebooks).",
-    "Exit status: 0 all succeeded, 1 some notebook failed, 2 bad arguments or an unwritable output folder, 130 "
-    "interrupted by SIGINT (Ctrl-C), 143 by SIGTERM.",
+    "DANNLIB_RESULTS (the notebook's staging folders), DANNLIB_PROFILE, DANNLIB_STORE and DANNLIB_DATA (from "
+    "--data-root, else as inherited; both made absolute), DANNLIB_PROGRESS=0 and TQDM_DISABLE=1 (no progress bars "
+    "in saved notebooks).",
+    "Exit status: 0 all succeeded, 1 some notebook failed, 2 bad arguments or settings, an unwritable output folder "
+    "or an unreachable Dask scheduler ($DANNLIB_SCHEDULER), 130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM.",
 )
 
 
@@ -391,7 +397,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"regenerate: interrupted by {_signal_name(exc)}" + (f" during {stopped[0]} (left as it was)" if stopped
               else "") + f"; {len(done)} notebook(s) finished before: {', '.join(done) or 'none'}", file=sys.stderr)
         return 128 + getattr(exc, "signum", signal.SIGINT)
-    except (ValueError, FileNotFoundError, PermissionError) as exc:
+    except (ValueError, FileNotFoundError, PermissionError, ConnectionError) as exc:
         print(f"regenerate: error: {exc}", file=sys.stderr)
         return 2
     finally:
