@@ -136,3 +136,23 @@ def test_pad_is_scored_on_the_held_out_half():
     rng = np.random.default_rng(5)
     out = proxy_a_distance(rng.normal(size=(100, 500)), rng.normal(size=(100, 500)), C=(1e4,))
     assert out["pad"] < 1.0
+
+
+class _ConstantDomainLogit(torch.nn.Module):
+    """A ``DANNNet`` stand-in whose domain logit is ``value`` for every input (no class logits used)."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, lam):
+        return torch.zeros(len(x), 10), torch.full((len(x),), self.value)
+
+
+def test_domain_accuracy_by_hand():
+    """3 source and 5 target points: always "target" is right on the 5 target points (5/8), always "source" on
+    the 3 source points (3/8)."""
+    from dannlib.evaluate import domain_accuracy
+    xs, xt = torch.zeros(3, 2), torch.ones(5, 2)
+    assert domain_accuracy(_ConstantDomainLogit(1.0), xs, xt) == 5 / 8
+    assert domain_accuracy(_ConstantDomainLogit(-1.0), xs, xt) == 3 / 8

@@ -117,3 +117,12 @@ def test_paired_differences_refuses_two_records_of_one_seed():
                {"method": "m", "seed": 0, "acc": .7}]
     with pytest.raises(ValueError, match="two records for seed 0"):
         paired_differences(records, "acc", "b")
+
+
+def test_aggregate_leaves_out_a_failed_run_with_a_finite_metric():
+    """A run whose status is not "ok" counts as failed even when its metric is a finite number: never averaged."""
+    from dannlib.results import aggregate
+    records = [{"method": "m", "seed": 0, "acc": 0.7}, {"method": "m", "seed": 1, "acc": 0.8},
+               {"method": "m", "seed": 2, "acc": 0.99, "status": "diverged"}]
+    (g,) = aggregate(records, "acc")
+    assert g["n"] == 2 and g["mean"] == pytest.approx(0.75) and g["failed"] == 1 and g["seeds"] == [0, 1]

@@ -469,3 +469,34 @@ def test_a_worker_retrains_a_run_whose_weights_are_missing(tmp_path):
     after = store.get(spec)
     assert after.weights_path.is_file() and after.path.stat().st_ino != ino
     _assert_same_numbers(before, after)
+
+
+def test_only_an_oracle_trains_on_the_labelled_target(tmp_path, monkeypatch):
+    """compute hands ``train`` the labelled target training set as the source for an oracle (train_on_target) only;
+    every other method gets the source, and the target always without labels."""
+    import torch
+
+    import dannlib.methods
+    from dannlib import sweep
+    from dannlib.store import load_data
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def fake_train(method, source, target, **kwargs):
+        seen[method] = (source, target)
+        raise Stop
+
+    monkeypatch.setattr(dannlib.methods, "train", fake_train)
+    data = toy_data("blobs", n=60, seed=0)
+    for method in ("train_on_target", "source_only", "dann"):
+        with pytest.raises(Stop):
+            sweep.compute(RunSpec.make(method, data, 0, network="toy", steps=2, batch_size=8), Store(tmp_path),
+                          progress=False)
+    source, target, _ = load_data(data)
+    assert not torch.equal(source.x, target.x)
+    assert torch.equal(seen["train_on_target"][0].x, target.x) and torch.equal(seen["train_on_target"][0].y, target.y)
+    assert all(torch.equal(seen[m][0].x, source.x) for m in ("source_only", "dann"))
+    assert all(t.y is None and torch.equal(t.x, target.x) for _, t in seen.values())

@@ -355,3 +355,20 @@ def test_a_logged_value_is_the_mean_over_its_window():
     (r,) = fit(_Counter(), d, None, steps=10, batch_size=4, eval_every=3, progress=False)
     # windows of steps 1-3, 4-6, 7-9, then the last step alone: means 2, 5, 8, 10 (the last value would be 3, 6, 9, 10)
     assert [h["loss"] for h in r.history] == [2.0, 5.0, 8.0, 10.0]
+
+
+def test_fit_hands_the_batches_an_unlabelled_target(monkeypatch):
+    """Target labels never enter the training batches, even when the caller passes a labelled target: only
+    ``eval_sets`` read them."""
+    from dannlib import training
+    seen, real = [], training.Batches
+
+    def spy(source, target, *args, **kwargs):
+        seen.append(target)
+        return real(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(training, "Batches", spy)
+    src, tgt = _indexed_domains()
+    assert tgt.y is not None
+    fit(_Recorder([0]), src, tgt, steps=2, batch_size=B, progress=False)
+    assert len(seen) == 1 and seen[0].y is None and torch.equal(seen[0].x, tgt.x)
