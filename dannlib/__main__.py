@@ -69,7 +69,8 @@ def sweep_main(args: argparse.Namespace) -> int:
             raise ValueError("--prune keeps every run that any notebook needs under any profile at that profile's "
                              "seeds: it takes no --only or --seeds")
         workers = check_workers(args.workers, setting="--workers")
-        thread_policy(), speed_setting(), resolve_device()  # $DANNLIB_THREADS, $DANNLIB_SPEED, $DANNLIB_DEVICE
+        if not (args.prune or args.backfill_fingerprints):  # they train nothing
+            thread_policy(), speed_setting(), resolve_device()  # $DANNLIB_THREADS, $DANNLIB_SPEED, $DANNLIB_DEVICE
         time_limit = check_time_limit(args.time_limit)
         scheduler, scheduler_from = scheduler_setting(args.scheduler)
         if not args.dry_run:

@@ -290,7 +290,7 @@ def code_version() -> dict:
 def store_root(results: str | os.PathLike | None = None) -> Path:
     """The default run store, absolute (a relative one is read from the working folder now, not a notebook kernel's):
     ``$DANNLIB_STORE``, else ``<results>/runs`` (``results``: see :func:`results_root`)."""
-    return Path(os.environ.get("DANNLIB_STORE") or results_root(results) / "runs").expanduser().absolute()
+    return Path(os.environ.get("DANNLIB_STORE", "").strip() or results_root(results) / "runs").expanduser().absolute()
 
 
 class Store:

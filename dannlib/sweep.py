@@ -101,7 +101,7 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
         return out
     workers, threads = check_workers(workers), thread_policy(threads)
     check_time_limit(time_limit, setting="time_limit", unit="seconds")
-    scheduler = scheduler if scheduler is not None else scheduler_setting(None)[0]
+    scheduler, scheduler_from = (scheduler, "scheduler") if scheduler is not None else scheduler_setting(None)
     phases = _phases(specs, store, recompute)
     missing = [s for p in phases for s in p]
     if missing and train_missing is not True:
@@ -111,6 +111,9 @@ def ensure(specs, *, store: Store | None = None, workers: int | None = None, sch
                 f"{len(missing)} of {len(specs)} runs are not in the store {store.root} "
                 f"(about {est / 60:.0f} min on this machine with {workers} worker(s)). Compute them first"
                 + (f": {hint}" if hint else "") + ", or pass train_missing=True.")
+    # an unreachable scheduler in seconds, named as it was set (a Client would wait 30 s and end in a traceback)
+    if missing and scheduler and isinstance(scheduler, str):
+        check_scheduler(scheduler, setting=scheduler_from)
     summary = ensure.last_summary = SweepSummary(total=len(specs), found=len(specs) - len(set(missing) & set(specs)))
     start = time.monotonic()
     deadline = None if time_limit is None else start + time_limit
@@ -293,8 +296,6 @@ def _run_dask(pending, store, address, data_root, summary, deadline, bar, thread
     except ImportError:
         raise RuntimeError("--scheduler needs Dask's distributed package: pip install 'dann-study[dask]' "
                            "(or pip install distributed)") from None
-    if not isinstance(address, Client):
-        check_scheduler(address)  # seconds, where a Client would wait 30 s and end in a traceback
     client = address if isinstance(address, Client) else Client(address)
     args = (os.path.abspath(store.root), None if data_root is None else os.path.abspath(data_root), threads)
     futures, completed = {}, as_completed()

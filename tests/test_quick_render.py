@@ -15,8 +15,9 @@ from dannlib.utils import PROJECT_ROOT
 pytestmark = pytest.mark.slow
 
 
-def test_the_quick_profile_renders_from_the_committed_store(tmp_path):
-    env = {**os.environ, "DANNLIB_STORE": str(PROJECT_ROOT / "results" / "runs"), "DANNLIB_SPEED": "1"}
+def test_the_quick_profile_renders_from_the_committed_store(tmp_path, real_data_root):
+    env = {**os.environ, "DANNLIB_DATA": str(real_data_root), "DANNLIB_STORE": str(PROJECT_ROOT / "results" / "runs"),
+           "DANNLIB_SPEED": "1"}
     for name in ("DANNLIB_PROFILE", "DANNLIB_FIGURES", "DANNLIB_RESULTS"):
         env.pop(name, None)
     dannlib = [sys.executable, "-m", "dannlib"]

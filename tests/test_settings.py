@@ -307,3 +307,20 @@ def test_a_dry_run_removes_nothing(tmp_path, capsys):
     os.utime(leftover, (1, 1))  # old enough for clean_partial
     assert main(["sweep", "--profile", "smoke", "--only", "01", "--store", str(tmp_path / "store"), "--dry-run"]) == 0
     assert leftover.exists()
+
+
+def test_ensure_names_the_scheduler_variable_it_read(tmp_path, monkeypatch):
+    """A notebook's fetch trains through ensure: an unreachable $DANNLIB_SCHEDULER is named as the variable, with
+    "unset" as the fix (not the --scheduler option a notebook does not have)."""
+    monkeypatch.setenv("DANNLIB_SCHEDULER", f"tcp://127.0.0.1:{_closed_port()}")
+    spec = RunSpec.make("dann", toy_data("blobs", n=40, seed=0), 0, network="toy", steps=2, batch_size=8)
+    with pytest.raises(ConnectionError) as e:
+        dannlib.sweep.ensure([spec], store=dannlib.sweep.Store(tmp_path / "store"), progress=False)
+    assert "DANNLIB_SCHEDULER" in str(e.value) and "unset" in str(e.value) and "--scheduler" not in str(e.value)
+
+
+def test_a_relative_cache_variable_is_made_absolute(tmp_path, monkeypatch):
+    from dannlib.data import cache_dir
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DANNLIB_CACHE", "mycache")
+    assert cache_dir() == tmp_path / "mycache"

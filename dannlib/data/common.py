@@ -50,9 +50,10 @@ def data_root(root=None) -> Path:
 
 
 def cache_dir(cache=None) -> Path:
-    """Where derived arrays go: ``cache`` if given, else ``$DANNLIB_CACHE``, else ``PROJECT_ROOT/data/cache``."""
-    env = os.environ.get("DANNLIB_CACHE")
-    return Path(cache if cache is not None else env or PROJECT_ROOT / "data" / "cache").expanduser()
+    """Where derived arrays go: ``cache`` if given, else ``$DANNLIB_CACHE`` (absolute: a notebook kernel's working
+    folder is the notebooks folder), else ``PROJECT_ROOT/data/cache``."""
+    env = os.environ.get("DANNLIB_CACHE", "").strip()
+    return Path(cache if cache is not None else env or PROJECT_ROOT / "data" / "cache").expanduser().absolute()
 
 
 def _writable(folder: Path) -> bool:
