@@ -324,3 +324,32 @@ def test_a_relative_cache_variable_is_made_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DANNLIB_CACHE", "mycache")
     assert cache_dir() == tmp_path / "mycache"
+
+
+def test_the_kernel_gets_absolute_store_data_and_cache_folders(tmp_path, monkeypatch):
+    """run_notebook hands the kernel (working folder: the notebooks folder) the folders this process resolved from
+    relative variables, absolute."""
+    import papermill
+    for name in ("mydata", "mycache"):
+        (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path)
+    for variable, value in (("DANNLIB_STORE", "relstore"), ("DANNLIB_DATA", "mydata"), ("DANNLIB_CACHE", "mycache")):
+        monkeypatch.setenv(variable, value)
+    seen, real = {}, regen._kernel_manager_class
+
+    def capture(env):
+        seen.update(env)
+        return real(env)
+
+    def stop(*args, kernel_manager_class=None, **kwargs):
+        raise RuntimeError("stop before a kernel starts")
+
+    monkeypatch.setattr(regen, "_kernel_manager_class", capture)
+    monkeypatch.setattr(papermill, "execute_notebook", stop)
+    outputs = regen.resolve_outputs("smoke", _notebooks(tmp_path), tmp_path / "f", tmp_path / "r")
+    run, plan_ = regen.run_notebook(tmp_path / "notebooks" / "01_x.ipynb", {}, outputs, "smoke", progress=False,
+                                    run_id="test")
+    assert run.status == "failed" and plan_ is None
+    assert {k: seen[k] for k in ("DANNLIB_STORE", "DANNLIB_DATA", "DANNLIB_CACHE")} == {
+        "DANNLIB_STORE": str(tmp_path / "relstore"), "DANNLIB_DATA": str(tmp_path / "mydata"),
+        "DANNLIB_CACHE": str(tmp_path / "mycache")}

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..data.common import cache_dir
 from ..plan import NOTEBOOKS, parse_only, parse_seeds, plan_specs
 from ..profiles import DEFAULT_PROFILE, PROFILES, check_profile
 from ..settings import check_scheduler, check_workers, check_writable, scheduler_setting
@@ -137,9 +138,13 @@ def run_notebook(path: str | os.PathLike, parameters: dict, outputs: Outputs, pr
     path = Path(path).resolve()
     target, executed = outputs.notebooks / path.name, outputs.notebooks / f".{path.stem}.{run_id}{RUNNING_SUFFIX}"
     fig_stage, res_stage = (d / f"{STAGING_PREFIX}{run_id}-{path.stem}" for d in (outputs.figures, outputs.results))
-    data = str(data_root or os.environ.get("DANNLIB_DATA") or "")
+    # the data and a set cache folder, absolute: the kernel's working folder is the notebooks folder, not this one's
+    data = data_root or os.environ.get("DANNLIB_DATA", "").strip()
+    data = str(Path(data).expanduser().absolute()) if data else ""
+    cache = {"DANNLIB_CACHE": str(cache_dir())} if os.environ.get("DANNLIB_CACHE", "").strip() else {}
     env = {**KERNEL_ENV, "DANNLIB_FIGURES": str(fig_stage), "DANNLIB_RESULTS": str(res_stage),
-           "DANNLIB_PROFILE": profile, "DANNLIB_STORE": str(outputs.store), **({"DANNLIB_DATA": data} if data else {})}
+           "DANNLIB_PROFILE": profile, "DANNLIB_STORE": str(outputs.store), **({"DANNLIB_DATA": data} if data else {}),
+           **cache}
     mode = (target if target.exists() else path).stat().st_mode & 0o7777
     run, plan, start = NotebookRun(path.stem, "ok", 0.0), None, time.perf_counter()
     _RUNNING_KERNELS.clear()
@@ -336,9 +341,9 @@ _HELP = (
     "is kept in .failed/ beside the executed notebooks); later notebooks still run. Leftovers of killed runs are "
     "cleaned up at the start.",
     "Papermill injects only profile (and seeds), never a path. The kernel's environment: DANNLIB_FIGURES and "
-    "DANNLIB_RESULTS (the notebook's staging folders), DANNLIB_PROFILE, DANNLIB_STORE and DANNLIB_DATA (from "
-    "--data-root, else as inherited; both made absolute), DANNLIB_PROGRESS=0 and TQDM_DISABLE=1 (no progress bars "
-    "in saved notebooks).",
+    "DANNLIB_RESULTS (the notebook's staging folders), DANNLIB_PROFILE, DANNLIB_STORE, DANNLIB_DATA (from "
+    "--data-root, else as inherited) and DANNLIB_CACHE where set, all made absolute, DANNLIB_PROGRESS=0 and "
+    "TQDM_DISABLE=1 (no progress bars in saved notebooks).",
     "Exit status: 0 all succeeded, 1 some notebook failed, 2 bad arguments or settings, an unwritable output folder "
     "or an unreachable Dask scheduler ($DANNLIB_SCHEDULER), 130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM.",
 )
