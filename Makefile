@@ -56,12 +56,12 @@ $(STAMP): pyproject.toml
 
 # Only the committed profile (paper) executes notebooks/ and writes figures/ in place; another
 # profile writes its notebooks and figures to .tmp/<profile>/ unless IN_PLACE=1. Records go to
-# results/<profile>/ either way. Each notebook is a transaction (see python -m dannlib regenerate -h).
+# results/<profile>/ either way. Each notebook is a transaction (see python -m dann_study regenerate -h).
 figures: $(STAMP)
-	"$(VPY)" -m dannlib regenerate --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(IN_PLACE),--in-place) $(if $(PARTIAL),--partial)
+	"$(VPY)" -m dann_study regenerate --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(IN_PLACE),--in-place) $(if $(PARTIAL),--partial)
 
 sweep: $(STAMP)
-	"$(VPY)" -m dannlib sweep --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(TIME_LIMIT),--time-limit $(TIME_LIMIT))
+	"$(VPY)" -m dann_study sweep --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(TIME_LIMIT),--time-limit $(TIME_LIMIT))
 
 # nbval runs each notebook with its folder as working directory, on this venv's Python
 # (--nbval-current-env), under the smoke profile; outputs are not compared (--nbval-lax).
@@ -69,7 +69,7 @@ sweep: $(STAMP)
 # [tool.ruff]: unused or redefined imports, undefined names, unused variables, long lines);
 # tests/test_imports.py checks the import order.
 test: $(STAMP)
-	"$(VPY)" -m ruff check dannlib tests benchmarks
+	"$(VPY)" -m ruff check dannlib dann_study tests benchmarks
 	rm -rf "$(TEST_OUT)"
 	mkdir -p "$(TEST_OUT)"
 	DANNLIB_PROFILE=smoke DANNLIB_FIGURES="$(TEST_OUT)/figures" DANNLIB_RESULTS="$(TEST_OUT)/results" \
@@ -93,7 +93,7 @@ bench: $(STAMP)
 
 # The results tables (Markdown) of results/$(PROFILE)/, built from the notebooks' records.
 report: $(STAMP)
-	"$(VPY)" -m dannlib report --profile $(PROFILE)
+	"$(VPY)" -m dann_study report --profile $(PROFILE)
 
 # JupyterLab from the venv, serving the project root (open notebooks/01_toy_blobs.ipynb first).
 # The notebooks' profile comes from DANNLIB_PROFILE (default paper, the committed one): DANNLIB_PROFILE=smoke make lab.

@@ -18,7 +18,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from dannlib.plan import plan
+from dann_study.plan import plan
 from dannlib.results import markdown_table, read_records
 from dannlib.stats import paired
 from dannlib.store import RunSpec, Store

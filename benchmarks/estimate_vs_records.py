@@ -14,7 +14,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from dannlib.plan import needed_runs
+from dann_study.plan import needed_runs
 from dannlib.results import markdown_table
 from dannlib.store import Store, run_cost_seconds
 from dannlib.utils import atomic_write

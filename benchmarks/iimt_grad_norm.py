@@ -5,7 +5,7 @@ labels.
 
     python benchmarks/iimt_grad_norm.py --seed 1 --stop 3500 --clip 10 --out grad_norms_s1_c10.json
 
-It trains the planned run (``dannlib.plan``, profile paper) with ``grad_clip`` set to ``--clip``
+It trains the planned run (``dann_study.plan``, profile paper) with ``grad_clip`` set to ``--clip``
 (``0``: no clipping) and records, for each step, the whole gradient's L2 norm before clipping
 and the source label, total and domain losses, until ``--stop`` steps (the learning-rate and
 lambda schedules are those of the full 10,000-step run). It prints a summary per 250 steps
@@ -21,8 +21,8 @@ import tempfile
 
 import torch
 
+from dann_study.plan import plan
 from dannlib.methods import iimt, train
-from dannlib.plan import plan
 from dannlib.store import load_data
 
 

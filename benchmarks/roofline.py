@@ -34,9 +34,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.bench.variants import _FitVariant, _synthetic  # noqa: E402
+from dann_study.plan import NOTEBOOKS, plan_specs  # noqa: E402
 from dannlib.domain import Domain  # noqa: E402
 from dannlib.methods import METHODS, make_config, train  # noqa: E402
-from dannlib.plan import NOTEBOOKS, plan_specs  # noqa: E402
 from dannlib.utils import atomic_write, configure_threads, machine_info  # noqa: E402
 
 #: row -> (registered method, precision, batch per domain, image channels)

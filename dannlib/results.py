@@ -78,14 +78,14 @@ def read_records(path_or_dir, notebook: str | None = None, profile: str | None =
     """Read records from one ``.jsonl`` file, or ``dir/profile/notebook.jsonl``."""
     path = Path(path_or_dir) if notebook is None else Path(path_or_dir) / profile / f"{notebook}.jsonl"
     if not path.exists():
-        raise FileNotFoundError(f"no records at {path}; run the notebook (python -m dannlib regenerate) first")
+        raise FileNotFoundError(f"no records at {path}; run the notebook (python -m dann_study regenerate) first")
     records = []
     for i, line in enumerate(path.read_text().split("\n"), 1):
         try:
             records += [json.loads(line)] if line.strip() else []
         except ValueError as exc:
             raise ValueError(f"{path}, line {i}: not a JSON record ({exc}); rerun the notebook that writes it "
-                             "(python -m dannlib regenerate --only NN) or restore the file") from None
+                             "(python -m dann_study regenerate --only NN) or restore the file") from None
         if records and not isinstance(records[-1], dict):
             raise ValueError(f"{path}, line {i}: a JSON {type(records[-1]).__name__}, not a record (an object)")
     return records
@@ -135,7 +135,7 @@ def aggregate(records: Iterable[dict], metric: str, by: Sequence[str] = ("method
 
 
 def runs_of(records: Iterable[dict], by: str = "seed") -> list[list[dict]]:
-    """Pooled histories (:func:`dannlib.plan.histories`) split into one list per run (``by``)."""
+    """Pooled histories (:func:`dann_study.plan.histories`) split into one list per run (``by``)."""
     runs: dict = {}
     for r in records:
         runs.setdefault(r.get(by), []).append(r)
@@ -143,7 +143,7 @@ def runs_of(records: Iterable[dict], by: str = "seed") -> list[list[dict]]:
 
 
 def ok_histories(histories: Iterable[dict]) -> list[dict]:
-    """Pooled histories (:func:`dannlib.plan.histories`) less the runs whose last record's status is not "ok"."""
+    """Pooled histories (:func:`dann_study.plan.histories`) less the runs whose last record's status is not "ok"."""
     return [r for run in runs_of(histories) if run and run[-1].get("status", "ok") == "ok" for r in run]
 
 

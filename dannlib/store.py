@@ -255,7 +255,7 @@ class StoredRun:
         if not self.weights_path.is_file():
             raise FileNotFoundError(f"no weights for {self.spec.label} at {self.weights_path}; they are kept "
                                     "only where a later notebook needs them: recompute the run with "
-                                    "`python -m dannlib sweep --recompute ...`")
+                                    "`python -m dann_study sweep --recompute ...`")
         from .training import Domain
         blob = torch.load(self.weights_path, map_location="cpu", weights_only=True)
         cls, cfg = self.spec._method()

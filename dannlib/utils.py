@@ -84,7 +84,7 @@ def check_choice(name: str, value, allowed):
 
 
 def progress_enabled() -> bool:
-    """False when ``$DANNLIB_PROGRESS`` is ``0`` (no progress bars: ``dannlib regenerate``'s notebooks)."""
+    """False when ``$DANNLIB_PROGRESS`` is ``0`` (no progress bars: ``dann_study regenerate``'s notebooks)."""
     return os.environ.get("DANNLIB_PROGRESS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 

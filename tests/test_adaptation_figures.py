@@ -116,7 +116,7 @@ def test_curves_leave_out_a_run_whose_final_status_alone_says_it_failed():
     """ADDA writes "collapsed" into the final evaluation only; the pooled histories carry it to the curves."""
     from types import SimpleNamespace
 
-    from dannlib.plan import histories
+    from dann_study.plan import histories
     from dannlib.results import mean_curve, runs_of
 
     def run(seed, acc, status):

@@ -215,7 +215,7 @@ def test_committed_notebook_renders_in_jupyterlab(browser, project_lab, shots, n
 
     assert not seen["dialogs"], f"JupyterLab showed a dialog: {seen['dialogs']}"
     assert not dirty, ("opening the notebook marked it modified (unsaved changes): the committed file is not what "
-                       "JupyterLab would save; `python -m dannlib regenerate --normalize` rewrites it so")
+                       "JupyterLab would save; `python -m dann_study regenerate --normalize` rewrites it so")
     assert seen["code_cells"] == len(code)
     if draws:  # a reader opening the notebook sees its figures without running it
         assert n_images > 0, f"code cells {draws} draw figures but the committed notebook stores none (not run?)"

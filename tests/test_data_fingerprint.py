@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import dannlib.store as store_mod
-from dannlib.__main__ import main
+from dann_study.__main__ import main
 from dannlib.data import fingerprint as fp_mod
 from dannlib.data.common import DataChecksumError
 from dannlib.results import dumps

@@ -47,7 +47,7 @@ def test_the_arms_differ_only_in_the_lever(method):
 def test_estimate_against_records_counts_each_run_once(tmp_path):
     """Runs shared by notebooks (and ADDA's pre-trainings) count once; an empty store has them all missing."""
     from benchmarks.estimate_vs_records import compare
-    from dannlib.plan import NOTEBOOKS, plan_specs
+    from dann_study.plan import NOTEBOOKS, plan_specs
     from dannlib.store import Store
 
     keys = {run.key for nb in NOTEBOOKS for spec in plan_specs(nb, "smoke") for run in [*spec.dependencies(), spec]}

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from dannlib import methods, profiles, toys
+from dann_study import profiles
+from dannlib import methods, toys
 from dannlib.grl import grad_reverse
 from dannlib.schedules import grl_lambda
 from dannlib.training import Domain

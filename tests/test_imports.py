@@ -1,5 +1,5 @@
-"""The package's shape: no import cycle (function-level imports count), no module over 450 lines, imports in isort
-order."""
+"""The packages' shape: no import cycle (function-level imports count), the library (dannlib) importing nothing of the
+study (dann_study), no module over 450 lines, the library within 5,000 lines, imports in isort order."""
 import ast
 import io
 import subprocess
@@ -7,19 +7,22 @@ import sys
 import tokenize
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "dannlib"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("dannlib", "dann_study")
+PACKAGE = ROOT / "dannlib"
 
 
 def _modules() -> dict[str, Path]:
     out = {}
-    for path in PACKAGE.rglob("*.py"):
-        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    for path in (p for package in PACKAGES for p in (ROOT / package).rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
         out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return out
 
 
 def import_graph() -> dict[str, set[str]]:
-    """Module -> the dannlib modules it imports anywhere in its body (relative imports resolved)."""
+    """Module -> the project's modules (dannlib, dann_study) it imports anywhere in its body (relative imports
+    resolved)."""
     modules = _modules()
     graph = {name: set() for name in modules}
     for name, path in modules.items():
@@ -79,14 +82,29 @@ def test_the_cycle_finder_finds_a_planted_cycle():
     assert cycles(graph) == [["a", "b", "c"]]
 
 
-def test_dannlib_has_no_import_cycle():
+def test_no_import_cycle():
     assert cycles(import_graph()) == []
 
 
+def test_the_library_imports_nothing_of_the_study():
+    """dannlib is what a user reuses on their own data: it names no notebook's plan, grid or table."""
+    graph = import_graph()
+    assert any(m.startswith("dann_study") for m in graph["dann_study.plan"])  # the graph sees across packages
+    leaks = {m: sorted(t for t in targets if t.split(".")[0] == "dann_study")
+             for m, targets in graph.items() if m.split(".")[0] == "dannlib"}
+    assert {m: t for m, t in leaks.items() if t} == {}
+
+
 def test_no_module_over_450_lines():
-    long = {str(p.relative_to(PACKAGE.parent)): n for p in PACKAGE.rglob("*.py")
+    long = {str(p.relative_to(ROOT)): n for package in PACKAGES for p in (ROOT / package).rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 450}
     assert long == {}
+
+
+def test_the_library_is_within_5000_lines():
+    """Issue 23's budget for dannlib (``find dannlib -name '*.py' | xargs cat | wc -l``): study code goes to
+    dann_study, and the library grows only by what a user of it needs."""
+    assert sum(len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")) <= 5000
 
 
 def _joined_imports(source: str) -> str:
@@ -109,11 +127,11 @@ def _joined_imports(source: str) -> str:
 
 
 def test_imports_are_in_isort_order(tmp_path):
-    """ruff's isort rule (I001: sections, then alphabetical) on a copy of dannlib/, benchmarks/ and tests/ whose
-    wrapped imports are joined (:func:`_joined_imports`); first-party: the project and tests/ (pyproject's ruff
-    ``src``)."""
-    root = PACKAGE.parent
-    for path in [p for folder in ("dannlib", "benchmarks", "tests") for p in (root / folder).rglob("*.py")]:
+    """ruff's isort rule (I001: sections, then alphabetical) on a copy of dannlib/, dann_study/, benchmarks/ and tests/
+    whose wrapped imports are joined (:func:`_joined_imports`); first-party: the project and tests/ (pyproject's
+    ruff ``src``)."""
+    root = ROOT
+    for path in [p for folder in (*PACKAGES, "benchmarks", "tests") for p in (root / folder).rglob("*.py")]:
         copy = tmp_path / path.relative_to(root)
         copy.parent.mkdir(parents=True, exist_ok=True)
         copy.write_text(_joined_imports(path.read_text()))

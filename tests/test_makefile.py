@@ -57,7 +57,8 @@ def test_lab_serves_the_clone_from_a_path_with_spaces(clone):
 
 def test_test_target_writes_under_the_clone(clone):
     lint, call = _make(clone, "test")
-    assert lint["argv"] == ["-m", "ruff", "check", "dannlib", "tests", "benchmarks"] and lint["cwd"] == str(clone)
+    assert lint["argv"] == ["-m", "ruff", "check", "dannlib", "dann_study", "tests", "benchmarks"]
+    assert lint["cwd"] == str(clone)
     assert call["argv"][:3] == ["-m", "pytest", "tests"]
     assert call["env"]["DANNLIB_FIGURES"] == f"{clone}/.tmp/test/figures"
     assert call["env"]["DANNLIB_RESULTS"] == f"{clone}/.tmp/test/results"
@@ -65,9 +66,9 @@ def test_test_target_writes_under_the_clone(clone):
 
 
 @pytest.mark.parametrize("target, argv", [
-    ("figures", ["-m", "dannlib", "regenerate", "--profile", "quick"]),
-    ("sweep", ["-m", "dannlib", "sweep", "--profile", "quick"]),
-    ("report", ["-m", "dannlib", "report", "--profile", "quick"]),
+    ("figures", ["-m", "dann_study", "regenerate", "--profile", "quick"]),
+    ("sweep", ["-m", "dann_study", "sweep", "--profile", "quick"]),
+    ("report", ["-m", "dann_study", "report", "--profile", "quick"]),
 ])
 def test_python_targets_run_from_a_path_with_spaces(clone, target, argv):
     (call,) = _make(clone, target)

@@ -13,8 +13,8 @@ from pathlib import Path
 import ipykernel.kernelspec
 import nbformat
 
-from dannlib import regenerate as regen
-from dannlib.__main__ import main
+from dann_study import regenerate as regen
+from dann_study.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB = {"display_name": ipykernel.kernelspec.get_kernel_dict()["display_name"], "language": "python",

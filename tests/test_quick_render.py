@@ -20,7 +20,7 @@ def test_the_quick_profile_renders_from_the_committed_store(tmp_path, real_data_
            "DANNLIB_SPEED": "1"}
     for name in ("DANNLIB_PROFILE", "DANNLIB_FIGURES", "DANNLIB_RESULTS"):
         env.pop(name, None)
-    dannlib = [sys.executable, "-m", "dannlib"]
+    dannlib = [sys.executable, "-m", "dann_study"]
     dry = subprocess.run([*dannlib, "sweep", "--profile", "quick", "--dry-run"], env=env, capture_output=True,
                          text=True, check=True).stdout
     assert ", 0 to train " in dry, f"the committed store lacks quick runs, so a clone would train them:\n{dry}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from dannlib.report import markdown_report
+from dann_study.report import markdown_report
 from dannlib.utils import PROJECT_ROOT
 
 README = PROJECT_ROOT / "README.md"

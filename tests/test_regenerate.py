@@ -1,4 +1,4 @@
-"""dannlib.regenerate on tiny synthetic notebooks: execution, failure isolation, --only
+"""dann_study.regenerate on tiny synthetic notebooks: execution, failure isolation, --only
 selection and argument errors. The helpers here (``make_notebook``, ``write_project``,
 ``generation_of``) are shared with tests/test_regenerate_*.py."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dannlib import regenerate as regen
-from dannlib.__main__ import main
+from dann_study import regenerate as regen
+from dann_study.__main__ import main
 
 # The same parameters cell as the real notebooks: paths come from the environment.
 PARAMETERS = """\

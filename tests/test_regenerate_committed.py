@@ -3,7 +3,7 @@ absolute paths (a clone elsewhere would write into that machine's checkout, and 
 would name it) and no stderr outputs (warnings, progress bars) in the notebooks.
 
 These scan the files in the repository; a failure names the file (and cell). The fix is
-`python -m dannlib regenerate` (which writes neither), not editing the outputs by hand."""
+`python -m dann_study regenerate` (which writes neither), not editing the outputs by hand."""
 from __future__ import annotations
 
 import re
@@ -97,14 +97,14 @@ def test_committed_notebook_carries_the_committed_profile(path):
     figures/ belongs to, with that profile's seeds, and its parameters cell defaults to it, so
     that Run All in JupyterLab renders what the file shows. A notebook regenerated under
     another profile with --in-place, or edited afterwards, fails here."""
-    from dannlib.plan import plan
-    from dannlib.regenerate import COMMITTED_PROFILE
+    from dann_study.plan import plan
+    from dann_study.regenerate import COMMITTED_PROFILE
 
     nb = nbformat.read(path, as_version=4)
     params = nb.metadata.get("papermill", {}).get("parameters", {})
     assert params.get("profile") == COMMITTED_PROFILE, (
         f"{_rel(path)} was executed under {params.get('profile')!r}; regenerate it with "
-        f"python -m dannlib regenerate --profile {COMMITTED_PROFILE} --only {path.name[:2]}")
+        f"python -m dann_study regenerate --profile {COMMITTED_PROFILE} --only {path.name[:2]}")
     assert params.get("seeds") in (None, list(plan(path.name[:2], COMMITTED_PROFILE).seeds))
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assert f'os.environ.get("DANNLIB_PROFILE", "{COMMITTED_PROFILE}")' in cell.source

@@ -1,4 +1,4 @@
-"""Kill tests: ``python -m dannlib regenerate`` as a subprocess on two small notebooks,
+"""Kill tests: ``python -m dann_study regenerate`` as a subprocess on two small notebooks,
 stopped by SIGINT, SIGTERM or SIGKILL while the second one runs. Every notebook, figure
 and record is then either the old one or the new one, never a mix, and a rerun completes.
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dannlib import regenerate as regen
-from dannlib.__main__ import main
+from dann_study import regenerate as regen
+from dann_study.__main__ import main
 from test_regenerate import cli_args, generation_of, write_stamped_project
 
 pytestmark = pytest.mark.slow
@@ -70,7 +70,8 @@ def _start_and_wait_for_02(project: Path) -> tuple[subprocess.Popen, int]:
     """Start regenerate (stamp "new") and return once notebook 02's kernel is sleeping."""
     marker = project / "marker"
     env = {**os.environ, "REGEN_TEST_GEN": "new", "REGEN_TEST_MARKER": str(marker)}
-    proc = subprocess.Popen([sys.executable, "-m", "dannlib", *cli_args(project, "--profile", "smoke", "--in-place")],
+    proc = subprocess.Popen([sys.executable, "-m", "dann_study",
+                             *cli_args(project, "--profile", "smoke", "--in-place")],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not (marker.exists() and marker.read_text().strip()):
         if proc.poll() is not None:

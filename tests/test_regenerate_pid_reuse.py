@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dannlib import regenerate as regen
-from dannlib.__main__ import main
+from dann_study import regenerate as regen
+from dann_study.__main__ import main
 
 
 def _old_project(root: Path) -> dict[str, Path]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dannlib import regenerate as regen
-from dannlib.__main__ import main
+from dann_study import regenerate as regen
+from dann_study.__main__ import main
 
 
 class Killed(BaseException):
@@ -162,7 +162,7 @@ def test_a_lock_file_unlinked_before_it_was_locked_is_made_again(tmp_path, monke
 
 
 def test_08_reads_the_other_notebooks_runs_on_the_seeds_asked_for():
-    from dannlib.plan import plan
+    from dann_study.plan import plan
     p = plan("08", "paper", [5, 6, 7])
     read_again = [r for r in p.runs if r.tags.get("diagnosis") in ("baselines", "adda_gan_decay", "adda_stage2")]
     assert read_again and {r.spec.seed for r in read_again} <= {5, 6, 7}

@@ -15,8 +15,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dannlib import regenerate as regen
-from dannlib.__main__ import main
+from dann_study import regenerate as regen
+from dann_study.__main__ import main
 from test_regenerate import STAMPED, cli_args, generation_of, make_notebook
 
 
@@ -257,7 +257,7 @@ def test_the_from_scratch_regeneration_and_its_wall_time_outlive_renders(tmp_pat
     """``from_scratch`` keeps the last regeneration that trained every run and executed every
     notebook (its wall_seconds is what ``make figures`` costs from an empty store); a later
     render from the store, a partial one or a failed one does not replace it."""
-    from dannlib.regenerate import write_report
+    from dann_study.regenerate import write_report
 
     path = tmp_path / "quick" / "regeneration.json"
     nbs = ["01_a", "02_b"]

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from dannlib.report import markdown_report
+from dann_study.report import markdown_report
 from dannlib.results import PUBLISHED, aggregate, format_cell, paired_differences, published_text, write_records
 
 
@@ -82,7 +82,7 @@ def test_report_finds_results_from_any_folder(tmp_path):
     profile = next((p for p in ("quick", "paper") if (PROJECT_ROOT / "results" / p).is_dir()), None)
     if profile is None:
         pytest.skip("no committed results folder to read")
-    out = subprocess.run([sys.executable, "-m", "dannlib", "report", "--profile", profile], cwd=tmp_path,
+    out = subprocess.run([sys.executable, "-m", "dann_study", "report", "--profile", profile], cwd=tmp_path,
                          env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert f"Profile `{profile}`" in out.stdout
@@ -91,7 +91,7 @@ def test_report_finds_results_from_any_folder(tmp_path):
 def test_negative_or_empty_seeds_are_refused_up_front(tmp_path):
     """--seeds=-1 used to be accepted (notebook 01 recorded seed -1, notebook 02 failed late in
     its kernel): now every command refuses it before any notebook or run starts."""
-    from dannlib.plan import parse_seeds
+    from dann_study.plan import parse_seeds
 
     with pytest.raises(ValueError, match=">= 0"):
         parse_seeds("-1")
@@ -100,7 +100,7 @@ def test_negative_or_empty_seeds_are_refused_up_front(tmp_path):
     with pytest.raises(ValueError, match="comma-separated integers"):
         parse_seeds("1_0")  # int() alone would read 10
     for cmd in (["regenerate", "--only", "01"], ["sweep", "--only", "01", "--dry-run"]):
-        out = subprocess.run([sys.executable, "-m", "dannlib", *cmd, "--seeds=-1"], cwd=tmp_path,
+        out = subprocess.run([sys.executable, "-m", "dann_study", *cmd, "--seeds=-1"], cwd=tmp_path,
                              capture_output=True, text=True)
         assert out.returncode == 2 and ">= 0" in out.stderr, (cmd, out.stderr)
 
@@ -147,7 +147,7 @@ def test_report_prints_the_paired_comparison_and_the_headline(tmp_path):
 
 
 def test_comparison_table_by_hand():
-    from dannlib.report import comparison_table
+    from dann_study.report import comparison_table
 
     recs = [{"method": m, "pair": p, "seed": s, "acc": v, "status": "ok"}
             for p in ("A->B", "B->A") for s, (x, y) in enumerate([(2, 1), (4, 2), (6, 3)])
@@ -161,7 +161,7 @@ def test_comparison_table_by_hand():
 
 
 def test_comparisons_skip_what_no_seed_shares_and_refuse_unknown_names():
-    from dannlib.report import comparisons
+    from dann_study.report import comparisons
 
     recs = [{"method": "dann", "seed": 0, "target_test_acc": 0.7}, {"method": "source_only", "seed": 1,
                                                                    "target_test_acc": 0.5}]
@@ -180,7 +180,7 @@ def test_published_numbers_print_as_published():
 
 
 def test_published_table_and_threshold_counts():
-    from dannlib.report import published_table, threshold_counts
+    from dann_study.report import published_table, threshold_counts
 
     recs = [dict(r, pair="MNIST->USPS") for r in _recs()] + [
         {"method": "adda_gan", "pair": "MNIST->USPS", "seed": s, "target_test_acc": v, "status": "ok"}
@@ -201,7 +201,7 @@ def test_published_table_and_threshold_counts():
 
 
 def test_final_trend_by_hand():
-    from dannlib.report import final_trend
+    from dann_study.report import final_trend
 
     hist = [{"seed": s, "step": t, "acc": 0.1 * t + s} for s in (0, 1) for t in range(1, 11)]
     table = final_trend({"m": hist}, "acc", fraction=0.2)
@@ -213,7 +213,7 @@ def test_final_trend_by_hand():
 
 
 def test_final_trend_leaves_out_a_run_that_did_not_finish_ok():
-    from dannlib.report import final_trend
+    from dann_study.report import final_trend
 
     hist = [{"seed": 0, "step": t, "acc": 0.7, "status": "ok"} for t in (1, 2)]
     hist += [{"seed": 1, "step": t, "acc": 0.1, "status": "ok" if t == 1 else "diverged"} for t in (1, 2)]
@@ -221,7 +221,7 @@ def test_final_trend_leaves_out_a_run_that_did_not_finish_ok():
 
 
 def test_head_to_head_states_the_paired_verdict_per_pair():
-    from dannlib.report import head_to_head
+    from dann_study.report import head_to_head
 
     recs = [{"pair": "P", "method": m, "seed": s, "target_test_acc": v, "status": "ok"}
             for m, vals in (("a", [0.80, 0.82, 0.81]), ("b", [0.70, 0.71, 0.73])) for s, v in enumerate(vals)]
@@ -237,7 +237,7 @@ def test_head_to_head_states_the_paired_verdict_per_pair():
 def test_curve_summary_leaves_out_runs_that_did_not_finish_ok():
     from types import SimpleNamespace
 
-    from dannlib.diagnose import curve_summary
+    from dann_study.diagnose import curve_summary
     runs = [({"pair": "P"}, SimpleNamespace(status=status, spec=SimpleNamespace(seed=seed),
                                             history=[{"step": 1, "acc": 0.5}, {"step": 2, "acc": 0.4}]))
             for seed, status in ((0, "ok"), (1, "collapsed"))]
@@ -245,7 +245,7 @@ def test_curve_summary_leaves_out_runs_that_did_not_finish_ok():
 
 
 def test_damaged_records_are_named(tmp_path):
-    from dannlib.report import markdown_report
+    from dann_study.report import markdown_report
     from dannlib.results import read_records
     folder = tmp_path / "smoke"
     folder.mkdir()

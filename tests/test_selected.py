@@ -1,24 +1,24 @@
-"""``dannlib.grids.SELECTED``, the settings 05 and 06 train as their "selected" rows, is what
+"""``dann_study.grids.SELECTED``, the settings 05 and 06 train as their "selected" rows, is what
 07's label-free selection chooses from the committed paper-profile grids, and the plans
 train exactly those settings."""
 from __future__ import annotations
 
 import pytest
 
-from dannlib.grids import GRID_SETTING, JUDGING_METHODS, SELECTED, grid_config
-from dannlib.plan import plan
+from dann_study.grids import GRID_SETTING, JUDGING_METHODS, SELECTED, grid_config
+from dann_study.plan import plan
 from dannlib.results import dumps
 
 
 def test_selected_is_what_the_label_free_rules_choose_from_the_committed_paper_grids(real_data_root):
-    from dannlib.plan import fetch
+    from dann_study.plan import fetch
+    from dann_study.selection_report import selections
     from dannlib.selection import RULES, judge_rules, scored_records
-    from dannlib.selection_report import selections
     from dannlib.store import Store
     from dannlib.utils import PROJECT_ROOT
 
     if not SELECTED:
-        pytest.skip("dannlib.grids.SELECTED is empty: 07's paper grids have not chosen yet")
+        pytest.skip("dann_study.grids.SELECTED is empty: 07's paper grids have not chosen yet")
     # the committed store, whatever DANNLIB_RESULTS / DANNLIB_STORE say (make test points them elsewhere)
     p, runs = fetch("07", "paper", train_missing="stored", store=Store(PROJECT_ROOT / "results" / "runs"))
     assert len({r.spec for _, r in runs}) == len(p.specs), "the committed store lacks some of 07's paper runs"
@@ -37,11 +37,11 @@ def test_a_selected_row_is_the_chosen_setting_at_the_profile_s_length(monkeypatc
     """With SELECTED filled by hand: 06 trains the choice at its own length on every seed (a
     choice equal to the untuned setting is the untuned run itself), 05 scales ADDA's chosen
     stage-2 length to the profile's."""
-    import dannlib.grids
+    import dann_study.grids
 
-    monkeypatch.setitem(dannlib.grids.SELECTED, ("iimt", "MNIST->USPS"),
+    monkeypatch.setitem(dann_study.grids.SELECTED, ("iimt", "MNIST->USPS"),
                         {"rule": "dev", "judged_on": ["Q"], "setting": {"ramp_max": 1}})
-    monkeypatch.setitem(dannlib.grids.SELECTED, ("adda_gan", "MNIST->USPS"),
+    monkeypatch.setitem(dann_study.grids.SELECTED, ("adda_gan", "MNIST->USPS"),
                         {"rule": "entropy", "judged_on": ["Q"], "setting": {"lr": 5e-5, "stage2_steps": 3000}})
     for profile, stage2 in (("smoke", 2), ("quick", 600), ("paper", 3000)):
         p6, p5 = plan("06", profile), plan("05", profile)

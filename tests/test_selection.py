@@ -217,8 +217,8 @@ def test_score_run_on_a_stored_run(tmp_path, real_data_root):
 
 
 def test_plan_07_grid_has_the_no_reversal_control_and_every_cell_on_both_pairs():
-    from dannlib.grids import ADDA_GRID, ADDA_GRID_RELEASED, DANN_GRID, IIMT_GRID
-    from dannlib.plan import plan
+    from dann_study.grids import ADDA_GRID, ADDA_GRID_RELEASED, DANN_GRID, IIMT_GRID
+    from dann_study.plan import plan
 
     for profile in ("smoke", "quick", "paper"):
         controls = [r for r in plan("07", profile).runs if r.tags.get("schedule") == "none"]

@@ -11,9 +11,9 @@ import pytest
 
 matplotlib.use("Agg")
 
+from dann_study.selection_report import DEFAULT, RANDOM, baseline_rows, selection_table, trust_table, verdicts
 from dannlib import selection
 from dannlib.selection import ORACLE, RULES, judge_rules
-from dannlib.selection_report import DEFAULT, RANDOM, baseline_rows, selection_table, trust_table, verdicts
 
 SETTING = ("lambda_max",)
 ACC = {0: {0.1: 0.70, 1.0: 0.80, 3.0: 0.60}, 1: {0.1: 0.72, 1.0: 0.82, 3.0: 0.50}}
@@ -143,7 +143,7 @@ def test_plot_setting_sweep_draws_a_line_per_hue_and_the_control():
 
 
 def test_plan_07_defaults_are_cells_of_every_profile_grid():
-    from dannlib.plan import plan
+    from dann_study.plan import plan
 
     for profile in ("smoke", "quick", "paper"):
         p = plan("07", profile)
@@ -207,7 +207,7 @@ def _judged(pair, regrets):
 
 
 def test_rule_for_a_pair_is_judged_on_the_other_pairs_only():
-    from dannlib.selection_report import rule_for_pair
+    from dann_study.selection_report import rule_for_pair
 
     rows = (_judged("A", {"entropy": [0.0, 0.0], "dev": [0.10, 0.20]})      # entropy wins on A
             + _judged("B", {"entropy": [0.30, 0.10], "dev": [0.05, 0.05]}))  # dev wins on B (0.05 < 0.20)
@@ -223,7 +223,7 @@ def test_rule_for_a_pair_is_judged_on_the_other_pairs_only():
 
 
 def test_select_setting_takes_the_best_seed_mean_score_and_never_the_oracle():
-    from dannlib.selection_report import select_setting
+    from dann_study.selection_report import select_setting
 
     # entropy scores: lambda 0.1 -> mean(0.5, 0.1) = 0.3; 1.0 -> mean(0.2, 0.2) = 0.2; 3.0 -> mean(0.9, -0.9) = 0
     scores = {"entropy": {0: {0.1: 0.5, 1.0: 0.2, 3.0: 0.9}, 1: {0.1: 0.1, 1.0: 0.2, 3.0: -0.9}}}
@@ -236,7 +236,7 @@ def test_select_setting_takes_the_best_seed_mean_score_and_never_the_oracle():
 
 
 def test_select_setting_needs_every_seed_scored_and_ok():
-    from dannlib.selection_report import select_setting
+    from dann_study.selection_report import select_setting
 
     # lambda 3.0 has the best mean on the seed it scored (0.9) but diverged (nan) on seed 1;
     # lambda 0.1 is best on seed 0 but its seed-1 run is not ok: 1.0 is the only full cell
@@ -248,7 +248,7 @@ def test_select_setting_needs_every_seed_scored_and_ok():
 
 
 def test_selections_apply_the_other_pairs_rule_to_each_method_and_pair():
-    from dannlib.selection_report import selections
+    from dann_study.selection_report import selections
 
     recs = _records({"entropy": {0: {0.1: 0.5, 1.0: 0.2, 3.0: 0.9}, 1: {0.1: 0.1, 1.0: 0.2, 3.0: -0.9}},
                      "dev": {0: {0.1: 0.0, 1.0: 0.0, 3.0: 1.0}, 1: {0.1: 0.0, 1.0: 0.0, 3.0: 1.0}}})
@@ -270,8 +270,8 @@ def test_a_rule_over_two_settings_has_no_measured_ranking_not_a_bad_one():
 
 
 def test_the_grid_description_says_smokes_test_images_are_drawn_at_random():
-    from dannlib.plan import plan
-    from dannlib.selection_report import grid_description
+    from dann_study.plan import plan
+    from dann_study.selection_report import grid_description
     p = plan("07", "smoke")
     assert all(d.get("subset_seed") is not None for d in (s.data for s in p.specs))  # load_domain draws a subset
     text = grid_description(p, plan("07", "paper").settings)

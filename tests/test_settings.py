@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import dannlib.regenerate as regen
+import dann_study.regenerate as regen
 import dannlib.sweep
+from dann_study.__main__ import main
+from dann_study.plan import fetch, plan
 from dannlib import methods, settings
-from dannlib.__main__ import main
-from dannlib.plan import fetch, plan
 from dannlib.store import RunSpec, toy_data
 from dannlib.training import Domain
 

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from dannlib.grids import SPEEDRUN_GRID, SPEEDRUN_SECONDS, speedrun_config
-from dannlib.methods import METHODS
+from dann_study.grids import SPEEDRUN, SPEEDRUN_GRID, SPEEDRUN_SECONDS, speedrun_config
+from dann_study.plan import plan
+from dann_study.speedrun import CELL, grid_rows, pick, run_seconds
+from dannlib.methods import METHODS, make_config
 from dannlib.methods.common import NETWORKS
-from dannlib.plan import plan
 from dannlib.selection import ORACLE
-from dannlib.speedrun import CELL, grid_rows, pick, run_seconds
 from dannlib.training import Domain
 from dannlib.utils import PROJECT_ROOT
 
@@ -85,6 +85,15 @@ def test_run_seconds_is_the_whole_call_where_the_record_has_it():
     assert run_seconds({"seconds": 10.0}) == 10.0
 
 
+def test_the_registry_writes_out_the_speedrun_cell_the_study_names():
+    """The library's registry holds ``dann_speedrun``'s settings written out (dannlib imports nothing of the study):
+    they must be what ``speedrun_config`` gives the cell :data:`dann_study.grids.SPEEDRUN`, with 5,000 steps."""
+    registered = {k: v for k, v in METHODS["dann_speedrun"][1].items() if k != "mode"}
+    assert registered == speedrun_config(SPEEDRUN) and registered["steps"] == 5000
+    cfg = make_config("dann_speedrun")
+    assert {k: getattr(cfg, k) for k in registered} == registered
+
+
 def test_the_registered_speedrun_is_the_pick_of_the_committed_paper_grid():
     from dannlib.results import read_records
 
@@ -139,12 +148,12 @@ def test_the_committed_speedrun_runs_kept_to_the_budget():
 
 
 def test_the_speedrun_rule_is_the_one_07_chose_for_dann_on_the_released_pair():
-    from dannlib.grids import SELECTED, SPEEDRUN_RULE
+    from dann_study.grids import SELECTED, SPEEDRUN_RULE
     assert SPEEDRUN_RULE == SELECTED["dann", "MNIST->MNIST-M (released)"]["rule"]
 
 
 def test_rule_picks_and_the_speedrun_table_read_the_records():
-    from dannlib.speedrun import grid_table, rule_picks, speedrun_table
+    from dann_study.speedrun import grid_table, rule_picks, speedrun_table
 
     a = {"network": "digits", "precision": "fp32", "optimizer": "sgd"}
     b = {"network": "digits_in", "precision": "bf16", "optimizer": "sgd"}
@@ -164,7 +173,7 @@ def test_rule_picks_and_the_speedrun_table_read_the_records():
 
 
 def test_the_oracle_diagnostic_is_the_paper_recipe_on_the_standardised_network_and_chooses_nothing():
-    from dannlib.grids import SPEEDRUN_CEILING
+    from dann_study.grids import SPEEDRUN_CEILING
     p = plan("09", "paper")
     ceiling = [r for r in p.runs if r.tags["cell"] == "ceiling"]
     assert sorted((r.tags["precision"], r.spec.seed) for r in ceiling) == [(q, s) for q in ("bf16", "fp32")

@@ -13,7 +13,7 @@ import torch
 
 import dannlib.methods
 import dannlib.store as store_mod
-from dannlib.plan import fetch
+from dann_study.plan import fetch
 from dannlib.store import RunSpec, Store, load_data, toy_data
 from dannlib.sweep import MissingRunsError, ensure
 from synthetic import tiny_adda  # tests/synthetic.py
@@ -181,13 +181,13 @@ def test_train_missing_false_names_the_count_and_the_sweep_command(tmp_path):
         fetch("01", "smoke", train_missing=False, store=store, progress=False)
     msg = str(info.value)
     assert "16 of 16 runs are not in the store" in msg, msg
-    assert "python -m dannlib sweep --profile smoke --only 01" in msg
+    assert "python -m dann_study sweep --profile smoke --only 01" in msg
     assert str(tmp_path) in msg
     assert not any(tmp_path.rglob("*.json")), "nothing may be trained"
     specs = [toy_spec(0), toy_spec(1)]
     ensure(specs[:1], store=store, workers=1, progress=False)
-    with pytest.raises(MissingRunsError, match="1 of 2 runs .* Compute them first: python -m dannlib sweep"):
-        ensure(specs, store=store, train_missing=False, hint="python -m dannlib sweep --profile quick",
+    with pytest.raises(MissingRunsError, match="1 of 2 runs .* Compute them first: python -m dann_study sweep"):
+        ensure(specs, store=store, train_missing=False, hint="python -m dann_study sweep --profile quick",
                progress=False)
     # nothing missing: no error, the stored runs come back
     out = ensure(specs[:1], store=store, train_missing=False, progress=False)
@@ -210,7 +210,7 @@ def test_train_missing_auto_trains_when_cheap_and_raises_over_budget(tmp_path):
 
 
 def test_train_missing_stored_trains_nothing_and_the_note_names_what_is_missing(tmp_path):
-    from dannlib.plan import coverage_note, plan
+    from dann_study.plan import coverage_note, plan
 
     store = Store(tmp_path)
     p = plan("01", "smoke")
@@ -224,7 +224,7 @@ def test_train_missing_stored_trains_nothing_and_the_note_names_what_is_missing(
     n_group = sum(q.tags == first.tags for q in p.runs)
     assert f"{len(p.runs) - 1} of {len(p.runs)} runs of the smoke profile" in note
     assert f"- {label}: {n_group - 1} of {n_group}" in note
-    assert "python -m dannlib sweep --profile smoke --only 01" in note
+    assert "python -m dann_study sweep --profile smoke --only 01" in note
     # complete: no note
     ensure(p.specs, store=store, workers=1, progress=False)
     got, runs = fetch("01", "smoke", train_missing="stored", store=store, progress=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dannlib.plan import fetch
+from dann_study.plan import fetch
 from dannlib.store import RunSpec, Store
 from dannlib.sweep import ensure
 from synthetic import tiny_adda  # tests/synthetic.py

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dannlib.__main__ import main as cli_main
+from dann_study.__main__ import main as cli_main
 from dannlib.store import RunSpec, Store, toy_data
 from dannlib.sweep import ensure
 
@@ -310,7 +310,7 @@ def test_a_sweep_killed_outright_leaves_no_partial_run_and_a_rerun_completes_it(
 @pytest.mark.slow
 def test_ctrl_c_ends_with_a_summary_and_exit_130_keeping_finished_runs(tmp_path):
     store, results = tmp_path / "store", tmp_path / "results"
-    proc = subprocess.Popen([sys.executable, "-m", "dannlib", "sweep", "--profile", "smoke", "--only", "01",
+    proc = subprocess.Popen([sys.executable, "-m", "dann_study", "sweep", "--profile", "smoke", "--only", "01",
                              "--seeds", "0,1", "--workers", "2", "--store", str(store)], cwd=ROOT,
                             env=_env(DANNLIB_RESULTS=str(results), DANNLIB_PROGRESS="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -329,7 +329,7 @@ def test_ctrl_c_ends_with_a_summary_and_exit_130_keeping_finished_runs(tmp_path)
     record = json.loads((results / "smoke" / "sweep.json").read_text())
     assert record["total"] == 16 and record["failed"] == [] and record["trained"] < 16
     assert f"{record['trained']} trained" in last
-    from dannlib.plan import plan_specs
+    from dann_study.plan import plan_specs
 
     specs = plan_specs("01", "smoke", [0, 1])
     kept = _check_store(store, specs)
@@ -354,7 +354,7 @@ def test_workers_end_with_a_parent_killed_alone(tmp_path, script):
 
 # -- the command's options ---------------------------------------------------------------------
 def test_sweep_help_documents_the_options():
-    out = subprocess.run([sys.executable, "-m", "dannlib", "sweep", "--help"], cwd=ROOT, env=_env(),
+    out = subprocess.run([sys.executable, "-m", "dann_study", "sweep", "--help"], cwd=ROOT, env=_env(),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     text = " ".join(out.stdout.split())
@@ -377,7 +377,7 @@ def test_time_limit_zero_starts_nothing(tmp_path, monkeypatch, capsys):
     record = json.loads((tmp_path / "results" / "smoke" / "sweep.json").read_text())
     assert record["not_started"] == 16 and record["trained"] == 0
     # in this process too (workers=1) the limit is honoured
-    from dannlib.plan import plan_specs
+    from dann_study.plan import plan_specs
 
     out = ensure(plan_specs("01", "smoke"), store=Store(store), workers=1, time_limit=0, progress=False)
     assert out == {} and ensure.last_summary.not_started == 16 and not _finished(store)
@@ -385,7 +385,7 @@ def test_time_limit_zero_starts_nothing(tmp_path, monkeypatch, capsys):
 
 def test_dry_run_lists_the_missing_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DANNLIB_RESULTS", str(tmp_path / "results"))
-    from dannlib.plan import plan_specs
+    from dann_study.plan import plan_specs
 
     specs = plan_specs("01", "smoke")
     store = tmp_path / "store"
@@ -404,7 +404,7 @@ def test_phases_put_every_dependency_first_once_and_order_longest_first(tmp_path
     """ADDA's pre-training runs are rows of notebook 05 *and* dependencies of its stage 2: they
     must all be trained in the first phase (or a stage-2 run started beside its own
     pre-training would retrain it in another worker), and never again in the second."""
-    from dannlib.plan import plan_specs
+    from dann_study.plan import plan_specs
     from dannlib.sweep import _phases
 
     specs = plan_specs("05", "smoke")
@@ -421,7 +421,7 @@ def test_phases_put_every_dependency_first_once_and_order_longest_first(tmp_path
 def test_prune_removes_only_the_runs_no_plan_needs(tmp_path, capsys):
     """A run no notebook needs under any profile (here: a toy run at an unplanned step count)
     is removed with its weights; a planned run is kept; --dry-run removes nothing."""
-    from dannlib.plan import plan_specs
+    from dann_study.plan import plan_specs
 
     store = Store(tmp_path)
     planned = plan_specs("01", "smoke")[0]

@@ -11,9 +11,10 @@ import signal
 
 import pytest
 
+import dann_study
 import dannlib
+from dann_study.regenerate import Interrupted
 from dannlib.data.common import CacheNotWritableError, DataChecksumError, DataNotFoundError
-from dannlib.regenerate import Interrupted
 from dannlib.store import RunSpec, Store, digits_data
 from dannlib.sweep import MissingRunsError, RunError, RunsFailedError, ensure
 
@@ -26,19 +27,21 @@ EXAMPLES = {
     "dannlib.data.common.CacheNotWritableError": lambda: CacheNotWritableError("the cache folder /c is not writable"),
     "dannlib.sweep.MissingRunsError": lambda: MissingRunsError("3 of 5 runs are not in the store"),
     "dannlib.sweep.RunsFailedError": lambda: RunsFailedError("all 2 runs failed"),
-    "dannlib.regenerate.Interrupted": lambda: Interrupted(signal.SIGTERM),
+    "dann_study.regenerate.Interrupted": lambda: Interrupted(signal.SIGTERM),
     "dannlib.sweep.RunError": lambda: RunError("SomeLibraryError", "it broke"),
 }
 
 
 def _project_exceptions() -> dict[str, type]:
     found = {}
-    for mod in pkgutil.walk_packages(dannlib.__path__, "dannlib."):
-        if mod.name == "dannlib.__main__":
+    mods = [*pkgutil.walk_packages(dannlib.__path__, "dannlib."),
+            *pkgutil.walk_packages(dann_study.__path__, "dann_study.")]
+    for mod in mods:
+        if mod.name == "dann_study.__main__":
             continue
         module = importlib.import_module(mod.name)
         for _, obj in inspect.getmembers(module, inspect.isclass):
-            if issubclass(obj, BaseException) and obj.__module__.startswith("dannlib"):
+            if issubclass(obj, BaseException) and obj.__module__.startswith(("dannlib", "dann_study")):
                 found[f"{obj.__module__}.{obj.__qualname__}"] = obj
     return found
 
@@ -78,7 +81,7 @@ def test_sweep_workers_report_missing_data(tmp_path, capsys):
 def test_fetch_whose_runs_all_failed_names_them(tmp_path, monkeypatch):
     """A plan whose runs all failed raises RunsFailedError listing each run and its error
     (not the pandas KeyError of an empty table later)."""
-    from dannlib import plan as plan_mod
+    from dann_study import plan as plan_mod
 
     monkeypatch.setenv("DANNLIB_DATA", str(tmp_path / "nowhere"))
     with pytest.raises(RunsFailedError) as e:

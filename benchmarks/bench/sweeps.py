@@ -48,7 +48,7 @@ def build_sweep_parser() -> argparse.ArgumentParser:
 
 def sweep_specs(data: str, runs: int, steps: int, n_train: int = 2000, n_test: int = 500) -> list:
     """The K run specs every variant trains: DANN, batch 32, seeds 0..K-1."""
-    from dannlib.plan import TOYS
+    from dann_study.plan import TOYS
     from dannlib.store import RunSpec, digits_data, toy_data
 
     if data == "toy":
@@ -87,7 +87,7 @@ def _loadavg() -> list[float] | None:
 
 
 def _other_sweeps() -> list[str]:
-    """The command lines of other processes running ``dannlib sweep`` (background sweeps that
+    """The command lines of other processes running ``dann_study sweep`` (background sweeps that
     share the CPU; their worker processes are not named so), as ``pgrep -f`` would find them."""
     found = []
     for d in Path("/proc").glob("[0-9]*"):
@@ -95,7 +95,7 @@ def _other_sweeps() -> list[str]:
             cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
-        if int(d.name) != os.getpid() and "dannlib sweep" in cmd and "grep" not in cmd:
+        if int(d.name) != os.getpid() and "dann_study sweep" in cmd and "grep" not in cmd:
             # absolute paths (log files, the checkout) would tie the record to this machine
             found.append(f"{d.name}: " + re.sub(r"(?<![\w.])/(?:[^\s/]+/)*([^\s/]*)", r"\1", cmd)[:160])
     return found

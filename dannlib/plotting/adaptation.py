@@ -1,4 +1,4 @@
-"""Figures of adaptation runs (notebooks 05 and 06) from :func:`dannlib.plan.fetch` or the runs' histories."""
+"""Figures of adaptation runs (notebooks 05 and 06) from :func:`dann_study.plan.fetch` or the runs' histories."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt

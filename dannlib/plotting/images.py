@@ -78,7 +78,7 @@ def plot_embeddings(embeddings: dict, classes, domains, *, domain_names=("source
 
 
 def plot_build_gap(records: list, *, title: str = "MNIST-M builds against the released test split"):
-    """Notebook 02's factor figure (:func:`dannlib.mnist_m_gap.gap_records`): each network's accuracy per test
+    """Notebook 02's factor figure (:func:`dann_study.mnist_m_gap.gap_records`): each network's accuracy per test
     set; the two-set classifier's held-out accuracy against the released images (0.5: indistinguishable)."""
     df = pd.DataFrame(records)
     sets, methods = list(dict.fromkeys(df["test_set"])), list(dict.fromkeys(df["method"]))

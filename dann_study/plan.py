@@ -1,7 +1,7 @@
-"""The runs each notebook needs under each profile (:mod:`dannlib.profiles`): the one list that the
-notebooks and ``python -m dannlib sweep`` both read. A run that several profiles ask for is computed
-once. Each entry is a :class:`~dannlib.plan_runs.Planned` run, built in :mod:`dannlib.plan_runs`
-(01-06; 02 reads 03's networks) and :mod:`dannlib.plan_grids` (07-09).
+"""The runs each notebook needs under each profile (:mod:`dann_study.profiles`): the one list that the
+notebooks and ``python -m dann_study sweep`` both read. A run that several profiles ask for is computed
+once. Each entry is a :class:`~dann_study.plan_runs.Planned` run, built in :mod:`dann_study.plan_runs`
+(01-06; 02 reads 03's networks) and :mod:`dann_study.plan_grids` (07-09).
 """
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
+from dannlib.store import RunSpec
+from dannlib.utils import check_seeds
+
 from .plan_grids import _plan_07, _plan_08, _plan_09
-from .plan_runs import (TOY_MODES, TOYS,  # noqa: F401  (01's toys: the notebook and dannlib.bench read them here)
+from .plan_runs import (TOY_MODES, TOYS,  # noqa: F401  (01's toys: the notebook and benchmarks.bench read them here)
                         Planned, _plan_01, _plan_02, _plan_03, _plan_04, _plan_05, _plan_06)
 from .profiles import check_profile
-from .store import RunSpec
-from .utils import check_seeds
 
 NOTEBOOKS = {"01": "01_toy_blobs", "02": "02_mnist_m_construction", "03": "03_dann_vs_source_only",
              "04": "04_tsne_embeddings", "05": "05_adda_comparison", "06": "06_iimt_mixup_ablation",
@@ -100,7 +101,7 @@ def selected_notebooks(only=None) -> list[str]:
 
 def _sweep_command(p: Plan, seeds) -> str:
     seed_arg = "" if seeds is None else " --seeds " + ",".join(map(str, p.seeds))
-    return f"python -m dannlib sweep --profile {p.profile} --only {p.notebook[:2]}{seed_arg}"
+    return f"python -m dann_study sweep --profile {p.profile} --only {p.notebook[:2]}{seed_arg}"
 
 
 def fetch(notebook: str, profile: str, seeds=None, *, train_missing="auto", **kwargs):
@@ -108,7 +109,7 @@ def fetch(notebook: str, profile: str, seeds=None, *, train_missing="auto", **kw
     ``train_missing`` (:func:`dannlib.sweep.ensure`). Returns ``(plan, [(tags, StoredRun), ...])``
     in plan order; failed runs are left out, with a warning that lists them, and
     :class:`~dannlib.sweep.RunsFailedError` says why when no run could be had."""
-    from .sweep import RunsFailedError, ensure
+    from dannlib.sweep import RunsFailedError, ensure
     p = plan(notebook, profile, seeds)
     hint = _sweep_command(p, seeds)
     stored = ensure(p.specs, train_missing=train_missing, hint=hint, **kwargs)

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import (DataNotFoundError, binarise_digits, blend_mnist_m, bsds500_train_dir, bsds500_train_files,
-                   channel_stats, load_mnist, load_mnist_m_released, mnist_m_seed, to_tensor_domain)
-from .data.mnist_m import _decode_jpg
-from .training import accuracy
-from .utils import check_choice, seeded
+from dannlib.data import (DataNotFoundError, binarise_digits, blend_mnist_m, bsds500_train_dir, bsds500_train_files,
+                          channel_stats, load_mnist, load_mnist_m_released, mnist_m_seed, to_tensor_domain)
+from dannlib.data.mnist_m import _decode_jpg
+from dannlib.training import accuracy
+from dannlib.utils import check_choice, seeded
 
 
 def build_variant(split: str = "test", root=None, *, backgrounds: str = "train", build_size: int = 28,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+from dannlib.results import format_cell, markdown_table, mean_std
+from dannlib.selection import ORACLE, RULES, SELECTION_FIELD
+from dannlib.utils import check_choice
+
 from .grids import SPEEDRUN_GRID, SPEEDRUN_RULE, SPEEDRUN_SECONDS
-from .results import format_cell, markdown_table, mean_std
-from .selection import ORACLE, RULES, SELECTION_FIELD
-from .utils import check_choice
 
 CELL = tuple(SPEEDRUN_GRID)  # the tags that make a cell: network, precision, optimizer
 #: notebook 09's figure: label -> the records of the group

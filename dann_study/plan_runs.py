@@ -1,13 +1,15 @@
-"""The runs of notebooks 01-06 under each profile (07's and 08's: :mod:`dannlib.plan_grids`), and :class:`Planned`, one
-planned run. A builder takes ``(profile, seeds)`` and returns ``(settings, seeds, [Planned, ...])``.
+"""The runs of notebooks 01-06 under each profile (07's and 08's: :mod:`dann_study.plan_grids`), and
+:class:`Planned`, one planned run. A builder takes ``(profile, seeds)`` and returns
+``(settings, seeds, [Planned, ...])``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dannlib.store import RunSpec, digits_data, toy_data
+from dannlib.utils import check_seeds
+
 from .grids import ADDA_PAPER_STEPS, SELECTED, grid_config
-from .store import RunSpec, digits_data, toy_data
-from .utils import check_seeds
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ def _plan_05(profile, seeds):
 
 
 def _plan_06(profile, seeds):
-    from .methods.iimt import ABLATIONS
+    from dannlib.methods.iimt import ABLATIONS
     # released_methods: on the released MNIST-M, 03's source-only and DANN runs (the untuned rows) and the selected ones
     paper = {"n_seeds": 5, "pairs": ["MNIST->USPS", "MNIST->MNIST-M", "MNIST->MNIST-M (released)"], "steps": 10_000,
              "eval_every": 250, "monitor_size": 2000, "n_test": None, "n_cap": None,

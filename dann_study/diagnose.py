@@ -44,8 +44,9 @@ def recipe_table(specs: dict) -> pd.DataFrame:
 
 def against(records, metric: str, reference: str, others) -> str:
     """Markdown paired comparisons (:mod:`dannlib.stats`) of each of ``others`` minus ``reference`` on ``metric``."""
+    from dannlib.stats import compare_records
+
     from .report import comparison_table
-    from .stats import compare_records
     rows = [(None, metric, compare_records(records, metric, o, reference)) for o in others]
     return comparison_table([r for r in rows if r[2].n])
 

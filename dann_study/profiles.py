@@ -1,8 +1,8 @@
 """The profiles: ``smoke`` (seconds, for CI; numbers meaningless), ``quick`` (the default: a 2-core CPU,
-about 20 minutes) and ``paper`` (the papers' step counts; the committed outputs). Runs: :mod:`dannlib.plan`."""
+about 20 minutes) and ``paper`` (the papers' step counts; the committed outputs). Runs: :mod:`dann_study.plan`."""
 from __future__ import annotations
 
-from .utils import check_choice
+from dannlib.utils import check_choice
 
 PROFILES = ("smoke", "quick", "paper")
 DEFAULT_PROFILE = "quick"

@@ -1,4 +1,4 @@
-"""Command line: ``python -m dannlib {sweep,regenerate,report} ...`` (also the ``dannlib`` script)."""
+"""Command line: ``python -m dann_study {sweep,regenerate,report} ...`` (also the ``dann-study`` script)."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,7 @@ from pathlib import Path
 def build_parser() -> argparse.ArgumentParser:
     from . import regenerate
     from .profiles import DEFAULT_PROFILE, PROFILES
-    parser = argparse.ArgumentParser(prog="python -m dannlib", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dann_study", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="{sweep,regenerate,report}")
     sw = sub.add_parser(
         "sweep", help="train every run the selected notebooks need under a profile (resumable, parallel)",
@@ -51,12 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def sweep_main(args: argparse.Namespace) -> int:
-    from . import sweep
+    from dannlib import sweep
+    from dannlib.settings import check_scheduler, check_time_limit, check_workers, check_writable, scheduler_setting
+    from dannlib.store import Store, machine_speed, speed_setting
+    from dannlib.utils import atomic_write, resolve_device, results_root, thread_policy
+
     from .plan import needed_runs, parse_only, parse_seeds, plan_specs, selected_notebooks
     from .profiles import PROFILES
-    from .settings import check_scheduler, check_time_limit, check_workers, check_writable, scheduler_setting
-    from .store import Store, machine_speed, speed_setting
-    from .utils import atomic_write, resolve_device, results_root, thread_policy
     store = Store(args.store, data_root=args.data_root)
     try:  # every option and setting is checked before anything is trained, removed or written
         if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
@@ -80,7 +81,7 @@ def sweep_main(args: argparse.Namespace) -> int:
                 if scheduler:
                     check_scheduler(scheduler, setting=scheduler_from)
     except (ValueError, OSError) as exc:
-        print(f"dannlib sweep: {exc}", file=sys.stderr)
+        print(f"dann_study sweep: {exc}", file=sys.stderr)
         return 2
     if args.prune:
         keep = {run.key for p in PROFILES for run in needed_runs(p)}
@@ -91,12 +92,12 @@ def sweep_main(args: argparse.Namespace) -> int:
               + f"; store {store.root}" + "".join(f"\n  {r}" for r in runs))
         return 0
     if args.backfill_fingerprints:
-        from .data.common import DataChecksumError, DataNotFoundError, data_root
-        from .data.fingerprint import backfill_store
+        from dannlib.data.common import DataChecksumError, DataNotFoundError, data_root
+        from dannlib.data.fingerprint import backfill_store
         try:
             out = backfill_store(store.root, args.data_root, dry_run=args.dry_run)
         except (DataChecksumError, DataNotFoundError) as exc:
-            print(f"dannlib sweep --backfill-fingerprints: {' '.join(str(exc).split())}", file=sys.stderr)
+            print(f"dann_study sweep --backfill-fingerprints: {' '.join(str(exc).split())}", file=sys.stderr)
             return 2
         print(f"sweep --backfill-fingerprints: {len(out['added'])} record(s) "
               + ("would get" if args.dry_run else "got") + f" the data fingerprint of {data_root(args.data_root)}; "
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(markdown_report(args.results_dir, args.profile), end="")
     except (ValueError, FileNotFoundError) as exc:
-        parser.exit(2, f"dannlib report: {exc}\n")
+        parser.exit(2, f"dann_study report: {exc}\n")
     return 0
 
 

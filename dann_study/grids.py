@@ -1,5 +1,5 @@
 """Notebook 07's hyper-parameter grids, the untuned cell of each, and the settings 07's selection
-chose for 05's and 06's "selected" rows. :mod:`dannlib.plan` turns them into runs."""
+chose for 05's and 06's "selected" rows. :mod:`dann_study.plan` turns them into runs."""
 from __future__ import annotations
 
 _U, _R = "MNIST->USPS", "MNIST->MNIST-M (released)"
@@ -22,7 +22,7 @@ JUDGING_METHODS = ("dann", "iimt")
 #: the tags that make one cell of 07's grids (a tag a method lacks reads as None)
 GRID_SETTING = ("schedule", "lambda_max", "lr", "ramp_max", "stage2_steps")
 
-#: The settings 07's label-free selection chose from the paper grids (:func:`dannlib.selection_report.selections`),
+#: The settings 07's label-free selection chose from the paper grids (:func:`dann_study.selection_report.selections`),
 #: which 05 and 06 train at full length as "selected" rows; tests/test_selected.py recomputes them.
 SELECTED: dict[tuple[str, str], dict] = {
     ("dann", _U): {"rule": "info_max", "judged_on": [_R], "setting": {"schedule": "constant", "lambda_max": 0.1,

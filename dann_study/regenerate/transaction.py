@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Sequence
 
-from ..utils import atomic_write, file_digest
+from dannlib.utils import atomic_write, file_digest
 
 RUNNING_SUFFIX, JOURNAL_SUFFIX, STAGING_PREFIX = ".running.ipynb", ".commit.json", ".staging-"
 RUN_LOCK_PREFIX, RUN_LOCK_SUFFIX = ".regenerate-", ".lock"  # + run id: held (flock) for a regeneration's life
@@ -198,7 +198,7 @@ def tidy_notebook(nb, name: str, parameters: dict, rules: Sequence[tuple[re.Patt
         tags = cell.metadata.get("tags", [])
         if "injected-parameters" in tags:
             cell.metadata["tags"] = list(dict.fromkeys([*tags, "nbval-skip"]))
-            cell.source = ("# Parameters of this execution (dannlib regenerate, papermill); the parameters cell "
+            cell.source = ("# Parameters of this execution (dann_study regenerate, papermill); the parameters cell "
                            "above sets them for a run of your own:\n"
                            + "\n".join(f"#   {k} = {v!r}" for k, v in parameters.items()))
             cell.outputs = []

@@ -1,5 +1,5 @@
 """The study's results as Markdown, built only from the records the notebooks wrote
-(``python -m dannlib report``: the headline against :data:`dannlib.results.PUBLISHED`, one table
+(``python -m dann_study report``: the headline against :data:`dannlib.results.PUBLISHED`, one table
 per notebook with its paired comparisons, the machine and the regeneration times; the README's
 tables are copied from it), and the tables the notebooks print with the same builders.
 """
@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dannlib.results import (aggregate, format_cell, markdown_table, ok_histories, published, published_text,
+                             read_records)
+from dannlib.stats import compare_records, format_interval, t_half_width
+from dannlib.utils import results_root
+
 from .profiles import check_profile
-from .results import aggregate, format_cell, markdown_table, ok_histories, published, published_text, read_records
-from .stats import compare_records, format_interval, t_half_width
-from .utils import results_root
 
 #: A pair (as records name it) -> its experiment in :data:`dannlib.results.PUBLISHED`. The papers measured
 #: MNIST-M on the released set, so both of our MNIST-M pairs compare with the same published rows.
@@ -96,7 +98,7 @@ def markdown_report(results_dir=None, profile: str = "quick") -> str:
     folder = results_root(results_dir) / profile
     if not folder.is_dir():
         raise FileNotFoundError(f"no records in {folder}: run `make figures PROFILE={profile}` "
-                                f"(python -m dannlib sweep --profile {profile}, then regenerate) first")
+                                f"(python -m dann_study sweep --profile {profile}, then regenerate) first")
     parts = [f"Profile `{profile}`; records in `results/{profile}/`."]
     headline = [f"#### {title}\n\n" + published_table(found[1], metric, group=group)
                 for number, title, metric, group in HEADLINE if (found := _records(folder, number))[0]]
@@ -155,7 +157,7 @@ COMPARISONS: dict[str, tuple[str, str | None, list[tuple[str, str, str]]]] = {
                          + [("target_test_acc", "dann_lenet", "adda_gan")]),
     "06": ("06", "pair", [("target_test_acc", "iimt", "dann"), ("target_test_acc", "iimt", "source_only"),
                           ("target_test_acc", "dann", "source_only")]),
-    # the rows at the settings 07's label-free selection chose (dannlib.grids.SELECTED)
+    # the rows at the settings 07's label-free selection chose (dann_study.grids.SELECTED)
     "06-selected": ("06", "pair", [("target_test_acc", "iimt_selected", "dann_selected"),
                                    ("target_test_acc", "iimt_selected", "dann"),
                                    ("target_test_acc", "iimt_selected", "iimt"),

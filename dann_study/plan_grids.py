@@ -1,15 +1,16 @@
 """The runs of notebooks 07 (label-free model selection: the settings grids) and 08 (the
 shortfalls, each diagnosed by controlled runs, many of them 05's, 06's and 07's read again)
-under each profile: plan builders, as in :mod:`dannlib.plan_runs`.
+under each profile: plan builders, as in :mod:`dann_study.plan_runs`.
 """
 from __future__ import annotations
 
 from itertools import product
 
+from dannlib.store import RunSpec
+
 from .grids import (ADDA_GRID, ADDA_GRID_RELEASED, DANN_GRID, GRID_DEFAULTS, GRID_SETTING, IIMT_GRID, SPEEDRUN_CEILING,
                     SPEEDRUN_GRID, grid_config, speedrun_config)
 from .plan_runs import MNIST_M_PAIRS, Planned, _pair_data, _plan_03, _plan_05, _plan_06, _seeds
-from .store import RunSpec
 
 U, R = "MNIST->USPS", MNIST_M_PAIRS["mnist_m_released"]
 
@@ -130,7 +131,7 @@ def _plan_09(profile, seeds):
     """The speedrun: its candidate grid (``SPEEDRUN_GRID``, 2 seeds a cell), the registered recipe
     ``dann_speedrun`` (5 seeds), 03's paper-recipe DANN on the same data, read again, and the oracle diagnostic
     ``SPEEDRUN_CEILING`` (5 seeds a precision)."""
-    from .methods import METHODS
+    from dannlib.methods import METHODS
     paper = {"n_seeds": 5, "n_grid_seeds": 2, "n_ceiling_seeds": 5, "n_cap": None, "n_test": None,
              "monitor_size": 2000, "grid": SPEEDRUN_GRID, "steps": None}
     s = {"paper": paper, "quick": {**paper, "n_seeds": 2, "n_grid_seeds": 0, "n_ceiling_seeds": 0},

@@ -8,9 +8,10 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+from dannlib.results import aggregate, format_cell, markdown_table, usable
+from dannlib.selection import ORACLE, RULES, judge_rules
+
 from .grids import JUDGING_METHODS
-from .results import aggregate, format_cell, markdown_table, usable
-from .selection import ORACLE, RULES, judge_rules
 
 #: the baselines' rule names in the rows and tables
 DEFAULT, RANDOM = "untuned default", "random pick (expected)"
@@ -195,7 +196,7 @@ def grid_description(plan, paper) -> str:
 
 def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
     """Per (method, pair): the label-free choice, the oracle's best cell, the untuned one, what ``committed``
-    (:data:`dannlib.grids.SELECTED`) trains in 05/06. None with fewer than two judged pairs."""
+    (:data:`dann_study.grids.SELECTED`) trains in 05/06. None with fewer than two judged pairs."""
     scored, out = [r for r in records if r.get("scores_from") != "missing"], []
     if len({r["pair"] for r in rows if r["rule"] in RULES and r["n_settings"] >= 2}) < 2:
         return None
@@ -206,7 +207,7 @@ def choice_table(records, rows, setting, defaults: Mapping, committed: Mapping):
         out.append({"method": method, "pair": pair, "chosen (label-free)": chosen_text(c),
                     "oracle's best cell (reading only)": _pick_text(best),
                     "untuned default": _pick_text(defaults.get((method, pair), defaults.get(method))),
-                    "trained in 05/06 (dannlib.grids.SELECTED, the paper grids' choice)": state})
+                    "trained in 05/06 (dann_study.grids.SELECTED, the paper grids' choice)": state})
     return pd.DataFrame(out).set_index(["method", "pair"])
 
 

@@ -1,4 +1,4 @@
-"""Regenerate every figure: ``python -m dannlib regenerate`` executes ``notebooks/NN_*.ipynb`` with papermill in
+"""Regenerate every figure: ``python -m dann_study regenerate`` executes ``notebooks/NN_*.ipynb`` with papermill in
 number order (after a sweep of their missing runs), each notebook a transaction (:mod:`.transaction`); see the
 help (``_HELP``) for where outputs go, the kernel's environment and the exit statuses."""
 from __future__ import annotations
@@ -17,12 +17,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..data.common import cache_dir
+from dannlib.data.common import cache_dir
+from dannlib.settings import check_scheduler, check_workers, check_writable, scheduler_setting
+from dannlib.store import Store, store_root
+from dannlib.utils import PROJECT_ROOT, atomic_write, machine_info
+
 from ..plan import NOTEBOOKS, parse_only, parse_seeds, plan_specs
 from ..profiles import DEFAULT_PROFILE, PROFILES, check_profile
-from ..settings import check_scheduler, check_workers, check_writable, scheduler_setting
-from ..store import Store, store_root
-from ..utils import PROJECT_ROOT, atomic_write, machine_info
 from .transaction import (JOURNAL_SUFFIX, REPORT_NAME, RUNNING_SUFFIX, STAGING_PREFIX, RunLock, _apply_commit,
                           _plan_commit, _signals_deferred, clean_stale, digests, normalize_notebook, path_replacements,
                           tidy_notebook)
@@ -279,7 +280,7 @@ def _now() -> str:
 
 def run_sweep(selected, profile, seeds, outputs, data_root, workers, progress) -> dict:
     """Train the runs the selected notebooks need (:func:`dannlib.sweep.ensure`); the summary for the report."""
-    from ..sweep import ensure
+    from dannlib.sweep import ensure
 
     numbers = [p.name[:2] for p in selected if p.stem in NOTEBOOKS.values()]
     if not (specs := list(dict.fromkeys(s for n in numbers for s in plan_specs(n, profile, seeds)))):
@@ -367,7 +368,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: each profile's)")
     add("--data-root", help="the data root, given to the kernel as $DANNLIB_DATA (default: $DANNLIB_DATA, else data/)")
     add("--no-progress", action="store_true", help="hide the progress bars")
-    add("--no-sweep", action="store_true", help="do not train the notebooks' missing runs first (python -m dannlib "
+    add("--no-sweep", action="store_true", help="do not train the notebooks' missing runs first (python -m dann_study "
         "sweep); the notebooks then train small missing sets themselves and stop on large ones")
     add("--workers", type=int, help="worker processes of that sweep (default: $DANNLIB_WORKERS or one per core)")
     add("--normalize", action="store_true", help="execute nothing: rewrite the selected notebooks as JupyterLab would "
