@@ -1,2 +1,3 @@
-"""dannlib: the support package of dann-study (DANN, ADDA, IIMT on toys and digits)."""
+"""dannlib: the library of dann-study (DANN, ADDA, IIMT, CDAN on toys, digits or your own tensors); the study's own
+runs, command line and notebook tables are in dann_study, which this package never imports."""
 __version__ = "0.1.0"

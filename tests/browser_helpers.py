@@ -81,7 +81,7 @@ def clone_env(clone: Path, **extra: str) -> dict[str, str]:
     """The environment of a reader working in ``clone``: this environment without the output
     redirections (OUTPUT_VARS), with ``clone`` first on PYTHONPATH (what the clone's own
     `make install`, an editable install of the clone, would give: its kernel imports the clone's
-    dannlib, not this checkout's), DANNLIB_DATA when the real data is found, and ``extra``."""
+    dannlib and dann_study, not this checkout's), DANNLIB_DATA when the real data is found, and ``extra``."""
     env = {k: v for k, v in os.environ.items() if k not in OUTPUT_VARS}
     env["PYTHONPATH"] = os.pathsep.join([str(clone)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     root = data_root()

@@ -4,8 +4,8 @@ in order, in a kernel started in the clone's notebooks/ folder).
 
 The reader's environment is that of a person who cloned the project and ran `make lab`:
 DANNLIB_PROFILE=smoke and DANNLIB_DATA set, no DANNLIB_FIGURES/DANNLIB_RESULTS/DANNLIB_CACHE
-(the notebooks' own defaults, ../figures and ../results, decide), and the clone's dannlib
-imported (PYTHONPATH, as the clone's own editable install would give)."""
+(the notebooks' own defaults, ../figures and ../results, decide), and the clone's dannlib and
+dann_study imported (PYTHONPATH, as the clone's own editable install would give)."""
 from __future__ import annotations
 
 import os
@@ -39,10 +39,11 @@ def test_run_all_from_a_clone_at_another_path_writes_only_inside_it(tmp_path):
         f"DANNLIB_PROFILE / the parameters cell there: " + "; ".join(overrides))
 
     env = H.clone_env(clone, DANNLIB_PROFILE="smoke")
-    imported = subprocess.run([sys.executable, "-c", "import dannlib; print(dannlib.__file__)"],
-                              cwd=notebooks, env=env, capture_output=True, text=True, check=True).stdout.strip()
-    assert Path(imported).resolve().is_relative_to(clone.resolve()), \
-        f"the kernel would import {imported}, not the clone's dannlib"
+    for package in ("dannlib", "dann_study"):
+        imported = subprocess.run([sys.executable, "-c", f"import {package}; print({package}.__file__)"],
+                                  cwd=notebooks, env=env, capture_output=True, text=True, check=True).stdout.strip()
+        assert Path(imported).resolve().is_relative_to(clone.resolve()), \
+            f"the kernel would import {imported}, not the clone's {package}"
 
     clone_before, real_before = H.listing(clone), H.real_tree(NOTEBOOK)
     parent_before = sorted(os.listdir(clone.parent))

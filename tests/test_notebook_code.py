@@ -1,4 +1,4 @@
-"""Notebooks hold narrative, parameters, calls into dannlib and plots: no notebook code cell
+"""Notebooks hold narrative, parameters, calls into dannlib and dann_study, and plots: no notebook code cell
 defines a function (sentence builders, comparison rules and other helpers live in the package,
 where they are tested: ``dann_study.report``, ``dannlib.stats``, ``dannlib.plotting``), and no
 notebook cites a document that is not in the repository."""
@@ -34,8 +34,8 @@ def test_the_scan_finds_definitions_and_internal_references():
 def test_no_notebook_code_cell_defines_a_function(path):
     cells = json.loads(path.read_text())["cells"]
     found = {i: d for i, c in enumerate(cells) if c["cell_type"] == "code" and (d := definitions("".join(c["source"])))}
-    assert not found, (f"{path.name}: code cells {sorted(found)} define {found}; move the helper into dannlib "
-                       "(a sentence or table: dann_study.report; a comparison: dannlib.stats) and call it")
+    assert not found, (f"{path.name}: code cells {sorted(found)} define {found}; move the helper into dannlib or "
+                       "dann_study (a sentence or table: dann_study.report; a comparison: dannlib.stats) and call it")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

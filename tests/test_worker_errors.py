@@ -18,7 +18,7 @@ from dannlib.data.common import CacheNotWritableError, DataChecksumError, DataNo
 from dannlib.store import RunSpec, Store, digits_data
 from dannlib.sweep import MissingRunsError, RunError, RunsFailedError, ensure
 
-#: One instance of every exception class defined in dannlib, by qualified name. A new class
+#: One instance of every exception class defined in dannlib and dann_study, by qualified name. A new class
 #: must be added here (the test below finds them all), so that it is checked too.
 EXAMPLES = {
     "dannlib.data.common.DataNotFoundError":
