@@ -242,6 +242,19 @@ def test_regenerate_checks_the_scheduler_variable_before_any_work(tmp_path, no_w
                  "--results-dir", str(tmp_path / "r"), "--profile", "smoke", "--no-progress", "--partial"]) == 0
 
 
+def test_blank_store_data_and_cache_variables_count_as_unset(monkeypatch):
+    """The three folder settings read their variable alike: one of spaces (``export DANNLIB_DATA=" "``) is unset."""
+    from dannlib.data.common import cache_dir, data_root
+    from dannlib.store import store_root
+    from dannlib.utils import PROJECT_ROOT
+    for name in ("DANNLIB_DATA", "DANNLIB_CACHE", "DANNLIB_STORE"):
+        monkeypatch.setenv(name, "  ")
+    monkeypatch.delenv("DANNLIB_RESULTS", raising=False)  # the store's default lies under it
+    assert data_root() == PROJECT_ROOT / "data"
+    assert cache_dir() == PROJECT_ROOT / "data" / "cache"
+    assert store_root() == PROJECT_ROOT / "results" / "runs"
+
+
 def test_relative_store_and_data_variables_are_made_absolute(tmp_path, monkeypatch):
     """A kernel runs in the notebooks folder: the sweep and the notebooks must read the same store and data."""
     from dannlib.store import store_root

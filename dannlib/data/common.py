@@ -45,8 +45,10 @@ class CacheNotWritableError(PermissionError):
 
 
 def data_root(root=None) -> Path:
-    """The data root: ``root`` if given, else ``$DANNLIB_DATA``, else ``PROJECT_ROOT/data``."""
-    return Path(root if root is not None else os.environ.get("DANNLIB_DATA") or PROJECT_ROOT / "data").expanduser()
+    """The data root: ``root`` if given, else ``$DANNLIB_DATA`` (blank counts as unset, as for the store and the
+    cache), else ``PROJECT_ROOT/data``."""
+    env = os.environ.get("DANNLIB_DATA", "").strip()
+    return Path(root if root is not None else env or PROJECT_ROOT / "data").expanduser()
 
 
 def cache_dir(cache=None) -> Path:
